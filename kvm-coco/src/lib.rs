@@ -1,0 +1,3 @@
+//! Launch, measure, attest and run confidential VMs on Linux KVM.
+
+pub mod measure;

@@ -1,0 +1,1 @@
+//! Launch plans and offline launch measurement.

@@ -1,0 +1,1 @@
+//! Launch-digest primitives shared by the offline calculators and the software firmware.

@@ -1,0 +1,6 @@
+//! AMD Platform Security Processor (PSP) driver.
+
+pub mod digest;
+
+#[cfg(feature = "sim")]
+pub mod sim;

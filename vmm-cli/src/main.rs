@@ -1,0 +1,3 @@
+//! `vmm-cli`: the command-line front end of kvm-coco.
+
+fn main() {}

@@ -1,0 +1,71 @@
+//! `cargo xtask`: workspace automation.
+//!
+//! Commands:
+//! - `ci`: exactly the steps `.ci/run` performs, so CI can be run locally.
+//! - `uapi-check`: checks every layout and constant of `kvm-coco-uapi` against the real Linux headers.
+
+use std::process::{Command, ExitCode};
+
+mod uapi_check;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("uapi-check") => uapi_check::run(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <ci|uapi-check> [options]");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one command from the workspace root, failing with its description if it fails.
+fn step(what: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+    eprintln!("==> {what}: {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| format!("{what}: cannot start {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+/// The workspace root (the parent of this crate's manifest directory).
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// The CI pipeline: the README's test command, then the formatting, lint, doc and uAPI gates.
+fn ci() -> Result<(), String> {
+    step("tests", "cargo", &["test", "--workspace"], &[])?;
+    step("format", "cargo", &["fmt", "--all", "--", "--check"], &[])?;
+    step(
+        "clippy",
+        "cargo",
+        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &[],
+    )?;
+    step(
+        "docs",
+        "cargo",
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    uapi_check::run(&[])
+}
