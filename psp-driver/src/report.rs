@@ -1,0 +1,1 @@
+//! The SEV-SNP attestation report.
