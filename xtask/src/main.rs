@@ -3,9 +3,15 @@
 //! Commands:
 //! - `ci`: exactly the steps `.ci/run` performs, so CI can be run locally.
 //! - `uapi-check`: checks every layout and constant of `kvm-coco-uapi` against the real Linux headers.
+//! - `hw-test [--json] [--dangerous]`: detects the host's KVM, SEV and TDX support and runs
+//!   the hardware tiers that apply, explaining every skip.
+//! - `bench [--quick]`: runs the criterion benchmarks, the `bench/compare` crate and
+//!   sev-snp-measure on the same inputs and prints one table of ratios.
 
 use std::process::{Command, ExitCode};
 
+mod bench;
+mod hw_test;
 mod uapi_check;
 
 fn main() -> ExitCode {
@@ -13,8 +19,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("uapi-check") => uapi_check::run(&args[1..]),
+        Some("hw-test") => hw_test::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci|uapi-check> [options]");
+            eprintln!("usage: cargo xtask <ci|uapi-check|hw-test|bench> [options]");
             return ExitCode::from(2);
         }
     };

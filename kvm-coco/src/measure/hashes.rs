@@ -1,0 +1,135 @@
+//! QEMU's kernel / initrd / command-line hash table for SEV, SEV-ES and SEV-SNP direct boot.
+//!
+//! When QEMU boots a kernel directly (`-kernel`, `-initrd`, `-append`) into a SEV guest, it
+//! writes a table of their SHA-256 digests into the firmware's hash-table area and measures it
+//! with the firmware, so the guest's launch digest covers the kernel it will boot. OVMF later
+//! refuses a kernel whose digest does not match. Layout (all GUIDs in on-disk `bytes_le` form):
+//!
+//! ```text
+//! GUID 9438d606-… ‖ u16 length = 0xA8
+//!   ‖ cmdline entry ‖ initrd entry ‖ kernel entry     (each: GUID ‖ u16 0x32 ‖ SHA-256)
+//!   ‖ zero padding to a multiple of 16 bytes (176 bytes in total)
+//! ```
+
+use sha2::{Digest, Sha256};
+
+use super::firmware::Guid;
+
+/// `9438d606-4f22-4cc9-b479-a793d411fd21`: the table header GUID.
+pub const SEV_HASH_TABLE_HEADER: Guid = Guid::new(
+    0x9438d606,
+    0x4f22,
+    0x4cc9,
+    [0xb4, 0x79, 0xa7, 0x93, 0xd4, 0x11, 0xfd, 0x21],
+);
+/// `97d02dd8-bd20-4c94-aa78-e7714d36ab2a`: the command-line entry.
+pub const SEV_CMDLINE_ENTRY: Guid = Guid::new(
+    0x97d02dd8,
+    0xbd20,
+    0x4c94,
+    [0xaa, 0x78, 0xe7, 0x71, 0x4d, 0x36, 0xab, 0x2a],
+);
+/// `44baf731-3a2f-4bd7-9af1-41e29169781d`: the initrd entry.
+pub const SEV_INITRD_ENTRY: Guid = Guid::new(
+    0x44baf731,
+    0x3a2f,
+    0x4bd7,
+    [0x9a, 0xf1, 0x41, 0xe2, 0x91, 0x69, 0x78, 0x1d],
+);
+/// `4de79437-abd2-427f-b835-d5b172d2045b`: the kernel entry.
+pub const SEV_KERNEL_ENTRY: Guid = Guid::new(
+    0x4de79437,
+    0xabd2,
+    0x427f,
+    [0xb8, 0x35, 0xd5, 0xb1, 0x72, 0xd2, 0x04, 0x5b],
+);
+
+/// Length of one table entry (`GUID ‖ u16 ‖ SHA-256`).
+pub const ENTRY_LEN: usize = 16 + 2 + 32;
+/// Length of the unpadded table (`GUID ‖ u16 ‖ 3 entries`), the value of its length field.
+pub const TABLE_LEN: usize = 16 + 2 + 3 * ENTRY_LEN;
+/// Length of the table as QEMU measures it: padded with zeros to a multiple of 16.
+pub const PADDED_TABLE_LEN: usize = TABLE_LEN.div_ceil(16) * 16;
+
+/// The inputs of a direct kernel boot, borrowed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DirectBoot<'a> {
+    /// The kernel file as given to QEMU (`-kernel`).
+    pub kernel: &'a [u8],
+    /// The initrd (`-initrd`); `None` hashes as empty.
+    pub initrd: Option<&'a [u8]>,
+    /// The command line (`-append`); `None` hashes as the empty string.
+    pub cmdline: Option<&'a str>,
+}
+
+/// The three SHA-256 digests QEMU puts into the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SevHashes {
+    /// `SHA256(cmdline ‖ 0x00)`.
+    pub cmdline: [u8; 32],
+    /// `SHA256(initrd)` (of nothing without an initrd).
+    pub initrd: [u8; 32],
+    /// `SHA256(kernel)`.
+    pub kernel: [u8; 32],
+}
+
+impl SevHashes {
+    /// Hashes the inputs; the kernel and the initrd are hashed concurrently.
+    pub fn compute(boot: &DirectBoot<'_>) -> Self {
+        let (kernel, initrd) = rayon::join(
+            || Sha256::digest(boot.kernel).into(),
+            || Sha256::digest(boot.initrd.unwrap_or_default()).into(),
+        );
+        let mut c = Sha256::new();
+        c.update(boot.cmdline.unwrap_or_default().as_bytes());
+        c.update([0u8]);
+        Self {
+            cmdline: c.finalize().into(),
+            initrd,
+            kernel,
+        }
+    }
+
+    /// The padded table, exactly as QEMU writes and measures it.
+    pub fn table(&self) -> [u8; PADDED_TABLE_LEN] {
+        let mut t = [0u8; PADDED_TABLE_LEN];
+        t[..16].copy_from_slice(&SEV_HASH_TABLE_HEADER.0);
+        t[16..18].copy_from_slice(&(TABLE_LEN as u16).to_le_bytes());
+        for (i, (guid, hash)) in [
+            (SEV_CMDLINE_ENTRY, &self.cmdline),
+            (SEV_INITRD_ENTRY, &self.initrd),
+            (SEV_KERNEL_ENTRY, &self.kernel),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let e = 18 + i * ENTRY_LEN;
+            t[e..e + 16].copy_from_slice(&guid.0);
+            t[e + 16..e + 18].copy_from_slice(&(ENTRY_LEN as u16).to_le_bytes());
+            t[e + 18..e + ENTRY_LEN].copy_from_slice(hash);
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // facts firmware-and-measurement.md §8.1: SYN64K side files and the resulting table.
+    #[test]
+    fn table_matches_facts_vector() {
+        let kernel: Vec<u8> = (0..10000u32).map(|i| ((13 * i + 5) % 256) as u8).collect();
+        let initrd = vec![0xABu8; 3000];
+        let h = SevHashes::compute(&DirectBoot {
+            kernel: &kernel,
+            initrd: Some(&initrd),
+            cmdline: Some("console=ttyS0"),
+        });
+        assert_eq!(
+            hex::encode(h.table()),
+            "06d63894224fc94cb479a793d411fd21a800d82dd09720bd944caa78e7714d36ab2a3200f18aae9b3c09e55bc3047ad361e2442d7c53372470b2958fb83293209a784f7131f7ba442f3ad74b9af141e29169781d32005f8f56d6cb3df6b1394d91f8814b806dd20005fe50bc36207b291cc1c10d1b873794e74dd2ab7f42b835d5b172d2045b32005438bbaf3e84daff499e05203d38184fa7003bbd25dbe59ea780229ab88590dc0000000000000000"
+        );
+        assert_eq!(PADDED_TABLE_LEN, 176);
+    }
+}

@@ -1,0 +1,16 @@
+//! The software model: in-process simulations of the confidential-computing firmware and of
+//! the kernel code that drives it, so every launch flow can be exercised, measured and
+//! attested on any Linux machine.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`tdx`] | a TDX module 1.5 model and Linux 7.3 KVM's TDX layer on top of it |
+//!
+//! The models aim at fidelity: the same measurements, report layouts, state machines and
+//! error codes (TDX module status, kernel errno) as the real stack, and deterministic
+//! behaviour for a given seed. Where they cannot be the real thing (the CPU's report MAC,
+//! memory encryption, quote signatures) the item documents what is modelled.
+
+#![forbid(unsafe_code)]
+
+pub mod tdx;

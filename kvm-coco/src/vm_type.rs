@@ -1,0 +1,401 @@
+//! VM types (`KVM_CREATE_VM`'s argument on x86) and the characteristics derived from them.
+//!
+//! The kernel encodes a VM type as a small integer (`KVM_X86_*_VM`). What a type *implies*
+//! (private memory, protected register state, a mandatory init command, when
+//! `KVM_PRE_FAULT_MEMORY` is allowed) is not part of that value: [`VmType::characteristics`]
+//! derives it from the type, following `kvm_arch_init_vm`, `sev_vm_init` and `tdx_vm_init`
+//! in Linux 7.3.
+//!
+//! ```
+//! use kvm_coco::{Characteristics, VmType};
+//! let snp: VmType = "snp".parse().unwrap();
+//! assert_eq!(snp.abi_value(), 4);
+//! assert!(snp.characteristics().contains(Characteristics::PRIVATE_MEMORY | Characteristics::PROTECTED_STATE));
+//! assert_eq!(snp.to_string(), "snp");
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use bitflags::bitflags;
+use kvm_coco_uapi::vm::{
+    KVM_X86_DEFAULT_VM, KVM_X86_SEV_ES_VM, KVM_X86_SEV_VM, KVM_X86_SNP_VM,
+    KVM_X86_SW_PROTECTED_VM, KVM_X86_TDX_VM,
+};
+use serde::{Serialize, Serializer};
+
+/// A KVM VM type on x86.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum VmType {
+    /// `KVM_X86_DEFAULT_VM` (0): an ordinary VM.
+    #[doc(alias = "KVM_X86_DEFAULT_VM")]
+    Default,
+    /// `KVM_X86_SW_PROTECTED_VM` (1): guest_memfd-backed private memory without hardware
+    /// protection. Development and testing only; its ABI is not stable.
+    #[doc(alias = "KVM_X86_SW_PROTECTED_VM")]
+    SwProtected,
+    /// `KVM_X86_SEV_VM` (2): AMD SEV, memory encryption. Needs `KVM_SEV_INIT2`.
+    #[doc(alias = "KVM_X86_SEV_VM")]
+    Sev,
+    /// `KVM_X86_SEV_ES_VM` (3): AMD SEV-ES, SEV plus encrypted register state (VMSA).
+    #[doc(alias = "KVM_X86_SEV_ES_VM")]
+    SevEs,
+    /// `KVM_X86_SNP_VM` (4): AMD SEV-SNP, SEV-ES plus integrity (RMP) and private memory.
+    #[doc(alias = "KVM_X86_SNP_VM")]
+    Snp,
+    /// `KVM_X86_TDX_VM` (5): Intel TDX trust domain.
+    #[doc(alias = "KVM_X86_TDX_VM")]
+    Tdx,
+}
+
+bitflags! {
+    /// What a [`VmType`] implies, derived from the type (never stored in the ABI value).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct Characteristics: u32 {
+        /// Guest memory can be private (backed by guest_memfd, toggled with
+        /// `KVM_SET_MEMORY_ATTRIBUTES`): the kernel's `has_private_mem`.
+        const PRIVATE_MEMORY = 1 << 0;
+        /// Register state can become protected: register ioctls fail once the vCPU's state
+        /// is sealed. The kernel's `has_protected_state`.
+        const PROTECTED_STATE = 1 << 1;
+        /// A vendor init command (`KVM_SEV_INIT2`, `KVM_TDX_INIT_VM`) must run before vCPUs
+        /// are created or run. The kernel's `need_init` (SEV) / TD state machine (TDX).
+        const NEED_INIT = 1 << 2;
+        /// `KVM_PRE_FAULT_MEMORY` is allowed from creation on.
+        const PRE_FAULT = 1 << 3;
+        /// `KVM_PRE_FAULT_MEMORY` becomes allowed only after the launch is finished
+        /// (`KVM_SEV_SNP_LAUNCH_FINISH`, `KVM_TDX_FINALIZE_VM`).
+        const PRE_FAULT_AFTER_FINISH = 1 << 4;
+        /// Guest memory is encrypted by the hardware.
+        const ENCRYPTED_MEMORY = 1 << 5;
+        /// `KVM_MEMORY_ENCRYPT_OP` sub-commands are accepted on the VM fd.
+        const ENCRYPT_OP = 1 << 6;
+        /// `KVM_MEMORY_ENCRYPT_REG_REGION` / `UNREG_REGION` pin guest memory (SEV, SEV-ES).
+        const ENC_REGION = 1 << 7;
+        /// The guest's EOI is not visible to KVM (TDX `has_protected_eoi`).
+        const PROTECTED_EOI = 1 << 8;
+        /// vCPU state is protected from vCPU creation on (TDX, unless the TD has the DEBUG
+        /// attribute), rather than after a launch step.
+        const PROTECTED_AT_CREATION = 1 << 9;
+    }
+}
+
+/// The CPU vendor whose technology a VM type uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Vendor {
+    /// AMD SEV family.
+    Amd,
+    /// Intel TDX.
+    Intel,
+}
+
+impl VmType {
+    /// Every type, in ABI order.
+    pub const ALL: [VmType; 6] = [
+        Self::Default,
+        Self::SwProtected,
+        Self::Sev,
+        Self::SevEs,
+        Self::Snp,
+        Self::Tdx,
+    ];
+
+    /// The confidential types (those that accept `KVM_MEMORY_ENCRYPT_OP`).
+    pub const CONFIDENTIAL: [VmType; 4] = [Self::Sev, Self::SevEs, Self::Snp, Self::Tdx];
+
+    /// The value passed to `KVM_CREATE_VM`.
+    pub const fn abi_value(self) -> u32 {
+        match self {
+            Self::Default => KVM_X86_DEFAULT_VM,
+            Self::SwProtected => KVM_X86_SW_PROTECTED_VM,
+            Self::Sev => KVM_X86_SEV_VM,
+            Self::SevEs => KVM_X86_SEV_ES_VM,
+            Self::Snp => KVM_X86_SNP_VM,
+            Self::Tdx => KVM_X86_TDX_VM,
+        }
+    }
+
+    /// The type with this `KVM_CREATE_VM` value, if known.
+    pub const fn from_abi(value: u32) -> Option<Self> {
+        Some(match value {
+            KVM_X86_DEFAULT_VM => Self::Default,
+            KVM_X86_SW_PROTECTED_VM => Self::SwProtected,
+            KVM_X86_SEV_VM => Self::Sev,
+            KVM_X86_SEV_ES_VM => Self::SevEs,
+            KVM_X86_SNP_VM => Self::Snp,
+            KVM_X86_TDX_VM => Self::Tdx,
+            _ => return None,
+        })
+    }
+
+    /// The name used on command lines and in JSON: `default`, `sw-protected`, `sev`,
+    /// `sev-es`, `snp`, `tdx`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::SwProtected => "sw-protected",
+            Self::Sev => "sev",
+            Self::SevEs => "sev-es",
+            Self::Snp => "snp",
+            Self::Tdx => "tdx",
+        }
+    }
+
+    /// The kernel constant's name, e.g. `KVM_X86_SNP_VM`.
+    pub const fn kernel_name(self) -> &'static str {
+        match self {
+            Self::Default => "KVM_X86_DEFAULT_VM",
+            Self::SwProtected => "KVM_X86_SW_PROTECTED_VM",
+            Self::Sev => "KVM_X86_SEV_VM",
+            Self::SevEs => "KVM_X86_SEV_ES_VM",
+            Self::Snp => "KVM_X86_SNP_VM",
+            Self::Tdx => "KVM_X86_TDX_VM",
+        }
+    }
+
+    /// What this type implies (Linux 7.3 `kvm_arch_init_vm`, `sev_vm_init`, `tdx_vm_init`).
+    pub const fn characteristics(self) -> Characteristics {
+        use Characteristics as C;
+        match self {
+            Self::Default => C::PRE_FAULT,
+            Self::SwProtected => C::PRIVATE_MEMORY.union(C::PRE_FAULT),
+            Self::Sev => C::NEED_INIT
+                .union(C::PRE_FAULT)
+                .union(C::ENCRYPTED_MEMORY)
+                .union(C::ENCRYPT_OP)
+                .union(C::ENC_REGION),
+            Self::SevEs => C::NEED_INIT
+                .union(C::PRE_FAULT)
+                .union(C::ENCRYPTED_MEMORY)
+                .union(C::ENCRYPT_OP)
+                .union(C::ENC_REGION)
+                .union(C::PROTECTED_STATE),
+            Self::Snp => C::NEED_INIT
+                .union(C::PRE_FAULT_AFTER_FINISH)
+                .union(C::ENCRYPTED_MEMORY)
+                .union(C::ENCRYPT_OP)
+                .union(C::PROTECTED_STATE)
+                .union(C::PRIVATE_MEMORY),
+            Self::Tdx => C::NEED_INIT
+                .union(C::PRE_FAULT_AFTER_FINISH)
+                .union(C::ENCRYPTED_MEMORY)
+                .union(C::ENCRYPT_OP)
+                .union(C::PROTECTED_STATE)
+                .union(C::PRIVATE_MEMORY)
+                .union(C::PROTECTED_EOI)
+                .union(C::PROTECTED_AT_CREATION),
+        }
+    }
+
+    /// Whether this is a confidential type (accepts `KVM_MEMORY_ENCRYPT_OP`).
+    pub const fn is_confidential(self) -> bool {
+        self.characteristics().contains(Characteristics::ENCRYPT_OP)
+    }
+
+    /// The vendor technology, `None` for `default` and `sw-protected`.
+    pub const fn vendor(self) -> Option<Vendor> {
+        match self {
+            Self::Sev | Self::SevEs | Self::Snp => Some(Vendor::Amd),
+            Self::Tdx => Some(Vendor::Intel),
+            Self::Default | Self::SwProtected => None,
+        }
+    }
+}
+
+impl From<kvm_coco_uapi::vm::VmType> for VmType {
+    fn from(t: kvm_coco_uapi::vm::VmType) -> Self {
+        use kvm_coco_uapi::vm::VmType as U;
+        match t {
+            U::Default => Self::Default,
+            U::SwProtected => Self::SwProtected,
+            U::Sev => Self::Sev,
+            U::SevEs => Self::SevEs,
+            U::Snp => Self::Snp,
+            U::Tdx => Self::Tdx,
+        }
+    }
+}
+
+impl From<VmType> for kvm_coco_uapi::vm::VmType {
+    fn from(t: VmType) -> Self {
+        use kvm_coco_uapi::vm::VmType as U;
+        match t {
+            VmType::Default => U::Default,
+            VmType::SwProtected => U::SwProtected,
+            VmType::Sev => U::Sev,
+            VmType::SevEs => U::SevEs,
+            VmType::Snp => U::Snp,
+            VmType::Tdx => U::Tdx,
+        }
+    }
+}
+
+impl fmt::Display for VmType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A string that names no [`VmType`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown VM type `{0}` (expected one of: default, sw-protected, sev, sev-es, snp, tdx)")]
+pub struct ParseVmTypeError(pub String);
+
+impl FromStr for VmType {
+    type Err = ParseVmTypeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| ParseVmTypeError(s.to_owned()))
+    }
+}
+
+impl Serialize for VmType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// A set of VM types, as reported by `KVM_CHECK_EXTENSION(KVM_CAP_VM_TYPES)`: bit `n` set
+/// means `KVM_CREATE_VM(n)` is accepted.
+///
+/// Prints as a comma-separated list of names and serializes as a JSON array of names.
+///
+/// ```
+/// use kvm_coco::{VmType, VmTypes};
+/// let set = VmTypes::from_bits(0b1_0101);
+/// assert!(set.contains(VmType::Snp));
+/// assert_eq!(set.to_string(), "default, sev, snp");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VmTypes(u32);
+
+impl VmTypes {
+    /// The set with only `default` (what a kernel without `KVM_CAP_VM_TYPES` supports).
+    pub const DEFAULT_ONLY: VmTypes = VmTypes(1);
+
+    /// Wraps the raw bitmap returned by the kernel. Bits of unknown types are kept.
+    pub const fn from_bits(bits: u32) -> Self {
+        Self(bits)
+    }
+
+    /// The raw bitmap.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Whether the set contains `t`.
+    pub const fn contains(self, t: VmType) -> bool {
+        self.0 & (1 << t.abi_value()) != 0
+    }
+
+    /// The known types in the set, in ABI order.
+    pub fn iter(self) -> impl Iterator<Item = VmType> {
+        VmType::ALL.into_iter().filter(move |t| self.contains(*t))
+    }
+}
+
+impl From<kvm_coco_uapi::vm::VmTypes> for VmTypes {
+    fn from(t: kvm_coco_uapi::vm::VmTypes) -> Self {
+        Self(t.bits())
+    }
+}
+
+impl FromIterator<VmType> for VmTypes {
+    fn from_iter<I: IntoIterator<Item = VmType>>(iter: I) -> Self {
+        Self(iter.into_iter().fold(0, |b, t| b | (1 << t.abi_value())))
+    }
+}
+
+impl fmt::Display for VmTypes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for t in self.iter() {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            f.write_str(t.name())?;
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for VmTypes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_abi_values_match_kernel() {
+        // ABI values from arch/x86/include/uapi/asm/kvm.h (facts linux-uapi §1).
+        let expected = [
+            ("default", 0),
+            ("sw-protected", 1),
+            ("sev", 2),
+            ("sev-es", 3),
+            ("snp", 4),
+            ("tdx", 5),
+        ];
+        for (name, abi) in expected {
+            let t: VmType = name.parse().unwrap();
+            assert_eq!(t.abi_value(), abi);
+            assert_eq!(t.to_string(), name);
+            assert_eq!(VmType::from_abi(abi), Some(t));
+        }
+        assert!("sev_es".parse::<VmType>().is_err());
+        assert_eq!(VmType::from_abi(6), None);
+    }
+
+    #[test]
+    fn characteristics_follow_the_kernel_flags() {
+        use Characteristics as C;
+        // has_protected_state: SEV_ES, SNP, TDX (facts §9.3).
+        let protected: Vec<_> = VmType::ALL
+            .into_iter()
+            .filter(|t| t.characteristics().contains(C::PROTECTED_STATE))
+            .collect();
+        assert_eq!(protected, [VmType::SevEs, VmType::Snp, VmType::Tdx]);
+        // has_private_mem: SW_PROTECTED, SNP, TDX (facts §1).
+        let private: Vec<_> = VmType::ALL
+            .into_iter()
+            .filter(|t| t.characteristics().contains(C::PRIVATE_MEMORY))
+            .collect();
+        assert_eq!(private, [VmType::SwProtected, VmType::Snp, VmType::Tdx]);
+        // pre_fault_allowed only after finish: SNP, TDX.
+        for t in VmType::ALL {
+            let c = t.characteristics();
+            assert_ne!(
+                c.contains(C::PRE_FAULT),
+                c.contains(C::PRE_FAULT_AFTER_FINISH),
+                "{t}"
+            );
+        }
+        assert!(!VmType::Default.is_confidential());
+        assert!(VmType::Tdx.is_confidential());
+    }
+
+    #[test]
+    fn vm_types_set_prints_and_serializes_names() {
+        let s: VmTypes = [VmType::Default, VmType::Tdx].into_iter().collect();
+        assert_eq!(s.bits(), 0b10_0001);
+        assert_eq!(s.to_string(), "default, tdx");
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"["default","tdx"]"#
+        );
+        assert_eq!(VmTypes::from_bits(0).to_string(), "none");
+    }
+}

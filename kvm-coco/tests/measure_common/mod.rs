@@ -1,0 +1,327 @@
+//! Shared helpers of the measurement tests: synthetic firmware images (built here from the
+//! recipe in the facts, never by the code under test), side files, locating OVMF and
+//! sev-snp-measure.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// The workspace root (every crate of the workspace sits one level below it).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A UEFI GUID string in on-disk (`bytes_le`) form.
+pub fn guid(s: &str) -> [u8; 16] {
+    let h: Vec<u8> = hex::decode(s.replace('-', "")).unwrap();
+    let mut g = [0u8; 16];
+    g[..4].copy_from_slice(&[h[3], h[2], h[1], h[0]]);
+    g[4..6].copy_from_slice(&[h[5], h[4]]);
+    g[6..8].copy_from_slice(&[h[7], h[6]]);
+    g[8..].copy_from_slice(&h[8..]);
+    g
+}
+
+pub const G_FOOTER: &str = "96b582de-1fb2-45f7-baea-a366c55a082d";
+pub const G_RESET: &str = "00f771de-1a7e-4fcb-890e-68c77e2fb44e";
+pub const G_SEVMETA: &str = "dc886566-984a-4798-a75e-5585a7bf67cc";
+pub const G_HASH: &str = "7255371f-3a3b-4b04-927b-1da6efa8d454";
+pub const G_SECRET: &str = "4c2eb361-7d9b-4cc3-8081-127c90d3d294";
+pub const G_TDX: &str = "e47a6535-984a-4798-865e-4685a7bf8ec2";
+pub const G_TDVF: &str = "e9eaf9f3-168e-44d5-a8eb-7f4d8738f6ae";
+
+/// A TDVF section: (DataOffset, RawSize, Addr, MemSize, Type, Attr).
+pub type TdvfSec = (u32, u32, u64, u64, u32, u32);
+
+/// Recipe of a synthetic image, laid out like SYN64K (facts §8.1): TDVF GUID at S−0xF10,
+/// TDVF descriptor at S−0xF00, ASEV at S−0xE00, footer table ending at S−32.
+pub struct Syn {
+    pub size: usize,
+    pub pattern: fn(usize) -> u8,
+    pub tdvf: Option<Vec<TdvfSec>>,
+    pub asev: Option<Vec<(u32, u32, u32)>>,
+    pub hash: Option<(u32, u32)>,
+    pub secret: Option<(u32, u32)>,
+    pub reset: Option<u32>,
+}
+
+impl Syn {
+    pub fn build(&self) -> Vec<u8> {
+        let s = self.size;
+        let mut img: Vec<u8> = (0..s).map(self.pattern).collect();
+        let mut put = |off: usize, b: &[u8]| img[off..off + b.len()].copy_from_slice(b);
+        let mut table: Vec<u8> = Vec::new();
+        let mut entry = |data: Vec<u8>, g: &str| {
+            table.extend_from_slice(&data);
+            table.extend_from_slice(&((data.len() + 18) as u16).to_le_bytes());
+            table.extend_from_slice(&guid(g));
+        };
+        if let Some(secs) = &self.tdvf {
+            put(s - 0xF10, &guid(G_TDVF));
+            let mut d = b"TDVF".to_vec();
+            for v in [16 + 32 * secs.len() as u32, 1, secs.len() as u32] {
+                d.extend_from_slice(&v.to_le_bytes());
+            }
+            for &(off, raw, addr, mem, ty, attr) in secs {
+                d.extend_from_slice(&off.to_le_bytes());
+                d.extend_from_slice(&raw.to_le_bytes());
+                d.extend_from_slice(&addr.to_le_bytes());
+                d.extend_from_slice(&mem.to_le_bytes());
+                d.extend_from_slice(&ty.to_le_bytes());
+                d.extend_from_slice(&attr.to_le_bytes());
+            }
+            put(s - 0xF00, &d);
+            entry(0xF00u32.to_le_bytes().to_vec(), G_TDX);
+        }
+        if let Some(items) = &self.asev {
+            let mut d = b"ASEV".to_vec();
+            for v in [16 + 12 * items.len() as u32, 1, items.len() as u32] {
+                d.extend_from_slice(&v.to_le_bytes());
+            }
+            for &(gpa, size, ty) in items {
+                for v in [gpa, size, ty] {
+                    d.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            put(s - 0xE00, &d);
+            entry(0xE00u32.to_le_bytes().to_vec(), G_SEVMETA);
+        }
+        let pair = |(a, b): (u32, u32)| [a.to_le_bytes(), b.to_le_bytes()].concat();
+        if let Some(h) = self.hash {
+            entry(pair(h), G_HASH);
+        }
+        if let Some(h) = self.secret {
+            entry(pair(h), G_SECRET);
+        }
+        if let Some(r) = self.reset {
+            entry(r.to_le_bytes().to_vec(), G_RESET);
+        }
+        table.extend_from_slice(&((table.len() + 18) as u16).to_le_bytes());
+        table.extend_from_slice(&guid(G_FOOTER));
+        let end = s - 32;
+        put(end - table.len(), &table);
+        img
+    }
+}
+
+/// SYN64K exactly as facts §8.1 describes it.
+pub fn syn64k() -> Vec<u8> {
+    Syn {
+        size: 0x10000,
+        pattern: |i| (i % 251) as u8,
+        tdvf: Some(vec![
+            (0x0, 0x4000, 0xFFFF_0000, 0x4000, 1, 0),
+            (0x4000, 0xC000, 0xFFFF_4000, 0xC000, 0, 1),
+            (0, 0, 0x80_9000, 0x2000, 2, 0),
+            (0, 0, 0x80_0000, 0x6000, 3, 0),
+        ]),
+        asev: Some(vec![
+            (0x80_0000, 0x1000, 1),
+            (0x80_1000, 0x1000, 2),
+            (0x80_2000, 0x1000, 3),
+            (0x80_3000, 0x1000, 0x10),
+            (0x80_4000, 0x2000, 1),
+        ]),
+        hash: Some((0x80_3C00, 0x400)),
+        secret: Some((0x80_5000, 0x1000)),
+        reset: Some(0x80_4004),
+    }
+    .build()
+}
+
+/// 128 KiB: every ASEV section type (CPUID before SECRETS, SVSM_CAA), the hash table at the
+/// end of its page, TDVF with a BFV whose raw data is shorter than its memory.
+pub fn syn128k() -> Vec<u8> {
+    Syn {
+        size: 0x20000,
+        pattern: |i| ((i * 7 + 3) % 256) as u8 ^ (i >> 12) as u8,
+        tdvf: Some(vec![
+            (0x0, 0x10000, 0xFFFE_0000, 0x10000, 0, 1),
+            (0x10000, 0x8000, 0xFFFF_0000, 0x10000, 0, 1),
+            (0x18000, 0x8000, 0xFFFD_0000, 0x8000, 1, 0),
+            (0, 0, 0x90_0000, 0x3000, 2, 0),
+            (0, 0, 0x81_0000, 0x4000, 3, 0),
+        ]),
+        asev: Some(vec![
+            (0x80_0000, 0x3000, 1),
+            (0x80_3000, 0x1000, 3),
+            (0x80_4000, 0x1000, 2),
+            (0x80_5000, 0x1000, 4),
+            (0x80_6000, 0x1000, 0x10),
+            (0x80_7000, 0x2000, 1),
+        ]),
+        hash: Some((0x80_6F40, 0x400)),
+        secret: Some((0x80_4000, 0x1000)),
+        reset: Some(0x80_B004),
+    }
+    .build()
+}
+
+/// 64 KiB without kernel-hash support (hash GPA 0) and without a secret block.
+pub fn synnohash() -> Vec<u8> {
+    Syn {
+        size: 0x10000,
+        pattern: |i| ((i / 3) % 256) as u8,
+        tdvf: Some(vec![
+            (0x8000, 0x8000, 0xFFFF_8000, 0x8000, 0, 1),
+            (0x0, 0x8000, 0xFFFF_0000, 0x8000, 1, 0),
+        ]),
+        asev: Some(vec![
+            (0x80_0000, 0x4000, 1),
+            (0x80_4000, 0x1000, 2),
+            (0x80_5000, 0x1000, 3),
+        ]),
+        hash: Some((0, 0)),
+        secret: None,
+        reset: Some(0x80_1000),
+    }
+    .build()
+}
+
+/// 32 KiB without ASEV and TDVF metadata: reset block and hash table only.
+pub fn synnoasev() -> Vec<u8> {
+    Syn {
+        size: 0x8000,
+        pattern: |i| (i.wrapping_mul(2_654_435_761) >> 13) as u8,
+        tdvf: None,
+        asev: None,
+        hash: Some((0x80_5000, 0x1000)),
+        secret: None,
+        reset: Some(0x80_2004),
+    }
+    .build()
+}
+
+/// The synthetic images, by the file names the vectors use.
+pub fn synthetic_images() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("syn64k.fd", syn64k()),
+        ("syn128k.fd", syn128k()),
+        ("synnohash.fd", synnohash()),
+        ("synnoasev.fd", synnoasev()),
+    ]
+}
+
+/// The side files (kernel.bin, initrd.bin per facts §8.1, plus more).
+pub fn side_files() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (
+            "kernel.bin",
+            (0..10000u32).map(|i| ((13 * i + 5) % 256) as u8).collect(),
+        ),
+        ("initrd.bin", vec![0xAB; 3000]),
+        (
+            "kernel2.bin",
+            (0..70001u32).map(|i| ((31 * i + 7) % 253) as u8).collect(),
+        ),
+        ("initrd-empty.bin", Vec::new()),
+    ]
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// SHA-256 of Debian bookworm's `ovmf` 2022.11-6+deb12u2 `/usr/share/ovmf/OVMF.fd` (facts §4.4).
+pub const DEBIAN_OVMF_SHA256: &str =
+    "7b456907dd0786d415999e801a1ac4637b8ed4d7cf5378cfc6edbe5e574dd773";
+
+/// Debian's OVMF.fd from `$KVM_COCO_OVMF` or `/usr/share/ovmf/OVMF.fd`, if present with the
+/// expected SHA-256; otherwise prints why it is skipped and returns `None`.
+pub fn debian_ovmf() -> Option<(PathBuf, Vec<u8>)> {
+    let path = std::env::var_os("KVM_COCO_OVMF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/share/ovmf/OVMF.fd"));
+    match std::fs::read(&path) {
+        Ok(b) if sha256_hex(&b) == DEBIAN_OVMF_SHA256 => Some((path, b)),
+        Ok(b) => {
+            eprintln!(
+                "SKIPPED (OVMF): {} has sha256 {}, vectors were made with {DEBIAN_OVMF_SHA256} \
+                 (Debian ovmf 2022.11-6+deb12u2); set KVM_COCO_OVMF",
+                path.display(),
+                sha256_hex(&b)
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!(
+                "SKIPPED (OVMF): cannot read {}: {e}; install Debian's `ovmf` or set KVM_COCO_OVMF",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// The sev-snp-measure executable: `$SEV_SNP_MEASURE`, `<workspace>/.venv/bin/sev-snp-measure`,
+/// or `sev-snp-measure` on PATH, if it runs.
+pub fn ssm_tool() -> Option<PathBuf> {
+    let ws = workspace();
+    let candidates = [
+        std::env::var_os("SEV_SNP_MEASURE").map(PathBuf::from),
+        Some(ws.join(".venv/bin/sev-snp-measure")),
+        Some(PathBuf::from("sev-snp-measure")),
+    ];
+    for c in candidates.into_iter().flatten() {
+        if std::process::Command::new(&c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(c);
+        }
+    }
+    eprintln!(
+        "SKIPPED (live comparison): sev-snp-measure not found (set SEV_SNP_MEASURE or create \
+         .venv with `pip install sev-snp-measure`); comparing with committed vectors only"
+    );
+    None
+}
+
+/// Writes all inputs the vectors refer to into `dir` (and links OVMF.fd if available).
+pub fn write_inputs(dir: &Path) -> bool {
+    std::fs::create_dir_all(dir).unwrap();
+    for (n, b) in synthetic_images().into_iter().chain(side_files()) {
+        std::fs::write(dir.join(n), b).unwrap();
+    }
+    match debian_ovmf() {
+        Some((_, b)) => {
+            std::fs::write(dir.join("OVMF.fd"), b).unwrap();
+            true
+        }
+        None => false,
+    }
+}
+
+/// A scratch directory under the target dir.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// One committed sev-snp-measure vector.
+#[derive(Debug, serde::Deserialize)]
+pub struct Case {
+    pub args: Vec<String>,
+    pub status: i32,
+    pub stdout: String,
+}
+
+/// The committed vector file.
+#[derive(Debug, serde::Deserialize)]
+pub struct Vectors {
+    pub tool: String,
+    pub files: std::collections::BTreeMap<String, String>,
+    pub cases: Vec<Case>,
+}
+
+pub fn load_vectors() -> Vectors {
+    let p = workspace().join("kvm-coco/tests/vectors/sev-snp-measure.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}

@@ -1,0 +1,376 @@
+//! Legacy SEV / SEV-ES guest commands (facts §1.4–§1.8, §6.2, §6.3).
+
+use std::sync::Arc;
+
+use p384::PublicKey;
+use zerocopy::FromBytes;
+use zeroize::Zeroizing;
+
+use super::{Fw, Owner, PlatformState, State, mem_crypt, rd32, rd64, wr, wr32};
+use crate::SevRetCode as S;
+use crate::digest::{SevLaunchDigest, launch_measure_message};
+use crate::owner::cert::{SEV_CERT_LEN, SevCert, algo, usage};
+use crate::owner::crypto::{hmac_sha256, hmac_sha256_verify};
+use crate::owner::session::{SessionBuf, TransportKeys, WrapKeys, shared_secret, unwrap_session};
+
+/// Legacy guest states (GSTATE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SevGuestState {
+    /// No guest / invalid.
+    Uninit = 0,
+    /// Launching: LAUNCH_UPDATE_* allowed.
+    Lupdate = 1,
+    /// Measured: LAUNCH_SECRET and LAUNCH_FINISH allowed.
+    Lsecret = 2,
+    /// Running.
+    Running = 3,
+    /// Sending (migration out).
+    Supdate = 4,
+    /// Receiving (migration in).
+    Rupdate = 5,
+    /// Sent.
+    Sent = 6,
+}
+
+const POLICY_NODBG: u32 = 1 << 0;
+const POLICY_NOKS: u32 = 1 << 1;
+const POLICY_ES: u32 = 1 << 2;
+const POLICY_RESERVED: u32 = 0xFFC0;
+const MAX_HANDLE: u32 = 1024;
+/// Largest LAUNCH_SECRET payload the firmware's scratch buffer takes (model value).
+const SCRATCH_SIZE: u32 = 0x4000;
+/// Length of the legacy ATTESTATION report.
+const SEV_REPORT_LEN: usize = 0xD0;
+
+pub(crate) struct SevGuest {
+    policy: u32,
+    state: SevGuestState,
+    vek: Arc<Zeroizing<[u8; 16]>>,
+    ld: SevLaunchDigest,
+    ld_final: [u8; 32],
+    keys: Option<TransportKeys>,
+    measure: Option<[u8; 32]>,
+}
+
+impl State {
+    fn sev_guest(&self, handle: u32) -> Fw<&SevGuest> {
+        self.sev_guests.get(&handle).ok_or(S::InvalidGuest)
+    }
+
+    fn sev_guest_mut(&mut self, handle: u32) -> Fw<&mut SevGuest> {
+        self.sev_guests.get_mut(&handle).ok_or(S::InvalidGuest)
+    }
+
+    fn require(&self, states: &[PlatformState]) -> Fw {
+        if states.contains(&self.sev_state) {
+            Ok(())
+        } else {
+            Err(S::InvalidPlatformState)
+        }
+    }
+
+    fn policy_ok(&self, policy: u32) -> bool {
+        let (maj, min) = ((policy >> 16) as u8, (policy >> 24) as u8);
+        let fw_ok =
+            self.cfg.api_major > maj || (self.cfg.api_major == maj && self.cfg.api_minor >= min);
+        fw_ok && policy & POLICY_RESERVED == 0
+    }
+
+    pub(super) fn launch_start(&mut self, b: &mut [u8]) -> Fw {
+        self.require(&[PlatformState::Init, PlatformState::Working])?;
+        let (handle, policy) = (rd32(b, 0), rd32(b, 4));
+        let (cert_pa, cert_len) = (rd64(b, 8), rd32(b, 16));
+        let (sess_pa, sess_len) = (rd64(b, 24), rd32(b, 32));
+        let mut keys = None;
+        if cert_pa != 0 {
+            if sess_len != 0x80 || cert_len as usize != SEV_CERT_LEN {
+                return Err(S::InvalidLen);
+            }
+            let cert = SevCert::read_from_bytes(&self.read(cert_pa, SEV_CERT_LEN)?)
+                .map_err(|_| S::InvalidCertificate)?;
+            let ka = cert.pub_key_algo.get();
+            if cert.version.get() != 1
+                || cert.pub_key_usage.get() != usage::PDH
+                || (ka != algo::ECDH_SHA256 && ka != algo::ECDH_SHA384)
+            {
+                return Err(S::InvalidCertificate);
+            }
+            let peer = PublicKey::from(cert.public_key().map_err(|_| S::InvalidCertificate)?);
+            let session = SessionBuf::read_from_bytes(&self.read(sess_pa, 0x80)?)
+                .map_err(|_| S::InvalidLen)?;
+            let z = shared_secret(&self.id.pdh, &peer);
+            let wrap = WrapKeys::derive(&z[..], &session.nonce);
+            keys = Some(unwrap_session(&wrap, &session, policy).map_err(|_| S::BadMeasurement)?);
+        }
+        if !self.policy_ok(policy) {
+            return Err(S::PolicyFailure);
+        }
+        let vek = if handle != 0 {
+            let other = self.sev_guest(handle)?;
+            if other.policy != policy || policy & POLICY_NOKS != 0 {
+                return Err(S::PolicyFailure);
+            }
+            Some(other.vek.clone())
+        } else {
+            None
+        };
+        let new = (1..=MAX_HANDLE)
+            .find(|h| !self.sev_guests.contains_key(h))
+            .ok_or(S::ResourceLimit)?;
+        if policy & POLICY_ES != 0 && !self.es_init {
+            return Err(S::Unsupported);
+        }
+        let vek = match vek {
+            Some(v) => v,
+            None => self.draw_key(),
+        };
+        self.sev_guests.insert(
+            new,
+            SevGuest {
+                policy,
+                state: SevGuestState::Lupdate,
+                vek,
+                ld: SevLaunchDigest::new(),
+                ld_final: [0; 32],
+                keys,
+                measure: None,
+            },
+        );
+        self.sev_state = PlatformState::Working;
+        wr32(b, 0, new);
+        Ok(())
+    }
+
+    pub(super) fn launch_update(&mut self, b: &mut [u8], vmsa: bool) -> Fw {
+        self.require(&[PlatformState::Working])?;
+        let (handle, pa, len) = (rd32(b, 0), rd64(b, 8), rd32(b, 16));
+        let g = self.sev_guest(handle)?;
+        if g.state != SevGuestState::Lupdate {
+            return Err(S::InvalidGuestState);
+        }
+        if vmsa && g.policy & POLICY_ES == 0 {
+            return Err(S::Unsupported);
+        }
+        if self.asid_of(Owner::Sev(handle)).is_none() {
+            return Err(S::Inactive);
+        }
+        if !pa.is_multiple_of(16) {
+            return Err(S::InvalidAddress);
+        }
+        if (vmsa && len != 4096) || len == 0 || !len.is_multiple_of(16) {
+            return Err(S::InvalidLen);
+        }
+        let mut data = Zeroizing::new(self.read(pa, len as usize)?);
+        let g = self.sev_guest_mut(handle)?;
+        g.ld.update(&data);
+        let vek = g.vek.clone();
+        mem_crypt(&vek, pa, &mut data);
+        self.write(pa, &data)
+    }
+
+    pub(super) fn launch_measure(&mut self, b: &mut [u8]) -> Fw {
+        self.require(&[PlatformState::Working])?;
+        let (handle, pa, len) = (rd32(b, 0), rd64(b, 8), rd32(b, 16));
+        let g = self.sev_guest(handle)?;
+        if g.state != SevGuestState::Lupdate {
+            return Err(S::InvalidGuestState);
+        }
+        wr32(b, 16, 48);
+        if len < 48 {
+            return Err(S::InvalidLen);
+        }
+        let mnonce: [u8; 16] = self.draw();
+        let (maj, min, build) = (self.cfg.api_major, self.cfg.api_minor, self.cfg.build);
+        let g = self.sev_guest_mut(handle)?;
+        let ld = core::mem::take(&mut g.ld).finalize();
+        let tik = g.keys.as_ref().map_or([0u8; 16], |k| k.tik);
+        let msg = launch_measure_message(maj, min, build, g.policy, &ld, &mnonce);
+        let measure = hmac_sha256(&tik, &[&msg]);
+        g.ld_final = ld;
+        g.measure = Some(measure);
+        g.state = SevGuestState::Lsecret;
+        let mut out = [0u8; 48];
+        out[..32].copy_from_slice(&measure);
+        out[32..].copy_from_slice(&mnonce);
+        self.write(pa, &out)
+    }
+
+    pub(super) fn launch_secret(&mut self, b: &mut [u8]) -> Fw {
+        self.require(&[PlatformState::Working])?;
+        let handle = rd32(b, 0);
+        let (hdr_pa, hdr_len) = (rd64(b, 8), rd32(b, 16));
+        let (guest_pa, guest_len) = (rd64(b, 24), rd32(b, 32));
+        let (trans_pa, trans_len) = (rd64(b, 40), rd32(b, 48));
+        let g = self.sev_guest(handle)?;
+        if !guest_pa.is_multiple_of(16) {
+            return Err(S::InvalidAddress);
+        }
+        if hdr_len != 52
+            || guest_len == 0
+            || !guest_len.is_multiple_of(16)
+            || guest_len > SCRATCH_SIZE
+            || guest_len != trans_len
+        {
+            return Err(S::InvalidLen);
+        }
+        if g.state != SevGuestState::Lsecret {
+            return Err(S::InvalidGuestState);
+        }
+        if self.asid_of(Owner::Sev(handle)).is_none() {
+            return Err(S::Inactive);
+        }
+        let hdr = self.read(hdr_pa, 52)?;
+        let ct = self.read(trans_pa, trans_len as usize)?;
+        let g = self.sev_guest(handle)?;
+        let (tik, tek) = g
+            .keys
+            .as_ref()
+            .map_or(([0u8; 16], [0u8; 16]), |k| (k.tik, k.tek));
+        let measure = g.measure.unwrap_or([0; 32]);
+        let (flags, iv, mac) = (&hdr[0..4], &hdr[4..20], &hdr[20..52]);
+        let ok = hmac_sha256_verify(
+            &tik,
+            &[
+                &[0x01],
+                flags,
+                iv,
+                &guest_len.to_le_bytes(),
+                &trans_len.to_le_bytes(),
+                &ct,
+                &measure,
+            ],
+            mac,
+        );
+        if !ok {
+            return Err(S::BadMeasurement);
+        }
+        if rd32(flags, 0) & 1 != 0 {
+            return Err(S::Unsupported);
+        }
+        let mut pt = Zeroizing::new(ct);
+        let mut ivb = [0u8; 16];
+        ivb.copy_from_slice(iv);
+        crate::owner::crypto::aes128_ctr(&tek, &ivb, &mut pt);
+        let vek = g.vek.clone();
+        mem_crypt(&vek, guest_pa, &mut pt);
+        self.write(guest_pa, &pt)
+    }
+
+    pub(super) fn launch_finish(&mut self, b: &mut [u8]) -> Fw {
+        self.require(&[PlatformState::Working])?;
+        let handle = rd32(b, 0);
+        let g = self.sev_guest(handle)?;
+        if g.state != SevGuestState::Lsecret {
+            return Err(S::InvalidGuestState);
+        }
+        self.asid_run(Owner::Sev(handle));
+        let g = self.sev_guest_mut(handle)?;
+        g.keys = None;
+        g.state = SevGuestState::Running;
+        Ok(())
+    }
+
+    pub(super) fn attestation(&mut self, b: &mut [u8]) -> Fw {
+        self.require(&[PlatformState::Working])?;
+        let (handle, pa, len) = (rd32(b, 0), rd64(b, 8), rd32(b, 32));
+        let g = self.sev_guest(handle)?;
+        if !matches!(g.state, SevGuestState::Lsecret | SevGuestState::Running) {
+            return Err(S::InvalidGuestState);
+        }
+        wr32(b, 32, SEV_REPORT_LEN as u32);
+        if (len as usize) < SEV_REPORT_LEN {
+            return Err(S::InvalidLen);
+        }
+        let mut r = [0u8; SEV_REPORT_LEN];
+        r[0..16].copy_from_slice(b.get(16..32).unwrap_or(&[0u8; 16]));
+        r[0x10..0x30].copy_from_slice(&g.ld_final);
+        r[0x30..0x34].copy_from_slice(&g.policy.to_le_bytes());
+        r[0x34..0x38].copy_from_slice(&usage::PEK.to_le_bytes());
+        r[0x38..0x3C].copy_from_slice(&algo::ECDSA_SHA256.to_le_bytes());
+        let sig = crate::owner::cert::sign_message(&self.id.pek, algo::ECDSA_SHA256, &r[..0x34])
+            .map_err(|_| S::HwsevRetPlatform)?;
+        r[0x40..0x88].copy_from_slice(&sig.r);
+        r[0x88..0xD0].copy_from_slice(&sig.s);
+        self.write(pa, &r)
+    }
+
+    pub(super) fn activate(&mut self, b: &mut [u8]) -> Fw {
+        self.require(&[PlatformState::Working])?;
+        let (handle, asid) = (rd32(b, 0), rd32(b, 4));
+        let g = self.sev_guest(handle)?;
+        let (state, es) = (g.state, g.policy & POLICY_ES != 0);
+        self.asid_precheck(asid, self.asid_of(Owner::Sev(handle)).is_some())?;
+        if state == SevGuestState::Sent {
+            return Err(S::InvalidGuestState);
+        }
+        let running = matches!(state, SevGuestState::Running | SevGuestState::Supdate);
+        self.asid_bind(asid, Owner::Sev(handle), es, running)
+    }
+
+    pub(super) fn deactivate(&mut self, b: &mut [u8]) -> Fw {
+        self.require(&[PlatformState::Working])?;
+        let handle = rd32(b, 0);
+        self.sev_guest(handle)?;
+        if !self.release_asid(Owner::Sev(handle)) {
+            return Err(S::Inactive);
+        }
+        Ok(())
+    }
+
+    pub(super) fn decommission(&mut self, b: &mut [u8]) -> Fw {
+        self.require(&[PlatformState::Working])?;
+        let handle = rd32(b, 0);
+        self.sev_guest(handle)?;
+        if self.asid_of(Owner::Sev(handle)).is_some() {
+            return Err(S::Active);
+        }
+        self.sev_guests.remove(&handle);
+        if self.sev_guests.is_empty() {
+            self.sev_state = PlatformState::Init;
+        }
+        Ok(())
+    }
+
+    pub(super) fn guest_status(&mut self, b: &mut [u8]) -> Fw {
+        self.require(&[PlatformState::Init, PlatformState::Working])?;
+        let handle = rd32(b, 0);
+        let (policy, state) = self
+            .sev_guests
+            .get(&handle)
+            .map_or((0, 0), |g| (g.policy, g.state as u8));
+        let asid = self.asid_of(Owner::Sev(handle)).unwrap_or(0);
+        wr32(b, 4, policy);
+        wr32(b, 8, asid);
+        wr(b, 12, &[state]);
+        Ok(())
+    }
+
+    /// DBG_DECRYPT / DBG_ENCRYPT. Order (not in the facts, chosen to follow the
+    /// other handlers): platform, handle, alignment, length, NODBG, ASID.
+    pub(super) fn dbg(&mut self, b: &mut [u8], encrypt: bool) -> Fw {
+        self.require(&[PlatformState::Working])?;
+        let (handle, src, dst, len) = (rd32(b, 0), rd64(b, 8), rd64(b, 16), rd32(b, 24));
+        let g = self.sev_guest(handle)?;
+        if !src.is_multiple_of(16) || !dst.is_multiple_of(16) {
+            return Err(S::InvalidAddress);
+        }
+        if len == 0 || !len.is_multiple_of(16) {
+            return Err(S::InvalidLen);
+        }
+        if g.policy & POLICY_NODBG != 0 {
+            return Err(S::PolicyFailure);
+        }
+        let vek = g.vek.clone();
+        if self.asid_of(Owner::Sev(handle)).is_none() {
+            return Err(S::Inactive);
+        }
+        let mut data = Zeroizing::new(self.read(src, len as usize)?);
+        if encrypt {
+            mem_crypt(&vek, dst, &mut data);
+        } else {
+            mem_crypt(&vek, src, &mut data);
+        }
+        self.write(dst, &data)
+    }
+}

@@ -1,0 +1,326 @@
+//! Simulated system memory, addressed by physical address (PA).
+//!
+//! The firmware reads and writes guest pages and command operands by PA, like
+//! the PSP's DMA engine. [`PhysMem`] is that address space:
+//!
+//! - a **sparse page store**: any 4 KiB page not covered by a region reads as
+//!   zeros until written, and is allocated on first write;
+//! - **registered regions**: a simulated KVM backend hands its own guest memory
+//!   to [`PhysMem::register_region`] as an [`Arc<dyn MemBacking>`]; the firmware
+//!   then works on those bytes in place (no copy), so what the VMM wrote is what
+//!   the firmware measures and encrypts, and what the VMM reads afterwards is
+//!   the ciphertext.
+//!
+//! Page-granular work (launch updates) goes through [`PhysMem::map_pages`],
+//! which hands each 4 KiB page to a closure, in parallel when there are
+//! several.
+//!
+//! ```
+//! use psp_driver::sim::mem::{PhysMem, VecBacking};
+//! use std::sync::Arc;
+//!
+//! let mem = PhysMem::new();
+//! mem.write(0x1000, b"hello").unwrap();
+//! let mut b = [0u8; 5];
+//! mem.read(0x1000, &mut b).unwrap();
+//! assert_eq!(&b, b"hello");
+//!
+//! // A VMM registers its guest RAM; firmware writes land in the VMM's buffer.
+//! let ram = Arc::new(VecBacking::new(0x2000));
+//! mem.register_region(0x10_0000, ram.clone()).unwrap();
+//! mem.write(0x10_0010, &[1, 2, 3]).unwrap();
+//! assert_eq!(ram.to_vec()[0x10..0x13], [1, 2, 3]);
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use rayon::prelude::*;
+
+/// The page size of the simulated machine.
+pub const PAGE_SIZE: usize = 4096;
+
+/// Errors of [`PhysMem`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemError {
+    /// An access wraps around the address space or crosses a region boundary.
+    #[error("invalid physical range {pa:#x}+{len:#x}")]
+    InvalidRange {
+        /// Start of the access.
+        pa: u64,
+        /// Length of the access.
+        len: u64,
+    },
+    /// A page-granular access is not 4 KiB aligned.
+    #[error("physical address {0:#x} is not page aligned")]
+    Unaligned(u64),
+    /// A registered region would overlap another one, or is empty or unaligned.
+    #[error("region {base:#x}+{len:#x} overlaps another region or is not page aligned")]
+    BadRegion {
+        /// Base of the rejected region.
+        base: u64,
+        /// Length of the rejected region.
+        len: u64,
+    },
+}
+
+/// Storage behind a registered region: a contiguous byte buffer the owner
+/// (typically a simulated KVM backend holding guest RAM) shares with the
+/// firmware.
+pub trait MemBacking: Send + Sync + core::fmt::Debug {
+    /// Length of the buffer in bytes (a multiple of [`PAGE_SIZE`]).
+    fn len(&self) -> usize;
+    /// Whether the buffer is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Runs `f` on the whole buffer, with exclusive access for its duration.
+    fn with_mut(&self, f: &mut dyn FnMut(&mut [u8]));
+}
+
+/// A simple [`MemBacking`]: a heap buffer behind a mutex.
+#[derive(Debug)]
+pub struct VecBacking(Mutex<Box<[u8]>>);
+
+impl VecBacking {
+    /// A zero-filled buffer of `len` bytes.
+    pub fn new(len: usize) -> Self {
+        Self(Mutex::new(vec![0u8; len].into_boxed_slice()))
+    }
+    /// A copy of the contents.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.0.lock().map(|b| b.to_vec()).unwrap_or_default()
+    }
+}
+
+impl MemBacking for VecBacking {
+    fn len(&self) -> usize {
+        self.0.lock().map(|b| b.len()).unwrap_or(0)
+    }
+    fn with_mut(&self, f: &mut dyn FnMut(&mut [u8])) {
+        if let Ok(mut b) = self.0.lock() {
+            f(&mut b);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Region {
+    base: u64,
+    len: u64,
+    backing: Arc<dyn MemBacking>,
+}
+
+type Page = Box<[u8; PAGE_SIZE]>;
+
+#[derive(Debug, Default)]
+struct Inner {
+    pages: HashMap<u64, Page>,
+    regions: Vec<Region>,
+}
+
+/// The simulated physical address space; see the [module docs](self).
+#[derive(Debug, Default)]
+pub struct PhysMem {
+    inner: RwLock<Inner>,
+}
+
+fn end(pa: u64, len: u64) -> Result<u64, MemError> {
+    pa.checked_add(len)
+        .ok_or(MemError::InvalidRange { pa, len })
+}
+
+impl PhysMem {
+    /// An empty address space (all zeros).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Maps `backing` at `base`. The region must be page aligned and must not
+    /// overlap another region. Sparse pages it covers are discarded.
+    pub fn register_region(&self, base: u64, backing: Arc<dyn MemBacking>) -> Result<(), MemError> {
+        let len = backing.len() as u64;
+        let bad = MemError::BadRegion { base, len };
+        if len == 0
+            || !base.is_multiple_of(PAGE_SIZE as u64)
+            || !len.is_multiple_of(PAGE_SIZE as u64)
+        {
+            return Err(bad);
+        }
+        let e = end(base, len)?;
+        let mut g = self.inner.write().map_err(|_| bad.clone())?;
+        if g.regions
+            .iter()
+            .any(|r| base < r.base + r.len && r.base < e)
+        {
+            return Err(bad);
+        }
+        g.pages.retain(|&pfn, _| !(pfn >= base && pfn < e));
+        g.regions.push(Region { base, len, backing });
+        Ok(())
+    }
+
+    /// Removes the region starting at `base`, returning its backing.
+    pub fn unregister_region(&self, base: u64) -> Option<Arc<dyn MemBacking>> {
+        let mut g = self.inner.write().ok()?;
+        let i = g.regions.iter().position(|r| r.base == base)?;
+        Some(g.regions.swap_remove(i).backing)
+    }
+
+    fn region_for(g: &Inner, pa: u64, len: u64) -> Result<Option<Region>, MemError> {
+        let e = end(pa, len)?;
+        for r in &g.regions {
+            let re = r.base + r.len;
+            if pa >= r.base && e <= re {
+                return Ok(Some(r.clone()));
+            }
+            if pa < re && r.base < e {
+                return Err(MemError::InvalidRange { pa, len });
+            }
+        }
+        Ok(None)
+    }
+
+    /// Copies `buf.len()` bytes at `pa` into `buf`.
+    pub fn read(&self, pa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let len = buf.len() as u64;
+        let g = self
+            .inner
+            .read()
+            .map_err(|_| MemError::InvalidRange { pa, len })?;
+        if let Some(r) = Self::region_for(&g, pa, len)? {
+            drop(g);
+            let off = (pa - r.base) as usize;
+            r.backing.with_mut(&mut |b| {
+                if let Some(src) = b.get(off..off + buf.len()) {
+                    buf.copy_from_slice(src);
+                }
+            });
+            return Ok(());
+        }
+        let mut done = 0usize;
+        while done < buf.len() {
+            let a = pa + done as u64;
+            let pfn = a & !(PAGE_SIZE as u64 - 1);
+            let off = (a - pfn) as usize;
+            let n = (PAGE_SIZE - off).min(buf.len() - done);
+            match g.pages.get(&pfn) {
+                Some(p) => buf[done..done + n].copy_from_slice(&p[off..off + n]),
+                None => buf[done..done + n].fill(0),
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `pa` into a new vector.
+    pub fn read_vec(&self, pa: u64, len: usize) -> Result<Vec<u8>, MemError> {
+        let mut v = vec![0u8; len];
+        self.read(pa, &mut v)?;
+        Ok(v)
+    }
+
+    /// Copies `buf` to `pa`.
+    pub fn write(&self, pa: u64, buf: &[u8]) -> Result<(), MemError> {
+        let len = buf.len() as u64;
+        let mut g = self
+            .inner
+            .write()
+            .map_err(|_| MemError::InvalidRange { pa, len })?;
+        if let Some(r) = Self::region_for(&g, pa, len)? {
+            drop(g);
+            let off = (pa - r.base) as usize;
+            r.backing.with_mut(&mut |b| {
+                if let Some(dst) = b.get_mut(off..off + buf.len()) {
+                    dst.copy_from_slice(buf);
+                }
+            });
+            return Ok(());
+        }
+        let mut done = 0usize;
+        while done < buf.len() {
+            let a = pa + done as u64;
+            let pfn = a & !(PAGE_SIZE as u64 - 1);
+            let off = (a - pfn) as usize;
+            let n = (PAGE_SIZE - off).min(buf.len() - done);
+            let p = g
+                .pages
+                .entry(pfn)
+                .or_insert_with(|| Box::new([0u8; PAGE_SIZE]));
+            p[off..off + n].copy_from_slice(&buf[done..done + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Runs `f(index, page_pa, page)` on each of the `count` pages starting at
+    /// the page-aligned `pa`, in parallel when `count > 1`, and returns the
+    /// results in page order. Pages are modified in place.
+    pub fn map_pages<T, F>(&self, pa: u64, count: usize, f: F) -> Result<Vec<T>, MemError>
+    where
+        T: Send,
+        F: Fn(usize, u64, &mut [u8]) -> T + Sync,
+    {
+        if !pa.is_multiple_of(PAGE_SIZE as u64) {
+            return Err(MemError::Unaligned(pa));
+        }
+        let len = (count as u64)
+            .checked_mul(PAGE_SIZE as u64)
+            .ok_or(MemError::InvalidRange { pa, len: u64::MAX })?;
+        let mut g = self
+            .inner
+            .write()
+            .map_err(|_| MemError::InvalidRange { pa, len })?;
+        if let Some(r) = Self::region_for(&g, pa, len)? {
+            drop(g);
+            let off = (pa - r.base) as usize;
+            let mut out = Vec::new();
+            r.backing.with_mut(&mut |b| {
+                if let Some(span) = b.get_mut(off..off + len as usize) {
+                    out = run_pages(span.chunks_exact_mut(PAGE_SIZE).collect(), pa, &f);
+                }
+            });
+            return Ok(out);
+        }
+        // Sparse store: take the pages out of the map, work on them without the
+        // map borrowed, and put them back.
+        let mut taken: Vec<Page> = (0..count as u64)
+            .map(|i| {
+                let a = pa + i * PAGE_SIZE as u64;
+                g.pages
+                    .remove(&a)
+                    .unwrap_or_else(|| Box::new([0u8; PAGE_SIZE]))
+            })
+            .collect();
+        let out = run_pages(taken.iter_mut().map(|p| &mut p[..]).collect(), pa, &f);
+        for (i, p) in taken.into_iter().enumerate() {
+            g.pages.insert(pa + (i * PAGE_SIZE) as u64, p);
+        }
+        Ok(out)
+    }
+
+    /// Number of sparse pages currently allocated (not counting regions).
+    pub fn sparse_pages(&self) -> usize {
+        self.inner.read().map(|g| g.pages.len()).unwrap_or(0)
+    }
+}
+
+fn run_pages<T, F>(pages: Vec<&mut [u8]>, pa: u64, f: &F) -> Vec<T>
+where
+    T: Send,
+    F: Fn(usize, u64, &mut [u8]) -> T + Sync,
+{
+    if pages.len() == 1 {
+        pages
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| f(i, pa + (i * PAGE_SIZE) as u64, p))
+            .collect()
+    } else {
+        pages
+            .into_par_iter()
+            .enumerate()
+            .map(|(i, p)| f(i, pa + (i * PAGE_SIZE) as u64, p))
+            .collect()
+    }
+}

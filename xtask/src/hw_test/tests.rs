@@ -1,0 +1,275 @@
+//! Detection and skip logic, table and JSON shape; no hardware needed.
+
+use super::*;
+
+/// A `/proc/cpuinfo` excerpt of this project's CI machine kind (facts
+/// kvm-on-this-machine-kind: a guest without svm/vmx, kvm + kvm_pvm loaded).
+const CPUINFO_GUEST: &str = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n\
+model name\t: AMD EPYC\nflags\t\t: fpu vme sse2 hypervisor sha_ni avx2\n\nprocessor\t: 1\n\
+vendor_id\t: GenuineIntel\nflags\t\t: svm\n";
+
+fn ci_machine() -> Host {
+    Host {
+        cpu: Cpu::parse(CPUINFO_GUEST),
+        kvm_modules: vec!["kvm".into(), "kvm_pvm".into()],
+        kvm_params: BTreeMap::from([("kvm.tdp_mmu".to_owned(), "N".to_owned())]),
+        kvm: KvmHost::Available {
+            api_version: 12,
+            vm_types_bits: 1,
+            vm_types: vec!["default".into()],
+            tdx: Err("VM type `tdx` is not supported by this host (supported: default)".into()),
+        },
+        sev: SevHost::Unavailable {
+            reason: "AMD SEV is not available on this host: /dev/sev does not exist (is kvm_amd loaded with sev=1?)"
+                .into(),
+        },
+    }
+}
+
+fn snp_host() -> Host {
+    Host {
+        cpu: Cpu {
+            vendor: "AuthenticAMD".into(),
+            model_name: "AMD EPYC 9654 96-Core Processor".into(),
+            flags: vec!["svm".into(), "sev".into(), "sev_es".into(), "sev_snp".into(), "sme".into()],
+        },
+        kvm_modules: vec!["kvm".into(), "kvm_amd".into()],
+        kvm_params: BTreeMap::from([
+            ("kvm_amd.sev".to_owned(), "Y".to_owned()),
+            ("kvm_amd.sev_es".to_owned(), "Y".to_owned()),
+            ("kvm_amd.sev_snp".to_owned(), "Y".to_owned()),
+        ]),
+        kvm: KvmHost::Available {
+            api_version: 12,
+            // default (0), sev (2), sev-es (3), snp (4).
+            vm_types_bits: 0b1_1101,
+            vm_types: vec!["default".into(), "sev".into(), "sev-es".into(), "snp".into()],
+            tdx: Err("VM type `tdx` is not supported".into()),
+        },
+        sev: SevHost::Present {
+            platform_status: Ok("API 1.55 build 21, state 1, 0 guests".into()),
+            snp_platform_status: Ok("API 1.55 build 21, state 1".into()),
+        },
+    }
+}
+
+fn tdx_host() -> Host {
+    Host {
+        cpu: Cpu {
+            vendor: "GenuineIntel".into(),
+            model_name: "Intel(R) Xeon(R) Platinum 8580".into(),
+            flags: vec!["vmx".into(), "tdx_host_platform".into()],
+        },
+        kvm_modules: vec!["kvm".into(), "kvm_intel".into()],
+        kvm_params: BTreeMap::from([("kvm_intel.tdx".to_owned(), "Y".to_owned())]),
+        kvm: KvmHost::Available {
+            api_version: 12,
+            vm_types_bits: 1 | 1 << 5,
+            vm_types: vec!["default".into(), "tdx".into()],
+            tdx: Ok("supported_attrs=0x50000000 supported_xfam=0x6db 2 configurable CPUID leaves".into()),
+        },
+        sev: SevHost::Unavailable {
+            reason: "AMD SEV is not available on this host: /dev/sev does not exist (is kvm_amd loaded with sev=1?)"
+                .into(),
+        },
+    }
+}
+
+fn decision<'a>(plan: &'a [Planned], name: &str) -> &'a Decision {
+    &plan
+        .iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no tier {name}"))
+        .decision
+}
+
+fn skip_reason<'a>(plan: &'a [Planned], name: &str) -> &'a str {
+    match decision(plan, name) {
+        Decision::Skip(r) => r,
+        other => panic!("{name}: expected a skip, got {other:?}"),
+    }
+}
+
+#[test]
+fn cpuinfo_parse_reads_the_first_processor_only() {
+    let cpu = Cpu::parse(CPUINFO_GUEST);
+    assert_eq!(cpu.vendor, "AuthenticAMD");
+    assert_eq!(cpu.model_name, "AMD EPYC");
+    // sha_ni/avx2 are not relevant; svm belongs to the second block and must not leak in.
+    assert_eq!(cpu.flags, vec!["hypervisor".to_owned()]);
+    assert!(cpu.is_amd() && !cpu.is_intel());
+}
+
+#[test]
+fn options_parse() {
+    let o = Options::parse(&["--json".into(), "--dangerous".into()]).unwrap();
+    assert!(o.json && o.dangerous);
+    assert_eq!(Options::parse(&[]).unwrap(), Options::default());
+    assert!(Options::parse(&["--force".into()]).unwrap_err().contains("--force"));
+}
+
+#[test]
+fn ci_machine_runs_default_and_skips_every_confidential_tier() {
+    let host = ci_machine();
+    let plan = plan(&host, &Options::default());
+    assert_eq!(decision(&plan, "default/guest"), &Decision::Run(Check::DefaultGuest));
+    assert_eq!(decision(&plan, "default/capabilities"), &Decision::Run(Check::DefaultCaps));
+    let snp = skip_reason(&plan, "snp/launch");
+    assert!(
+        snp.starts_with(
+            "/dev/kvm offers VM types [default]; KVM_X86_SNP_VM (4) is not among them — SNP needs an AMD EPYC host with SEV-SNP enabled in BIOS and kvm_amd.sev_snp=1"
+        ),
+        "{snp}"
+    );
+    assert!(snp.contains("shows no svm flag"), "{snp}");
+    assert!(snp.contains("kvm_amd is not loaded (KVM modules: kvm, kvm_pvm)"), "{snp}");
+    assert!(skip_reason(&plan, "sev/launch").contains("KVM_X86_SEV_VM (2)"));
+    assert!(skip_reason(&plan, "sev-es/launch").contains("KVM_X86_SEV_ES_VM (3)"));
+    let tdx = skip_reason(&plan, "tdx/launch");
+    assert!(tdx.contains("KVM_X86_TDX_VM (5) is not among them — TDX needs an Intel"), "{tdx}");
+    assert!(tdx.contains("this CPU is AuthenticAMD (AMD EPYC)"), "{tdx}");
+    assert!(skip_reason(&plan, "sw-protected/memory").contains("KVM_X86_SW_PROTECTED_VM (1)"));
+    for name in ["sev/platform-status", "snp/platform-status"] {
+        assert!(skip_reason(&plan, name).contains("/dev/sev does not exist"), "{name}");
+    }
+    for name in ["sev/factory-reset", "sev/pek-gen", "sev/pdh-gen", "snp/set-config", "snp/commit"] {
+        let r = skip_reason(&plan, name);
+        assert!(r.contains("/dev/sev does not exist") && r.contains("--dangerous"), "{name}: {r}");
+    }
+    // --dangerous cannot conjure a /dev/sev.
+    let plan = super::plan(&host, &Options { json: false, dangerous: true });
+    let r = skip_reason(&plan, "snp/commit");
+    assert!(r.contains("/dev/sev does not exist") && !r.contains("--dangerous"), "{r}");
+}
+
+#[test]
+fn snp_host_without_launch_flow_is_not_run_never_passed() {
+    let host = snp_host();
+    let plan = plan(&host, &Options::default());
+    for name in ["sev/launch", "sev-es/launch", "snp/launch"] {
+        match decision(&plan, name) {
+            Decision::NotRun(r) => {
+                assert!(r.starts_with("no launch flow for real hardware in this build"), "{r}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    let tdx = skip_reason(&plan, "tdx/launch");
+    assert!(tdx.contains("this CPU is AuthenticAMD"), "{tdx}");
+    assert_eq!(decision(&plan, "sev/platform-status"), &Decision::Run(Check::SevPlatformStatus));
+    assert_eq!(decision(&plan, "snp/platform-status"), &Decision::Run(Check::SnpPlatformStatus));
+    let r = skip_reason(&plan, "snp/commit");
+    assert!(r.starts_with("destructive: SNP_COMMIT") && r.ends_with("pass --dangerous to run it"), "{r}");
+
+    let plan = super::plan(&host, &Options { json: false, dangerous: true });
+    assert_eq!(decision(&plan, "sev/factory-reset"), &Decision::Run(Check::FactoryReset));
+    assert_eq!(decision(&plan, "snp/commit"), &Decision::Run(Check::SnpCommit));
+    assert_eq!(decision(&plan, "snp/set-config"), &Decision::Run(Check::SnpSetConfig));
+
+    // An SEV-only firmware: SNP commands are skipped even with --dangerous.
+    let mut sev_only = snp_host();
+    sev_only.sev = SevHost::Present {
+        platform_status: Ok("API 0.24".into()),
+        snp_platform_status: Err("SNP_PLATFORM_STATUS failed: ENODEV".into()),
+    };
+    if let KvmHost::Available { vm_types_bits, .. } = &mut sev_only.kvm {
+        *vm_types_bits = 0b1101;
+    }
+    let plan = super::plan(&sev_only, &Options { json: false, dangerous: true });
+    assert!(skip_reason(&plan, "snp/commit").contains("SNP is not usable"));
+    assert!(skip_reason(&plan, "snp/platform-status").contains("offers no SNP VM type"));
+    assert_eq!(decision(&plan, "sev/pek-gen"), &Decision::Run(Check::PekGen));
+}
+
+#[test]
+fn tdx_host_reports_not_run_for_tdx_and_skips_amd() {
+    let plan = plan(&tdx_host(), &Options::default());
+    assert!(matches!(decision(&plan, "tdx/launch"), Decision::NotRun(_)));
+    assert!(matches!(decision(&plan, "tdx/capabilities"), Decision::NotRun(_)));
+    let sev = skip_reason(&plan, "sev/launch");
+    assert!(sev.starts_with("/dev/kvm offers VM types [default, tdx]; KVM_X86_SEV_VM (2)"), "{sev}");
+    assert!(sev.contains("this CPU is GenuineIntel"), "{sev}");
+}
+
+#[test]
+fn missing_kvm_skips_the_default_tier() {
+    let mut host = ci_machine();
+    host.kvm = KvmHost::Unavailable {
+        reason: "cannot open /dev/kvm: ENOENT (2): No such file or directory".into(),
+    };
+    let plan = plan(&host, &Options::default());
+    assert!(skip_reason(&plan, "default/guest").contains("ENOENT"));
+    assert!(skip_reason(&plan, "snp/launch").starts_with("/dev/kvm is not usable"));
+    // A broken /dev/kvm is not a skip: the default tier runs and reports the failure.
+    host.kvm = KvmHost::Broken {
+        reason: "unexpected KVM API version 11 (expected 12)".into(),
+    };
+    let plan = super::plan(&host, &Options::default());
+    assert_eq!(decision(&plan, "default/guest"), &Decision::Run(Check::DefaultGuest));
+}
+
+#[test]
+fn execute_maps_outcomes_and_json_has_the_table_shape() {
+    let host = snp_host();
+    let opts = Options::default();
+    let planned = plan(&host, &opts);
+    let results = execute(&planned, |c| match c {
+        Check::SnpPlatformStatus => Err("SNP_PLATFORM_STATUS failed: EIO".into()),
+        other => Ok(format!("{other:?} ok")),
+    });
+    assert_eq!(results.len(), planned.len());
+    let get = |n: &str| results.iter().find(|r| r.name == n).unwrap();
+    assert_eq!(get("default/guest").status, Status::Passed);
+    assert_eq!(get("snp/platform-status").status, Status::Failed);
+    assert_eq!(get("snp/platform-status").reason, "SNP_PLATFORM_STATUS failed: EIO");
+    assert_eq!(get("snp/launch").status, Status::NotRun);
+    assert_eq!(get("snp/commit").status, Status::Skipped);
+    assert_eq!(get("snp/commit").duration_ms, 0.0);
+
+    let v = to_json(&host, &opts, &results);
+    let tiers = v["tiers"].as_array().unwrap();
+    assert_eq!(tiers.len(), results.len());
+    for t in tiers {
+        let o = t.as_object().unwrap();
+        let mut keys: Vec<&str> = o.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["duration_ms", "name", "reason", "status"]);
+        assert!(["passed", "failed", "skipped", "not-run"].contains(&o["status"].as_str().unwrap()));
+        assert!(o["duration_ms"].is_number());
+    }
+    let snp = tiers.iter().find(|t| t["name"] == "snp/launch").unwrap();
+    assert_eq!(snp["status"], "not-run");
+    assert_eq!(v["summary"]["failed"], 1);
+    assert_eq!(
+        v["summary"]["passed"].as_u64().unwrap()
+            + v["summary"]["failed"].as_u64().unwrap()
+            + v["summary"]["skipped"].as_u64().unwrap()
+            + v["summary"]["not-run"].as_u64().unwrap(),
+        results.len() as u64
+    );
+    assert_eq!(v["host"]["cpu"]["vendor"], "AuthenticAMD");
+    assert_eq!(v["host"]["kvm"]["state"], "available");
+    assert_eq!(v["host"]["kvm"]["vm_types"], serde_json::json!(["default", "sev", "sev-es", "snp"]));
+    assert_eq!(v["host"]["sev"]["state"], "present");
+    assert_eq!(v["dangerous"], false);
+}
+
+#[test]
+fn table_lists_every_tier_with_status_and_reason() {
+    let host = ci_machine();
+    let planned = plan(&host, &Options::default());
+    let results = execute(&planned, |_| Err("boom".into()));
+    let table = render_table(&host, &results);
+    assert!(table.contains("/dev/kvm: API 12, VM types [default] (0x1)"), "{table}");
+    let header = table.lines().find(|l| l.starts_with("tier")).unwrap();
+    assert!(header.contains("status") && header.contains("duration") && header.contains("reason"));
+    for r in &results {
+        let line = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(r.name.as_str()))
+            .unwrap_or_else(|| panic!("no row for {}", r.name));
+        assert!(line.contains(r.status.as_str()), "{line}");
+        assert!(line.ends_with(&r.reason), "{line}");
+    }
+    assert!(table.contains("0 passed, 2 failed,"), "{table}");
+}
