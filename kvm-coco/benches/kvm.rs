@@ -87,7 +87,8 @@ fn main() {
     let vm = kvm.create_vm(VmType::Default).expect("VM");
     let mem = Arc::new(GuestMapping::anonymous(MEM).expect("mmap"));
     mem.write(CODE_GPA, &OUT_LOOP).expect("write");
-    vm.set_memory_region(MemoryRegion::new(0, 0, mem)).expect("memslot");
+    vm.set_memory_region(MemoryRegion::new(0, 0, mem))
+        .expect("memslot");
     let mut vcpu = vm.create_vcpu(0).expect("vCPU");
     let (mut sregs, mut regs) = (vcpu.sregs().unwrap(), vcpu.regs().unwrap());
     real_mode(&mut sregs, &mut regs);

@@ -6,7 +6,9 @@
 //! - `snp_kernel_initrd_64m`: SNP digest of SYN64K with a 64 MiB kernel and a 64 MiB initrd:
 //!   plan (which hashes kernel and initrd) + measure.
 //!
-//! Run with `cargo bench -p kvm-coco --bench measure`.
+//! Run with `cargo bench -p kvm-coco --bench measure`. With `--features bench-sev` each group
+//! also times the `sev` crate's `snp_calc_launch_digest` on the same inputs (it reads them
+//! from files, which are in the page cache) and checks that it agrees.
 
 use std::hint::black_box;
 
@@ -44,6 +46,13 @@ fn ovmf_64vcpu(c: &mut Criterion) {
     g.bench_function("kvm_coco_snp", |b| {
         b.iter(|| black_box(snp_digest(&inputs)))
     });
+    #[cfg(feature = "bench-sev")]
+    {
+        let path = measure_common::debian_ovmf().map(|(p, _)| p).unwrap();
+        let theirs = || sev_crate::digest(&path, 64, None);
+        assert_eq!(theirs(), snp_digest(&inputs), "sev crate disagrees");
+        g.bench_function("sev_crate_snp", |b| b.iter(|| black_box(theirs())));
+    }
     let vmsa = vec![0u8; 64 * 4096];
     g.bench_function("raw_sha384_same_bytes", |b| {
         b.iter(|| {
@@ -80,6 +89,21 @@ fn kernel_initrd(c: &mut Criterion) {
     g.bench_function("kvm_coco_snp", |b| {
         b.iter(|| black_box(snp_digest(&inputs)))
     });
+    #[cfg(feature = "bench-sev")]
+    {
+        let dir = measure_common::scratch("bench_sev_crate");
+        let (f, k, i) = (
+            dir.join("syn64k.fd"),
+            dir.join("kernel"),
+            dir.join("initrd"),
+        );
+        std::fs::write(&f, &fw_img).unwrap();
+        std::fs::write(&k, &kernel).unwrap();
+        std::fs::write(&i, &initrd).unwrap();
+        let theirs = || sev_crate::digest(&f, 1, Some((&k, &i, "console=ttyS0")));
+        assert_eq!(theirs(), snp_digest(&inputs), "sev crate disagrees");
+        g.bench_function("sev_crate_snp", |b| b.iter(|| black_box(theirs())));
+    }
     g.bench_function("raw_sha256_same_bytes", |b| {
         b.iter(|| {
             let mut h = Sha256::new();
@@ -99,6 +123,32 @@ fn kernel_initrd(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+#[cfg(feature = "bench-sev")]
+mod sev_crate {
+    use std::path::Path;
+
+    use sev::measurement::snp::{SnpMeasurementArgs, snp_calc_launch_digest};
+    use sev::measurement::vcpu_types::CpuType;
+    use sev::measurement::vmsa::{GuestFeatures, VMMType};
+
+    /// The `sev` crate's SNP digest (EPYC-Milan, guest features 0x1, QEMU).
+    pub fn digest(ovmf: &Path, vcpus: u32, kernel: Option<(&Path, &Path, &str)>) -> Vec<u8> {
+        let ld = snp_calc_launch_digest(SnpMeasurementArgs {
+            vcpus,
+            vcpu_type: CpuType::EpycMilan,
+            ovmf_file: ovmf.to_path_buf(),
+            guest_features: GuestFeatures::default(),
+            kernel_file: kernel.map(|k| k.0.to_path_buf()),
+            initrd_file: kernel.map(|k| k.1.to_path_buf()),
+            append: kernel.map(|k| k.2),
+            ovmf_hash_str: None,
+            vmm_type: Some(VMMType::QEMU),
+        })
+        .unwrap();
+        ld.try_into().unwrap()
+    }
 }
 
 criterion_group!(benches, ovmf_64vcpu, kernel_initrd);

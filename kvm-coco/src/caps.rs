@@ -219,9 +219,9 @@ impl MemoryCaps {
 
     /// Whether private memory can be used (attributes include PRIVATE).
     pub fn private_memory(&self) -> bool {
-        self.memory_attributes
-            .value()
-            .is_some_and(|a| MemoryAttributes::from_bits_retain(*a).contains(MemoryAttributes::PRIVATE))
+        self.memory_attributes.value().is_some_and(|a| {
+            MemoryAttributes::from_bits_retain(*a).contains(MemoryAttributes::PRIVATE)
+        })
     }
 }
 
@@ -441,11 +441,11 @@ impl Kvm {
                 cap: "KVM_CAP_EXIT_HYPERCALL",
             }),
         };
-        let snp_req_certs = match self.sev_attr(KVM_X86_SEV_SNP_REQ_CERTS, "KVM_X86_SEV_SNP_REQ_CERTS")
-        {
-            Availability::Available(v) => Availability::Available(v != 0),
-            Availability::Unavailable(r) => Availability::Unavailable(r),
-        };
+        let snp_req_certs =
+            match self.sev_attr(KVM_X86_SEV_SNP_REQ_CERTS, "KVM_X86_SEV_SNP_REQ_CERTS") {
+                Availability::Available(v) => Availability::Available(v != 0),
+                Availability::Unavailable(r) => Availability::Unavailable(r),
+            };
         Capabilities {
             vm_types,
             api_version: self.api_version(),
@@ -456,7 +456,8 @@ impl Kvm {
                 .collect(),
             exit_hypercall,
             sev: SevCaps {
-                vmsa_features: self.sev_attr(KVM_X86_SEV_VMSA_FEATURES, "KVM_X86_SEV_VMSA_FEATURES"),
+                vmsa_features: self
+                    .sev_attr(KVM_X86_SEV_VMSA_FEATURES, "KVM_X86_SEV_VMSA_FEATURES"),
                 snp_policy_bits: self.sev_attr(KVM_X86_SNP_POLICY_BITS, "KVM_X86_SNP_POLICY_BITS"),
                 snp_req_certs,
             },

@@ -90,7 +90,9 @@ impl From<Errno> for std::io::Error {
 
 impl fmt::Display for Errno {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let msg = std::io::Error::from_raw_os_error(self.0);
+        let full = std::io::Error::from_raw_os_error(self.0).to_string();
+        // The C library message, without std's " (os error N)" suffix.
+        let msg = full.split(" (os error").next().unwrap_or(&full);
         match self.name() {
             Some(name) => write!(f, "{name} ({}): {msg}", self.0),
             None => write!(f, "errno {}: {msg}", self.0),

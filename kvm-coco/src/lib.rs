@@ -13,7 +13,9 @@
 //! | [`exit`] | [`Exit`]: typed exits with typed replies |
 //! | [`ops`] | the `KVM_MEMORY_ENCRYPT_OP` sub-commands (SEV, SNP, TDX) |
 //! | [`error`] | [`Error`], [`Errno`] |
+//! | [`launch`] | launch flows (typestate) over the real and the simulated backend |
 //! | [`measure`] | launch plans and offline launch measurement |
+//! | [`sim`] | software models of the firmware and of KVM's confidential-computing layers |
 //!
 //! The ioctl plumbing that kvm-ioctls does not provide lives in a private `backend::kvm`
 //! module, the only place besides [`memory`]'s `mmap` that calls into the kernel directly.
@@ -66,6 +68,7 @@
 pub mod caps;
 pub mod error;
 pub mod exit;
+pub mod launch;
 pub mod measure;
 pub mod memory;
 pub mod ops;
@@ -79,8 +82,13 @@ mod backend;
 
 pub use caps::{Availability, Capabilities, Unavailable};
 pub use error::{Errno, Error, RegisterOp, Result};
-pub use exit::{Access, CertsReply, Exit, MapGpaReply, MemoryFault, SystemEvent, TdVmCallStatus, TdxExit};
-pub use memory::{GuestMapping, GuestMemfd, GuestMemfdFlags, MemoryAttributes, MemoryRegion, MemoryRegionFlags, MemoryState};
+pub use exit::{
+    Access, CertsReply, Exit, MapGpaReply, MemoryFault, SystemEvent, TdVmCallStatus, TdxExit,
+};
+pub use memory::{
+    GuestMapping, GuestMemfd, GuestMemfdFlags, MemoryAttributes, MemoryRegion, MemoryRegionFlags,
+    MemoryState,
+};
 pub use ops::EncryptOpError;
 pub use system::Kvm;
 pub use vcpu::Vcpu;

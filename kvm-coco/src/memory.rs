@@ -101,10 +101,8 @@ impl GuestMapping {
         if ptr == libc::MAP_FAILED {
             return Err(Error::ioctl("mmap", Errno::last()));
         }
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Error::ioctl(
-            "mmap",
-            Errno::from_raw(libc::ENOMEM),
-        ))?;
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or(Error::ioctl("mmap", Errno::from_raw(libc::ENOMEM)))?;
         Ok(Self { ptr, size })
     }
 

@@ -136,17 +136,13 @@ impl Kvm {
     pub fn create_vm(&self, vm_type: VmType) -> Result<Vm> {
         let supported = self.supported_vm_types();
         if !supported.contains(vm_type) {
-            return Err(Error::UnsupportedVmType {
-                vm_type,
-                supported,
-            });
+            return Err(Error::UnsupportedVmType { vm_type, supported });
         }
         match self.kvm.create_vm_with_type(u64::from(vm_type.abi_value())) {
             Ok(fd) => Ok(Vm::new(fd, vm_type)),
-            Err(e) if e.errno() == libc::EINVAL => Err(Error::UnsupportedVmType {
-                vm_type,
-                supported,
-            }),
+            Err(e) if e.errno() == libc::EINVAL => {
+                Err(Error::UnsupportedVmType { vm_type, supported })
+            }
             Err(e) => Err(Error::ioctl("KVM_CREATE_VM", e)),
         }
     }

@@ -9,17 +9,19 @@
 //! `KVM_SEV_LAUNCH_UPDATE_VMSA` (SEV-ES), inside `KVM_SEV_SNP_LAUNCH_FINISH` (SNP), or from
 //! creation (TDX, unless the TD is a debug TD). The kernel then answers the register ioctls
 //! with `EINVAL`. A [`Vcpu`] refuses them itself, before any system call, with
-//! [`Error::ProtectedState`]; the launch flow tells it when its state became protected
-//! ([`Vcpu::mark_state_protected`]), and an `EINVAL` from the kernel on such a VM is mapped
-//! to the same error.
+//! [`Error::ProtectedState`]. It learns that its state is protected from the VM type (TDX)
+//! and from the launch flow: the VM marks all its vCPUs when `KVM_SEV_LAUNCH_UPDATE_VMSA` or
+//! `KVM_SEV_SNP_LAUNCH_FINISH` succeeds, and a launcher can mark them explicitly
+//! ([`Vcpu::mark_state_protected`]). An `EINVAL` from the kernel on such a VM is mapped to
+//! the same error.
 
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kvm_bindings::{
-    CpuId, Msrs, kvm_debugregs, kvm_fpu, kvm_guest_debug, kvm_regs, kvm_run, kvm_sregs,
-    kvm_xcrs, kvm_xsave,
+    CpuId, Msrs, kvm_debugregs, kvm_fpu, kvm_guest_debug, kvm_regs, kvm_run, kvm_sregs, kvm_xcrs,
+    kvm_xsave,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
@@ -74,6 +76,12 @@ impl StateProtection {
             .characteristics()
             .contains(Characteristics::PROTECTED_STATE)
             && self.protected.load(Ordering::Relaxed)
+    }
+
+    /// Whether the state has been marked protected, whatever the VM type (on types without
+    /// protected state the mark has no effect on [`check`](Self::check)).
+    pub fn is_marked(&self) -> bool {
+        self.protected.load(Ordering::Relaxed)
     }
 
     /// Records that the state became protected.
@@ -134,7 +142,7 @@ pub struct Vcpu {
     fd: VcpuFd,
     run: NonNull<kvm_run>,
     id: u64,
-    protection: StateProtection,
+    protection: Arc<StateProtection>,
     // Keeps the VM fd and every memory mapping alive while this vCPU can run.
     _vm: Arc<VmShared>,
 }
@@ -147,9 +155,13 @@ unsafe impl Send for Vcpu {}
 unsafe impl Sync for Vcpu {}
 
 impl Vcpu {
-    pub(crate) fn new(mut fd: VcpuFd, id: u64, vm: Arc<VmShared>) -> Self {
+    pub(crate) fn new(
+        mut fd: VcpuFd,
+        id: u64,
+        vm: Arc<VmShared>,
+        protection: Arc<StateProtection>,
+    ) -> Self {
         let run = NonNull::from(fd.get_kvm_run());
-        let protection = StateProtection::new(vm.vm_type);
         Self {
             fd,
             run,
@@ -179,8 +191,14 @@ impl Vcpu {
         self.protection.is_protected()
     }
 
-    /// Records that this vCPU's state is now protected. Launch flows call it after
-    /// `KVM_SEV_LAUNCH_UPDATE_VMSA` (SEV-ES) and `KVM_SEV_SNP_LAUNCH_FINISH` (SNP).
+    /// Records that this vCPU's state is now protected. [`Vm::sev_launch_update_vmsa`]
+    /// (SEV-ES) and [`Vm::snp_launch_finish`] (SNP) do it for every vCPU of the VM; a launch
+    /// flow driving the kernel another way calls this (or
+    /// [`Vm::mark_vcpus_state_protected`]) itself.
+    ///
+    /// [`Vm::sev_launch_update_vmsa`]: crate::Vm::sev_launch_update_vmsa
+    /// [`Vm::snp_launch_finish`]: crate::Vm::snp_launch_finish
+    /// [`Vm::mark_vcpus_state_protected`]: crate::Vm::mark_vcpus_state_protected
     pub fn mark_state_protected(&self) {
         self.protection.mark_protected();
     }
@@ -270,7 +288,11 @@ impl Vcpu {
             VcpuExit::Hyperv => Exit::Other(kvm_bindings::KVM_EXIT_HYPERV),
             VcpuExit::X86Rdmsr(_) => Exit::Other(kvm_bindings::KVM_EXIT_X86_RDMSR),
             VcpuExit::X86Wrmsr(_) => Exit::Other(kvm_bindings::KVM_EXIT_X86_WRMSR),
-            _ => Exit::Other(u32::MAX),
+            // Exits of other architectures (s390, PowerPC): pass the raw reason through.
+            // SAFETY: `run_ptr` points to this vCPU's live kvm_run page; the kvm-ioctls exit
+            // value holds no reference in this arm, and `exit_reason` is a plain u32 the
+            // kernel wrote before KVM_RUN returned.
+            _ => Exit::Other(unsafe { (*run_ptr.as_ptr()).exit_reason }),
         })
     }
 
@@ -609,7 +631,11 @@ mod tests {
             p.mark_protected();
             assert!(p.check(RegisterOp::Regs).is_ok(), "{t}");
             // EINVAL stays an ordinary ioctl error there.
-            let e = p.map_error(RegisterOp::Regs, "KVM_GET_REGS", Errno::from_raw(libc::EINVAL));
+            let e = p.map_error(
+                RegisterOp::Regs,
+                "KVM_GET_REGS",
+                Errno::from_raw(libc::EINVAL),
+            );
             assert!(matches!(e, Error::Ioctl { .. }), "{t}");
         }
     }
@@ -617,10 +643,30 @@ mod tests {
     #[test]
     fn kernel_einval_maps_to_protected_state() {
         let p = StateProtection::new(VmType::SevEs);
-        let e = p.map_error(RegisterOp::Sregs, "KVM_GET_SREGS", Errno::from_raw(libc::EINVAL));
-        assert!(matches!(e, Error::ProtectedState { op: RegisterOp::Sregs, vm_type: VmType::SevEs }));
+        let e = p.map_error(
+            RegisterOp::Sregs,
+            "KVM_GET_SREGS",
+            Errno::from_raw(libc::EINVAL),
+        );
+        assert!(matches!(
+            e,
+            Error::ProtectedState {
+                op: RegisterOp::Sregs,
+                vm_type: VmType::SevEs
+            }
+        ));
         assert!(p.is_protected(), "the kernel's answer marks the vCPU");
-        let e = p.map_error(RegisterOp::Sregs, "KVM_GET_SREGS", Errno::from_raw(libc::EFAULT));
-        assert!(matches!(e, Error::Ioctl { op: "KVM_GET_SREGS", .. }));
+        let e = p.map_error(
+            RegisterOp::Sregs,
+            "KVM_GET_SREGS",
+            Errno::from_raw(libc::EFAULT),
+        );
+        assert!(matches!(
+            e,
+            Error::Ioctl {
+                op: "KVM_GET_SREGS",
+                ..
+            }
+        ));
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use kvm_bindings::{
     KVM_MEM_GUEST_MEMFD, kvm_create_guest_memfd, kvm_enable_cap, kvm_enc_region,
@@ -22,7 +22,7 @@ use crate::memory::{
     GuestMapping, GuestMemfd, GuestMemfdFlags, MemoryAttributes, MemoryRegion, MemoryState,
     PAGE_SIZE, check_range,
 };
-use crate::vcpu::Vcpu;
+use crate::vcpu::{StateProtection, Vcpu};
 use crate::vm_type::VmType;
 
 /// State shared by a VM and its vCPUs: the fd and every memory slot's backing.
@@ -32,6 +32,8 @@ use crate::vm_type::VmType;
 pub(crate) struct VmShared {
     pub(crate) fd: VmFd,
     pub(crate) vm_type: VmType,
+    // The protected-state trackers of this VM's vCPUs.
+    vcpu_states: Mutex<Vec<Weak<StateProtection>>>,
     // Declared after `fd`, so the fd is closed before the mappings are unmapped.
     regions: Mutex<BTreeMap<u32, MemoryRegion>>,
 }
@@ -58,6 +60,7 @@ impl Vm {
             shared: Arc::new(VmShared {
                 fd,
                 vm_type,
+                vcpu_states: Mutex::new(Vec::new()),
                 regions: Mutex::new(BTreeMap::new()),
             }),
         }
@@ -106,7 +109,39 @@ impl Vm {
             .fd()
             .create_vcpu(id)
             .map_err(|e| Error::ioctl("KVM_CREATE_VCPU", e))?;
-        Ok(Vcpu::new(fd, id, Arc::clone(&self.shared)))
+        let protection = Arc::new(StateProtection::new(self.vm_type()));
+        {
+            let mut states = self
+                .shared
+                .vcpu_states
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            states.retain(|w| w.strong_count() > 0);
+            states.push(Arc::downgrade(&protection));
+        }
+        Ok(Vcpu::new(fd, id, Arc::clone(&self.shared), protection))
+    }
+
+    /// Marks the state of every live vCPU of this VM as protected (see
+    /// [`Vcpu::mark_state_protected`]). Called by [`Vm::sev_launch_update_vmsa`] and
+    /// [`Vm::snp_launch_finish`] on success.
+    ///
+    /// ```no_run
+    /// let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::SevEs)?;
+    /// let vcpu = vm.create_vcpu(0)?;
+    /// vm.mark_vcpus_state_protected();
+    /// assert!(vcpu.is_state_protected());
+    /// # Ok::<(), kvm_coco::Error>(())
+    /// ```
+    pub fn mark_vcpus_state_protected(&self) {
+        let states = self
+            .shared
+            .vcpu_states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for s in states.iter().filter_map(Weak::upgrade) {
+            s.mark_protected();
+        }
     }
 
     /// `KVM_ENABLE_CAP` on the VM fd.

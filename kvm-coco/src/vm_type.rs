@@ -19,8 +19,8 @@ use std::str::FromStr;
 
 use bitflags::bitflags;
 use kvm_coco_uapi::vm::{
-    KVM_X86_DEFAULT_VM, KVM_X86_SEV_ES_VM, KVM_X86_SEV_VM, KVM_X86_SNP_VM,
-    KVM_X86_SW_PROTECTED_VM, KVM_X86_TDX_VM,
+    KVM_X86_DEFAULT_VM, KVM_X86_SEV_ES_VM, KVM_X86_SEV_VM, KVM_X86_SNP_VM, KVM_X86_SW_PROTECTED_VM,
+    KVM_X86_TDX_VM,
 };
 use serde::{Serialize, Serializer};
 
@@ -392,10 +392,7 @@ mod tests {
         let s: VmTypes = [VmType::Default, VmType::Tdx].into_iter().collect();
         assert_eq!(s.bits(), 0b10_0001);
         assert_eq!(s.to_string(), "default, tdx");
-        assert_eq!(
-            serde_json::to_string(&s).unwrap(),
-            r#"["default","tdx"]"#
-        );
+        assert_eq!(serde_json::to_string(&s).unwrap(), r#"["default","tdx"]"#);
         assert_eq!(VmTypes::from_bits(0).to_string(), "none");
     }
 }

@@ -115,12 +115,12 @@ pub use dev_sev::{DEV_SEV_PATH, DevSev, DevSevError, PdhCertExport, Platform};
 pub use psp::{Psp, PspError, PspGuard};
 pub use transport::{Completion, Transport};
 
-/// The firmware status of a command (`sev_ret_code`), from `kvm-coco-uapi`.
-pub use kvm_coco_uapi::sev_dev::SevRetCode;
 /// The `/dev/sev` uAPI definitions (`SevUserData*`, [`SevPlatformCmd`]) used by [`Platform`].
 pub use kvm_coco_uapi::sev_dev;
 /// The `/dev/sev` command ids, carried by [`DevSevError::Command`].
 pub use kvm_coco_uapi::sev_dev::SevPlatformCmd;
+/// The firmware status of a command (`sev_ret_code`), from `kvm-coco-uapi`.
+pub use kvm_coco_uapi::sev_dev::SevRetCode;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -266,6 +266,23 @@ fn sev_es_launch_digest_matches_sev_snp_measure() {
 fn vmsa_on_plain_sev_is_unsupported_and_es_needs_es_init() {
     let fw = fw();
     init(&fw, false);
+    // LAUNCH_UPDATE_VMSA checks its length before the platform state.
+    assert_eq!(
+        run(
+            &fw,
+            SevCmd::LaunchUpdateVmsa,
+            &mut launch_update_data(9, IMG_PA, 2048)
+        ),
+        S::InvalidLen
+    );
+    assert_eq!(
+        run(
+            &fw,
+            SevCmd::LaunchUpdateVmsa,
+            &mut launch_update_data(9, IMG_PA, 4096)
+        ),
+        S::InvalidPlatformState
+    );
     let (h, _) = launch_start(&fw, 0);
     assert_eq!(activate(&fw, h, SEV_ASID), S::Success);
     assert_eq!(
@@ -310,12 +327,25 @@ fn launch_start_checks() {
     fw.mem().write(SESS_PA, s.session().as_bytes()).unwrap();
     b[24..32].copy_from_slice(&SESS_PA.to_le_bytes());
     assert_eq!(run(&fw, SevCmd::LaunchStart, &mut b), S::BadMeasurement);
-    // Reserved policy bits / too new an API: POLICY_FAILURE (no session).
+    // Reserved policy bits / too new an API: POLICY_FAILURE. The firmware
+    // checks them with the policy MAC, so only when a session is given.
+    for bad in [0x40u32, 2 << 16, 1 << 16 | 56 << 24] {
+        let s = OwnerSession::new(&mut rng, &pdh, bad).unwrap();
+        fw.mem().write(CERT_PA, s.dh_cert().as_bytes()).unwrap();
+        fw.mem().write(SESS_PA, s.session().as_bytes()).unwrap();
+        b[4..8].copy_from_slice(&bad.to_le_bytes());
+        assert_eq!(
+            run(&fw, SevCmd::LaunchStart, &mut b),
+            S::PolicyFailure,
+            "{bad:#x}"
+        );
+    }
+    // Without a session the same policy is accepted.
     let mut nb = vec![0u8; 36];
     nb[4..8].copy_from_slice(&0x40u32.to_le_bytes());
-    assert_eq!(run(&fw, SevCmd::LaunchStart, &mut nb), S::PolicyFailure);
-    nb[4..8].copy_from_slice(&(2u32 << 16).to_le_bytes());
-    assert_eq!(run(&fw, SevCmd::LaunchStart, &mut nb), S::PolicyFailure);
+    ok(&fw, SevCmd::LaunchStart, &mut nb);
+    ok(&fw, SevCmd::Decommission, &mut nb[0..4].to_vec());
+    nb[0..4].copy_from_slice(&0u32.to_le_bytes());
     nb[4..8].copy_from_slice(&(1u32 << 16 | 55 << 24).to_le_bytes());
     ok(&fw, SevCmd::LaunchStart, &mut nb);
     let first = u32::from_le_bytes(nb[0..4].try_into().unwrap());
@@ -689,4 +719,200 @@ fn debian_ovmf_sev_and_seves() {
         0x80_B004,
         "5f69b0f48cbd00c7bed859a9d597034d426b3a64a443674755132d833bf0e480",
     );
+}
+
+#[test]
+fn typed_commands_through_psp() {
+    use psp_driver::{
+        DfFlush, Psp, SevDataActivate, SevDataDeactivate, SevDataInit, SevDataLaunchFinish,
+        SevDataLaunchMeasure, SevDataLaunchStart,
+    };
+    let psp = Psp::new(fw());
+    psp.issue(&mut SevDataInit::default()).unwrap();
+    let mut ls = SevDataLaunchStart {
+        policy: 1,
+        ..Default::default()
+    };
+    psp.issue(&mut ls).unwrap();
+    let handle = ls.handle;
+    let e = psp
+        .issue(&mut SevDataActivate { handle, asid: 99 })
+        .unwrap_err();
+    assert_eq!(e.status, S::InvalidAsid);
+    assert_eq!(e.errno, Some(nix::errno::Errno::EIO));
+    psp.issue(&mut SevDataActivate {
+        handle,
+        asid: SEV_ASID,
+    })
+    .unwrap();
+    let mut m = SevDataLaunchMeasure {
+        handle,
+        address: MEAS_PA,
+        len: 48,
+        ..Default::default()
+    };
+    psp.issue(&mut m).unwrap();
+    psp.issue(&mut SevDataLaunchFinish { handle }).unwrap();
+    psp.issue(&mut SevDataDeactivate { handle }).unwrap();
+    let e = psp.issue(&mut DfFlush).unwrap_err();
+    assert_eq!(e.status, S::WbinvdRequired);
+    assert!(e.hint().is_some());
+    psp.transport().wbinvd();
+    psp.issue(&mut DfFlush).unwrap();
+}
+
+#[test]
+fn migration_between_two_platforms() {
+    let src = fw();
+    let dst = fw_with(SimConfig {
+        seed: [0x77; 32],
+        ..Default::default()
+    });
+    init(&src, false);
+    init(&dst, false);
+    // A running guest on the source, image launched.
+    let (h, _) = launch_start(&src, 0);
+    assert_eq!(activate(&src, h, SEV_ASID), S::Success);
+    let img = syn64k();
+    src.mem().write(IMG_PA, &img[..0x4000]).unwrap();
+    ok(
+        &src,
+        SevCmd::LaunchUpdateData,
+        &mut launch_update_data(h, IMG_PA, 0x4000),
+    );
+    measure(&src, h);
+    ok(&src, SevCmd::LaunchFinish, &mut b_u32s(&[h]));
+
+    // SEND_START to the destination's PDH.
+    let dst_pdh = export_pdh(&dst);
+    let (pdh_pa, sess_pa) = (0x900_0000u64, 0x900_1000u64);
+    src.mem().write(pdh_pa, dst_pdh.as_bytes()).unwrap();
+    let mut ss = vec![0u8; 68];
+    ss[0..4].copy_from_slice(&h.to_le_bytes());
+    ss[8..16].copy_from_slice(&pdh_pa.to_le_bytes());
+    ss[16..20].copy_from_slice(&(SEV_CERT_LEN as u32).to_le_bytes());
+    ss[56..64].copy_from_slice(&sess_pa.to_le_bytes());
+    assert_eq!(run(&src, SevCmd::SendStart, &mut ss), S::InvalidLen);
+    assert_eq!(u32::from_le_bytes(ss[64..68].try_into().unwrap()), 0x80);
+    ok(&src, SevCmd::SendStart, &mut ss);
+    assert_eq!(u32::from_le_bytes(ss[4..8].try_into().unwrap()), 0);
+    // Send the first 16 KiB.
+    let (hdr_pa, trans_pa) = (0x900_2000u64, 0x901_0000u64);
+    let mut su = vec![0u8; 52];
+    su[0..4].copy_from_slice(&h.to_le_bytes());
+    su[8..16].copy_from_slice(&hdr_pa.to_le_bytes());
+    su[16..20].copy_from_slice(&52u32.to_le_bytes());
+    su[24..32].copy_from_slice(&IMG_PA.to_le_bytes());
+    su[32..36].copy_from_slice(&0x4000u32.to_le_bytes());
+    su[40..48].copy_from_slice(&trans_pa.to_le_bytes());
+    su[48..52].copy_from_slice(&0x4000u32.to_le_bytes());
+    ok(&src, SevCmd::SendUpdateData, &mut su);
+    let hdr = src.mem().read_vec(hdr_pa, 52).unwrap();
+    let packet = src.mem().read_vec(trans_pa, 0x4000).unwrap();
+    assert_ne!(packet, img[..0x4000]);
+    ok(&src, SevCmd::SendFinish, &mut b_u32s(&[h]));
+    // SENT guests can still be attested, not activated.
+    assert_eq!(
+        run(&src, SevCmd::SendFinish, &mut b_u32s(&[h])),
+        S::InvalidGuestState
+    );
+
+    // RECEIVE_START on the destination with the source's PDH and the session.
+    let session = src.mem().read_vec(sess_pa, 0x80).unwrap();
+    let src_pdh = src.certs().pdh;
+    dst.mem().write(CERT_PA, src_pdh.as_bytes()).unwrap();
+    dst.mem().write(SESS_PA, &session).unwrap();
+    let mut rs = vec![0u8; 36];
+    rs[8..16].copy_from_slice(&CERT_PA.to_le_bytes());
+    rs[16..20].copy_from_slice(&(SEV_CERT_LEN as u32).to_le_bytes());
+    rs[24..32].copy_from_slice(&SESS_PA.to_le_bytes());
+    rs[32..36].copy_from_slice(&0x80u32.to_le_bytes());
+    // A different policy than the session's: BAD_MEASUREMENT (policy MAC).
+    rs[4..8].copy_from_slice(&1u32.to_le_bytes());
+    assert_eq!(run(&dst, SevCmd::ReceiveStart, &mut rs), S::BadMeasurement);
+    rs[4..8].copy_from_slice(&0u32.to_le_bytes());
+    ok(&dst, SevCmd::ReceiveStart, &mut rs);
+    let dh = u32::from_le_bytes(rs[0..4].try_into().unwrap());
+    assert_eq!(activate(&dst, dh, SEV_ASID), S::Success);
+    assert_eq!(dst.asid_state(SEV_ASID), Some(AsidState::Allocated));
+    let guest_pa = 0xA00_0000u64;
+    dst.mem().write(hdr_pa, &hdr).unwrap();
+    let mut ru = su.clone();
+    ru[0..4].copy_from_slice(&dh.to_le_bytes());
+    ru[24..32].copy_from_slice(&guest_pa.to_le_bytes());
+    // A tampered packet: BAD_MEASUREMENT.
+    let mut bad = packet.clone();
+    bad[100] ^= 1;
+    dst.mem().write(trans_pa, &bad).unwrap();
+    assert_eq!(
+        run(&dst, SevCmd::ReceiveUpdateData, &mut ru),
+        S::BadMeasurement
+    );
+    dst.mem().write(trans_pa, &packet).unwrap();
+    ok(&dst, SevCmd::ReceiveUpdateData, &mut ru);
+    ok(&dst, SevCmd::ReceiveFinish, &mut b_u32s(&[dh]));
+    assert_eq!(dst.asid_state(SEV_ASID), Some(AsidState::InUse));
+    // The destination guest holds the plaintext under its own key.
+    assert_ne!(dst.mem().read_vec(guest_pa, 0x4000).unwrap(), img[..0x4000]);
+    let mut dbg = vec![0u8; 28];
+    dbg[0..4].copy_from_slice(&dh.to_le_bytes());
+    dbg[8..16].copy_from_slice(&guest_pa.to_le_bytes());
+    dbg[16..24].copy_from_slice(&0xB00_0000u64.to_le_bytes());
+    dbg[24..28].copy_from_slice(&0x4000u32.to_le_bytes());
+    ok(&dst, SevCmd::DbgDecrypt, &mut dbg);
+    assert_eq!(
+        dst.mem().read_vec(0xB00_0000, 0x4000).unwrap(),
+        img[..0x4000]
+    );
+}
+
+#[test]
+fn nosend_policy_refuses_send_start() {
+    let fw = fw();
+    init(&fw, false);
+    let (h, _) = launch_start(&fw, 1 << 3);
+    assert_eq!(activate(&fw, h, SEV_ASID), S::Success);
+    measure(&fw, h);
+    let mut ss = vec![0u8; 68];
+    ss[0..4].copy_from_slice(&h.to_le_bytes());
+    ss[64..68].copy_from_slice(&0x80u32.to_le_bytes());
+    // Not RUNNING yet.
+    assert_eq!(run(&fw, SevCmd::SendStart, &mut ss), S::InvalidGuestState);
+    ok(&fw, SevCmd::LaunchFinish, &mut b_u32s(&[h]));
+    assert_eq!(run(&fw, SevCmd::SendStart, &mut ss), S::PolicyFailure);
+}
+
+#[test]
+fn dbg_checks_in_firmware_order() {
+    let fw = fw();
+    init(&fw, false);
+    let (h, _) = launch_start(&fw, 0);
+    let dbg = |handle: u32, src: u64, len: u32| {
+        let mut b = vec![0u8; 28];
+        b[0..4].copy_from_slice(&handle.to_le_bytes());
+        b[8..16].copy_from_slice(&src.to_le_bytes());
+        b[16..24].copy_from_slice(&0x500_0000u64.to_le_bytes());
+        b[24..28].copy_from_slice(&len.to_le_bytes());
+        b
+    };
+    // Addresses and length are checked before the handle (AMD firmware 1.55).
+    assert_eq!(
+        run(&fw, SevCmd::DbgDecrypt, &mut dbg(999, IMG_PA + 8, 16)),
+        S::InvalidAddress
+    );
+    assert_eq!(
+        run(&fw, SevCmd::DbgDecrypt, &mut dbg(999, IMG_PA, 8)),
+        S::InvalidLen
+    );
+    assert_eq!(
+        run(&fw, SevCmd::DbgDecrypt, &mut dbg(999, IMG_PA, 16)),
+        S::InvalidGuest
+    );
+    // No ASID yet: INACTIVE.
+    assert_eq!(
+        run(&fw, SevCmd::DbgEncrypt, &mut dbg(h, IMG_PA, 16)),
+        S::Inactive
+    );
+    assert_eq!(activate(&fw, h, SEV_ASID), S::Success);
+    ok(&fw, SevCmd::DbgEncrypt, &mut dbg(h, IMG_PA, 16));
 }

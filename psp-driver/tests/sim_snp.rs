@@ -274,10 +274,18 @@ fn report_is_signed_by_the_vcek_chain() {
         ..certs.snp
     };
     assert!(verify_report(&report, &mixed, None).is_err());
-    // VMPL outside 0..=3.
+    // The requested VMPL is echoed.
+    assert_eq!(fw.guest_report(GCTX, &[0; 64], 2).unwrap().vmpl.get(), 2);
+    // A guest launched with VCEK_DISABLED and no VLEK gets INVALID_KEY.
+    let fw = snp_started(POLICY);
+    ok(
+        &fw,
+        SevCmd::SnpLaunchFinish,
+        &mut snp_launch_finish(GCTX, 0, 0, 4, [0; 32]),
+    );
     assert_eq!(
-        fw.guest_report(GCTX, &[0; 64], 4).unwrap_err(),
-        S::InvalidParam
+        fw.guest_report(GCTX, &[0; 64], 0).unwrap_err(),
+        S::InvalidKey
     );
 }
 
@@ -781,13 +789,30 @@ fn guest_request_returns_an_encrypted_signed_report() {
     snp_syn64k_launch(&fw, false, 1);
     // Before LAUNCH_FINISH the guest cannot send messages.
     let (req_pa, res_pa) = (0x5400_0000u64, 0x5400_1000u64);
-    let mut gr = [GCTX.to_le_bytes(), req_pa.to_le_bytes(), res_pa.to_le_bytes()].concat();
-    assert_eq!(run(&fw, SevCmd::SnpGuestRequest, &mut gr), S::InvalidGuestState);
-    ok(&fw, SevCmd::SnpLaunchFinish, &mut snp_launch_finish(GCTX, 0, 0, 0, [0; 32]));
+    let mut gr = [
+        GCTX.to_le_bytes(),
+        req_pa.to_le_bytes(),
+        res_pa.to_le_bytes(),
+    ]
+    .concat();
+    assert_eq!(
+        run(&fw, SevCmd::SnpGuestRequest, &mut gr),
+        S::InvalidGuestState
+    );
+    ok(
+        &fw,
+        SevCmd::SnpLaunchFinish,
+        &mut snp_launch_finish(GCTX, 0, 0, 0, [0; 32]),
+    );
     // The guest reads its VMPCKs from the secrets page (here through the debug interface).
     let secrets_pa = pa_of(0x80_1000);
     let out = 0x5500_0000u64;
-    let mut dbg = [GCTX.to_le_bytes(), secrets_pa.to_le_bytes(), out.to_le_bytes()].concat();
+    let mut dbg = [
+        GCTX.to_le_bytes(),
+        secrets_pa.to_le_bytes(),
+        out.to_le_bytes(),
+    ]
+    .concat();
     ok(&fw, SevCmd::SnpDbgDecrypt, &mut dbg);
     let secrets = fw.mem().read_vec(out, 4096).unwrap();
     assert_eq!(u32::from_le_bytes(secrets[0..4].try_into().unwrap()), 3);
@@ -806,14 +831,36 @@ fn guest_request_returns_an_encrypted_signed_report() {
     assert_eq!((hdr.msg_type, hdr.msg_seqno.get()), (MSG_REPORT_RSP, 2));
     assert_eq!(u32::from_le_bytes(body[0..4].try_into().unwrap()), 0);
     assert_eq!(u32::from_le_bytes(body[4..8].try_into().unwrap()), 0x4A0);
-    let report = psp_driver::report::AttestationReport::read_from_bytes(&body[0x20..0x20 + 0x4A0]).unwrap();
+    let report =
+        psp_driver::report::AttestationReport::read_from_bytes(&body[0x20..0x20 + 0x4A0]).unwrap();
     assert_eq!(report.report_data, [0xAB; 64]);
-    assert_eq!(hex::encode(report.measurement), "54d686bed4f38e22c5e3ec6b7fdbd7288e0c4175469bf7274fcbe4ab5837f97804371497a3ce833231b857a75e3054f2");
+    assert_eq!(
+        hex::encode(report.measurement),
+        "54d686bed4f38e22c5e3ec6b7fdbd7288e0c4175469bf7274fcbe4ab5837f97804371497a3ce833231b857a75e3054f2"
+    );
     verify_report(&report, &fw.certs().snp, None).unwrap();
     // The response does not open with another key.
     assert!(open(&vmpck1, &resp).is_err());
-    // Replaying sequence number 1 fails; 3 is next.
-    assert_eq!(run(&fw, SevCmd::SnpGuestRequest, &mut gr), S::InvalidParam);
+    // Replaying sequence number 1: AEAD_OFLOW (the sequence check); 3 is next.
+    assert_eq!(run(&fw, SevCmd::SnpGuestRequest, &mut gr), S::AeadOflow);
+    // KEY_SEL 2 (VLEK only, none loaded): the response carries INVALID_KEY.
+    let mut vlek = req;
+    vlek.key_sel.set(2);
+    fw.mem()
+        .write(
+            req_pa,
+            &seal(&vmpck0, 0, 3, MSG_REPORT_REQ, vlek.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    ok(&fw, SevCmd::SnpGuestRequest, &mut gr);
+    let (hdr, body) = open(&vmpck0, &fw.mem().read_vec(res_pa, 4096).unwrap()).unwrap();
+    assert_eq!(
+        (
+            hdr.msg_seqno.get(),
+            u32::from_le_bytes(body[0..4].try_into().unwrap())
+        ),
+        (4, 0x27)
+    );
     // VMPCK1 with VMPL 0: the response carries INVALID_PARAM.
     let msg = seal(&vmpck1, 1, 1, MSG_REPORT_REQ, req.as_bytes()).unwrap();
     fw.mem().write(req_pa, &msg).unwrap();
@@ -821,8 +868,42 @@ fn guest_request_returns_an_encrypted_signed_report() {
     let (_, body) = open(&vmpck1, &fw.mem().read_vec(res_pa, 4096).unwrap()).unwrap();
     assert_eq!(u32::from_le_bytes(body[0..4].try_into().unwrap()), 0x16);
     // A forged tag is refused.
-    let mut msg = seal(&vmpck0, 0, 3, MSG_REPORT_REQ, req.as_bytes()).unwrap();
+    let mut msg = seal(&vmpck0, 0, 5, MSG_REPORT_REQ, req.as_bytes()).unwrap();
     msg[0] ^= 1;
     fw.mem().write(req_pa, &msg).unwrap();
     assert_eq!(run(&fw, SevCmd::SnpGuestRequest, &mut gr), S::InvalidParam);
+}
+
+#[test]
+fn snp_platform_status_init_ex_and_reclaim() {
+    let fw = fw();
+    // SNP_INIT_EX with reserved bits: INVALID_PARAM.
+    let mut ex = vec![0u8; 64];
+    ex[0..4].copy_from_slice(&(1u32 << 7).to_le_bytes());
+    assert_eq!(run(&fw, SevCmd::SnpInitEx, &mut ex), S::InvalidParam);
+    ex[0..4].copy_from_slice(&1u32.to_le_bytes());
+    ok(&fw, SevCmd::SnpInitEx, &mut ex);
+    // SNP_PLATFORM_STATUS: the status page must be firmware-owned once SNP is up.
+    let page = 0x5600_0000u64;
+    assert_eq!(
+        run(&fw, SevCmd::SnpPlatformStatus, &mut snp_addr(page)),
+        S::InvalidPageState
+    );
+    fw.rmp_make_firmware(page).unwrap();
+    ok(&fw, SevCmd::SnpPlatformStatus, &mut snp_addr(page));
+    let s = fw.mem().read_vec(page, 32).unwrap();
+    assert_eq!((s[0], s[1], s[2], s[3] & 1), (1, 55, 1, 1));
+    assert_eq!(u32::from_le_bytes(s[12..16].try_into().unwrap()), 0);
+    // Firmware pages cannot be made shared directly; SNP_PAGE_RECLAIM first.
+    assert!(fw.rmp_make_shared(page, false).is_err());
+    ok(&fw, SevCmd::SnpPageReclaim, &mut snp_addr(page));
+    fw.rmp_make_shared(page, false).unwrap();
+    assert_eq!(fw.rmp_entry(page).state(), RmpState::Hypervisor);
+    // Reclaiming a hypervisor page: INVALID_PAGE_STATE.
+    assert_eq!(
+        run(&fw, SevCmd::SnpPageReclaim, &mut snp_addr(page)),
+        S::InvalidPageState
+    );
+    // Unknown command ids: INVALID_COMMAND.
+    assert_eq!(fw.execute(0x0FF, &mut []), S::InvalidCommand);
 }

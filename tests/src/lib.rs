@@ -18,7 +18,10 @@ pub fn kvm_or_skip() -> Option<Kvm> {
     let kvm = match Kvm::open() {
         Ok(kvm) => kvm,
         Err(e) => {
-            println!("skipped: {e} ({})", e.errno().map_or_else(String::new, |n| n.to_string()));
+            println!(
+                "skipped: {e} ({})",
+                e.errno().map_or_else(String::new, |n| n.to_string())
+            );
             return None;
         }
     };
@@ -149,7 +152,13 @@ pub mod raw {
     /// `KVM_CHECK_EXTENSION(cap)` on `fd`.
     pub fn check_extension(fd: &impl AsRawFd, cap: u32) -> i32 {
         // SAFETY: KVM_CHECK_EXTENSION takes an integer argument and dereferences nothing.
-        unsafe { libc::ioctl(fd.as_raw_fd(), KVM_CHECK_EXTENSION, libc::c_ulong::from(cap)) }
+        unsafe {
+            libc::ioctl(
+                fd.as_raw_fd(),
+                KVM_CHECK_EXTENSION,
+                libc::c_ulong::from(cap),
+            )
+        }
     }
 
     /// `KVM_GET_DEVICE_ATTR(group, attr)` on `fd`: the u64 value or the errno.

@@ -42,11 +42,23 @@ fn capabilities_match_raw_check_extension() {
         caps.memory.memory_attributes.value().copied(),
         (attrs > 0).then_some(attrs as u64)
     );
-    assert_eq!(flag(&caps.memory.memory_fault_info), probe(CAP_MEMORY_FAULT_INFO) > 0);
-    assert_eq!(flag(&caps.memory.user_memory_region2), probe(CAP_USER_MEMORY2) > 0);
-    assert_eq!(flag(&caps.memory.pre_fault_memory), probe(CAP_PRE_FAULT_MEMORY) > 0);
+    assert_eq!(
+        flag(&caps.memory.memory_fault_info),
+        probe(CAP_MEMORY_FAULT_INFO) > 0
+    );
+    assert_eq!(
+        flag(&caps.memory.user_memory_region2),
+        probe(CAP_USER_MEMORY2) > 0
+    );
+    assert_eq!(
+        flag(&caps.memory.pre_fault_memory),
+        probe(CAP_PRE_FAULT_MEMORY) > 0
+    );
     let hc = probe(CAP_EXIT_HYPERCALL);
-    assert_eq!(caps.exit_hypercall.value().copied(), (hc > 0).then_some(hc as u64));
+    assert_eq!(
+        caps.exit_hypercall.value().copied(),
+        (hc > 0).then_some(hc as u64)
+    );
     assert_eq!(caps.api_version, 12);
 }
 
@@ -74,8 +86,14 @@ fn sev_attributes_match_raw_get_device_attr() {
     let Some(fd) = raw::open_kvm() else { return };
     let caps = kvm.capabilities();
     // KVM_X86_GRP_SEV = 1; attrs 0 VMSA_FEATURES, 1 SNP_POLICY_BITS, 2 SNP_REQ_CERTS.
-    assert_eq!(caps.sev.vmsa_features.value().copied(), raw::get_device_attr(&fd, 1, 0).ok());
-    assert_eq!(caps.sev.snp_policy_bits.value().copied(), raw::get_device_attr(&fd, 1, 1).ok());
+    assert_eq!(
+        caps.sev.vmsa_features.value().copied(),
+        raw::get_device_attr(&fd, 1, 0).ok()
+    );
+    assert_eq!(
+        caps.sev.snp_policy_bits.value().copied(),
+        raw::get_device_attr(&fd, 1, 1).ok()
+    );
     assert_eq!(
         caps.sev.snp_req_certs.value().copied(),
         raw::get_device_attr(&fd, 1, 2).ok().map(|v| v != 0)
@@ -92,7 +110,11 @@ fn tdx_and_platform_parts_explain_themselves() {
     let Some(kvm) = kvm_or_skip() else { return };
     let caps = kvm.capabilities();
     if !caps.vm_types.contains(VmType::Tdx) {
-        let reason = caps.tdx.reason().expect("TDX cannot be available").to_string();
+        let reason = caps
+            .tdx
+            .reason()
+            .expect("TDX cannot be available")
+            .to_string();
         assert!(reason.contains("`tdx`"), "{reason}");
         assert!(reason.contains(&caps.vm_types.to_string()), "{reason}");
     }

@@ -10,7 +10,11 @@ fn sev_init2_on_default_vm_is_not_confidential() {
     let Some(kvm) = kvm_or_skip() else { return };
     let vm = kvm.create_vm(VmType::Default).unwrap();
     let err = vm.sev_init2(&mut KvmSevInit::default()).unwrap_err();
-    assert_eq!(err.errno.raw(), libc::ENOTTY, "facts kvm-on-this-machine-kind §3");
+    assert_eq!(
+        err.errno.raw(),
+        libc::ENOTTY,
+        "facts kvm-on-this-machine-kind §3"
+    );
     assert_eq!(err.command, "KVM_SEV_INIT2");
     assert!(err.is_not_confidential());
     assert_eq!(err.hint, Some(HINT_NOT_CONFIDENTIAL));
@@ -27,13 +31,19 @@ fn other_sub_commands_on_default_vm_map_the_same_way() {
     let Some(kvm) = kvm_or_skip() else { return };
     let vm = kvm.create_vm(VmType::Default).unwrap();
     let e = vm.sev_launch_finish().unwrap_err();
-    assert_eq!((e.command, e.errno.raw()), ("KVM_SEV_LAUNCH_FINISH", libc::ENOTTY));
+    assert_eq!(
+        (e.command, e.errno.raw()),
+        ("KVM_SEV_LAUNCH_FINISH", libc::ENOTTY)
+    );
     assert_eq!(e.hint, Some(HINT_NOT_CONFIDENTIAL));
     let e = vm.snp_enable_req_certs().unwrap_err();
     assert_eq!(e.command, "KVM_SEV_SNP_ENABLE_REQ_CERTS");
     assert_eq!(e.hint, Some(HINT_NOT_CONFIDENTIAL));
     let e = vm.tdx_capabilities().unwrap_err();
-    assert_eq!((e.command, e.errno.raw()), ("KVM_TDX_CAPABILITIES", libc::ENOTTY));
+    assert_eq!(
+        (e.command, e.errno.raw()),
+        ("KVM_TDX_CAPABILITIES", libc::ENOTTY)
+    );
     assert_eq!(e.hint, Some(HINT_NOT_CONFIDENTIAL));
 }
 

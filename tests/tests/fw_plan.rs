@@ -27,7 +27,10 @@ fn guid_le(s: &str) -> [u8; 16] {
             u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap()
         })
         .collect();
-    [h[3], h[2], h[1], h[0], h[5], h[4], h[7], h[6], h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]
+    [
+        h[3], h[2], h[1], h[0], h[5], h[4], h[7], h[6], h[8], h[9], h[10], h[11], h[12], h[13],
+        h[14], h[15],
+    ]
 }
 
 /// SYN64K, facts §8.1.
@@ -35,7 +38,10 @@ fn syn64k() -> Vec<u8> {
     let s = 0x10000usize;
     let mut img: Vec<u8> = (0..s).map(|i| (i % 251) as u8).collect();
     let mut asev = b"ASEV".to_vec();
-    for v in [76u32, 1, 5, 0x80_0000, 0x1000, 1, 0x80_1000, 0x1000, 2, 0x80_2000, 0x1000, 3, 0x80_3000, 0x1000, 0x10, 0x80_4000, 0x2000, 1] {
+    for v in [
+        76u32, 1, 5, 0x80_0000, 0x1000, 1, 0x80_1000, 0x1000, 2, 0x80_2000, 0x1000, 3, 0x80_3000,
+        0x1000, 0x10, 0x80_4000, 0x2000, 1,
+    ] {
         asev.extend_from_slice(&v.to_le_bytes());
     }
     img[s - 0xE00..s - 0xE00 + asev.len()].copy_from_slice(&asev);
@@ -49,7 +55,14 @@ fn syn64k() -> Vec<u8> {
         (0, 0, 0x80_9000, 0x2000, 2, 0),
         (0, 0, 0x80_0000, 0x6000, 3, 0),
     ] {
-        for b in [&off.to_le_bytes()[..], &raw.to_le_bytes(), &addr.to_le_bytes(), &msize.to_le_bytes(), &ty.to_le_bytes(), &attr.to_le_bytes()] {
+        for b in [
+            &off.to_le_bytes()[..],
+            &raw.to_le_bytes(),
+            &addr.to_le_bytes(),
+            &msize.to_le_bytes(),
+            &ty.to_le_bytes(),
+            &attr.to_le_bytes(),
+        ] {
             tdvf.extend_from_slice(b);
         }
     }
@@ -57,11 +70,26 @@ fn syn64k() -> Vec<u8> {
     img[s - 0xF00..s - 0xF00 + tdvf.len()].copy_from_slice(&tdvf);
     let mut t = Vec::new();
     for (data, guid) in [
-        (0x0F00u32.to_le_bytes().to_vec(), "e47a6535-984a-4798-865e-4685a7bf8ec2"),
-        (0x0E00u32.to_le_bytes().to_vec(), "dc886566-984a-4798-a75e-5585a7bf67cc"),
-        ([0x0080_3C00u32.to_le_bytes(), 0x400u32.to_le_bytes()].concat(), "7255371f-3a3b-4b04-927b-1da6efa8d454"),
-        ([0x0080_5000u32.to_le_bytes(), 0x1000u32.to_le_bytes()].concat(), "4c2eb361-7d9b-4cc3-8081-127c90d3d294"),
-        (0x0080_4004u32.to_le_bytes().to_vec(), "00f771de-1a7e-4fcb-890e-68c77e2fb44e"),
+        (
+            0x0F00u32.to_le_bytes().to_vec(),
+            "e47a6535-984a-4798-865e-4685a7bf8ec2",
+        ),
+        (
+            0x0E00u32.to_le_bytes().to_vec(),
+            "dc886566-984a-4798-a75e-5585a7bf67cc",
+        ),
+        (
+            [0x0080_3C00u32.to_le_bytes(), 0x400u32.to_le_bytes()].concat(),
+            "7255371f-3a3b-4b04-927b-1da6efa8d454",
+        ),
+        (
+            [0x0080_5000u32.to_le_bytes(), 0x1000u32.to_le_bytes()].concat(),
+            "4c2eb361-7d9b-4cc3-8081-127c90d3d294",
+        ),
+        (
+            0x0080_4004u32.to_le_bytes().to_vec(),
+            "00f771de-1a7e-4fcb-890e-68c77e2fb44e",
+        ),
     ] {
         t.extend_from_slice(&data);
         t.extend_from_slice(&((data.len() + 18) as u16).to_le_bytes());
@@ -98,7 +126,11 @@ fn run_snp(plan: &LaunchPlan<'_>) -> [u8; 48] {
         for (i, page) in pages(step.data.as_slice(), step.len).iter().enumerate() {
             let pa = next_pa;
             next_pa += 4096;
-            let gpa = if step.kind == PageKind::Vmsa { step.gpa } else { step.gpa + (i * 4096) as u64 };
+            let gpa = if step.kind == PageKind::Vmsa {
+                step.gpa
+            } else {
+                step.gpa + (i * 4096) as u64
+            };
             fw.mem().write(pa, page).unwrap();
             fw.rmp_make_private(pa, gpa, ASID, false).unwrap();
             let mut b = [0u8; 0x20];
@@ -134,7 +166,11 @@ fn run_sev(plan: &LaunchPlan<'_>, es: bool, want: &str) {
         b[0..4].copy_from_slice(&handle.to_le_bytes());
         b[8..16].copy_from_slice(&pa.to_le_bytes());
         b[16..20].copy_from_slice(&(step.len as u32).to_le_bytes());
-        let cmd = if step.kind == PageKind::Vmsa { SevCmd::LaunchUpdateVmsa } else { SevCmd::LaunchUpdateData };
+        let cmd = if step.kind == PageKind::Vmsa {
+            SevCmd::LaunchUpdateVmsa
+        } else {
+            SevCmd::LaunchUpdateData
+        };
         ok(&fw, cmd, &mut b);
         pa += (step.len + 0xFFF) & !0xFFF;
     }
@@ -145,10 +181,22 @@ fn run_sev(plan: &LaunchPlan<'_>, es: bool, want: &str) {
     m[16..20].copy_from_slice(&48u32.to_le_bytes());
     ok(&fw, SevCmd::LaunchMeasure, &mut m);
     let out: [u8; 48] = fw.mem().read_vec(out_pa, 48).unwrap().try_into().unwrap();
-    let ld: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&want[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let ld: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&want[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
     let c = fw.config();
-    verify_launch_measure(&[0; 16], FwVersion { api_major: c.api_major, api_minor: c.api_minor, build: c.build }, policy, &ld.try_into().unwrap(), &out)
-        .unwrap_or_else(|e| panic!("expected LD {want}: {e}"));
+    verify_launch_measure(
+        &[0; 16],
+        FwVersion {
+            api_major: c.api_major,
+            api_minor: c.api_minor,
+            build: c.build,
+        },
+        policy,
+        &ld.try_into().unwrap(),
+        &out,
+    )
+    .unwrap_or_else(|e| panic!("expected LD {want}: {e}"));
 }
 
 #[test]
@@ -160,18 +208,38 @@ fn snp_plans_on_the_firmware_match_sev_snp_measure() {
     // sev-snp-measure 0.0.13 --mode snp --vcpu-type EPYC-v4 --ovmf syn64k.fd [--kernel ... ] --vcpus N
     // (facts §8.2 for 1 vCPU; the others run offline with the same tool).
     for (vcpus, with_kernel, want) in [
-        (1, false, "54d686bed4f38e22c5e3ec6b7fdbd7288e0c4175469bf7274fcbe4ab5837f97804371497a3ce833231b857a75e3054f2"),
-        (1, true, "5d2ef486503b2ee73a2eb4f2a8432921c53a3ee74ea6df6b1e0b5ccb2f54c389b5e93d3023d60c56969cfae886762306"),
-        (4, true, "1b7e37015f4165d3f45363e93558d98d420b6e0476b84c3769b9580e0dc58241bf5850b09b3248cbc597b511663ccf17"),
+        (
+            1,
+            false,
+            "54d686bed4f38e22c5e3ec6b7fdbd7288e0c4175469bf7274fcbe4ab5837f97804371497a3ce833231b857a75e3054f2",
+        ),
+        (
+            1,
+            true,
+            "5d2ef486503b2ee73a2eb4f2a8432921c53a3ee74ea6df6b1e0b5ccb2f54c389b5e93d3023d60c56969cfae886762306",
+        ),
+        (
+            4,
+            true,
+            "1b7e37015f4165d3f45363e93558d98d420b6e0476b84c3769b9580e0dc58241bf5850b09b3248cbc597b511663ccf17",
+        ),
     ] {
         let mut inputs = PlanInputs::new(&fwi);
         inputs.vcpus = vcpus;
         inputs.vcpu_sig = Some(EPYC_V4);
         if with_kernel {
-            inputs.boot = Some(DirectBoot { kernel: &kernel, initrd: Some(&initrd), cmdline: Some("console=ttyS0") });
+            inputs.boot = Some(DirectBoot {
+                kernel: &kernel,
+                initrd: Some(&initrd),
+                cmdline: Some("console=ttyS0"),
+            });
         }
         let plan = LaunchPlan::snp(&inputs).unwrap();
-        assert_eq!(hex(&run_snp(&plan)), want, "{vcpus} vCPUs, kernel {with_kernel}");
+        assert_eq!(
+            hex(&run_snp(&plan)),
+            want,
+            "{vcpus} vCPUs, kernel {with_kernel}"
+        );
     }
 }
 
@@ -183,12 +251,32 @@ fn sev_and_sev_es_plans_on_the_firmware_match_sev_snp_measure() {
     let fwi = FirmwareImage::parse(&img).unwrap();
     let mut inputs = PlanInputs::new(&fwi);
     inputs.vcpu_sig = Some(EPYC_V4);
-    run_sev(&LaunchPlan::sev(&inputs).unwrap(), false, "dac893496e53bf1a5643d761be49395899612ebe0178de53d93e1d6c373736fb");
-    run_sev(&LaunchPlan::sev_es(&inputs).unwrap(), true, "e9dc93820dc36074d4e54cdef031274e31ff46a918309ccb831f4da87f62ff95");
-    inputs.boot = Some(DirectBoot { kernel: &kernel, initrd: Some(&initrd), cmdline: Some("console=ttyS0") });
-    run_sev(&LaunchPlan::sev(&inputs).unwrap(), false, "0449dc440298ed205dff0e3cca11f51337ac84500e8bc6321693c298ac14d738");
+    run_sev(
+        &LaunchPlan::sev(&inputs).unwrap(),
+        false,
+        "dac893496e53bf1a5643d761be49395899612ebe0178de53d93e1d6c373736fb",
+    );
+    run_sev(
+        &LaunchPlan::sev_es(&inputs).unwrap(),
+        true,
+        "e9dc93820dc36074d4e54cdef031274e31ff46a918309ccb831f4da87f62ff95",
+    );
+    inputs.boot = Some(DirectBoot {
+        kernel: &kernel,
+        initrd: Some(&initrd),
+        cmdline: Some("console=ttyS0"),
+    });
+    run_sev(
+        &LaunchPlan::sev(&inputs).unwrap(),
+        false,
+        "0449dc440298ed205dff0e3cca11f51337ac84500e8bc6321693c298ac14d738",
+    );
     inputs.vcpus = 4;
-    run_sev(&LaunchPlan::sev_es(&inputs).unwrap(), true, "f90a2e3402a98fc0e47b9f56422094c07a8c2645e56b39affc6e5b55a0a5b493");
+    run_sev(
+        &LaunchPlan::sev_es(&inputs).unwrap(),
+        true,
+        "f90a2e3402a98fc0e47b9f56422094c07a8c2645e56b39affc6e5b55a0a5b493",
+    );
 }
 
 #[test]
@@ -212,5 +300,9 @@ fn debian_ovmf_plan_on_the_firmware() {
         hex(&run_snp(&LaunchPlan::snp(&inputs).unwrap())),
         "11570979c77a0adb515761a702527c8b9e11554e730552621d950988613a3a75c6ff1703f540bd22a9beede8fe7a97e3"
     );
-    run_sev(&LaunchPlan::sev_es(&inputs).unwrap(), true, "5bcbb5a45e7a9fa4699b6cc8f775382a810ff5a0186d3b90069ba28b1840b38f");
+    run_sev(
+        &LaunchPlan::sev_es(&inputs).unwrap(),
+        true,
+        "5bcbb5a45e7a9fa4699b6cc8f775382a810ff5a0186d3b90069ba28b1840b38f",
+    );
 }

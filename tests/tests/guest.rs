@@ -53,7 +53,9 @@ fn mmio_write_outside_memory_exits() {
     let Some(kvm) = kvm_or_skip() else { return };
     // mov ax, 0xffff ; mov ds, ax ; mov byte [0x10], 0x77 ; hlt
     // ds:0x10 = 0xffff0 + 0x10 = GPA 0x100000, just past the 1 MiB slot.
-    let code = [0xb8, 0xff, 0xff, 0x8e, 0xd8, 0xc6, 0x06, 0x10, 0x00, 0x77, 0xf4];
+    let code = [
+        0xb8, 0xff, 0xff, 0x8e, 0xd8, 0xc6, 0x06, 0x10, 0x00, 0x77, 0xf4,
+    ];
     let (_vm, mut vcpu, _mem) = real_mode_guest(&kvm, &code).unwrap();
     let _dog = Watchdog::arm(TIMEOUT);
     match vcpu.run().unwrap() {
@@ -74,7 +76,10 @@ fn immediate_exit_returns_interrupted_without_entering() {
     assert!(matches!(vcpu.run().unwrap(), Exit::Interrupted));
     assert_eq!(vcpu.regs().unwrap().rip, 0x1000, "the guest did not run");
     vcpu.set_immediate_exit(false);
-    assert!(matches!(vcpu.run().unwrap(), Exit::IoOut { port: 0x3f8, .. }));
+    assert!(matches!(
+        vcpu.run().unwrap(),
+        Exit::IoOut { port: 0x3f8, .. }
+    ));
 }
 
 #[test]

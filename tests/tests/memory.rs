@@ -3,7 +3,9 @@
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use kvm_coco::{Error, GuestMapping, GuestMemfdFlags, MemoryAttributes, MemoryRegion, MemoryState, VmType};
+use kvm_coco::{
+    Error, GuestMapping, GuestMemfdFlags, MemoryAttributes, MemoryRegion, MemoryState, VmType,
+};
 use kvm_coco_tests::kvm_or_skip;
 
 #[test]
@@ -31,7 +33,10 @@ fn guest_memfd_flag_rules() {
         return;
     }
     match vm.create_guest_memfd(0x1000, GuestMemfdFlags::from_bits_retain(4)) {
-        Err(Error::GuestMemfdFlags { flags: 4, supported }) => {
+        Err(Error::GuestMemfdFlags {
+            flags: 4,
+            supported,
+        }) => {
             assert_eq!(supported, vm.check_extension(244).max(0) as u64);
         }
         other => panic!("{other:?}"),
@@ -48,7 +53,10 @@ fn guest_memfd_flag_rules() {
         assert!(gmem.as_raw_fd() >= 0);
         gmem.allocate(0, 0x1000).unwrap();
         gmem.punch_hole(0, 0x1000).unwrap();
-        assert!(matches!(gmem.punch_hole(0x20_0000, 0x1000), Err(Error::OutOfBounds { .. })));
+        assert!(matches!(
+            gmem.punch_hole(0x20_0000, 0x1000),
+            Err(Error::OutOfBounds { .. })
+        ));
     }
 }
 
@@ -78,11 +86,17 @@ fn region2_with_guest_memfd_is_accepted_and_removable() {
         return;
     }
     let mem = Arc::new(GuestMapping::anonymous(0x20_0000).unwrap());
-    let gmem = Arc::new(vm.create_guest_memfd(0x20_0000, GuestMemfdFlags::empty()).unwrap());
+    let gmem = Arc::new(
+        vm.create_guest_memfd(0x20_0000, GuestMemfdFlags::empty())
+            .unwrap(),
+    );
     vm.set_memory_region(MemoryRegion::new(1, 0x100_0000, mem).guest_memfd(gmem, 0))
         .unwrap();
     vm.remove_memory_region(1).unwrap();
-    assert!(matches!(vm.remove_memory_region(1), Err(Error::NoSuchSlot { slot: 1 })));
+    assert!(matches!(
+        vm.remove_memory_region(1),
+        Err(Error::NoSuchSlot { slot: 1 })
+    ));
 }
 
 #[test]

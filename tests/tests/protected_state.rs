@@ -11,10 +11,28 @@ fn protected_vcpu_state_refuses_register_access() {
         let p = StateProtection::new(t);
         p.mark_protected();
         let e = p.check(RegisterOp::Sregs).unwrap_err();
-        assert!(matches!(e, Error::ProtectedState { op: RegisterOp::Sregs, vm_type } if vm_type == t));
+        assert!(
+            matches!(e, Error::ProtectedState { op: RegisterOp::Sregs, vm_type } if vm_type == t)
+        );
         let msg = e.to_string();
-        assert!(msg.contains("KVM_GET/SET_SREGS") && msg.contains(t.name()), "{msg}");
+        assert!(
+            msg.contains("KVM_GET/SET_SREGS") && msg.contains(t.name()),
+            "{msg}"
+        );
     }
+}
+
+#[test]
+fn the_vm_marks_all_its_vcpus() {
+    let Some(kvm) = kvm_or_skip() else { return };
+    let vm = kvm.create_vm(VmType::Default).unwrap();
+    let (a, b) = (vm.create_vcpu(0).unwrap(), vm.create_vcpu(1).unwrap());
+    assert!(!a.state_protection().is_marked() && !b.state_protection().is_marked());
+    // What sev_launch_update_vmsa / snp_launch_finish do on success.
+    vm.mark_vcpus_state_protected();
+    assert!(a.state_protection().is_marked() && b.state_protection().is_marked());
+    // A vCPU created afterwards starts unmarked.
+    assert!(!vm.create_vcpu(2).unwrap().state_protection().is_marked());
 }
 
 #[test]

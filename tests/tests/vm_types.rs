@@ -13,11 +13,20 @@ fn unsupported_vm_types_are_refused_with_names() {
         .filter(|t| bitmap & (1 << t.abi_value()) != 0)
         .map(|t| t.name())
         .collect();
-    for t in [VmType::SwProtected, VmType::Sev, VmType::SevEs, VmType::Snp, VmType::Tdx] {
+    for t in [
+        VmType::SwProtected,
+        VmType::Sev,
+        VmType::SevEs,
+        VmType::Snp,
+        VmType::Tdx,
+    ] {
         let supported_here = bitmap & (1 << t.abi_value()) != 0;
         match kvm.create_vm(t) {
             Ok(vm) => {
-                assert!(supported_here, "{t} created although not in KVM_CAP_VM_TYPES");
+                assert!(
+                    supported_here,
+                    "{t} created although not in KVM_CAP_VM_TYPES"
+                );
                 assert_eq!(vm.vm_type(), t);
             }
             Err(e @ Error::UnsupportedVmType { .. }) => {

@@ -30,7 +30,11 @@ impl Options {
         for a in args {
             match a.as_str() {
                 "--quick" => o.quick = true,
-                other => return Err(format!("bench: unknown option `{other}` (expected --quick)")),
+                other => {
+                    return Err(format!(
+                        "bench: unknown option `{other}` (expected --quick)"
+                    ));
+                }
             }
         }
         Ok(o)
@@ -64,7 +68,10 @@ pub fn read_estimates(dir: &Path) -> BTreeMap<String, Estimate> {
                 if let Some(est) = read_one(&p) {
                     out.insert(est.id.clone(), est);
                 }
-            } else if p.file_name().is_some_and(|n| n != "report" && n != "base" && n != "change") {
+            } else if p
+                .file_name()
+                .is_some_and(|n| n != "report" && n != "base" && n != "change")
+            {
                 stack.push(p);
             }
         }
@@ -161,7 +168,11 @@ pub fn render(rows: &[Row]) -> String {
             };
             let ratio = match (&r.missing, r.ratio()) {
                 (Some(m), _) => m.clone(),
-                (None, Some(x)) => format!("{x:.3}"),
+                (None, Some(x)) => {
+                    let diff = r.target.1.unwrap_or(0.0) - r.baseline.1.unwrap_or(0.0);
+                    let sign = if diff < 0.0 { "-" } else { "+" };
+                    format!("{x:.3} ({sign}{})", fmt_ns(diff.abs()))
+                }
                 (None, None) => "no figure".to_owned(),
             };
             [
@@ -228,21 +239,32 @@ fn run_cargo_bench(label: &str, home: &Path, args: &[&str], env: &[(&str, String
     let _ = std::fs::create_dir_all(home);
     eprintln!("==> bench {label}: cargo {}", args.join(" "));
     let start = Instant::now();
-    let out = Command::new("cargo")
+    let child = Command::new("cargo")
         .args(args)
         .env("CRITERION_HOME", home)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .current_dir(workspace_root())
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
-        .output();
-    let error = match out {
+        .spawn();
+    let error = match child {
         Err(e) => Some(format!("cannot run cargo: {e}")),
-        Ok(o) if o.status.success() => None,
-        Ok(o) => {
-            let stderr = String::from_utf8_lossy(&o.stderr);
-            eprint!("{stderr}");
-            Some(summarize_failure(&stderr))
+        Ok(mut child) => {
+            // Show cargo's and the bench's stderr as it comes, and keep it for the reason.
+            let mut stderr = String::new();
+            if let Some(pipe) = child.stderr.take() {
+                use std::io::BufRead as _;
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    stderr.push_str(&line);
+                    stderr.push('\n');
+                }
+            }
+            match child.wait() {
+                Ok(s) if s.success() => None,
+                Ok(_) => Some(summarize_failure(&stderr)),
+                Err(e) => Some(format!("cannot wait for cargo: {e}")),
+            }
         }
     };
     eprintln!("    ({:.0} s)", start.elapsed().as_secs_f64());
@@ -255,7 +277,10 @@ fn run_cargo_bench(label: &str, home: &Path, args: &[&str], env: &[(&str, String
 /// A one-line reason from a failed cargo run's stderr.
 pub fn summarize_failure(stderr: &str) -> String {
     if let Some(l) = stderr.lines().find(|l| l.contains("no bench target named")) {
-        return format!("bench does not exist yet ({})", l.trim_start_matches("error: ").trim());
+        return format!(
+            "bench does not exist yet ({})",
+            l.trim_start_matches("error: ").trim()
+        );
     }
     if let Some(l) = stderr.lines().find(|l| l.starts_with("error")) {
         return format!("failed: {}", l.trim());
@@ -265,7 +290,12 @@ pub fn summarize_failure(stderr: &str) -> String {
     }
     format!(
         "failed: {}",
-        stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim()
+        stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no output")
+            .trim()
     )
 }
 
@@ -277,9 +307,14 @@ pub fn syn64k() -> Vec<u8> {
     fn guid(s: &str) -> [u8; 16] {
         let h: Vec<u8> = s
             .split('-')
-            .flat_map(|p| p.as_bytes().chunks(2).map(|c| {
-                u8::from_str_radix(std::str::from_utf8(c).unwrap_or("00"), 16).unwrap_or(0)
-            }).collect::<Vec<u8>>())
+            .flat_map(|p| {
+                p.as_bytes()
+                    .chunks(2)
+                    .map(|c| {
+                        u8::from_str_radix(std::str::from_utf8(c).unwrap_or("00"), 16).unwrap_or(0)
+                    })
+                    .collect::<Vec<u8>>()
+            })
             .collect();
         let mut g = [0u8; 16];
         // bytes_le: the first three fields little-endian, the last eight as written.
@@ -340,8 +375,14 @@ pub fn syn64k() -> Vec<u8> {
     };
     entry(&le32(0x0F00), "e47a6535-984a-4798-865e-4685a7bf8ec2");
     entry(&le32(0x0E00), "dc886566-984a-4798-a75e-5585a7bf67cc");
-    entry(&[le32(0x0080_3C00), le32(0x400)].concat(), "7255371f-3a3b-4b04-927b-1da6efa8d454");
-    entry(&[le32(0x0080_5000), le32(0x1000)].concat(), "4c2eb361-7d9b-4cc3-8081-127c90d3d294");
+    entry(
+        &[le32(0x0080_3C00), le32(0x400)].concat(),
+        "7255371f-3a3b-4b04-927b-1da6efa8d454",
+    );
+    entry(
+        &[le32(0x0080_5000), le32(0x1000)].concat(),
+        "4c2eb361-7d9b-4cc3-8081-127c90d3d294",
+    );
     entry(&le32(0x0080_4004), "00f771de-1a7e-4fcb-890e-68c77e2fb44e");
     footer.extend_from_slice(&136u16.to_le_bytes());
     footer.extend_from_slice(&guid("96b582de-1fb2-45f7-baea-a366c55a082d"));
@@ -390,7 +431,9 @@ fn find_ovmf(dir: &Path) -> Result<PathBuf, String> {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        return Err("no OVMF: set KVM_COCO_OVMF, install `ovmf`, or allow `apt-get download ovmf`".into());
+        return Err(
+            "no OVMF: set KVM_COCO_OVMF, install `ovmf`, or allow `apt-get download ovmf`".into(),
+        );
     }
     let deb = std::fs::read_dir(&dl)
         .map_err(|e| e.to_string())?
@@ -407,7 +450,10 @@ fn find_ovmf(dir: &Path) -> Result<PathBuf, String> {
     if ok && unpacked.exists() {
         Ok(unpacked)
     } else {
-        Err(format!("dpkg -x {} did not yield usr/share/ovmf/OVMF.fd", deb.display()))
+        Err(format!(
+            "dpkg -x {} did not yield usr/share/ovmf/OVMF.fd",
+            deb.display()
+        ))
     }
 }
 
@@ -419,7 +465,9 @@ fn prepare_inputs(dir: &Path, ovmf: &Path) -> Result<(PathBuf, String), String> 
     let syn = syn64k();
     let got = hex::encode(Sha256::digest(&syn));
     if got != SYN64K_SHA256 {
-        return Err(format!("SYN64K generator is wrong: sha256 {got}, expected {SYN64K_SHA256}"));
+        return Err(format!(
+            "SYN64K generator is wrong: sha256 {got}, expected {SYN64K_SHA256}"
+        ));
     }
     let write = |name: &str, data: &[u8]| -> Result<PathBuf, String> {
         let p = inputs.join(name);
@@ -452,8 +500,11 @@ fn prepare_inputs(dir: &Path, ovmf: &Path) -> Result<(PathBuf, String), String> 
         }
     ]);
     let path = dir.join("cases.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&cases).unwrap_or_default())
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&cases).unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())?;
     let desc = format!(
         "inputs: ovmf-64vcpu = {} ({} bytes), 64 vCPUs EPYC-v4, no kernel; \
          syn64k-64vcpu-kernel64m-initrd64m = SYN64K (64 KiB, with a kernel-hash table; \
@@ -501,7 +552,10 @@ fn sev_snp_measure(dir: &Path, cases: &Path, runs: usize) -> Result<PyResult, St
     let venv = dir.join("venv-sev-snp-measure");
     let py = venv.join("bin/python");
     if !py.exists() {
-        eprintln!("==> creating {} and installing sev-snp-measure from PyPI", venv.display());
+        eprintln!(
+            "==> creating {} and installing sev-snp-measure from PyPI",
+            venv.display()
+        );
         let ok = Command::new("python3")
             .args(["-m", "venv"])
             .arg(&venv)
@@ -545,7 +599,10 @@ fn sev_snp_measure(dir: &Path, cases: &Path, runs: usize) -> Result<PyResult, St
     if !out.status.success() {
         return Err(format!(
             "sev-snp-measure failed: {}",
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         ));
     }
     let v: serde_json::Value =
@@ -564,9 +621,18 @@ fn sev_snp_measure(dir: &Path, cases: &Path, runs: usize) -> Result<PyResult, St
 
 /// Which functions of a group serve as the baseline of the others.
 fn is_baseline(function: &str) -> bool {
-    ["sha384", "sha256", "raw", "transport_direct", "kvm_ioctls", "floor", "libc"]
-        .iter()
-        .any(|p| function.contains(p))
+    [
+        "sha384",
+        "sha256",
+        "raw",
+        "transport_direct",
+        "kvm-ioctls",
+        "kvm_ioctls",
+        "floor",
+        "libc",
+    ]
+    .iter()
+    .any(|p| function.contains(p))
 }
 
 /// Rows for a bench whose groups each hold baselines and targets: every target against
@@ -583,7 +649,10 @@ pub fn pair_rows(
     }
     let mut rows = Vec::new();
     for (g, es) in groups {
-        let fname = |e: &Estimate| e.id.rsplit_once('/').map_or(e.id.clone(), |(_, f)| f.to_owned());
+        let fname = |e: &Estimate| {
+            e.id.rsplit_once('/')
+                .map_or(e.id.clone(), |(_, f)| f.to_owned())
+        };
         let bases: Vec<&&Estimate> = es.iter().filter(|e| is_baseline(&fname(e))).collect();
         for t in es.iter().filter(|e| !is_baseline(&fname(e))) {
             if bases.is_empty() {
@@ -647,7 +716,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let crit = |name: &str| dir.join("criterion").join(name);
     let crit_args: Vec<&str> = if opts.quick {
-        vec!["--warm-up-time", "0.5", "--measurement-time", "1.5", "--noplot"]
+        vec![
+            "--warm-up-time",
+            "0.5",
+            "--measurement-time",
+            "1.5",
+            "--noplot",
+        ]
     } else {
         vec!["--noplot"]
     };
@@ -662,7 +737,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     // Inputs shared by kvm-coco, the sev crate and sev-snp-measure.
     let ovmf = find_ovmf(&dir);
-    let prepared = ovmf.as_ref().map_err(Clone::clone).and_then(|o| prepare_inputs(&dir, o));
+    let prepared = ovmf
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|o| prepare_inputs(&dir, o));
     let mut env: Vec<(&str, String)> = Vec::new();
     if let Ok(o) = &ovmf {
         env.push(("KVM_COCO_OVMF", o.display().to_string()));
@@ -691,7 +769,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut cmp_env = env.clone();
     cmp_env.push(("KVM_COCO_BENCH_OUT", out_dir.display().to_string()));
     // Its own lock file and dependency versions: keep its artifacts apart.
-    cmp_env.push(("CARGO_TARGET_DIR", target.join("compare").display().to_string()));
+    cmp_env.push((
+        "CARGO_TARGET_DIR",
+        target.join("compare").display().to_string(),
+    ));
     let compare = if prepared.is_ok() {
         run_cargo_bench(
             "bench/compare/snp_measure",
@@ -720,7 +801,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let launch = run_cargo_bench(
         "psp-driver/launch_update",
         &crit("psp-launch-update"),
-        &with(&["bench", "-p", "psp-driver", "--features", "sim", "--bench", "launch_update"]),
+        &with(&[
+            "bench",
+            "-p",
+            "psp-driver",
+            "--features",
+            "sim",
+            "--bench",
+            "launch_update",
+        ]),
         &env,
     );
     // 5. kvm-coco vs raw kvm-ioctls.
@@ -764,7 +853,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 target: (t.to_owned(), tn),
                 baseline: (b.to_owned(), bn),
                 goal,
-                missing: if tn.is_some() && bn.is_some() { None } else { Some(why()) },
+                missing: if tn.is_some() && bn.is_some() {
+                    None
+                } else {
+                    Some(why())
+                },
             }
         };
         rows.push(mk(
@@ -772,7 +865,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "raw_hash_floor",
             Goal::Info("close to 1"),
         ));
-        rows.push(mk("kvm_coco_files", "sev_crate", Goal::AtMost(1.0, "<= 1.00")));
+        rows.push(mk(
+            "kvm_coco_files",
+            "sev_crate",
+            Goal::AtMost(1.0, "<= 1.00"),
+        ));
         let coco = get("kvm_coco_files");
         let (py_ns, py_name, py_missing) = match &py {
             Ok(p) => match p.per_case.get(case) {
@@ -781,7 +878,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     format!("sev-snp-measure {} (median of {runs})", p.version),
                     None,
                 ),
-                None => (None, "sev-snp-measure".to_owned(), Some("no result for this case".to_owned())),
+                None => (
+                    None,
+                    "sev-snp-measure".to_owned(),
+                    Some("no result for this case".to_owned()),
+                ),
             },
             Err(e) => (None, "sev-snp-measure".to_owned(), Some(e.clone())),
         };
@@ -817,9 +918,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let digests = read_json(&out_dir.join("digests.json"));
     for case in case_names {
         let rust = digests.as_ref().and_then(|d| d.get(case));
-        let sev = rust.and_then(|r| r["sev_crate"].as_str()).map(str::to_owned);
+        let sev = rust
+            .and_then(|r| r["sev_crate"].as_str())
+            .map(str::to_owned);
         let coco = rust.and_then(|r| r["kvm_coco"].as_str()).map(str::to_owned);
-        let pyd = py.as_ref().ok().and_then(|p| p.per_case.get(case)).map(|x| x.2.clone());
+        let pyd = py
+            .as_ref()
+            .ok()
+            .and_then(|p| p.per_case.get(case))
+            .map(|x| x.2.clone());
         let all: Vec<&String> = [&sev, &coco, &pyd].into_iter().flatten().collect();
         let agree = all.len() == 3 && all.iter().all(|d| *d == all[0]);
         notes.push(format!(
@@ -827,7 +934,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
             coco.as_deref().unwrap_or("?"),
             sev.as_deref().unwrap_or("?"),
             pyd.as_deref().unwrap_or("?"),
-            if agree { "all three agree" } else { "NOT all available/equal" }
+            if agree {
+                "all three agree"
+            } else {
+                "NOT all available/equal"
+            }
         ));
     }
     notes.push(
@@ -882,8 +993,16 @@ mod tests {
         // A stale "base" directory must be ignored.
         let base = dir.join("grp").join("fn_b").join("base");
         std::fs::create_dir_all(&base).unwrap();
-        std::fs::write(base.join("benchmark.json"), r#"{"group_id":"grp","function_id":"fn_b"}"#).unwrap();
-        std::fs::write(base.join("estimates.json"), r#"{"mean":{"point_estimate":1.0}}"#).unwrap();
+        std::fs::write(
+            base.join("benchmark.json"),
+            r#"{"group_id":"grp","function_id":"fn_b"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            base.join("estimates.json"),
+            r#"{"mean":{"point_estimate":1.0}}"#,
+        )
+        .unwrap();
         let est = read_estimates(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(est.len(), 1);
@@ -893,28 +1012,51 @@ mod tests {
     #[test]
     fn pairs_targets_with_baselines_and_judges_goals() {
         let mut m = BTreeMap::new();
-        for (id, ns) in [("g/sha384_one_core", 100.0), ("g/launch_update_2m", 105.0), ("g/launch_update_4k", 200.0)] {
-            m.insert(id.to_owned(), Estimate { id: id.to_owned(), ns });
+        for (id, ns) in [
+            ("g/sha384_one_core", 100.0),
+            ("g/launch_update_2m", 105.0),
+            ("g/launch_update_4k", 200.0),
+        ] {
+            m.insert(
+                id.to_owned(),
+                Estimate {
+                    id: id.to_owned(),
+                    ns,
+                },
+            );
         }
         let rows = pair_rows("lu", &m, |_, _| Goal::AtMost(1.0 / 0.9, "<= 1.11"));
         assert_eq!(rows.len(), 2);
-        let r2m = rows.iter().find(|r| r.target.0 == "launch_update_2m").unwrap();
+        let r2m = rows
+            .iter()
+            .find(|r| r.target.0 == "launch_update_2m")
+            .unwrap();
         assert!((r2m.ratio().unwrap() - 1.05).abs() < 1e-9);
         assert_eq!(r2m.verdict(), "yes");
-        let r4k = rows.iter().find(|r| r.target.0 == "launch_update_4k").unwrap();
+        let r4k = rows
+            .iter()
+            .find(|r| r.target.0 == "launch_update_4k")
+            .unwrap();
         assert_eq!(r4k.verdict(), "NO");
         let table = render(&rows);
         assert_eq!(table.lines().count(), 4);
-        assert!(table.contains("| 1.050 "), "{table}");
+        assert!(table.contains("| 1.050 (+5.0 ns) "), "{table}");
     }
 
     #[test]
     fn missing_bench_is_a_row_not_a_figure() {
         let ran = Ran {
             estimates: BTreeMap::new(),
-            error: Some(summarize_failure("error: no bench target named `kvm` in `kvm-coco` package\n")),
+            error: Some(summarize_failure(
+                "error: no bench target named `kvm` in `kvm-coco` package\n",
+            )),
         };
-        let rows = bench_rows("kvm-coco vs kvm-ioctls", &ran, |_, _| Goal::Info("-"), Goal::AtMost(1.02, "<= 1.02"));
+        let rows = bench_rows(
+            "kvm-coco vs kvm-ioctls",
+            &ran,
+            |_, _| Goal::Info("-"),
+            Goal::AtMost(1.02, "<= 1.02"),
+        );
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].ratio(), None);
         assert_eq!(rows[0].verdict(), "-");

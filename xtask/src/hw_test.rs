@@ -17,13 +17,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kvm_coco::caps::Availability;
-use kvm_coco::{Exit, GuestMapping, GuestMemfdFlags, Kvm, MemoryRegion, MemoryState, VmType, VmTypes};
+use kvm_coco::{
+    Exit, GuestMapping, GuestMemfdFlags, Kvm, MemoryRegion, MemoryState, VmType, VmTypes,
+};
 use kvm_coco_uapi::sev_dev::SevUserDataSnpConfig;
 use psp_driver::{DEV_SEV_PATH, DevSev, DevSevError, Platform};
 use serde::Serialize;
@@ -183,6 +186,7 @@ pub enum KvmHost {
         /// The VM types, by name.
         vm_types: Vec<String>,
         /// `KVM_TDX_CAPABILITIES` through a temporary TD: a summary, or why it is absent.
+        #[serde(serialize_with = "ser_result")]
         tdx: Result<String, String>,
     },
 }
@@ -199,10 +203,29 @@ pub enum SevHost {
     /// The device is open; the status commands' answers.
     Present {
         /// PLATFORM_STATUS, summarised, or its error.
+        #[serde(serialize_with = "ser_result")]
         platform_status: Result<String, String>,
         /// SNP_PLATFORM_STATUS, summarised, or its error.
+        #[serde(serialize_with = "ser_result")]
         snp_platform_status: Result<String, String>,
     },
+}
+
+/// Serializes a query's answer as `{"ok": true, "value": …}` or `{"ok": false, "error": …}`.
+fn ser_result<S: serde::Serializer>(r: &Result<String, String>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut st = s.serialize_struct("Answer", 2)?;
+    match r {
+        Ok(v) => {
+            st.serialize_field("ok", &true)?;
+            st.serialize_field("value", v)?;
+        }
+        Err(e) => {
+            st.serialize_field("ok", &false)?;
+            st.serialize_field("error", e)?;
+        }
+    }
+    st.end()
 }
 
 /// Everything [`detect`] found.
@@ -469,7 +492,9 @@ fn destructive(host: &Host, opts: &Options, what: &str, needs_snp: bool) -> Opti
         SevHost::Present {
             snp_platform_status: Err(e),
             ..
-        } if needs_snp => Some(format!("SNP_PLATFORM_STATUS failed, so SNP is not usable: {e}")),
+        } if needs_snp => Some(format!(
+            "SNP_PLATFORM_STATUS failed, so SNP is not usable: {e}"
+        )),
         SevHost::Present { .. } => None,
     };
     match (unavailable, opts.dangerous) {
@@ -477,9 +502,7 @@ fn destructive(host: &Host, opts: &Options, what: &str, needs_snp: bool) -> Opti
             "{r}; besides, this test is destructive ({what}) and runs only with --dangerous"
         )),
         (Some(r), true) => Some(r),
-        (None, false) => Some(format!(
-            "destructive: {what}; pass --dangerous to run it"
-        )),
+        (None, false) => Some(format!("destructive: {what}; pass --dangerous to run it")),
         (None, true) => None,
     }
 }
@@ -491,9 +514,9 @@ pub fn plan(host: &Host, opts: &Options) -> Vec<Planned> {
 
     // Default VM tier.
     let default = match &host.kvm {
-        KvmHost::Unavailable { reason } => Some(Decision::Skip(format!(
-            "/dev/kvm is not usable: {reason}"
-        ))),
+        KvmHost::Unavailable { reason } => {
+            Some(Decision::Skip(format!("/dev/kvm is not usable: {reason}")))
+        }
         KvmHost::Broken { .. } => None,
         KvmHost::Available { .. } => None,
     };
@@ -563,7 +586,10 @@ pub fn plan(host: &Host, opts: &Options) -> Vec<Planned> {
             snp_platform_status,
             ..
         } => {
-            push("sev/platform-status", Decision::Run(Check::SevPlatformStatus));
+            push(
+                "sev/platform-status",
+                Decision::Run(Check::SevPlatformStatus),
+            );
             push(
                 "snp/platform-status",
                 match snp_platform_status {
@@ -741,7 +767,13 @@ fn raw_check_extension(fd: &std::fs::File, cap: u32) -> i32 {
     const KVM_CHECK_EXTENSION: libc::c_ulong = 0xAE03;
     // SAFETY: KVM_CHECK_EXTENSION takes its argument by value (an integer, never
     // dereferenced) and `fd` is an open file for the whole call.
-    unsafe { libc::ioctl(fd.as_raw_fd(), KVM_CHECK_EXTENSION as _, libc::c_ulong::from(cap)) }
+    unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            KVM_CHECK_EXTENSION as _,
+            libc::c_ulong::from(cap),
+        )
+    }
 }
 
 /// kvm-coco's capabilities query against raw `KVM_CHECK_EXTENSION`s. Capability numbers
@@ -778,7 +810,11 @@ fn default_caps() -> Result<String, String> {
         r if r > 0 => r,
         _ => 1,
     };
-    cmp("KVM_CAP_VM_TYPES", i64::from(caps.vm_types.bits()), i64::from(raw_types));
+    cmp(
+        "KVM_CAP_VM_TYPES",
+        i64::from(caps.vm_types.bits()),
+        i64::from(raw_types),
+    );
     cmp(
         "KVM_CAP_GUEST_MEMFD",
         i64::from(caps.memory.guest_memfd.is_available()),
@@ -800,9 +836,21 @@ fn default_caps() -> Result<String, String> {
         pos(raw(MEMORY_ATTRIBUTES)),
     );
     for (what, avail, cap) in [
-        ("KVM_CAP_USER_MEMORY2", caps.memory.user_memory_region2.is_available(), USER_MEMORY2),
-        ("KVM_CAP_MEMORY_FAULT_INFO", caps.memory.memory_fault_info.is_available(), MEMORY_FAULT_INFO),
-        ("KVM_CAP_PRE_FAULT_MEMORY", caps.memory.pre_fault_memory.is_available(), PRE_FAULT_MEMORY),
+        (
+            "KVM_CAP_USER_MEMORY2",
+            caps.memory.user_memory_region2.is_available(),
+            USER_MEMORY2,
+        ),
+        (
+            "KVM_CAP_MEMORY_FAULT_INFO",
+            caps.memory.memory_fault_info.is_available(),
+            MEMORY_FAULT_INFO,
+        ),
+        (
+            "KVM_CAP_PRE_FAULT_MEMORY",
+            caps.memory.pre_fault_memory.is_available(),
+            PRE_FAULT_MEMORY,
+        ),
     ] {
         cmp(what, i64::from(avail), i64::from(raw(cap) > 0));
     }
@@ -847,7 +895,8 @@ fn sw_protected_memory() -> Result<String, String> {
     );
     vm.set_memory_region(MemoryRegion::new(0, 0, mem).guest_memfd(gmem, 0))
         .map_err(e)?;
-    vm.convert_memory(0, SIZE, MemoryState::Private).map_err(e)?;
+    vm.convert_memory(0, SIZE, MemoryState::Private)
+        .map_err(e)?;
     vm.convert_memory(0, SIZE, MemoryState::Shared).map_err(e)?;
     Ok("guest_memfd slot of 2 MiB converted to private and back to shared".to_owned())
 }
@@ -861,7 +910,10 @@ fn sev_platform_status() -> Result<String, String> {
     let s = dev.platform_status().map_err(|e| chain(&e))?;
     let state = s.platform_state();
     if state.is_err() {
-        return Err(format!("PLATFORM_STATUS reports an unknown state {}", s.state));
+        return Err(format!(
+            "PLATFORM_STATUS reports an unknown state {}",
+            s.state
+        ));
     }
     Ok(format!(
         "PLATFORM_STATUS: API {}.{} build {}, state {:?}, {} guests, SEV-ES {}",
@@ -878,7 +930,10 @@ fn snp_platform_status() -> Result<String, String> {
     let dev = DevSev::open_read_only(DEV_SEV_PATH).map_err(|e| chain(&e))?;
     let s = dev.snp_platform_status().map_err(|e| chain(&e))?;
     if s.state > 1 {
-        return Err(format!("SNP_PLATFORM_STATUS reports an unknown state {}", s.state));
+        return Err(format!(
+            "SNP_PLATFORM_STATUS reports an unknown state {}",
+            s.state
+        ));
     }
     Ok(format!(
         "SNP_PLATFORM_STATUS: API {}.{} build {}, state {}, RMP initialized {}, reported TCB {:#018x}",
@@ -936,24 +991,28 @@ fn snp_set_config() -> Result<String, String> {
     dev.snp_set_config(&config).map_err(|e| chain(&e))?;
     let after = dev.snp_platform_status().map_err(|e| chain(&e))?;
     let (want, got) = ({ s.reported_tcb_version }, { after.reported_tcb_version });
-    if want != got || s.mask_chip_id() != after.mask_chip_id() || s.mask_chip_key() != after.mask_chip_key() {
+    if want != got
+        || s.mask_chip_id() != after.mask_chip_id()
+        || s.mask_chip_key() != after.mask_chip_key()
+    {
         return Err(format!(
             "SNP_SET_CONFIG wrote reported TCB {want:#x} / masks {flags:#x} but reads back {got:#x} / id {} key {}",
             after.mask_chip_id(),
             after.mask_chip_key()
         ));
     }
-    Ok(format!("SNP_SET_CONFIG wrote back reported TCB {want:#x} and masks {flags:#x}; read back equal"))
+    Ok(format!(
+        "SNP_SET_CONFIG wrote back reported TCB {want:#x} and masks {flags:#x}; read back equal"
+    ))
 }
 
 fn snp_commit() -> Result<String, String> {
     let dev = dev_sev_rw()?;
     dev.snp_commit().map_err(|e| chain(&e))?;
     let s = dev.snp_platform_status().map_err(|e| chain(&e))?;
-    Ok(format!(
-        "SNP_COMMIT done; current TCB {:#018x}",
-        { s.current_tcb_version }
-    ))
+    Ok(format!("SNP_COMMIT done; current TCB {:#018x}", {
+        s.current_tcb_version
+    }))
 }
 
 fn run_check(check: Check) -> Result<String, String> {
@@ -989,7 +1048,8 @@ pub fn execute(
                 },
             };
             let duration_ms = match p.decision {
-                Decision::Run(_) => start.elapsed().as_secs_f64() * 1e3,
+                // Microsecond resolution is plenty.
+                Decision::Run(_) => (start.elapsed().as_secs_f64() * 1e6).round() / 1e3,
                 _ => 0.0,
             };
             TierResult {
@@ -1017,7 +1077,12 @@ pub struct Report<'a> {
 
 fn summary(results: &[TierResult]) -> BTreeMap<&'static str, usize> {
     let mut m = BTreeMap::new();
-    for s in [Status::Passed, Status::Failed, Status::Skipped, Status::NotRun] {
+    for s in [
+        Status::Passed,
+        Status::Failed,
+        Status::Skipped,
+        Status::NotRun,
+    ] {
         let key = match s {
             Status::NotRun => "not-run",
             other => other.as_str(),
@@ -1089,8 +1154,17 @@ pub fn render_table(host: &Host, results: &[TierResult]) -> String {
         }
     }
     s.push('\n');
-    let w_name = results.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
-    let _ = writeln!(s, "{:<w_name$}  {:<7}  {:>10}  reason", "tier", "status", "duration");
+    let w_name = results
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(
+        s,
+        "{:<w_name$}  {:<7}  {:>10}  reason",
+        "tier", "status", "duration"
+    );
     let _ = writeln!(s, "{}", "-".repeat(w_name + 2 + 7 + 2 + 10 + 2 + 6));
     for r in results {
         let dur = if r.status == Status::Skipped || r.status == Status::NotRun {
@@ -1125,16 +1199,19 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let host = detect();
     let planned = plan(&host, &opts);
     let results = execute(&planned, run_check);
+    // A closed stdout (e.g. piped into `head`) is not an error of the tests.
+    let mut out = std::io::stdout().lock();
     if opts.json {
         let v = to_json(&host, &opts, &results);
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
-        );
+        let text = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "{text}");
     } else {
-        print!("{}", render_table(&host, &results));
+        let _ = write!(out, "{}", render_table(&host, &results));
     }
-    let failed = results.iter().filter(|r| r.status == Status::Failed).count();
+    let failed = results
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+        .count();
     if failed > 0 {
         Err(format!("hw-test: {failed} tier(s) failed"))
     } else {

@@ -110,7 +110,8 @@ fn write_digests(cases: &[Case]) {
     }
     if let Some(dir) = std::env::var_os("KVM_COCO_BENCH_OUT") {
         let path = std::path::Path::new(&dir).join("digests.json");
-        let text = serde_json::to_string_pretty(&serde_json::Value::Object(out)).unwrap_or_default();
+        let text =
+            serde_json::to_string_pretty(&serde_json::Value::Object(out)).unwrap_or_default();
         if let Err(e) = std::fs::write(&path, text) {
             eprintln!("cannot write {}: {e}", path.display());
         }

@@ -31,7 +31,8 @@ pub struct Case {
 pub fn cases() -> Result<Vec<Case>, String> {
     let path = std::env::var_os("KVM_COCO_BENCH_CASES")
         .ok_or("KVM_COCO_BENCH_CASES is not set (run through `cargo xtask bench`)")?;
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", PathBuf::from(&path).display()))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("{}: {e}", PathBuf::from(&path).display()))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     let arr = v.as_array().ok_or("cases file is not a JSON array")?;
     let s = |c: &serde_json::Value, k: &str| c.get(k).and_then(|x| x.as_str()).map(str::to_owned);

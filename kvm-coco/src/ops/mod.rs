@@ -250,10 +250,12 @@ pub const HINT_OUT_OF_ORDER: &str = "commands out of order: the firmware's guest
 const FW_INVALID_PLATFORM_STATE: u32 = 0x01;
 const FW_INVALID_GUEST_STATE: u32 = 0x02;
 
-fn sev_hint(vm_type: VmType, id: u32, errno: i32, fw: u32) -> Option<&'static str> {
+pub(crate) fn sev_hint(vm_type: VmType, id: u32, errno: i32, fw: u32) -> Option<&'static str> {
     use kvm_coco_uapi::sev::*;
     Some(match errno {
-        libc::ENOTTY if !vm_type.is_confidential() && id != KVM_SEV_INIT && id != KVM_SEV_ES_INIT => {
+        libc::ENOTTY
+            if !vm_type.is_confidential() && id != KVM_SEV_INIT && id != KVM_SEV_ES_INIT =>
+        {
             HINT_NOT_CONFIDENTIAL
         }
         libc::ENOTTY if vm_type.vendor() == Some(Vendor::Intel) => {
@@ -299,9 +301,7 @@ fn sev_hint(vm_type: VmType, id: u32, errno: i32, fw: u32) -> Option<&'static st
         {
             "KVM has no handler for this sub-command"
         }
-        libc::EBADF => {
-            "sev_fd must be an open /dev/sev fd with the same number as at LAUNCH_START"
-        }
+        libc::EBADF => "sev_fd must be an open /dev/sev fd with the same number as at LAUNCH_START",
         libc::EBUSY => "the PSP timed out earlier and is considered dead",
         libc::ETIMEDOUT => "the PSP command timed out",
         libc::EFAULT => "the kernel could not access a buffer named in the payload",
@@ -309,7 +309,7 @@ fn sev_hint(vm_type: VmType, id: u32, errno: i32, fw: u32) -> Option<&'static st
     })
 }
 
-fn tdx_hint(vm_type: VmType, id: u32, errno: i32) -> Option<&'static str> {
+pub(crate) fn tdx_hint(vm_type: VmType, id: u32, errno: i32) -> Option<&'static str> {
     use kvm_coco_uapi::tdx::*;
     Some(match errno {
         libc::ENOTTY if !vm_type.is_confidential() => HINT_NOT_CONFIDENTIAL,
@@ -444,15 +444,28 @@ mod tests {
         let h = tdx_hint(VmType::Default, 0, libc::ENOTTY);
         assert_eq!(h, Some(HINT_NOT_CONFIDENTIAL));
         // Legacy KVM_SEV_INIT is valid on a default VM: a different hint.
-        assert_ne!(sev_hint(VmType::Default, 0, libc::ENOTTY, 0), Some(HINT_NOT_CONFIDENTIAL));
+        assert_ne!(
+            sev_hint(VmType::Default, 0, libc::ENOTTY, 0),
+            Some(HINT_NOT_CONFIDENTIAL)
+        );
     }
 
     #[test]
     fn out_of_order_hint_on_invalid_guest_state() {
         // LAUNCH_MEASURE (6) before LAUNCH_START: -EIO, error = 0x02 (facts §10.1).
-        assert_eq!(sev_hint(VmType::Sev, 6, libc::EIO, 2), Some(HINT_OUT_OF_ORDER));
-        assert_ne!(sev_hint(VmType::Sev, 6, libc::EIO, 1), Some(HINT_OUT_OF_ORDER));
-        assert!(sev_hint(VmType::Snp, 2, libc::EPERM, 0).unwrap().contains("SNP"));
+        assert_eq!(
+            sev_hint(VmType::Sev, 6, libc::EIO, 2),
+            Some(HINT_OUT_OF_ORDER)
+        );
+        assert_ne!(
+            sev_hint(VmType::Sev, 6, libc::EIO, 1),
+            Some(HINT_OUT_OF_ORDER)
+        );
+        assert!(
+            sev_hint(VmType::Snp, 2, libc::EPERM, 0)
+                .unwrap()
+                .contains("SNP")
+        );
     }
 
     #[test]
@@ -465,7 +478,10 @@ mod tests {
             hint: Some(HINT_OUT_OF_ORDER),
         };
         let s = e.to_string();
-        assert!(s.starts_with("KVM_SEV_LAUNCH_MEASURE failed: EIO (5)"), "{s}");
+        assert!(
+            s.starts_with("KVM_SEV_LAUNCH_MEASURE failed: EIO (5)"),
+            "{s}"
+        );
         assert!(s.contains("INVALID_GUEST_STATE"), "{s}");
         assert!(s.contains("out of order"), "{s}");
         let e = EncryptOpError {

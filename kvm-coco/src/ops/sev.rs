@@ -212,8 +212,8 @@ impl Vm {
     }
 
     /// `KVM_SEV_LAUNCH_UPDATE_VMSA` (SEV-ES): encrypts every vCPU's register state into its
-    /// VMSA and measures it. Afterwards the vCPUs' state is protected: call
-    /// [`Vcpu::mark_state_protected`](crate::Vcpu::mark_state_protected) on each.
+    /// VMSA and measures it. On success every vCPU of this VM is marked protected
+    /// ([`Vm::mark_vcpus_state_protected`]): register ioctls on them are refused from now on.
     ///
     /// ```no_run
     /// let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::SevEs)?;
@@ -221,7 +221,9 @@ impl Vm {
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
     pub fn sev_launch_update_vmsa(&self) -> Result<(), EncryptOpError> {
-        self.sev_safe::<LaunchUpdateVmsa>(&mut NoPayload, None)
+        self.sev_safe::<LaunchUpdateVmsa>(&mut NoPayload, None)?;
+        self.mark_vcpus_state_protected();
+        Ok(())
     }
 
     /// `KVM_SEV_LAUNCH_SECRET`: injects a wrapped secret into guest memory.

@@ -92,9 +92,9 @@ impl Vm {
     }
 
     /// `KVM_SEV_SNP_LAUNCH_FINISH`: measures every vCPU's VMSA, then finishes the launch
-    /// with the optional ID block/auth and `host_data`. On success every vCPU's state is
-    /// protected (call [`Vcpu::mark_state_protected`](crate::Vcpu::mark_state_protected))
-    /// and `KVM_PRE_FAULT_MEMORY` becomes usable.
+    /// with the optional ID block/auth and `host_data`. On success every vCPU of this VM is
+    /// marked protected ([`Vm::mark_vcpus_state_protected`]) and `KVM_PRE_FAULT_MEMORY`
+    /// becomes usable.
     ///
     /// # Safety
     ///
@@ -117,7 +117,9 @@ impl Vm {
         sev_fd: BorrowedFd<'_>,
     ) -> Result<(), EncryptOpError> {
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.sev_command(Command::<LaunchFinish>::new(finish), Some(sev_fd)) }
+        unsafe { self.sev_command(Command::<LaunchFinish>::new(finish), Some(sev_fd)) }?;
+        self.mark_vcpus_state_protected();
+        Ok(())
     }
 
     /// `KVM_SEV_SNP_ENABLE_REQ_CERTS`: route SNP extended guest requests for certificates

@@ -5,6 +5,8 @@
 //! | module | what |
 //! |---|---|
 //! | [`tdx`] | a TDX module 1.5 model and Linux 7.3 KVM's TDX layer on top of it |
+//! | [`sev`] | Linux 7.3 KVM's SEV / SEV-ES / SEV-SNP layer (`svm/sev.c`) over psp-driver's software PSP firmware (feature `sim`, on by default) |
+//! | [`user`] | user-space memory as the simulated kernel reads and writes it |
 //!
 //! The models aim at fidelity: the same measurements, report layouts, state machines and
 //! error codes (TDX module status, kernel errno) as the real stack, and deterministic
@@ -13,4 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "sim")]
+pub mod sev;
 pub mod tdx;
+pub mod user;

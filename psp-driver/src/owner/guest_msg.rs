@@ -29,7 +29,9 @@ pub const MSG_REPORT_RSP: u8 = 6;
 /// The guest message header (0x60 bytes).
 #[doc(alias = "snp_guest_msg_hdr")]
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 pub struct SnpGuestMsgHdr {
     /// AES-GCM tag (first 16 bytes used).
     pub authtag: [u8; 32],
@@ -60,7 +62,9 @@ pub struct SnpGuestMsgHdr {
 /// `MSG_REPORT_REQ` payload (0x60 bytes).
 #[doc(alias = "snp_report_req")]
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 pub struct MsgReportReq {
     /// Data to include in the report.
     pub report_data: [u8; 64],
@@ -82,9 +86,17 @@ fn nonce(seqno: u64) -> Nonce<aes_gcm::aead::consts::U12> {
 }
 
 /// Builds an encrypted message: header followed by the ciphertext of `payload`.
-pub fn seal(vmpck: &[u8; 32], vmpck_id: u8, seqno: u64, msg_type: u8, payload: &[u8]) -> Result<Vec<u8>, OwnerError> {
+pub fn seal(
+    vmpck: &[u8; 32],
+    vmpck_id: u8,
+    seqno: u64,
+    msg_type: u8,
+    payload: &[u8],
+) -> Result<Vec<u8>, OwnerError> {
     if payload.len() > MSG_PAYLOAD_MAX {
-        return Err(OwnerError::InvalidLength("guest message payload larger than a page"));
+        return Err(OwnerError::InvalidLength(
+            "guest message payload larger than a page",
+        ));
     }
     let mut hdr = SnpGuestMsgHdr::new_zeroed();
     hdr.msg_seqno = U64::new(seqno);
@@ -98,7 +110,11 @@ pub fn seal(vmpck: &[u8; 32], vmpck_id: u8, seqno: u64, msg_type: u8, payload: &
     let mut ct = payload.to_vec();
     let cipher = Aes256Gcm::new(vmpck.into());
     let tag = cipher
-        .encrypt_inout_detached(&nonce(seqno), &hdr.as_bytes()[0x30..], ct.as_mut_slice().into())
+        .encrypt_inout_detached(
+            &nonce(seqno),
+            &hdr.as_bytes()[0x30..],
+            ct.as_mut_slice().into(),
+        )
         .map_err(|_| OwnerError::InvalidLength("AEAD input too long"))?;
     hdr.authtag[..16].copy_from_slice(&tag);
     let mut out = hdr.as_bytes().to_vec();
@@ -108,14 +124,23 @@ pub fn seal(vmpck: &[u8; 32], vmpck_id: u8, seqno: u64, msg_type: u8, payload: &
 
 /// Authenticates and decrypts a message built by [`seal`] (or the firmware).
 pub fn open(vmpck: &[u8; 32], msg: &[u8]) -> Result<(SnpGuestMsgHdr, Vec<u8>), OwnerError> {
-    let (hdr, rest) = SnpGuestMsgHdr::read_from_prefix(msg).map_err(|_| OwnerError::InvalidLength("short guest message"))?;
+    let (hdr, rest) = SnpGuestMsgHdr::read_from_prefix(msg)
+        .map_err(|_| OwnerError::InvalidLength("short guest message"))?;
     let n = hdr.msg_sz.get() as usize;
-    let mut pt = rest.get(..n).ok_or(OwnerError::InvalidLength("payload shorter than MSG_SZ"))?.to_vec();
+    let mut pt = rest
+        .get(..n)
+        .ok_or(OwnerError::InvalidLength("payload shorter than MSG_SZ"))?
+        .to_vec();
     let mut tag = [0u8; 16];
     tag.copy_from_slice(&hdr.authtag[..16]);
     let tag: Tag = tag.into();
     Aes256Gcm::new(vmpck.into())
-        .decrypt_inout_detached(&nonce(hdr.msg_seqno.get()), &hdr.as_bytes()[0x30..], pt.as_mut_slice().into(), &tag)
+        .decrypt_inout_detached(
+            &nonce(hdr.msg_seqno.get()),
+            &hdr.as_bytes()[0x30..],
+            pt.as_mut_slice().into(),
+            &tag,
+        )
         .map_err(|_| OwnerError::BadSignature("guest message authentication failed"))?;
     Ok((hdr, pt))
 }

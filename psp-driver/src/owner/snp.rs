@@ -143,6 +143,35 @@ impl SnpCertChain {
 ///
 /// Policy decisions on the contents (measurement, policy, TCB, report data) are
 /// the caller's.
+///
+/// ```
+/// use p384::ecdsa::SigningKey;
+/// use psp_driver::owner::cert::{SevCert, algo, sign_message, usage};
+/// use psp_driver::owner::snp::{SnpCertChain, verify_report};
+/// use psp_driver::report::AttestationReport;
+/// use zerocopy::little_endian::U32;
+///
+/// let key = |b: u8| SigningKey::from_slice(&[b; 48]).unwrap();
+/// let (ark, ask, vcek) = (key(1), key(2), key(3));
+/// let cert = |k: &SigningKey, u: u32, signer: &SigningKey, su: u32| {
+///     let mut c = SevCert::new(k.verifying_key(), u, algo::ECDSA_SHA384, (1, 55));
+///     c.sign(0, signer, su, algo::ECDSA_SHA384).unwrap();
+///     c
+/// };
+/// let chain = SnpCertChain {
+///     ark: cert(&ark, usage::ARK, &ark, usage::ARK),
+///     ask: cert(&ask, usage::ASK, &ark, usage::ARK),
+///     vcek: cert(&vcek, usage::CEK, &ask, usage::ASK),
+/// };
+/// let mut report = AttestationReport::default();
+/// report.version = U32::new(2);
+/// report.signature_algo = U32::new(1);
+/// report.signature = sign_message(&vcek, algo::ECDSA_SHA384, report.signed_bytes()).unwrap();
+/// verify_report(&report, &chain, Some(ark.verifying_key())).unwrap();
+///
+/// report.report_data[0] ^= 1;
+/// assert!(verify_report(&report, &chain, None).is_err());
+/// ```
 pub fn verify_report(
     report: &AttestationReport,
     chain: &SnpCertChain,

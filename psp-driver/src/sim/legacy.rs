@@ -36,6 +36,11 @@ pub enum SevGuestState {
 const POLICY_NODBG: u32 = 1 << 0;
 const POLICY_NOKS: u32 = 1 << 1;
 const POLICY_ES: u32 = 1 << 2;
+const POLICY_NOSEND: u32 = 1 << 3;
+const POLICY_DOMAIN: u32 = 1 << 4;
+const POLICY_SEV: u32 = 1 << 5;
+/// SEV_CHANNEL_CTX_DATA, the first byte of a SEND/RECEIVE_UPDATE packet MAC.
+const CTX_DATA: u8 = 0x02;
 const POLICY_RESERVED: u32 = 0xFFC0;
 const MAX_HANDLE: u32 = 1024;
 /// Largest LAUNCH_SECRET payload the firmware's scratch buffer takes (model value).
@@ -87,24 +92,17 @@ impl State {
             if sess_len != 0x80 || cert_len as usize != SEV_CERT_LEN {
                 return Err(S::InvalidLen);
             }
-            let cert = SevCert::read_from_bytes(&self.read(cert_pa, SEV_CERT_LEN)?)
-                .map_err(|_| S::InvalidCertificate)?;
-            let ka = cert.pub_key_algo.get();
-            if cert.version.get() != 1
-                || cert.pub_key_usage.get() != usage::PDH
-                || (ka != algo::ECDH_SHA256 && ka != algo::ECDH_SHA384)
-            {
-                return Err(S::InvalidCertificate);
-            }
-            let peer = PublicKey::from(cert.public_key().map_err(|_| S::InvalidCertificate)?);
+            let peer = peer_pdh(&self.read_cert(cert_pa)?)?;
             let session = SessionBuf::read_from_bytes(&self.read(sess_pa, 0x80)?)
                 .map_err(|_| S::InvalidLen)?;
             let z = shared_secret(&self.id.pdh, &peer);
             let wrap = WrapKeys::derive(&z[..], &session.nonce);
             keys = Some(unwrap_session(&wrap, &session, policy).map_err(|_| S::BadMeasurement)?);
-        }
-        if !self.policy_ok(policy) {
-            return Err(S::PolicyFailure);
+            // The firmware checks the policy's API version and reserved bits
+            // together with its MAC, so only when a session is given.
+            if !self.policy_ok(policy) {
+                return Err(S::PolicyFailure);
+            }
         }
         let vek = if handle != 0 {
             let other = self.sev_guest(handle)?;
@@ -143,6 +141,10 @@ impl State {
     }
 
     pub(super) fn launch_update(&mut self, b: &mut [u8], vmsa: bool) -> Fw {
+        // LAUNCH_UPDATE_VMSA checks its length before anything else.
+        if vmsa && rd32(b, 16) != 4096 {
+            return Err(S::InvalidLen);
+        }
         self.require(&[PlatformState::Working])?;
         let (handle, pa, len) = (rd32(b, 0), rd64(b, 8), rd32(b, 16));
         let g = self.sev_guest(handle)?;
@@ -275,7 +277,13 @@ impl State {
         self.require(&[PlatformState::Working])?;
         let (handle, pa, len) = (rd32(b, 0), rd64(b, 8), rd32(b, 32));
         let g = self.sev_guest(handle)?;
-        if !matches!(g.state, SevGuestState::Lsecret | SevGuestState::Running) {
+        if !matches!(
+            g.state,
+            SevGuestState::Lsecret
+                | SevGuestState::Running
+                | SevGuestState::Supdate
+                | SevGuestState::Sent
+        ) {
             return Err(S::InvalidGuestState);
         }
         wr32(b, 32, SEV_REPORT_LEN as u32);
@@ -335,10 +343,12 @@ impl State {
     pub(super) fn guest_status(&mut self, b: &mut [u8]) -> Fw {
         self.require(&[PlatformState::Init, PlatformState::Working])?;
         let handle = rd32(b, 0);
-        let (policy, state) = self
-            .sev_guests
-            .get(&handle)
-            .map_or((0, 0), |g| (g.policy, g.state as u8));
+        // An unknown handle only gets state 0 (the other fields are left alone).
+        let Some(g) = self.sev_guests.get(&handle) else {
+            wr(b, 12, &[0]);
+            return Ok(());
+        };
+        let (policy, state) = (g.policy, g.state as u8);
         let asid = self.asid_of(Owner::Sev(handle)).unwrap_or(0);
         wr32(b, 4, policy);
         wr32(b, 8, asid);
@@ -346,18 +356,20 @@ impl State {
         Ok(())
     }
 
-    /// DBG_DECRYPT / DBG_ENCRYPT. Order (not in the facts, chosen to follow the
-    /// other handlers): platform, handle, alignment, length, NODBG, ASID.
+    /// DBG_DECRYPT / DBG_ENCRYPT, in AMD firmware 1.55's order: platform
+    /// WORKING, 16-byte aligned addresses (INVALID_ADDRESS), 16-byte aligned
+    /// length (INVALID_LENGTH; 0 passes and copies nothing), handle, NODBG
+    /// (POLICY_FAILURE), then the guest must hold an ASID (INACTIVE).
     pub(super) fn dbg(&mut self, b: &mut [u8], encrypt: bool) -> Fw {
         self.require(&[PlatformState::Working])?;
         let (handle, src, dst, len) = (rd32(b, 0), rd64(b, 8), rd64(b, 16), rd32(b, 24));
-        let g = self.sev_guest(handle)?;
         if !src.is_multiple_of(16) || !dst.is_multiple_of(16) {
             return Err(S::InvalidAddress);
         }
-        if len == 0 || !len.is_multiple_of(16) {
+        if !len.is_multiple_of(16) {
             return Err(S::InvalidLen);
         }
+        let g = self.sev_guest(handle)?;
         if g.policy & POLICY_NODBG != 0 {
             return Err(S::PolicyFailure);
         }
@@ -372,5 +384,313 @@ impl State {
             mem_crypt(&vek, src, &mut data);
         }
         self.write(dst, &data)
+    }
+}
+
+/// Validates the body of a peer DH certificate the way the channel does:
+/// version 1, usage PDH, algorithm ECDH-SHA256, a P-384 point.
+fn peer_pdh(cert: &SevCert) -> Fw<PublicKey> {
+    if cert.version.get() != 1
+        || cert.pub_key_usage.get() != usage::PDH
+        || cert.pub_key_algo.get() != algo::ECDH_SHA256
+    {
+        return Err(S::InvalidCertificate);
+    }
+    Ok(PublicKey::from(
+        cert.public_key().map_err(|_| S::InvalidCertificate)?,
+    ))
+}
+
+/// The packet MAC of SEND/RECEIVE_UPDATE: HMAC-SHA256(TIK, ctx ‖ flags ‖ IV ‖
+/// uncompressed_size ‖ trans_size ‖ ciphertext), the AAD laid out as the
+/// firmware's `send_receive_update_aad_t`.
+fn packet_mac(tik: &[u8; 16], flags: u32, iv: &[u8; 16], len: u32, ct: &[u8]) -> [u8; 32] {
+    hmac_sha256(
+        tik,
+        &[
+            &[CTX_DATA],
+            &flags.to_le_bytes(),
+            iv,
+            &len.to_le_bytes(),
+            &len.to_le_bytes(),
+            ct,
+        ],
+    )
+}
+
+impl State {
+    fn read_cert(&self, pa: u64) -> Fw<SevCert> {
+        SevCert::read_from_bytes(&self.read(pa, SEV_CERT_LEN)?).map_err(|_| S::InvalidCertificate)
+    }
+
+    /// SEND_START (migration out). Order as AMD firmware 1.55: platform,
+    /// handle, session length, RUNNING, NOSEND, the SEV-policy platform chain
+    /// (CEK → PEK → PDH; the AMD ASK/ARK part is not modelled), the DOMAIN
+    /// chain (OCA → PEK → PDH, same OCA), the target PDH, then the channel.
+    pub(super) fn send_start(&mut self, b: &mut [u8]) -> Fw {
+        self.require(&[PlatformState::Working])?;
+        let handle = rd32(b, 0);
+        let g = self.sev_guest(handle)?;
+        if rd32(b, 64) != 0x80 {
+            wr32(b, 64, 0x80);
+            return Err(S::InvalidLen);
+        }
+        if g.state != SevGuestState::Running {
+            return Err(S::InvalidGuestState);
+        }
+        let policy = g.policy;
+        if policy & POLICY_NOSEND != 0 {
+            return Err(S::PolicyFailure);
+        }
+        let (pdh_pa, pdh_len) = (rd64(b, 8), rd32(b, 16) as usize);
+        let (plat_pa, plat_len) = (rd64(b, 24), rd32(b, 32) as usize);
+        if policy & (POLICY_SEV | POLICY_DOMAIN) != 0 {
+            if plat_len != 3 * SEV_CERT_LEN || pdh_len != SEV_CERT_LEN {
+                return Err(S::InvalidLen);
+            }
+            let chain = self.read(plat_pa, 3 * SEV_CERT_LEN)?;
+            let cert = |i: usize| {
+                chain
+                    .get(i * SEV_CERT_LEN..(i + 1) * SEV_CERT_LEN)
+                    .and_then(|c| SevCert::read_from_bytes(c).ok())
+                    .ok_or(S::InvalidCertificate)
+            };
+            let (pek, oca, cek) = (cert(0)?, cert(1)?, cert(2)?);
+            let pdh = self.read_cert(pdh_pa)?;
+            let key = |c: &SevCert| c.public_key().map_err(|_| S::InvalidCertificate);
+            if policy & POLICY_SEV != 0 {
+                pek.verify_signed_by(&key(&cek)?, usage::CEK)
+                    .map_err(|_| S::InvalidCertificate)?;
+                pdh.verify_signed_by(&key(&pek)?, usage::PEK)
+                    .map_err(|_| S::InvalidCertificate)?;
+                let (maj, min) = ((policy >> 16) as u8, (policy >> 24) as u8);
+                if pek.api_major < maj || (pek.api_major == maj && pek.api_minor < min) {
+                    return Err(S::PolicyFailure);
+                }
+            }
+            if policy & POLICY_DOMAIN != 0 {
+                oca.verify_signed_by(&key(&oca)?, usage::OCA)
+                    .map_err(|_| S::InvalidCertificate)?;
+                pek.verify_signed_by(&key(&oca)?, usage::OCA)
+                    .map_err(|_| S::InvalidCertificate)?;
+                pdh.verify_signed_by(&key(&pek)?, usage::PEK)
+                    .map_err(|_| S::InvalidCertificate)?;
+                if oca != self.id.oca_cert {
+                    return Err(S::PolicyFailure);
+                }
+            }
+        } else if pdh_len != SEV_CERT_LEN {
+            return Err(S::InvalidLen);
+        }
+        let peer = peer_pdh(&self.read_cert(pdh_pa)?)?;
+        let keys = TransportKeys {
+            tek: self.draw(),
+            tik: self.draw(),
+        };
+        let nonce: [u8; 16] = self.draw();
+        let iv: [u8; 16] = self.draw();
+        let z = shared_secret(&self.id.pdh, &peer);
+        let wrap = WrapKeys::derive(&z[..], &nonce);
+        let session = crate::owner::session::wrap_session(&wrap, &keys, nonce, iv, policy);
+        self.write(rd64(b, 56), zerocopy::IntoBytes::as_bytes(&session))?;
+        wr32(b, 4, policy);
+        let g = self.sev_guest_mut(handle)?;
+        g.keys = Some(keys);
+        g.state = SevGuestState::Supdate;
+        Ok(())
+    }
+
+    /// SEND_UPDATE_DATA / SEND_UPDATE_VMSA (52-byte transport buffer).
+    pub(super) fn send_update(&mut self, b: &mut [u8], vmsa: bool) -> Fw {
+        self.require(&[PlatformState::Working])?;
+        let handle = rd32(b, 0);
+        let (hdr_pa, hdr_len) = (rd64(b, 8), rd32(b, 16));
+        let (guest_pa, guest_len) = (rd64(b, 24), rd32(b, 32));
+        let (trans_pa, trans_len) = (rd64(b, 40), rd32(b, 48));
+        if hdr_len < 52 {
+            wr32(b, 16, 52);
+            return Err(S::InvalidLen);
+        }
+        let g = self.sev_guest(handle)?;
+        if g.state != SevGuestState::Supdate {
+            return Err(S::InvalidGuestState);
+        }
+        if vmsa && g.policy & POLICY_ES == 0 {
+            return Err(S::Unsupported);
+        }
+        if self.asid_of(Owner::Sev(handle)).is_none() {
+            return Err(S::Inactive);
+        }
+        if guest_len == 0
+            || guest_len > SCRATCH_SIZE
+            || !guest_len.is_multiple_of(16)
+            || trans_len == 0
+            || trans_len < guest_len
+        {
+            return Err(S::InvalidLen);
+        }
+        if !guest_pa.is_multiple_of(16) {
+            return Err(S::InvalidAddress);
+        }
+        let vek = g.vek.clone();
+        let (tek, tik) = g
+            .keys
+            .as_ref()
+            .map_or(([0u8; 16], [0u8; 16]), |k| (k.tek, k.tik));
+        let mut data = Zeroizing::new(self.read(guest_pa, guest_len as usize)?);
+        mem_crypt(&vek, guest_pa, &mut data);
+        let iv: [u8; 16] = self.draw();
+        crate::owner::crypto::aes128_ctr(&tek, &iv, &mut data);
+        let mac = packet_mac(&tik, 0, &iv, guest_len, &data);
+        self.write(trans_pa, &data)?;
+        let mut hdr = [0u8; 52];
+        hdr[4..20].copy_from_slice(&iv);
+        hdr[20..52].copy_from_slice(&mac);
+        self.write(hdr_pa, &hdr)?;
+        wr32(b, 16, 52);
+        Ok(())
+    }
+
+    /// SEND_FINISH (→ SENT) and SEND_CANCEL (→ RUNNING).
+    pub(super) fn send_end(&mut self, b: &mut [u8], finish: bool) -> Fw {
+        self.require(&[PlatformState::Working])?;
+        let g = self.sev_guest_mut(rd32(b, 0))?;
+        if g.state != SevGuestState::Supdate {
+            return Err(S::InvalidGuestState);
+        }
+        g.keys = None;
+        g.state = if finish {
+            SevGuestState::Sent
+        } else {
+            SevGuestState::Running
+        };
+        Ok(())
+    }
+
+    /// RECEIVE_START (migration in): like LAUNCH_START with the sender's PDH as
+    /// the DH certificate; the guest goes to RUPDATE.
+    pub(super) fn receive_start(&mut self, b: &mut [u8]) -> Fw {
+        self.require(&[PlatformState::Init, PlatformState::Working])?;
+        let (shared, policy) = (rd32(b, 0), rd32(b, 4));
+        if rd32(b, 32) != 0x80 {
+            return Err(S::InvalidLen);
+        }
+        let session = SessionBuf::read_from_bytes(&self.read(rd64(b, 24), 0x80)?)
+            .map_err(|_| S::InvalidLen)?;
+        if rd32(b, 16) as usize != SEV_CERT_LEN {
+            return Err(S::InvalidLen);
+        }
+        let peer = peer_pdh(&self.read_cert(rd64(b, 8))?)?;
+        let z = shared_secret(&self.id.pdh, &peer);
+        let wrap = WrapKeys::derive(&z[..], &session.nonce);
+        let keys = unwrap_session(&wrap, &session, policy).map_err(|_| S::BadMeasurement)?;
+        if !self.policy_ok(policy) {
+            return Err(S::PolicyFailure);
+        }
+        let vek = if shared != 0 {
+            let other = self.sev_guest(shared)?;
+            if other.policy != policy || other.policy & POLICY_NOKS != 0 {
+                return Err(S::PolicyFailure);
+            }
+            Some(other.vek.clone())
+        } else {
+            None
+        };
+        let new = (1..=MAX_HANDLE)
+            .find(|h| !self.sev_guests.contains_key(h))
+            .ok_or(S::ResourceLimit)?;
+        if policy & POLICY_ES != 0 && !self.es_init {
+            return Err(S::Unsupported);
+        }
+        let vek = match vek {
+            Some(v) => v,
+            None => self.draw_key(),
+        };
+        self.sev_guests.insert(
+            new,
+            SevGuest {
+                policy,
+                state: SevGuestState::Rupdate,
+                vek,
+                ld: SevLaunchDigest::new(),
+                ld_final: [0; 32],
+                keys: Some(keys),
+                measure: None,
+            },
+        );
+        self.sev_state = PlatformState::Working;
+        wr32(b, 0, new);
+        Ok(())
+    }
+
+    /// RECEIVE_UPDATE_DATA / RECEIVE_UPDATE_VMSA.
+    pub(super) fn receive_update(&mut self, b: &mut [u8], vmsa: bool) -> Fw {
+        self.require(&[PlatformState::Working])?;
+        let handle = rd32(b, 0);
+        let (hdr_pa, hdr_len) = (rd64(b, 8), rd32(b, 16));
+        let (guest_pa, guest_len) = (rd64(b, 24), rd32(b, 32));
+        let (trans_pa, trans_len) = (rd64(b, 40), rd32(b, 48));
+        let g = self.sev_guest(handle)?;
+        if g.state != SevGuestState::Rupdate {
+            return Err(S::InvalidGuestState);
+        }
+        if vmsa && g.policy & POLICY_ES == 0 {
+            return Err(S::Unsupported);
+        }
+        if self.asid_of(Owner::Sev(handle)).is_none() {
+            return Err(S::Inactive);
+        }
+        if trans_len == 0
+            || trans_len > SCRATCH_SIZE
+            || guest_len == 0
+            || guest_len != trans_len
+            || !guest_len.is_multiple_of(16)
+            || hdr_len < 52
+        {
+            return Err(S::InvalidLen);
+        }
+        if !guest_pa.is_multiple_of(16) {
+            return Err(S::InvalidAddress);
+        }
+        let hdr = self.read(hdr_pa, 52)?;
+        let flags = rd32(&hdr, 0);
+        if flags & 1 != 0 {
+            return Err(S::Unsupported);
+        }
+        let mut iv = [0u8; 16];
+        iv.copy_from_slice(hdr.get(4..20).unwrap_or(&[0; 16]));
+        let mut data = Zeroizing::new(self.read(trans_pa, trans_len as usize)?);
+        let g = self.sev_guest(handle)?;
+        let (tek, tik) = g
+            .keys
+            .as_ref()
+            .map_or(([0u8; 16], [0u8; 16]), |k| (k.tek, k.tik));
+        let mac = hdr.get(20..52).unwrap_or(&[]);
+        let len = trans_len.to_le_bytes();
+        if !hmac_sha256_verify(
+            &tik,
+            &[&[CTX_DATA], &flags.to_le_bytes(), &iv, &len, &len, &data],
+            mac,
+        ) {
+            return Err(S::BadMeasurement);
+        }
+        let vek = g.vek.clone();
+        crate::owner::crypto::aes128_ctr(&tek, &iv, &mut data);
+        mem_crypt(&vek, guest_pa, &mut data);
+        self.write(guest_pa, &data)
+    }
+
+    /// RECEIVE_FINISH: completes a pending activation; RUPDATE → RUNNING.
+    pub(super) fn receive_finish(&mut self, b: &mut [u8]) -> Fw {
+        self.require(&[PlatformState::Working])?;
+        let handle = rd32(b, 0);
+        if self.sev_guest(handle)?.state != SevGuestState::Rupdate {
+            return Err(S::InvalidGuestState);
+        }
+        self.asid_run(Owner::Sev(handle));
+        let g = self.sev_guest_mut(handle)?;
+        g.keys = None;
+        g.state = SevGuestState::Running;
+        Ok(())
     }
 }

@@ -700,21 +700,24 @@ impl State {
         Ok(())
     }
 
-    /// SNP_GUEST_REQUEST: decrypts the guest's message with the VMPCK it names,
-    /// answers MSG_REPORT_REQ with a signed report, encrypted back under the same
-    /// VMPCK with sequence number + 1.
-    ///
-    /// Checks: reserved address bits (INVALID_PARAM), platform, context,
-    /// guest RUNNING (INVALID_GUEST_STATE), header fields and message type
-    /// (INVALID_PARAM), sequence number and tag (INVALID_PARAM; the firmware
-    /// model does not distinguish them), counter exhaustion (AEAD_OFLOW). A
-    /// report request with VMPL < VMPCK index, VMPL > 3 or KEY_SEL = 3 gets a
-    /// response whose STATUS is INVALID_PARAM; KEY_SEL = 2 (VLEK, none loaded)
-    /// gets INVALID_KEY.
+    /// SNP_GUEST_REQUEST, following AMD firmware 1.55: reserved address bits
+    /// (INVALID_PARAM), platform, context, guest RUNNING (INVALID_GUEST_STATE);
+    /// the request header must not cross its page, HDR_VERSION 1, HDR_SIZE
+    /// 0x60, ALGO 1, MSG_SIZE a non-zero multiple of 16 within the page, VMPCK
+    /// 0..=3 (INVALID_PARAM); the AES-256-GCM tag must verify (INVALID_PARAM
+    /// in this model); MSG_SEQNO must be the VMPCK's message count + 1
+    /// (AEAD_OFLOW); MSG_VERSION 1 and MSG_TYPE MSG_REPORT_REQ (INVALID_PARAM;
+    /// other message types are not modelled). Report-level errors go into the
+    /// response STATUS: reserved fields (INVALID_PARAM), KEY_SEL (INVALID_KEY),
+    /// VMPL below the VMPCK index (INVALID_PARAM). The response is encrypted
+    /// under the same VMPCK with MSG_SEQNO + 1 and the count advances by 2.
     pub(super) fn snp_guest_request(&mut self, b: &mut [u8]) -> Fw {
-        use crate::owner::guest_msg::{AEAD_AES_256_GCM, MSG_HDR_LEN, MSG_PAYLOAD_MAX, MSG_REPORT_REQ, MSG_REPORT_RSP, MsgReportReq, SnpGuestMsgHdr, open, seal};
+        use crate::owner::guest_msg::{
+            AEAD_AES_256_GCM, MSG_HDR_LEN, MSG_REPORT_REQ, MSG_REPORT_RSP, MsgReportReq,
+            SnpGuestMsgHdr, open, seal,
+        };
         let (gctx, req_pa, res_pa) = (rd64(b, 0), rd64(b, 8), rd64(b, 16));
-        if !page_aligned(gctx) || !page_aligned(req_pa) || !page_aligned(res_pa) {
+        if !page_aligned(gctx) {
             return Err(S::InvalidParam);
         }
         self.require_snp()?;
@@ -722,62 +725,75 @@ impl State {
         if g.state != SnpGuestState::Running {
             return Err(S::InvalidGuestState);
         }
-        let page = self.read(req_pa, PAGE_SIZE)?;
-        let (hdr, _) = SnpGuestMsgHdr::read_from_prefix(&page).map_err(|_| S::InvalidParam)?;
-        let idx = hdr.msg_vmpck as usize;
-        if hdr.algo != AEAD_AES_256_GCM
-            || hdr.hdr_version != 1
+        let page_off = (req_pa & 0xFFF) as usize;
+        if page_off > PAGE_SIZE - MSG_HDR_LEN {
+            return Err(S::InvalidParam);
+        }
+        let (hdr, _) = SnpGuestMsgHdr::read_from_prefix(&self.read(req_pa, MSG_HDR_LEN)?)
+            .map_err(|_| S::InvalidParam)?;
+        let msg_sz = hdr.msg_sz.get() as usize;
+        if hdr.hdr_version != 1
             || hdr.hdr_sz.get() as usize != MSG_HDR_LEN
-            || idx > 3
-            || hdr.msg_sz.get() as usize > MSG_PAYLOAD_MAX
+            || hdr.algo != AEAD_AES_256_GCM
+            || msg_sz == 0
+            || !msg_sz.is_multiple_of(16)
+            || page_off + MSG_HDR_LEN + msg_sz > PAGE_SIZE
         {
             return Err(S::InvalidParam);
         }
-        let count = g.msg_count.get(idx).copied().unwrap_or(u64::MAX);
-        if count >= u64::MAX - 2 {
+        let idx = hdr.msg_vmpck as usize;
+        let key = g
+            .vmpck
+            .get(idx)
+            .copied()
+            .map(Zeroizing::new)
+            .ok_or(S::InvalidParam)?;
+        let msg = self.read(req_pa, MSG_HDR_LEN + msg_sz)?;
+        let (hdr, payload) = open(&key, &msg).map_err(|_| S::InvalidParam)?;
+        let payload = Zeroizing::new(payload);
+        let count = g.msg_count.get(idx).copied().unwrap_or(u64::MAX - 1);
+        if count == u64::MAX - 1 || hdr.msg_seqno.get() != count.wrapping_add(1) {
             return Err(S::AeadOflow);
         }
-        let key = g.vmpck.get(idx).copied().map(Zeroizing::new).ok_or(S::InvalidParam)?;
-        if hdr.msg_seqno.get() != count + 1 {
+        if hdr.msg_version != 1 || hdr.msg_type != MSG_REPORT_REQ {
             return Err(S::InvalidParam);
         }
-        let (hdr, payload) = open(&key, &page).map_err(|_| S::InvalidParam)?;
-        if hdr.msg_type != MSG_REPORT_REQ {
-            return Err(S::InvalidParam);
-        }
-        let req = MsgReportReq::read_from_prefix(&payload).map_err(|_| S::InvalidParam)?.0;
-        let vmpl = req.vmpl.get();
-        let key_sel = req.key_sel.get() & 3;
-        let mut rsp = vec![0u8; 0x20 + crate::report::REPORT_LEN];
-        let status = if vmpl > 3 || vmpl < idx as u32 || key_sel == 3 {
-            S::InvalidParam
-        } else if key_sel == 2 {
-            S::InvalidKey
-        } else {
-            let r = self.build_report(gctx, &req.report_data, vmpl)?;
-            wr(&mut rsp, 4, &(crate::report::REPORT_LEN as u32).to_le_bytes());
-            wr(&mut rsp, 0x20, r.as_bytes());
-            S::Success
+        let mut rsp = Zeroizing::new(vec![0u8; 0x20 + crate::report::REPORT_LEN]);
+        wr32(&mut rsp, 4, crate::report::REPORT_LEN as u32);
+        let status = match MsgReportReq::read_from_prefix(&payload) {
+            Ok((req, _)) if req.rsvd.iter().all(|&x| x == 0) && req.key_sel.get() & !3 == 0 => {
+                let key_sel = req.key_sel.get();
+                // No VLEK is ever loaded in this model.
+                if key_sel == 3 || key_sel == 2 || g.vcek_dis {
+                    S::InvalidKey
+                } else if req.vmpl.get() < idx as u32 {
+                    S::InvalidParam
+                } else {
+                    let r = self.build_report(gctx, &req.report_data, req.vmpl.get())?;
+                    wr(&mut rsp, 0x20, r.as_bytes());
+                    S::Success
+                }
+            }
+            _ => S::InvalidParam,
         };
         wr32(&mut rsp, 0, status.raw());
-        if status != S::Success {
-            rsp.truncate(0x20);
+        if (res_pa & 0xFFF) as usize + MSG_HDR_LEN + rsp.len() > PAGE_SIZE {
+            return Err(S::InvalidParam);
         }
-        let sealed = seal(&key, idx as u8, count + 2, MSG_REPORT_RSP, &rsp).map_err(|_| S::InvalidParam)?;
-        self.write(res_pa, &sealed)?;
+        let sealed =
+            seal(&key, idx as u8, count + 2, MSG_REPORT_RSP, &rsp).map_err(|_| S::InvalidParam)?;
         if let Some(c) = self.context_mut(gctx)?.msg_count.get_mut(idx) {
             *c = count + 2;
         }
-        Ok(())
+        self.write(res_pa, &sealed)
     }
 
+    /// The report for a running guest, signed by the VCEK (MASK_CHIP_KEY is
+    /// never set in this model, and no VLEK is loaded).
     fn build_report(&self, gctx: u64, report_data: &[u8; 64], vmpl: u32) -> Fw<AttestationReport> {
         let g = self.context(gctx)?;
         if g.state != SnpGuestState::Running {
             return Err(S::InvalidGuestState);
-        }
-        if vmpl > 3 {
-            return Err(S::InvalidParam);
         }
         let mut r = AttestationReport::new_zeroed();
         r.version = U32::new(2);
@@ -791,8 +807,8 @@ impl State {
         r.signature_algo = U32::new(SIG_ALGO_ECDSA_P384_SHA384);
         r.current_tcb = U64::new(self.cfg.tcb.0);
         r.platform_info = U64::new(u64::from(self.cfg.smt_enabled));
-        let signing_key: u32 = if g.vcek_dis { 7 } else { 0 };
-        r.key_info = U32::new(u32::from(g.author_key_en) | signing_key << 2);
+        // SIGNING_KEY (bits 4:2) = 0: VCEK.
+        r.key_info = U32::new(u32::from(g.author_key_en));
         r.report_data = *report_data;
         r.measurement = g.ld;
         r.host_data = g.host_data;
@@ -810,20 +826,18 @@ impl State {
         r.committed_minor = self.cfg.api_minor;
         r.committed_major = self.cfg.api_major;
         r.launch_tcb = U64::new(g.launch_tcb);
-        if signing_key == 0 {
-            r.signature = sign_message(&self.id.vcek, algo::ECDSA_SHA384, r.signed_bytes())
-                .map_err(|_| S::HwsevRetPlatform)?;
-        }
+        r.signature = sign_message(&self.id.vcek, algo::ECDSA_SHA384, r.signed_bytes())
+            .map_err(|_| S::HwsevRetPlatform)?;
         Ok(r)
     }
 }
 
 impl SimFirmware {
     /// The attestation report a running SNP guest receives for an
-    /// `MSG_REPORT_REQ` (facts §3.7) with `report_data` at `vmpl`, signed by the
-    /// simulated VCEK (unsigned, SIGNING_KEY = 7, if the guest was launched with
-    /// VCEK disabled). This is the firmware's report path with the guest
-    /// message AEAD layer (AES-256-GCM under a VMPCK) left out.
+    /// `MSG_REPORT_REQ` with KEY_SEL 0 sent under VMPCK0, with `report_data` at
+    /// `vmpl`, signed by the simulated VCEK: the report path of
+    /// SNP_GUEST_REQUEST without the AES-256-GCM message layer. A guest
+    /// launched with VCEK_DISABLED gets INVALID_KEY (no VLEK is loaded).
     pub fn guest_report(
         &self,
         gctx: u64,
@@ -832,6 +846,9 @@ impl SimFirmware {
     ) -> Result<AttestationReport, S> {
         let st = self.lock();
         st.require_snp()?;
+        if st.context(gctx)?.vcek_dis {
+            return Err(S::InvalidKey);
+        }
         st.build_report(gctx, report_data, vmpl)
     }
 

@@ -31,7 +31,13 @@ fn snp_host() -> Host {
         cpu: Cpu {
             vendor: "AuthenticAMD".into(),
             model_name: "AMD EPYC 9654 96-Core Processor".into(),
-            flags: vec!["svm".into(), "sev".into(), "sev_es".into(), "sev_snp".into(), "sme".into()],
+            flags: vec![
+                "svm".into(),
+                "sev".into(),
+                "sev_es".into(),
+                "sev_snp".into(),
+                "sme".into(),
+            ],
         },
         kvm_modules: vec!["kvm".into(), "kvm_amd".into()],
         kvm_params: BTreeMap::from([
@@ -43,7 +49,12 @@ fn snp_host() -> Host {
             api_version: 12,
             // default (0), sev (2), sev-es (3), snp (4).
             vm_types_bits: 0b1_1101,
-            vm_types: vec!["default".into(), "sev".into(), "sev-es".into(), "snp".into()],
+            vm_types: vec![
+                "default".into(),
+                "sev".into(),
+                "sev-es".into(),
+                "snp".into(),
+            ],
             tdx: Err("VM type `tdx` is not supported".into()),
         },
         sev: SevHost::Present {
@@ -105,15 +116,25 @@ fn options_parse() {
     let o = Options::parse(&["--json".into(), "--dangerous".into()]).unwrap();
     assert!(o.json && o.dangerous);
     assert_eq!(Options::parse(&[]).unwrap(), Options::default());
-    assert!(Options::parse(&["--force".into()]).unwrap_err().contains("--force"));
+    assert!(
+        Options::parse(&["--force".into()])
+            .unwrap_err()
+            .contains("--force")
+    );
 }
 
 #[test]
 fn ci_machine_runs_default_and_skips_every_confidential_tier() {
     let host = ci_machine();
     let plan = plan(&host, &Options::default());
-    assert_eq!(decision(&plan, "default/guest"), &Decision::Run(Check::DefaultGuest));
-    assert_eq!(decision(&plan, "default/capabilities"), &Decision::Run(Check::DefaultCaps));
+    assert_eq!(
+        decision(&plan, "default/guest"),
+        &Decision::Run(Check::DefaultGuest)
+    );
+    assert_eq!(
+        decision(&plan, "default/capabilities"),
+        &Decision::Run(Check::DefaultCaps)
+    );
     let snp = skip_reason(&plan, "snp/launch");
     assert!(
         snp.starts_with(
@@ -122,24 +143,51 @@ fn ci_machine_runs_default_and_skips_every_confidential_tier() {
         "{snp}"
     );
     assert!(snp.contains("shows no svm flag"), "{snp}");
-    assert!(snp.contains("kvm_amd is not loaded (KVM modules: kvm, kvm_pvm)"), "{snp}");
+    assert!(
+        snp.contains("kvm_amd is not loaded (KVM modules: kvm, kvm_pvm)"),
+        "{snp}"
+    );
     assert!(skip_reason(&plan, "sev/launch").contains("KVM_X86_SEV_VM (2)"));
     assert!(skip_reason(&plan, "sev-es/launch").contains("KVM_X86_SEV_ES_VM (3)"));
     let tdx = skip_reason(&plan, "tdx/launch");
-    assert!(tdx.contains("KVM_X86_TDX_VM (5) is not among them — TDX needs an Intel"), "{tdx}");
+    assert!(
+        tdx.contains("KVM_X86_TDX_VM (5) is not among them — TDX needs an Intel"),
+        "{tdx}"
+    );
     assert!(tdx.contains("this CPU is AuthenticAMD (AMD EPYC)"), "{tdx}");
     assert!(skip_reason(&plan, "sw-protected/memory").contains("KVM_X86_SW_PROTECTED_VM (1)"));
     for name in ["sev/platform-status", "snp/platform-status"] {
-        assert!(skip_reason(&plan, name).contains("/dev/sev does not exist"), "{name}");
+        assert!(
+            skip_reason(&plan, name).contains("/dev/sev does not exist"),
+            "{name}"
+        );
     }
-    for name in ["sev/factory-reset", "sev/pek-gen", "sev/pdh-gen", "snp/set-config", "snp/commit"] {
+    for name in [
+        "sev/factory-reset",
+        "sev/pek-gen",
+        "sev/pdh-gen",
+        "snp/set-config",
+        "snp/commit",
+    ] {
         let r = skip_reason(&plan, name);
-        assert!(r.contains("/dev/sev does not exist") && r.contains("--dangerous"), "{name}: {r}");
+        assert!(
+            r.contains("/dev/sev does not exist") && r.contains("--dangerous"),
+            "{name}: {r}"
+        );
     }
     // --dangerous cannot conjure a /dev/sev.
-    let plan = super::plan(&host, &Options { json: false, dangerous: true });
+    let plan = super::plan(
+        &host,
+        &Options {
+            json: false,
+            dangerous: true,
+        },
+    );
     let r = skip_reason(&plan, "snp/commit");
-    assert!(r.contains("/dev/sev does not exist") && !r.contains("--dangerous"), "{r}");
+    assert!(
+        r.contains("/dev/sev does not exist") && !r.contains("--dangerous"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -149,22 +197,49 @@ fn snp_host_without_launch_flow_is_not_run_never_passed() {
     for name in ["sev/launch", "sev-es/launch", "snp/launch"] {
         match decision(&plan, name) {
             Decision::NotRun(r) => {
-                assert!(r.starts_with("no launch flow for real hardware in this build"), "{r}")
+                assert!(
+                    r.starts_with("no launch flow for real hardware in this build"),
+                    "{r}"
+                )
             }
             other => panic!("{name}: {other:?}"),
         }
     }
     let tdx = skip_reason(&plan, "tdx/launch");
     assert!(tdx.contains("this CPU is AuthenticAMD"), "{tdx}");
-    assert_eq!(decision(&plan, "sev/platform-status"), &Decision::Run(Check::SevPlatformStatus));
-    assert_eq!(decision(&plan, "snp/platform-status"), &Decision::Run(Check::SnpPlatformStatus));
+    assert_eq!(
+        decision(&plan, "sev/platform-status"),
+        &Decision::Run(Check::SevPlatformStatus)
+    );
+    assert_eq!(
+        decision(&plan, "snp/platform-status"),
+        &Decision::Run(Check::SnpPlatformStatus)
+    );
     let r = skip_reason(&plan, "snp/commit");
-    assert!(r.starts_with("destructive: SNP_COMMIT") && r.ends_with("pass --dangerous to run it"), "{r}");
+    assert!(
+        r.starts_with("destructive: SNP_COMMIT") && r.ends_with("pass --dangerous to run it"),
+        "{r}"
+    );
 
-    let plan = super::plan(&host, &Options { json: false, dangerous: true });
-    assert_eq!(decision(&plan, "sev/factory-reset"), &Decision::Run(Check::FactoryReset));
-    assert_eq!(decision(&plan, "snp/commit"), &Decision::Run(Check::SnpCommit));
-    assert_eq!(decision(&plan, "snp/set-config"), &Decision::Run(Check::SnpSetConfig));
+    let plan = super::plan(
+        &host,
+        &Options {
+            json: false,
+            dangerous: true,
+        },
+    );
+    assert_eq!(
+        decision(&plan, "sev/factory-reset"),
+        &Decision::Run(Check::FactoryReset)
+    );
+    assert_eq!(
+        decision(&plan, "snp/commit"),
+        &Decision::Run(Check::SnpCommit)
+    );
+    assert_eq!(
+        decision(&plan, "snp/set-config"),
+        &Decision::Run(Check::SnpSetConfig)
+    );
 
     // An SEV-only firmware: SNP commands are skipped even with --dangerous.
     let mut sev_only = snp_host();
@@ -175,19 +250,34 @@ fn snp_host_without_launch_flow_is_not_run_never_passed() {
     if let KvmHost::Available { vm_types_bits, .. } = &mut sev_only.kvm {
         *vm_types_bits = 0b1101;
     }
-    let plan = super::plan(&sev_only, &Options { json: false, dangerous: true });
+    let plan = super::plan(
+        &sev_only,
+        &Options {
+            json: false,
+            dangerous: true,
+        },
+    );
     assert!(skip_reason(&plan, "snp/commit").contains("SNP is not usable"));
     assert!(skip_reason(&plan, "snp/platform-status").contains("offers no SNP VM type"));
-    assert_eq!(decision(&plan, "sev/pek-gen"), &Decision::Run(Check::PekGen));
+    assert_eq!(
+        decision(&plan, "sev/pek-gen"),
+        &Decision::Run(Check::PekGen)
+    );
 }
 
 #[test]
 fn tdx_host_reports_not_run_for_tdx_and_skips_amd() {
     let plan = plan(&tdx_host(), &Options::default());
     assert!(matches!(decision(&plan, "tdx/launch"), Decision::NotRun(_)));
-    assert!(matches!(decision(&plan, "tdx/capabilities"), Decision::NotRun(_)));
+    assert!(matches!(
+        decision(&plan, "tdx/capabilities"),
+        Decision::NotRun(_)
+    ));
     let sev = skip_reason(&plan, "sev/launch");
-    assert!(sev.starts_with("/dev/kvm offers VM types [default, tdx]; KVM_X86_SEV_VM (2)"), "{sev}");
+    assert!(
+        sev.starts_with("/dev/kvm offers VM types [default, tdx]; KVM_X86_SEV_VM (2)"),
+        "{sev}"
+    );
     assert!(sev.contains("this CPU is GenuineIntel"), "{sev}");
 }
 
@@ -205,7 +295,10 @@ fn missing_kvm_skips_the_default_tier() {
         reason: "unexpected KVM API version 11 (expected 12)".into(),
     };
     let plan = super::plan(&host, &Options::default());
-    assert_eq!(decision(&plan, "default/guest"), &Decision::Run(Check::DefaultGuest));
+    assert_eq!(
+        decision(&plan, "default/guest"),
+        &Decision::Run(Check::DefaultGuest)
+    );
 }
 
 #[test]
@@ -221,7 +314,10 @@ fn execute_maps_outcomes_and_json_has_the_table_shape() {
     let get = |n: &str| results.iter().find(|r| r.name == n).unwrap();
     assert_eq!(get("default/guest").status, Status::Passed);
     assert_eq!(get("snp/platform-status").status, Status::Failed);
-    assert_eq!(get("snp/platform-status").reason, "SNP_PLATFORM_STATUS failed: EIO");
+    assert_eq!(
+        get("snp/platform-status").reason,
+        "SNP_PLATFORM_STATUS failed: EIO"
+    );
     assert_eq!(get("snp/launch").status, Status::NotRun);
     assert_eq!(get("snp/commit").status, Status::Skipped);
     assert_eq!(get("snp/commit").duration_ms, 0.0);
@@ -234,7 +330,9 @@ fn execute_maps_outcomes_and_json_has_the_table_shape() {
         let mut keys: Vec<&str> = o.keys().map(String::as_str).collect();
         keys.sort_unstable();
         assert_eq!(keys, ["duration_ms", "name", "reason", "status"]);
-        assert!(["passed", "failed", "skipped", "not-run"].contains(&o["status"].as_str().unwrap()));
+        assert!(
+            ["passed", "failed", "skipped", "not-run"].contains(&o["status"].as_str().unwrap())
+        );
         assert!(o["duration_ms"].is_number());
     }
     let snp = tiers.iter().find(|t| t["name"] == "snp/launch").unwrap();
@@ -249,8 +347,14 @@ fn execute_maps_outcomes_and_json_has_the_table_shape() {
     );
     assert_eq!(v["host"]["cpu"]["vendor"], "AuthenticAMD");
     assert_eq!(v["host"]["kvm"]["state"], "available");
-    assert_eq!(v["host"]["kvm"]["vm_types"], serde_json::json!(["default", "sev", "sev-es", "snp"]));
+    assert_eq!(
+        v["host"]["kvm"]["vm_types"],
+        serde_json::json!(["default", "sev", "sev-es", "snp"])
+    );
     assert_eq!(v["host"]["sev"]["state"], "present");
+    assert_eq!(v["host"]["sev"]["platform_status"]["ok"], true);
+    assert_eq!(v["host"]["kvm"]["tdx"]["ok"], false);
+    assert!(v["host"]["kvm"]["tdx"]["error"].is_string());
     assert_eq!(v["dangerous"], false);
 }
 
@@ -260,7 +364,10 @@ fn table_lists_every_tier_with_status_and_reason() {
     let planned = plan(&host, &Options::default());
     let results = execute(&planned, |_| Err("boom".into()));
     let table = render_table(&host, &results);
-    assert!(table.contains("/dev/kvm: API 12, VM types [default] (0x1)"), "{table}");
+    assert!(
+        table.contains("/dev/kvm: API 12, VM types [default] (0x1)"),
+        "{table}"
+    );
     let header = table.lines().find(|l| l.starts_with("tier")).unwrap();
     assert!(header.contains("status") && header.contains("duration") && header.contains("reason"));
     for r in &results {

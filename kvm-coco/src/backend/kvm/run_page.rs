@@ -165,7 +165,13 @@ mod tests {
         let Exit::Tdx(TdxExit::GetQuote(q)) = &mut exit else {
             panic!("{exit:?}")
         };
-        assert_eq!(q.args, GetQuote { gpa: 0xabc000, size: 0x2000 });
+        assert_eq!(
+            q.args,
+            GetQuote {
+                gpa: 0xabc000,
+                size: 0x2000
+            }
+        );
         assert_eq!(q.current(), 0x8000_0000_0000_0003);
         q.reply(TdVmCallStatus::Success);
         assert_eq!(p[48 / 8], 0);

@@ -136,64 +136,7 @@ impl std::error::Error for KvmTdxError {
     }
 }
 
-/// User-space memory as KVM's `copy_from_user` sees it.
-pub trait UserMemory {
-    /// Copies `buf.len()` bytes from user address `addr`.
-    ///
-    /// # Errors
-    /// `EFAULT` if any byte is not mapped.
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Errno>;
-}
-
-/// One mapped user buffer at a chosen user address (borrowed, never copied).
-#[derive(Clone, Copy, Debug)]
-pub struct UserRegion<'a> {
-    /// The user address of `bytes[0]`.
-    pub addr: u64,
-    /// The bytes.
-    pub bytes: &'a [u8],
-}
-
-impl UserMemory for UserRegion<'_> {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
-        let off = addr.checked_sub(self.addr).ok_or(EFAULT)?;
-        let off = usize::try_from(off).map_err(|_| EFAULT)?;
-        let src = off
-            .checked_add(buf.len())
-            .and_then(|end| self.bytes.get(off..end))
-            .ok_or(EFAULT)?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-}
-
-/// A set of [`UserRegion`]s: a sparse user address space.
-#[derive(Clone, Debug, Default)]
-pub struct UserSpace<'a> {
-    regions: Vec<UserRegion<'a>>,
-}
-
-impl<'a> UserSpace<'a> {
-    /// An empty address space.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Maps `bytes` at `addr`.
-    pub fn map(&mut self, addr: u64, bytes: &'a [u8]) -> &mut Self {
-        self.regions.push(UserRegion { addr, bytes });
-        self
-    }
-}
-
-impl UserMemory for UserSpace<'_> {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
-        self.regions
-            .iter()
-            .find_map(|r| r.read(addr, buf).ok())
-            .ok_or(EFAULT)
-    }
-}
+pub use crate::sim::user::{UserMemory, UserRegion, UserSpace};
 
 #[derive(Debug)]
 struct VcpuSt {

@@ -1,0 +1,303 @@
+//! The backend abstraction under the launch API: the kernel-level operations a launch
+//! needs, each one `KVM_MEMORY_ENCRYPT_OP` sub-command (or memory / vCPU ioctl), with the
+//! kernel's in/out conventions kept visible so the launcher can apply QEMU's retry and
+//! range-consumption rules once for every backend.
+//!
+//! Two implementations exist: [`KvmBackend`](super::KvmBackend) over `/dev/kvm` and
+//! [`SimBackend`](super::SimBackend) over the software models in [`crate::sim`].
+
+use std::fmt;
+
+use kvm_bindings::{kvm_regs, kvm_sregs};
+use kvm_coco_uapi::{
+    KvmSevInit, KvmSevSnpLaunchFinish, KvmSevSnpLaunchStart, TdxCapabilitiesBuf, TdxInitVmBuf,
+};
+
+use super::LaunchError;
+use super::params::{HostLimits, SevSession, SnpIdentity};
+use crate::error::Error;
+use crate::exit::Exit;
+use crate::ops::EncryptOpError;
+use crate::vm_type::VmType;
+
+/// The part of a populate request still to be done, updated in place as the kernel
+/// reports progress (`SNP_LAUNCH_UPDATE`'s `gfn_start`/`len`, `INIT_MEM_REGION`'s
+/// `gpa`/`nr_pages`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Remaining {
+    /// Next guest-physical address to populate.
+    pub gpa: u64,
+    /// Bytes left (a multiple of 4096).
+    pub len: u64,
+}
+
+/// The initial content of a region: `bytes` sit at guest address `gpa`; anything past them
+/// (up to the region's end) is zero. Borrowed, never copied by the launcher.
+#[derive(Clone, Copy, Debug)]
+pub struct Source<'a> {
+    /// Guest-physical address of `bytes[0]`.
+    pub gpa: u64,
+    /// The content.
+    pub bytes: &'a [u8],
+}
+
+impl Source<'_> {
+    /// Copies the page at `gpa` (zero-padded) into `page`.
+    pub fn page(&self, gpa: u64, page: &mut [u8; 4096]) {
+        page.fill(0);
+        let Some(off) = gpa
+            .checked_sub(self.gpa)
+            .and_then(|o| usize::try_from(o).ok())
+        else {
+            return;
+        };
+        if let Some(src) = self.bytes.get(off..) {
+            let n = src.len().min(4096);
+            page[..n].copy_from_slice(&src[..n]);
+        }
+    }
+}
+
+/// SNP page types of `SNP_LAUNCH_UPDATE` (facts linux-uapi §3.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SnpPageType {
+    /// `KVM_SEV_SNP_PAGE_TYPE_NORMAL`.
+    Normal = 1,
+    /// `KVM_SEV_SNP_PAGE_TYPE_ZERO`.
+    Zero = 3,
+    /// `KVM_SEV_SNP_PAGE_TYPE_UNMEASURED`.
+    Unmeasured = 4,
+    /// `KVM_SEV_SNP_PAGE_TYPE_SECRETS`.
+    Secrets = 5,
+    /// `KVM_SEV_SNP_PAGE_TYPE_CPUID`.
+    Cpuid = 6,
+}
+
+/// A vCPU as the launch API sees it: registers while they are not protected, and
+/// `KVM_RUN` with the typed [`Exit`].
+pub trait LaunchVcpu: fmt::Debug {
+    /// The vCPU id.
+    fn id(&self) -> u32;
+    /// `KVM_GET_REGS` ([`Error::ProtectedState`] once the state is protected).
+    ///
+    /// # Errors
+    /// The core error.
+    fn regs(&self) -> Result<kvm_regs, Error>;
+    /// `KVM_SET_REGS` ([`Error::ProtectedState`] once the state is protected).
+    ///
+    /// # Errors
+    /// The core error.
+    fn set_regs(&mut self, regs: &kvm_regs) -> Result<(), Error>;
+    /// `KVM_GET_SREGS` ([`Error::ProtectedState`] once the state is protected).
+    ///
+    /// # Errors
+    /// The core error.
+    fn sregs(&self) -> Result<kvm_sregs, Error>;
+    /// `KVM_SET_SREGS` ([`Error::ProtectedState`] once the state is protected).
+    ///
+    /// # Errors
+    /// The core error.
+    fn set_sregs(&mut self, sregs: &kvm_sregs) -> Result<(), Error>;
+    /// Records that the register state is now protected (after SEV-ES
+    /// `LAUNCH_UPDATE_VMSA` or SNP `LAUNCH_FINISH`).
+    fn mark_protected(&mut self);
+    /// `KVM_RUN` until the next exit to user space.
+    ///
+    /// # Errors
+    /// The core error (e.g. `EINVAL` before the launch is finished).
+    fn run(&mut self) -> Result<Exit<'_>, Error>;
+}
+
+/// The kernel-level operations of a launch. Every method is one ioctl with the kernel's
+/// semantics: in/out structures are updated in place, errors carry the errno and the
+/// firmware status. The launcher ([`Launch`](super::Launch)) adds the order, the retries
+/// and the checks.
+pub trait Backend: fmt::Debug {
+    /// The backend's vCPU.
+    type Vcpu: LaunchVcpu;
+
+    /// The type of the VM behind this backend.
+    fn vm_type(&self) -> VmType;
+
+    /// The host values the parameters are checked against (`KVM_X86_GRP_SEV` attributes;
+    /// the TDX capabilities are read by the launcher with
+    /// [`tdx_capabilities`](Self::tdx_capabilities)).
+    ///
+    /// # Errors
+    /// A core error when the query itself fails.
+    fn host_limits(&self) -> Result<HostLimits, LaunchError>;
+
+    /// Adds guest RAM `[gpa, gpa+size)`: private-capable (guest_memfd) for SNP and TDX,
+    /// ordinary memory for SEV / SEV-ES.
+    ///
+    /// # Errors
+    /// The core error.
+    fn add_memory(&mut self, gpa: u64, size: u64) -> Result<(), LaunchError>;
+
+    /// `KVM_SET_MEMORY_ATTRIBUTES`: private or shared.
+    ///
+    /// # Errors
+    /// The core error.
+    fn set_private(&mut self, gpa: u64, size: u64, private: bool) -> Result<(), LaunchError>;
+
+    /// Reads shared (host-visible) guest memory.
+    ///
+    /// # Errors
+    /// [`LaunchError::NoMemory`] outside guest RAM.
+    fn read_shared(&self, gpa: u64, buf: &mut [u8]) -> Result<(), LaunchError>;
+
+    /// Writes shared (host-visible) guest memory.
+    ///
+    /// # Errors
+    /// [`LaunchError::NoMemory`] outside guest RAM.
+    fn write_shared(&mut self, gpa: u64, data: &[u8]) -> Result<(), LaunchError>;
+
+    /// `KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL)` for `KVM_HC_MAP_GPA_RANGE`.
+    ///
+    /// # Errors
+    /// The core error.
+    fn enable_map_gpa_range_exits(&mut self) -> Result<(), LaunchError>;
+
+    /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)` (TDX needs it before vCPUs).
+    ///
+    /// # Errors
+    /// The core error.
+    fn enable_split_irqchip(&mut self) -> Result<(), LaunchError>;
+
+    /// `KVM_CREATE_VCPU`.
+    ///
+    /// # Errors
+    /// The core error with the kernel's errno.
+    fn create_vcpu(&mut self, id: u32) -> Result<Self::Vcpu, LaunchError>;
+
+    /// `KVM_SEV_INIT2`.
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    fn sev_init2(&mut self, init: &mut KvmSevInit) -> Result<(), EncryptOpError>;
+
+    /// `KVM_SEV_LAUNCH_START` with `policy` and optional owner session; returns the
+    /// firmware handle.
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    fn sev_launch_start(
+        &mut self,
+        policy: u32,
+        session: Option<&SevSession>,
+    ) -> Result<u32, EncryptOpError>;
+
+    /// `KVM_SEV_LAUNCH_UPDATE_DATA` over `[gpa, gpa+len)` with content `src` (encrypted in
+    /// place and measured).
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    fn sev_launch_update_data(
+        &mut self,
+        gpa: u64,
+        len: u64,
+        src: Source<'_>,
+    ) -> Result<(), EncryptOpError>;
+
+    /// `KVM_SEV_LAUNCH_UPDATE_VMSA`: KVM encrypts and measures every vCPU's VMSA.
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    fn sev_launch_update_vmsa(&mut self) -> Result<(), EncryptOpError>;
+
+    /// `KVM_SEV_LAUNCH_MEASURE` (length probe, then fetch): the 48-byte blob
+    /// `MEASURE[32] ‖ MNONCE[16]`.
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    fn sev_launch_measure(&mut self) -> Result<Vec<u8>, EncryptOpError>;
+
+    /// `KVM_SEV_LAUNCH_SECRET`: injects `packet` (ciphertext) with `header` at `gpa`.
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    fn sev_launch_secret(
+        &mut self,
+        header: &[u8],
+        packet: &[u8],
+        gpa: u64,
+    ) -> Result<(), EncryptOpError>;
+
+    /// `KVM_SEV_LAUNCH_FINISH`.
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    fn sev_launch_finish(&mut self) -> Result<(), EncryptOpError>;
+
+    /// `KVM_SEV_SNP_ENABLE_REQ_CERTS`.
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    fn snp_enable_req_certs(&mut self) -> Result<(), EncryptOpError>;
+
+    /// `KVM_SEV_SNP_LAUNCH_START`.
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    fn snp_launch_start(&mut self, start: &mut KvmSevSnpLaunchStart) -> Result<(), EncryptOpError>;
+
+    /// One `KVM_SEV_SNP_LAUNCH_UPDATE` over `range` (advanced in place by what the kernel
+    /// consumed). For a CPUID page the kernel writes the firmware-corrected page back into
+    /// `cpuid_out` when the firmware rejects it.
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    fn snp_launch_update(
+        &mut self,
+        range: &mut Remaining,
+        page_type: SnpPageType,
+        src: Source<'_>,
+        cpuid_out: Option<&mut [u8; 4096]>,
+    ) -> Result<(), EncryptOpError>;
+
+    /// `KVM_SEV_SNP_LAUNCH_FINISH` (KVM first measures every vCPU's VMSA).
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    fn snp_launch_finish(
+        &mut self,
+        finish: &mut KvmSevSnpLaunchFinish,
+        identity: Option<&SnpIdentity>,
+    ) -> Result<(), EncryptOpError>;
+
+    /// `KVM_TDX_CAPABILITIES` into `buf` (its `nent` is the capacity).
+    ///
+    /// # Errors
+    /// The kernel's answer (`E2BIG` for a small buffer).
+    fn tdx_capabilities(&mut self, buf: &mut TdxCapabilitiesBuf) -> Result<(), EncryptOpError>;
+
+    /// `KVM_TDX_INIT_VM`.
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    fn tdx_init_vm(&mut self, init: &mut TdxInitVmBuf) -> Result<(), EncryptOpError>;
+
+    /// `KVM_TDX_INIT_VCPU` with initial RCX `rcx`.
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    fn tdx_init_vcpu(&mut self, vcpu: &Self::Vcpu, rcx: u64) -> Result<(), EncryptOpError>;
+
+    /// One `KVM_TDX_INIT_MEM_REGION` over `range` (advanced in place, also on error).
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    fn tdx_init_mem_region(
+        &mut self,
+        vcpu: &Self::Vcpu,
+        range: &mut Remaining,
+        measure: bool,
+        src: Source<'_>,
+    ) -> Result<(), EncryptOpError>;
+
+    /// `KVM_TDX_FINALIZE_VM`.
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    fn tdx_finalize_vm(&mut self) -> Result<(), EncryptOpError>;
+}

@@ -1,0 +1,301 @@
+//! The SNP sub-commands: SNP_LAUNCH_START, SNP_LAUNCH_UPDATE (`kvm_gmem_populate` +
+//! `sev_gmem_post_populate`) and SNP_LAUNCH_FINISH (VMSAs first).
+
+use kvm_coco_uapi::{
+    KVM_SEV_SNP_ID_AUTH_SIZE, KVM_SEV_SNP_ID_BLOCK_SIZE, KVM_SEV_SNP_PAGE_TYPE_CPUID,
+    KVM_SEV_SNP_PAGE_TYPE_NORMAL, KVM_SEV_SNP_PAGE_TYPE_SECRETS, KVM_SEV_SNP_PAGE_TYPE_UNMEASURED,
+    KVM_SEV_SNP_PAGE_TYPE_ZERO, KVM_X86_SNP_VM, KvmSevCmd, KvmSevSnpLaunchFinish,
+    KvmSevSnpLaunchStart, KvmSevSnpLaunchUpdate, SevRetCode,
+};
+use psp_driver::sim::mem::PAGE_SIZE;
+use psp_driver::{
+    SevDataSnpAddr, SevDataSnpLaunchFinish, SevDataSnpLaunchStart, SevDataSnpLaunchUpdate,
+    SevDataSnpPageReclaim, SnpGctxCreate,
+};
+
+use super::host::{EINVAL, SVM_SEV_FEAT_SECURE_TSC, SimSevHost};
+use super::vm::{EEXIST, EIO, ENOTTY, VmInner, VmState, arg, put, range_has};
+use crate::error::Errno;
+
+const PAGE: u64 = PAGE_SIZE as u64;
+/// `SNP_POLICY_MASK_RSVD_MBO` (bit 17): must be set.
+pub const SNP_POLICY_MASK_RSVD_MBO: u64 = 1 << 17;
+/// `INITIAL_VMSA_GPA`: the RMP GPA KVM gives VMSA pages.
+pub const INITIAL_VMSA_GPA: u64 = 0xFFFF_FFFF_F000;
+const SNP_PAGE_TYPE_VMSA: u8 = 2;
+
+/// `snp_free_firmware_page`: SNP_PAGE_RECLAIM, then back to the hypervisor.
+pub(super) fn free_firmware_page(host: &SimSevHost, pa: u64) {
+    let _ = host.psp.issue(&mut SevDataSnpPageReclaim { paddr: pa });
+    let _ = host.fw.rmp_make_shared(pa, false);
+}
+
+/// `snp_page_reclaim` of a guest page after a failed SNP_LAUNCH_UPDATE.
+fn reclaim(host: &SimSevHost, pa: u64) -> bool {
+    let ok = host
+        .psp
+        .issue(&mut SevDataSnpPageReclaim { paddr: pa })
+        .is_ok();
+    ok && host.fw.rmp_make_shared(pa, false).is_ok()
+}
+
+impl VmInner {
+    fn snp_active(&self, st: &VmState) -> bool {
+        st.sev.active && self.vm_type == KVM_X86_SNP_VM
+    }
+
+    pub(super) fn snp_launch_start(
+        &self,
+        st: &mut VmState,
+        cmd: &mut KvmSevCmd,
+        payload: &mut [u8],
+    ) -> Result<(), Errno> {
+        if !self.snp_active(st) {
+            return Err(ENOTTY);
+        }
+        let p: KvmSevSnpLaunchStart = arg(payload)?;
+        if st.sev.snp_context.is_some() || p.flags != 0 {
+            return Err(EINVAL);
+        }
+        if p.policy & !self.host.snp_policy_bits() != 0 || p.policy & SNP_POLICY_MASK_RSVD_MBO == 0
+        {
+            return Err(EINVAL);
+        }
+        st.sev.policy = p.policy;
+        let fd = cmd.sev_fd as i32;
+        // snp_context_create: a firmware-owned page, then SNP_GCTX_CREATE.
+        let gctx = self.host.alloc_pa(PAGE);
+        if self.host.fw.rmp_make_firmware(gctx).is_err() {
+            return Err(ENOTTY);
+        }
+        let mut create = SnpGctxCreate(SevDataSnpAddr { address: gctx });
+        if self.fw(fd, &mut create, &mut cmd.error).is_err() {
+            free_firmware_page(&self.host, gctx);
+            return Err(ENOTTY);
+        }
+        st.sev.snp_context = Some(gctx);
+        let mut start = SevDataSnpLaunchStart {
+            gctx_paddr: gctx,
+            policy: p.policy,
+            gosvw: p.gosvw,
+            ..Default::default()
+        };
+        if st.sev.vmsa_features & SVM_SEV_FEAT_SECURE_TSC != 0 {
+            start.desired_tsc_khz = st.tsc_khz;
+        }
+        let r = self.fw(fd, &mut start, &mut cmd.error).and_then(|()| {
+            st.sev.fd = fd;
+            let lease = st.sev.asid.as_mut().ok_or(EINVAL)?;
+            self.host.check_sev_fd(fd)?;
+            self.host.asids.bind_snp(lease, gctx).map_err(|e| match e {
+                psp_driver::AsidError::Firmware(pe) => {
+                    cmd.error = pe.status.raw();
+                    super::vm::psp_errno(&pe)
+                }
+                _ => EIO,
+            })
+        });
+        if let Err(e) = r {
+            // snp_decommission_context.
+            if self.host.asids.snp_decommission(gctx).is_ok() {
+                free_firmware_page(&self.host, gctx);
+            }
+            st.sev.snp_context = None;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub(super) fn snp_launch_update(
+        &self,
+        st: &mut VmState,
+        cmd: &mut KvmSevCmd,
+        payload: &mut [u8],
+    ) -> Result<(), Errno> {
+        if !self.snp_active(st) || st.sev.snp_context.is_none() {
+            return Err(EINVAL);
+        }
+        let mut p: KvmSevSnpLaunchUpdate = arg(payload)?;
+        let ty = u32::from(p.r#type);
+        let type_ok = matches!(
+            ty,
+            KVM_SEV_SNP_PAGE_TYPE_NORMAL
+                | KVM_SEV_SNP_PAGE_TYPE_ZERO
+                | KVM_SEV_SNP_PAGE_TYPE_UNMEASURED
+                | KVM_SEV_SNP_PAGE_TYPE_SECRETS
+                | KVM_SEV_SNP_PAGE_TYPE_CPUID
+        );
+        if p.len == 0 || !p.len.is_multiple_of(PAGE) || p.flags != 0 || !type_ok {
+            return Err(EINVAL);
+        }
+        let zero = ty == KVM_SEV_SNP_PAGE_TYPE_ZERO;
+        if !zero && (p.uaddr == 0 || !p.uaddr.is_multiple_of(PAGE)) {
+            return Err(EINVAL);
+        }
+        let gpa0 = p.gfn_start.checked_mul(PAGE).ok_or(EINVAL)?;
+        let (slot_end, gmem_fd, gmem_base) = {
+            let s = st
+                .slots
+                .values()
+                .find(|s| gpa0 >= s.gpa && gpa0 < s.gpa + s.size)
+                .ok_or(EINVAL)?;
+            let (fd, off) = s.gmem.ok_or(EINVAL)?;
+            (s.gpa + s.size, fd, off + (gpa0 - s.gpa))
+        };
+        let npages = (p.len / PAGE).min((slot_end - gpa0) / PAGE);
+        let fd = cmd.sev_fd as i32;
+        let mut fw_error = 0u32;
+        let mut count = 0u64;
+        let mut ret: Result<(), Errno> = Ok(());
+        while count < npages {
+            let gpa = gpa0 + count * PAGE;
+            let goff = gmem_base + count * PAGE;
+            let src = if zero {
+                None
+            } else {
+                Some(p.uaddr + count * PAGE)
+            };
+            if let Err(e) =
+                self.populate_one(st, gmem_fd, goff, gpa, src, fd, p.r#type, &mut fw_error)
+            {
+                ret = Err(e);
+                break;
+            }
+            count += 1;
+        }
+        if ret.is_err() && count == 0 {
+            cmd.error = fw_error;
+            return Err(EIO);
+        }
+        p.gfn_start += count;
+        p.len -= count * PAGE;
+        if !zero {
+            p.uaddr += count * PAGE;
+        }
+        put(payload, &p)
+    }
+
+    /// One page of `kvm_gmem_populate` + `sev_gmem_post_populate`.
+    #[allow(clippy::too_many_arguments)]
+    fn populate_one(
+        &self,
+        st: &mut VmState,
+        gmem_fd: i32,
+        goff: u64,
+        gpa: u64,
+        src: Option<u64>,
+        fd: i32,
+        page_type: u8,
+        fw_error: &mut u32,
+    ) -> Result<(), Errno> {
+        let g = st.gmems.get(&gmem_fd).ok_or(EINVAL)?;
+        if g.prepared.contains(&goff) {
+            return Err(EEXIST);
+        }
+        if !range_has(&st.private, gpa) {
+            return Err(EINVAL);
+        }
+        let pa = g.pa + goff;
+        let e = self.host.fw.rmp_entry(pa);
+        if e.assigned {
+            return Err(EEXIST);
+        }
+        if let Some(src) = src {
+            let mut page = vec![0u8; PAGE_SIZE];
+            self.host.read_user(src, &mut page)?;
+            self.host.pa_write(pa, &page)?;
+        }
+        let asid = st.sev.asid_num;
+        self.host
+            .fw
+            .rmp_make_private(pa, gpa, asid, false)
+            .map_err(|_| EINVAL)?;
+        let mut d = SevDataSnpLaunchUpdate {
+            gctx_paddr: st.sev.snp_context.unwrap_or(0),
+            address: pa,
+            ..Default::default()
+        };
+        d.set_page_type(page_type);
+        if let Err(e) = self.fw(fd, &mut d, fw_error) {
+            if reclaim(&self.host, pa)
+                && u32::from(page_type) == KVM_SEV_SNP_PAGE_TYPE_CPUID
+                && *fw_error == SevRetCode::InvalidParam.raw()
+                && let Some(src) = src
+            {
+                let mut page = vec![0u8; PAGE_SIZE];
+                if self.host.pa_read(pa, &mut page).is_ok() {
+                    let _ = self.host.write_user(src, &page);
+                }
+            }
+            if self.host.fw.rmp_entry(pa).assigned {
+                let _ = reclaim(&self.host, pa);
+            }
+            return Err(e);
+        }
+        if let Some(g) = st.gmems.get_mut(&gmem_fd) {
+            g.prepared.insert(goff);
+        }
+        Ok(())
+    }
+
+    /// `snp_launch_update_vmsa`: every vCPU's VMSA, in creation order.
+    fn snp_launch_update_vmsa(&self, st: &mut VmState, cmd: &mut KvmSevCmd) -> Result<(), Errno> {
+        let gctx = st.sev.snp_context.ok_or(EINVAL)?;
+        let fd = cmd.sev_fd as i32;
+        for i in 0..st.vcpus.len() {
+            let pa = self.sync_vmsa(st, i)?;
+            self.host
+                .fw
+                .rmp_make_private(pa, INITIAL_VMSA_GPA, st.sev.asid_num, false)
+                .map_err(|_| EINVAL)?;
+            let mut d = SevDataSnpLaunchUpdate {
+                gctx_paddr: gctx,
+                address: pa,
+                ..Default::default()
+            };
+            d.set_page_type(SNP_PAGE_TYPE_VMSA);
+            if let Err(e) = self.fw(fd, &mut d, &mut cmd.error) {
+                let _ = reclaim(&self.host, pa);
+                return Err(e);
+            }
+            if let Some(v) = st.vcpus.get_mut(i) {
+                v.protected = true;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn snp_launch_finish(
+        &self,
+        st: &mut VmState,
+        cmd: &mut KvmSevCmd,
+        payload: &mut [u8],
+    ) -> Result<(), Errno> {
+        if !self.snp_active(st) {
+            return Err(ENOTTY);
+        }
+        let gctx = st.sev.snp_context.ok_or(EINVAL)?;
+        let p: KvmSevSnpLaunchFinish = arg(payload)?;
+        if p.flags != 0 {
+            return Err(EINVAL);
+        }
+        self.snp_launch_update_vmsa(st, cmd)?;
+        let mut d = SevDataSnpLaunchFinish {
+            gctx_paddr: gctx,
+            host_data: p.host_data,
+            ..Default::default()
+        };
+        if p.id_block_en != 0 {
+            d.id_block_paddr = self.copy_user_blob(p.id_block_uaddr, KVM_SEV_SNP_ID_BLOCK_SIZE)?;
+            d.set_id_block_en(true);
+            d.id_auth_paddr = self.copy_user_blob(p.id_auth_uaddr, KVM_SEV_SNP_ID_AUTH_SIZE)?;
+            if p.auth_key_en != 0 {
+                d.set_auth_key_en(true);
+            }
+        }
+        d.set_vcek_disabled(p.vcek_disabled != 0);
+        self.fw(st.sev.fd, &mut d, &mut cmd.error)?;
+        st.pre_fault_allowed = true;
+        Ok(())
+    }
+}

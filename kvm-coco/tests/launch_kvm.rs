@@ -1,0 +1,49 @@
+//! The launch API on the real backend. Hosts of this project's kind support only the
+//! default VM type: every confidential launch must fail up front with the clear "not
+//! supported on this host" error. Skips without `/dev/kvm` (ENOENT / EACCES).
+
+use kvm_coco::launch::{KvmBackend, LaunchError};
+use kvm_coco::{Kvm, VmType};
+
+fn kvm() -> Option<Kvm> {
+    match Kvm::open() {
+        Ok(k) => Some(k),
+        Err(e) if e.is_kvm_unavailable() => {
+            println!("skipped: {e}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn confidential_launches_report_not_supported_on_this_host() {
+    let Some(kvm) = kvm() else { return };
+    let supported = kvm.supported_vm_types();
+    for t in VmType::CONFIDENTIAL {
+        if supported.contains(t) {
+            println!("skipped {t}: this host offers it");
+            continue;
+        }
+        match KvmBackend::new(&kvm, t) {
+            Err(e @ LaunchError::NotSupportedOnHost { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("not supported on this host"), "{msg}");
+                assert!(msg.contains(t.kernel_name()), "{msg}");
+                assert!(e.is_not_supported_on_host());
+            }
+            Err(e) => panic!("{t}: unexpected error {e}"),
+            Ok(b) => panic!("{t}: created {b:?} on a host without it"),
+        }
+    }
+}
+
+#[test]
+fn non_confidential_types_are_not_launch_targets() {
+    let Some(kvm) = kvm() else { return };
+    for t in [VmType::Default, VmType::SwProtected] {
+        let e = KvmBackend::new(&kvm, t).unwrap_err();
+        assert!(e.is_not_supported_on_host(), "{e}");
+        assert!(e.to_string().contains("not a confidential VM type"), "{e}");
+    }
+}
