@@ -356,6 +356,14 @@ impl Kvm {
     }
 
     /// The TDX capabilities through a temporary TD (the only scope the kernel offers).
+    ///
+    /// ```no_run
+    /// match kvm_coco::Kvm::open()?.tdx_capabilities().value() {
+    ///     Some(tdx) => println!("TD attributes {:#x}", tdx.supported_attrs),
+    ///     None => println!("no TDX here"),
+    /// }
+    /// # Ok::<(), kvm_coco::Error>(())
+    /// ```
     pub fn tdx_capabilities(&self) -> Availability<TdxCaps> {
         let supported = self.supported_vm_types();
         if !supported.contains(VmType::Tdx) {
@@ -404,6 +412,13 @@ impl Kvm {
     }
 
     /// The memory features of a temporary VM of `vm_type`.
+    ///
+    /// ```no_run
+    /// use kvm_coco::VmType;
+    /// let caps = kvm_coco::Kvm::open()?.vm_memory_capabilities(VmType::Default);
+    /// println!("{caps:?}");
+    /// # Ok::<(), kvm_coco::Error>(())
+    /// ```
     pub fn vm_memory_capabilities(&self, vm_type: VmType) -> Availability<MemoryCaps> {
         match self.create_vm(vm_type) {
             Ok(vm) => Availability::Available(MemoryCaps::probe(|c| vm.check_extension(c))),
@@ -417,7 +432,15 @@ impl Kvm {
         }
     }
 
-    /// The SEV platform part (`/dev/sev`).
+    /// The SEV platform part (`/dev/sev`, through psp-driver's `DevSev`).
+    ///
+    /// ```no_run
+    /// let p = kvm_coco::Kvm::open()?.sev_platform_capabilities();
+    /// if let Some(reason) = p.reason() {
+    ///     println!("no SEV platform: {reason}");
+    /// }
+    /// # Ok::<(), kvm_coco::Error>(())
+    /// ```
     pub fn sev_platform_capabilities(&self) -> Availability<SevPlatformCaps> {
         sev_platform(DEV_SEV)
     }

@@ -38,6 +38,9 @@
 //!     }
 //!     Err(e) => return Err(e),
 //! };
+//! # // Watchdog: SIGALRM ends this doctest process should KVM_RUN ever hang.
+//! # // SAFETY: alarm(2) only arms a timer.
+//! # unsafe { libc::alarm(30) };
 //! let vm = kvm.create_vm(VmType::Default)?;
 //! let mem = Arc::new(GuestMapping::anonymous(0x10_0000)?);
 //! mem.write(0x1000, &[0xba, 0xf8, 0x03, 0xb0, b'A', 0xee, 0xf4])?;

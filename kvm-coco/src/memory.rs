@@ -250,6 +250,14 @@ impl GuestMemfd {
 
     /// Allocates the backing pages of `[offset, offset+len)` ahead of use
     /// (`fallocate(KEEP_SIZE)`; mode 0 is refused by guest_memfd with `EOPNOTSUPP`).
+    ///
+    /// ```no_run
+    /// # use kvm_coco::{Kvm, VmType, GuestMemfdFlags};
+    /// let vm = Kvm::open()?.create_vm(VmType::Default)?;
+    /// let gmem = vm.create_guest_memfd(0x20_0000, GuestMemfdFlags::empty())?;
+    /// gmem.allocate(0, 0x20_0000)?;
+    /// # Ok::<(), kvm_coco::Error>(())
+    /// ```
     pub fn allocate(&self, offset: u64, len: u64) -> Result<()> {
         self.fallocate(libc::FALLOC_FL_KEEP_SIZE, offset, len, "fallocate")
     }
@@ -257,6 +265,15 @@ impl GuestMemfd {
     /// Maps the whole guest_memfd into the host. Needs [`GuestMemfdFlags::MMAP`]; only pages
     /// that are shared can be touched (with `INIT_SHARED`, all of them initially), a private
     /// page raises `SIGBUS`.
+    ///
+    /// ```no_run
+    /// # use kvm_coco::{Kvm, VmType, GuestMemfdFlags};
+    /// let vm = Kvm::open()?.create_vm(VmType::Default)?;
+    /// let flags = GuestMemfdFlags::MMAP | GuestMemfdFlags::INIT_SHARED;
+    /// let map = vm.create_guest_memfd(0x1000, flags)?.map()?;
+    /// map.write(0, b"shared")?;
+    /// # Ok::<(), kvm_coco::Error>(())
+    /// ```
     pub fn map(&self) -> Result<GuestMapping> {
         let size = usize::try_from(self.size).map_err(|_| Error::BadRange {
             gpa: 0,

@@ -212,6 +212,16 @@ impl Vcpu {
 
     /// Sets `kvm_run.immediate_exit`: while set, `KVM_RUN` returns at once with
     /// [`Exit::Interrupted`] without entering the guest.
+    ///
+    /// ```no_run
+    /// # use kvm_coco::{Kvm, VmType, Exit};
+    /// # let vm = Kvm::open()?.create_vm(VmType::Default)?;
+    /// let mut vcpu = vm.create_vcpu(0)?;
+    /// vcpu.set_immediate_exit(true);
+    /// assert!(matches!(vcpu.run()?, Exit::Interrupted));
+    /// vcpu.set_immediate_exit(false);
+    /// # Ok::<(), kvm_coco::Error>(())
+    /// ```
     pub fn set_immediate_exit(&mut self, on: bool) {
         self.fd.set_kvm_immediate_exit(u8::from(on));
     }

@@ -209,7 +209,7 @@ fn snp_launch_report_verifies_and_matches_offline_and_sev_snp_measure() {
     assert_eq!(report.report_data, report_data);
     assert_eq!(report.policy.get(), 0x30000);
     // A tampered report does not verify.
-    let mut bad = report.clone();
+    let mut bad = report;
     bad.measurement[0] ^= 1;
     assert!(verify_report(&bad, &chain, Some(&ark)).is_err());
 }

@@ -61,16 +61,6 @@ impl Flaky {
             caps_calls: Cell::new(0),
         }
     }
-
-    fn err(&self, command: &'static str, errno: i32) -> EncryptOpError {
-        EncryptOpError {
-            command,
-            errno: Errno::from_raw(errno),
-            firmware: FirmwareStatus::None,
-            vm_type: self.inner.vm_type(),
-            hint: None,
-        }
-    }
 }
 
 /// Runs `op` on a possibly shortened range and applies the injected answer.

@@ -64,17 +64,34 @@ fn dispatcher_rules() {
     let s = Session::new(&h, KVM_X86_SEV_VM);
     // Unknown ids and the handler-less ids: EINVAL, `error` untouched.
     for id in [10, 14, 19, 23, 99, 104, 1000] {
-        assert_eq!(raw(&s.vm, id, s.sev_fd, &mut [0; 64]), (EINVAL, 0xAA), "id {id}");
+        assert_eq!(
+            raw(&s.vm, id, s.sev_fd, &mut [0; 64]),
+            (EINVAL, 0xAA),
+            "id {id}"
+        );
     }
     // Before INIT: ENOTTY; RECEIVE_UPDATE_DATA and SNP_LAUNCH_UPDATE: EINVAL.
-    for id in [2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 15, 16, 17, 18, 20, 21, 100, 102] {
-        assert_eq!(raw(&s.vm, id, s.sev_fd, &mut [0; 128]), (ENOTTY, 0xAA), "id {id}");
+    for id in [
+        2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 15, 16, 17, 18, 20, 21, 100, 102,
+    ] {
+        assert_eq!(
+            raw(&s.vm, id, s.sev_fd, &mut [0; 128]),
+            (ENOTTY, 0xAA),
+            "id {id}"
+        );
     }
     for id in [13, 101, 103] {
-        assert_eq!(raw(&s.vm, id, s.sev_fd, &mut [0; 128]), (EINVAL, 0xAA), "id {id}");
+        assert_eq!(
+            raw(&s.vm, id, s.sev_fd, &mut [0; 128]),
+            (EINVAL, 0xAA),
+            "id {id}"
+        );
     }
     // A short payload: EFAULT (copy_from_user).
-    assert_eq!(raw(&s.vm, KVM_SEV_INIT2, s.sev_fd, &mut [0; 8]).0, libc::EFAULT);
+    assert_eq!(
+        raw(&s.vm, KVM_SEV_INIT2, s.sev_fd, &mut [0; 8]).0,
+        libc::EFAULT
+    );
     // SEV disabled in kvm_amd: every command is ENOTTY.
     let off = SimSevHost::new(SimSevConfig {
         sev: false,
@@ -83,7 +100,10 @@ fn dispatcher_rules() {
     .unwrap();
     let vm0 = SimSevVm::new(&off, KVM_X86_DEFAULT_VM).unwrap();
     assert_eq!(none(&vm0, KVM_SEV_INIT, 3).0, ENOTTY);
-    assert_eq!(SimSevVm::new(&off, KVM_X86_SEV_VM).unwrap_err().raw(), EINVAL);
+    assert_eq!(
+        SimSevVm::new(&off, KVM_X86_SEV_VM).unwrap_err().raw(),
+        EINVAL
+    );
     // Types the model does not offer.
     assert_eq!(SimSevVm::new(&h, KVM_X86_TDX_VM).unwrap_err().raw(), EINVAL);
 }
@@ -117,9 +137,17 @@ fn init_checks() {
     let mut ok = bad(0, SVM_SEV_FEAT_DEBUG_SWAP, 1);
     ok.pad1 = 7;
     ok.pad2 = [9; 8];
-    assert_eq!(init2(&es, ok), (0, 0xAA), "no firmware command issued after platform init? error untouched");
+    assert_eq!(
+        init2(&es, ok),
+        (0, 0xAA),
+        "no firmware command issued after platform init? error untouched"
+    );
     assert_eq!(init2(&es, KvmSevInit::default()).0, EINVAL, "second INIT2");
-    assert_eq!(none(&es.vm, KVM_SEV_INIT, es.sev_fd).0, EINVAL, "legacy INIT on a non-DEFAULT VM");
+    assert_eq!(
+        none(&es.vm, KVM_SEV_INIT, es.sev_fd).0,
+        EINVAL,
+        "legacy INIT on a non-DEFAULT VM"
+    );
     assert_eq!(init2(&snp, bad(0, SVM_SEV_FEAT_SECURE_TSC, 2)).0, 0);
     // INIT2 after a vCPU exists.
     let late = Session::new(&h, KVM_X86_SEV_VM);
@@ -148,7 +176,11 @@ fn snp_active_vm_refuses_legacy_ids_with_eperm() {
     let s = Session::new(&h, KVM_X86_SNP_VM);
     s.init2(0);
     for id in [0, 1, 2, 3, 4, 6, 7, 10, 16, 17, 18, 20, 22, 50, 99] {
-        assert_eq!(raw(&s.vm, id, s.sev_fd, &mut [0; 64]), (EPERM, 0xAA), "id {id}");
+        assert_eq!(
+            raw(&s.vm, id, s.sev_fd, &mut [0; 64]),
+            (EPERM, 0xAA),
+            "id {id}"
+        );
     }
     // Unknown ids >= 100 are still EINVAL.
     assert_eq!(raw(&s.vm, 104, s.sev_fd, &mut [0; 64]).0, EINVAL);
@@ -244,20 +276,33 @@ fn sev_out_of_order_rows() {
         handle: 1000,
         ..Default::default()
     };
-    assert_eq!(e(&s.vm, KVM_SEV_LAUNCH_START, s.sev_fd, &mut st), (EIO, INVALID_GUEST));
+    assert_eq!(
+        e(&s.vm, KVM_SEV_LAUNCH_START, s.sev_fd, &mut st),
+        (EIO, INVALID_GUEST)
+    );
 
     let mut st = KvmSevLaunchStart::default();
     assert_eq!(e(&s.vm, KVM_SEV_LAUNCH_START, s.sev_fd, &mut st), (0, 0));
     // A second LAUNCH_START: a new firmware guest, whose ACTIVATE of the VM's ASID fails.
     let mut st2 = KvmSevLaunchStart::default();
-    assert_eq!(e(&s.vm, KVM_SEV_LAUNCH_START, s.sev_fd, &mut st2), (EIO, ASID_OWNED));
+    assert_eq!(
+        e(&s.vm, KVM_SEV_LAUNCH_START, s.sev_fd, &mut st2),
+        (EIO, ASID_OWNED)
+    );
     assert_eq!(s.vm.handle(), st.handle);
     // LUPDATE: FINISH and SECRET are out of order (INVALID_GUEST_STATE).
-    assert_eq!(none(&s.vm, KVM_SEV_LAUNCH_FINISH, s.sev_fd), (EIO, INVALID_GUEST_STATE));
+    assert_eq!(
+        none(&s.vm, KVM_SEV_LAUNCH_FINISH, s.sev_fd),
+        (EIO, INVALID_GUEST_STATE)
+    );
     assert_eq!(secret(&s, ram), (EIO, INVALID_GUEST_STATE));
     // Argument checks of LAUNCH_UPDATE_DATA and LAUNCH_MEASURE.
     assert_eq!(update(&s, ram, 0).0, EINVAL);
-    assert_eq!(update(&s, 0x1000, 16).0, ENOMEM, "unmapped user memory cannot be pinned");
+    assert_eq!(
+        update(&s, 0x1000, 16).0,
+        ENOMEM,
+        "unmapped user memory cannot be pinned"
+    );
     let mut m = KvmSevLaunchMeasure {
         uaddr: blob,
         len: 16385,
@@ -279,10 +324,16 @@ fn sev_out_of_order_rows() {
     assert_eq!(measure(&s), (EIO, INVALID_GUEST_STATE));
     // Attestation length query: EIO with INVALID_LENGTH and the length written back.
     let mut a = KvmSevAttestationReport::default();
-    assert_eq!(e(&s.vm, KVM_SEV_GET_ATTESTATION_REPORT, s.sev_fd, &mut a), (EIO, 0x04));
+    assert_eq!(
+        e(&s.vm, KVM_SEV_GET_ATTESTATION_REPORT, s.sev_fd, &mut a),
+        (EIO, 0x04)
+    );
     assert_eq!(a.len, 0xD0);
     assert_eq!(none(&s.vm, KVM_SEV_LAUNCH_FINISH, s.sev_fd), (0, 0));
-    assert_eq!(none(&s.vm, KVM_SEV_LAUNCH_FINISH, s.sev_fd), (EIO, INVALID_GUEST_STATE));
+    assert_eq!(
+        none(&s.vm, KVM_SEV_LAUNCH_FINISH, s.sev_fd),
+        (EIO, INVALID_GUEST_STATE)
+    );
     // DBG with len 0 or dst 0.
     let mut d = KvmSevDbg {
         src_uaddr: ram,
@@ -295,7 +346,10 @@ fn sev_out_of_order_rows() {
     d.len = 0;
     assert_eq!(e(&s.vm, KVM_SEV_DBG_ENCRYPT, s.sev_fd, &mut d).0, EINVAL);
     // SEND_CANCEL needs SUPDATE (facts §6.2); the guest is RUNNING.
-    assert_eq!(none(&s.vm, KVM_SEV_SEND_CANCEL, s.sev_fd), (EIO, INVALID_GUEST_STATE));
+    assert_eq!(
+        none(&s.vm, KVM_SEV_SEND_CANCEL, s.sev_fd),
+        (EIO, INVALID_GUEST_STATE)
+    );
 }
 
 #[test]
@@ -307,7 +361,10 @@ fn seves_update_vmsa_rows() {
     let s = Session::new(&h, KVM_X86_SEV_ES_VM);
     s.init2(0);
     let mut st = KvmSevLaunchStart::default();
-    assert_eq!(e(&s.vm, KVM_SEV_LAUNCH_START, s.sev_fd, &mut st), (EIO, INVALID_ASID));
+    assert_eq!(
+        e(&s.vm, KVM_SEV_LAUNCH_START, s.sev_fd, &mut st),
+        (EIO, INVALID_ASID)
+    );
     assert_eq!(s.vm.handle(), 0);
     let s = Session::new(&h, KVM_X86_SEV_VM);
     s.init2(0);
@@ -315,7 +372,10 @@ fn seves_update_vmsa_rows() {
         policy: 0x4,
         ..Default::default()
     };
-    assert_eq!(e(&s.vm, KVM_SEV_LAUNCH_START, s.sev_fd, &mut st), (EIO, INVALID_ASID));
+    assert_eq!(
+        e(&s.vm, KVM_SEV_LAUNCH_START, s.sev_fd, &mut st),
+        (EIO, INVALID_ASID)
+    );
 
     let mut s = Session::new(&h, KVM_X86_SEV_ES_VM);
     s.init2(0);
@@ -348,7 +408,10 @@ fn seves_update_vmsa_rows() {
     };
     assert_eq!(e(&s.vm, KVM_SEV_LAUNCH_START, s.sev_fd, &mut st), (0, 0));
     assert_eq!(measure(&s), (0, 0));
-    assert_eq!(none(&s.vm, KVM_SEV_LAUNCH_UPDATE_VMSA, s.sev_fd), (EIO, INVALID_GUEST_STATE));
+    assert_eq!(
+        none(&s.vm, KVM_SEV_LAUNCH_UPDATE_VMSA, s.sev_fd),
+        (EIO, INVALID_GUEST_STATE)
+    );
     assert!(!s.vcpus[0].is_state_protected());
     // KVM_RUN of an SEV-ES vCPU whose VMSA was never encrypted: EINVAL.
     assert_eq!(s.vcpus[0].run(0, 0).unwrap_err().raw(), EINVAL);
@@ -393,7 +456,12 @@ fn snp_launch_start_rows() {
     // Policy checks (facts linux-uapi §3.3): bit 17 must be set; MIGRATE_MA (18) and bits
     // the host does not offer (21+) are refused; flags must be 0.
     assert_eq!(h.snp_policy_bits(), 0x1B_FFFF);
-    for p in [0x10000, 0x30000 | 1 << 18, 0x30000 | 1 << 21, 0x30000 | 1 << 63] {
+    for p in [
+        0x10000,
+        0x30000 | 1 << 18,
+        0x30000 | 1 << 21,
+        0x30000 | 1 << 63,
+    ] {
         assert_eq!(snp_start(&s, p, s.sev_fd), (EINVAL, 0xAA), "policy {p:#x}");
     }
     let mut st = KvmSevSnpLaunchStart {
@@ -401,7 +469,10 @@ fn snp_launch_start_rows() {
         flags: 1,
         ..Default::default()
     };
-    assert_eq!(e(&s.vm, KVM_SEV_SNP_LAUNCH_START, s.sev_fd, &mut st).0, EINVAL);
+    assert_eq!(
+        e(&s.vm, KVM_SEV_SNP_LAUNCH_START, s.sev_fd, &mut st).0,
+        EINVAL
+    );
     // GCTX_CREATE cannot be issued (bad fd): ENOTTY.
     assert_eq!(snp_start(&s, 0x30000, h.open_other()), (ENOTTY, 0xAA));
     assert!(s.vm.snp_context().is_none());
@@ -415,10 +486,16 @@ fn snp_launch_start_rows() {
     assert_eq!(none(&s.vm, KVM_SEV_SNP_ENABLE_REQ_CERTS, s.sev_fd).0, 0);
     assert!(s.vm.req_certs_enabled());
     s.vm.create_vcpu(0).unwrap();
-    assert_eq!(none(&s.vm, KVM_SEV_SNP_ENABLE_REQ_CERTS, s.sev_fd).0, EINVAL);
+    assert_eq!(
+        none(&s.vm, KVM_SEV_SNP_ENABLE_REQ_CERTS, s.sev_fd).0,
+        EINVAL
+    );
     // Not SNP: ENABLE_REQ_CERTS is EINVAL, SNP_LAUNCH_START ENOTTY.
     let (sev, _) = sev_started(&h, KVM_X86_SEV_VM, 0);
-    assert_eq!(none(&sev.vm, KVM_SEV_SNP_ENABLE_REQ_CERTS, sev.sev_fd).0, EINVAL);
+    assert_eq!(
+        none(&sev.vm, KVM_SEV_SNP_ENABLE_REQ_CERTS, sev.sev_fd).0,
+        EINVAL
+    );
     assert_eq!(snp_start(&sev, 0x30000, sev.sev_fd).0, ENOTTY);
 }
 
@@ -428,7 +505,10 @@ fn snp_launch_update_rows() {
     let mut s = snp_session(&h);
     let src = h.mmap(0x4000).unwrap();
     // Before SNP_LAUNCH_START: EINVAL.
-    assert_eq!(snp_update(&s, &mut normal(0x100, src, 0x1000)), (EINVAL, 0xAA));
+    assert_eq!(
+        snp_update(&s, &mut normal(0x100, src, 0x1000)),
+        (EINVAL, 0xAA)
+    );
     assert_eq!(snp_start(&s, 0x30000, s.sev_fd), (0, 0));
     // Argument checks.
     for mut u in [
@@ -436,17 +516,32 @@ fn snp_launch_update_rows() {
         normal(0x100, src, 0x800),
         normal(0x100, src + 8, 0x1000),
         normal(0x100, 0, 0x1000),
-        KvmSevSnpLaunchUpdate { flags: 1, ..normal(0x100, src, 0x1000) },
-        KvmSevSnpLaunchUpdate { r#type: 0, ..normal(0x100, src, 0x1000) },
-        KvmSevSnpLaunchUpdate { r#type: 2, ..normal(0x100, src, 0x1000) },
-        KvmSevSnpLaunchUpdate { r#type: 7, ..normal(0x100, src, 0x1000) },
+        KvmSevSnpLaunchUpdate {
+            flags: 1,
+            ..normal(0x100, src, 0x1000)
+        },
+        KvmSevSnpLaunchUpdate {
+            r#type: 0,
+            ..normal(0x100, src, 0x1000)
+        },
+        KvmSevSnpLaunchUpdate {
+            r#type: 2,
+            ..normal(0x100, src, 0x1000)
+        },
+        KvmSevSnpLaunchUpdate {
+            r#type: 7,
+            ..normal(0x100, src, 0x1000)
+        },
         // No memslot; a memslot without guest_memfd.
         normal(0x900, src, 0x1000),
     ] {
         assert_eq!(snp_update(&s, &mut u), (EINVAL, 0xAA), "{u:?}");
     }
     s.add_ram(1, 0x20_0000, 0x1000);
-    assert_eq!(snp_update(&s, &mut normal(0x200, src, 0x1000)), (EINVAL, 0xAA));
+    assert_eq!(
+        snp_update(&s, &mut normal(0x200, src, 0x1000)),
+        (EINVAL, 0xAA)
+    );
     // Not PRIVATE: nothing processed, EIO with error 0 (no firmware call).
     s.vm.set_memory_attributes(&KvmMemoryAttributes {
         address: 0x10_2000,
@@ -458,7 +553,11 @@ fn snp_launch_update_rows() {
     assert_eq!(snp_update(&s, &mut normal(0x102, src, 0x1000)), (EIO, 0));
     // Partial progress: page 0x101 succeeds, 0x102 is shared: success with the rest left.
     let mut u = normal(0x101, src, 0x2000);
-    assert_eq!(snp_update(&s, &mut u), (0, 0xAA), "success leaves error as passed");
+    assert_eq!(
+        snp_update(&s, &mut u),
+        (0, 0xAA),
+        "success leaves error as passed"
+    );
     assert_eq!((u.gfn_start, u.len, u.uaddr), (0x102, 0x1000, src + 0x1000));
     // Already populated: EIO (EEXIST internally).
     assert_eq!(snp_update(&s, &mut normal(0x101, src, 0x1000)), (EIO, 0));
@@ -467,8 +566,16 @@ fn snp_launch_update_rows() {
         r#type: KVM_SEV_SNP_PAGE_TYPE_ZERO as u8,
         ..normal(0x103, 0, 0x3000)
     };
-    assert_eq!(snp_update(&s, &mut u), (0, 0xAA), "success leaves error as passed");
-    assert_eq!((u.gfn_start, u.len, u.uaddr), (0x104, 0x2000, 0), "ZERO keeps uaddr");
+    assert_eq!(
+        snp_update(&s, &mut u),
+        (0, 0xAA),
+        "success leaves error as passed"
+    );
+    assert_eq!(
+        (u.gfn_start, u.len, u.uaddr),
+        (0x104, 0x2000, 0),
+        "ZERO keeps uaddr"
+    );
     // A bad sev_fd: EIO, error 0.
     let mut cmd = KvmSevCmd {
         id: KVM_SEV_SNP_LAUNCH_UPDATE,
@@ -476,7 +583,12 @@ fn snp_launch_update_rows() {
         ..Default::default()
     };
     let mut u = normal(0x100, src, 0x1000);
-    assert_eq!(s.vm.mem_enc_op(&mut cmd, u.as_mut_bytes()).unwrap_err().raw(), EIO);
+    assert_eq!(
+        s.vm.mem_enc_op(&mut cmd, u.as_mut_bytes())
+            .unwrap_err()
+            .raw(),
+        EIO
+    );
     assert_eq!(cmd.error, 0);
     // CPUID page the firmware rejects (leaf 7 EBX bit 2): EIO with INVALID_PARAM and the
     // corrected page copied back into the source buffer.
@@ -496,10 +608,17 @@ fn snp_launch_update_rows() {
         !(1u32 << 2)
     );
     // The page went back to the hypervisor: the corrected table is accepted.
-    assert_eq!(snp_update(&s, &mut u), (0, 0xAA), "success leaves error as passed");
+    assert_eq!(
+        snp_update(&s, &mut u),
+        (0, 0xAA),
+        "success leaves error as passed"
+    );
     // After SNP_LAUNCH_FINISH the firmware refuses more pages (guest not in LAUNCH).
     let mut fin = KvmSevSnpLaunchFinish::default();
-    assert_eq!(e(&s.vm, KVM_SEV_SNP_LAUNCH_FINISH, s.sev_fd, &mut fin), (0, 0));
+    assert_eq!(
+        e(&s.vm, KVM_SEV_SNP_LAUNCH_FINISH, s.sev_fd, &mut fin),
+        (0, 0)
+    );
     s.vm.set_memory_attributes(&KvmMemoryAttributes {
         address: 0x10_2000,
         size: 0x1000,
@@ -507,7 +626,10 @@ fn snp_launch_update_rows() {
         flags: 0,
     })
     .unwrap();
-    assert_eq!(snp_update(&s, &mut normal(0x102, src, 0x1000)), (EIO, INVALID_GUEST_STATE));
+    assert_eq!(
+        snp_update(&s, &mut normal(0x102, src, 0x1000)),
+        (EIO, INVALID_GUEST_STATE)
+    );
 }
 
 #[test]
@@ -517,20 +639,32 @@ fn snp_launch_finish_rows() {
     s.qemu_vcpus(2, 0x80_4004, 0x80_0F12);
     let mut fin = KvmSevSnpLaunchFinish::default();
     // Before SNP_LAUNCH_START: EINVAL.
-    assert_eq!(e(&s.vm, KVM_SEV_SNP_LAUNCH_FINISH, s.sev_fd, &mut fin), (EINVAL, 0xAA));
+    assert_eq!(
+        e(&s.vm, KVM_SEV_SNP_LAUNCH_FINISH, s.sev_fd, &mut fin),
+        (EINVAL, 0xAA)
+    );
     assert_eq!(snp_start(&s, 0x30000, s.sev_fd), (0, 0));
     // flags ≠ 0; an ID block without an address.
     fin.flags = 1;
-    assert_eq!(e(&s.vm, KVM_SEV_SNP_LAUNCH_FINISH, s.sev_fd, &mut fin).0, EINVAL);
+    assert_eq!(
+        e(&s.vm, KVM_SEV_SNP_LAUNCH_FINISH, s.sev_fd, &mut fin).0,
+        EINVAL
+    );
     fin.flags = 0;
     // DR7 bits on vCPU 1: EINVAL after vCPU 0 was measured and protected.
     s.vcpus[1].set_debug_regs(0xFFFF_0FF0, 0x402).unwrap();
-    assert_eq!(e(&s.vm, KVM_SEV_SNP_LAUNCH_FINISH, s.sev_fd, &mut fin).0, EINVAL);
+    assert_eq!(
+        e(&s.vm, KVM_SEV_SNP_LAUNCH_FINISH, s.sev_fd, &mut fin).0,
+        EINVAL
+    );
     assert!(s.vcpus[0].is_state_protected());
     assert_eq!(s.vcpus[0].regs().unwrap_err().raw(), EINVAL);
     // Protected vCPU 0 makes every further FINISH fail: "VMSAs already protected".
     s.vcpus[1].set_debug_regs(0xFFFF_0FF0, 0x400).unwrap();
-    assert_eq!(e(&s.vm, KVM_SEV_SNP_LAUNCH_FINISH, s.sev_fd, &mut fin).0, EINVAL);
+    assert_eq!(
+        e(&s.vm, KVM_SEV_SNP_LAUNCH_FINISH, s.sev_fd, &mut fin).0,
+        EINVAL
+    );
     assert!(!s.vm.pre_fault_allowed());
 
     // A clean second VM: ID block enabled without an address: EINVAL (after the VMSAs).
@@ -541,12 +675,18 @@ fn snp_launch_finish_rows() {
         id_block_en: 1,
         ..Default::default()
     };
-    assert_eq!(e(&s.vm, KVM_SEV_SNP_LAUNCH_FINISH, s.sev_fd, &mut fin).0, EINVAL);
+    assert_eq!(
+        e(&s.vm, KVM_SEV_SNP_LAUNCH_FINISH, s.sev_fd, &mut fin).0,
+        EINVAL
+    );
     // Zero vCPUs: FINISH reaches the firmware; a second one is INVALID_GUEST_STATE.
     let s = snp_session(&h);
     assert_eq!(snp_start(&s, 0x30000, s.sev_fd), (0, 0));
     let mut fin = KvmSevSnpLaunchFinish::default();
-    assert_eq!(e(&s.vm, KVM_SEV_SNP_LAUNCH_FINISH, s.sev_fd, &mut fin), (0, 0));
+    assert_eq!(
+        e(&s.vm, KVM_SEV_SNP_LAUNCH_FINISH, s.sev_fd, &mut fin),
+        (0, 0)
+    );
     assert!(s.vm.pre_fault_allowed());
     assert_eq!(
         e(&s.vm, KVM_SEV_SNP_LAUNCH_FINISH, s.sev_fd, &mut fin),
@@ -566,26 +706,29 @@ fn memory_rows() {
     assert_eq!(s.vm.register_region(&r).unwrap_err().raw(), ENOTTY);
     s.init2(0);
     assert_eq!(
-        s.vm
-            .register_region(&KvmEncRegion { addr: buf, size: 0 })
+        s.vm.register_region(&KvmEncRegion { addr: buf, size: 0 })
             .unwrap_err()
             .raw(),
         EINVAL
     );
     assert_eq!(
-        s.vm
-            .register_region(&KvmEncRegion { addr: 0x1000, size: 0x1000 })
-            .unwrap_err()
-            .raw(),
+        s.vm.register_region(&KvmEncRegion {
+            addr: 0x1000,
+            size: 0x1000
+        })
+        .unwrap_err()
+        .raw(),
         ENOMEM
     );
     s.vm.register_region(&r).unwrap();
     // UNREG needs the exact (addr, size).
     assert_eq!(
-        s.vm
-            .unregister_region(&KvmEncRegion { addr: buf, size: 0x1000 })
-            .unwrap_err()
-            .raw(),
+        s.vm.unregister_region(&KvmEncRegion {
+            addr: buf,
+            size: 0x1000
+        })
+        .unwrap_err()
+        .raw(),
         EINVAL
     );
     s.vm.unregister_region(&r).unwrap();
@@ -601,14 +744,20 @@ fn memory_rows() {
         guest_memfd: gmem as u32,
         ..Default::default()
     };
-    assert_eq!(s.vm.set_user_memory_region2(&slot).unwrap_err().raw(), EINVAL);
+    assert_eq!(
+        s.vm.set_user_memory_region2(&slot).unwrap_err().raw(),
+        EINVAL
+    );
     let attrs = KvmMemoryAttributes {
         address: 0,
         size: 0x1000,
         attributes: KVM_MEMORY_ATTRIBUTE_PRIVATE,
         flags: 0,
     };
-    assert_eq!(s.vm.set_memory_attributes(&attrs).unwrap_err().raw(), EINVAL);
+    assert_eq!(
+        s.vm.set_memory_attributes(&attrs).unwrap_err().raw(),
+        EINVAL
+    );
     // On SNP: a closed guest_memfd is EBADF, another file EINVAL, an overlap EEXIST.
     let snp = Session::new(&h, KVM_X86_SNP_VM);
     let g = snp.vm.create_guest_memfd(0x2000, 0).unwrap();
@@ -620,18 +769,33 @@ fn memory_rows() {
         guest_memfd: 999,
         ..Default::default()
     };
-    assert_eq!(snp.vm.set_user_memory_region2(&slot).unwrap_err().raw(), EBADF);
+    assert_eq!(
+        snp.vm.set_user_memory_region2(&slot).unwrap_err().raw(),
+        EBADF
+    );
     slot.guest_memfd = gmem as u32; // another VM's guest_memfd
-    assert_eq!(snp.vm.set_user_memory_region2(&slot).unwrap_err().raw(), EINVAL);
+    assert_eq!(
+        snp.vm.set_user_memory_region2(&slot).unwrap_err().raw(),
+        EINVAL
+    );
     slot.guest_memfd = g as u32;
     slot.flags |= 1; // LOG_DIRTY_PAGES with GUEST_MEMFD
-    assert_eq!(snp.vm.set_user_memory_region2(&slot).unwrap_err().raw(), EINVAL);
+    assert_eq!(
+        snp.vm.set_user_memory_region2(&slot).unwrap_err().raw(),
+        EINVAL
+    );
     slot.flags = KVM_MEM_GUEST_MEMFD;
     snp.vm.set_user_memory_region2(&slot).unwrap();
     slot.slot = 1;
     slot.guest_phys_addr = 0x1000;
-    assert_eq!(snp.vm.set_user_memory_region2(&slot).unwrap_err().raw(), libc::EEXIST);
+    assert_eq!(
+        snp.vm.set_user_memory_region2(&slot).unwrap_err().raw(),
+        libc::EEXIST
+    );
     slot.guest_memfd_offset = 0x1000;
     snp.vm.set_user_memory_region2(&slot).unwrap();
-    assert_eq!(snp.vm.create_guest_memfd(0x800, 0).unwrap_err().raw(), EINVAL);
+    assert_eq!(
+        snp.vm.create_guest_memfd(0x800, 0).unwrap_err().raw(),
+        EINVAL
+    );
 }

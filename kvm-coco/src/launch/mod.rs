@@ -471,7 +471,10 @@ impl<B: Backend> Launch<New, B> {
     /// # Errors
     /// [`LaunchError::BadRegion`] for a misaligned range; the backend's error.
     pub fn add_memory(&mut self, gpa: u64, size: u64) -> Result<(), LaunchError> {
-        if size == 0 || gpa % PAGE_SIZE as u64 != 0 || size % PAGE_SIZE as u64 != 0 {
+        if size == 0
+            || !gpa.is_multiple_of(PAGE_SIZE as u64)
+            || !size.is_multiple_of(PAGE_SIZE as u64)
+        {
             return Err(LaunchError::BadRegion {
                 gpa,
                 len: size,
@@ -725,7 +728,7 @@ impl<B: Backend> Launch<Started, B> {
                         reason: "SEV and SEV-ES measure every pre-encrypted region (LAUNCH_UPDATE_DATA)",
                     });
                 }
-                if s.len == 0 || s.len % 16 != 0 || s.gpa % 16 != 0 {
+                if s.len == 0 || !s.len.is_multiple_of(16) || !s.gpa.is_multiple_of(16) {
                     return Err(LaunchError::BadRegion {
                         gpa: s.gpa,
                         len: s.len,
@@ -748,7 +751,7 @@ impl<B: Backend> Launch<Started, B> {
 
     fn paged(s: &Step<'_>) -> Result<(), LaunchError> {
         let page = PAGE_SIZE as u64;
-        if s.len == 0 || s.gpa % page != 0 || s.len % page != 0 {
+        if s.len == 0 || !s.gpa.is_multiple_of(page) || !s.len.is_multiple_of(page) {
             return Err(LaunchError::BadRegion {
                 gpa: s.gpa,
                 len: s.len,
