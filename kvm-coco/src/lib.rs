@@ -88,6 +88,7 @@ pub use error::{Errno, Error, RegisterOp, Result};
 pub use exit::{
     Access, CertsReply, Exit, MapGpaReply, MemoryFault, SystemEvent, TdVmCallStatus, TdxExit,
 };
+pub use launch::{InitParams, Launch, LaunchError};
 pub use memory::{
     GuestMapping, GuestMemfd, GuestMemfdFlags, MemoryAttributes, MemoryRegion, MemoryRegionFlags,
     MemoryState,

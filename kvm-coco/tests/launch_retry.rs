@@ -52,6 +52,16 @@ struct Flaky {
 }
 
 impl Flaky {
+    fn err(&self, command: &'static str, errno: i32) -> EncryptOpError {
+        EncryptOpError {
+            command,
+            errno: Errno::from_raw(errno),
+            firmware: FirmwareStatus::None,
+            vm_type: self.inner.vm_type(),
+            hint: None,
+        }
+    }
+
     fn new(inner: SimBackend, f: Faults) -> Self {
         Self {
             inner,

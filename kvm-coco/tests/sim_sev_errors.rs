@@ -290,6 +290,10 @@ fn sev_out_of_order_rows() {
         (EIO, ASID_OWNED)
     );
     assert_eq!(s.vm.handle(), st.handle);
+    // The fd number LAUNCH_START remembered is resolved again: closed, it is EBADF.
+    h.close(s.sev_fd).unwrap();
+    assert_eq!(update(&s, ram, 16), (EBADF, 0xAA));
+    assert_eq!(h.open_dev_sev(), s.sev_fd, "same number reopened");
     // LUPDATE: FINISH and SECRET are out of order (INVALID_GUEST_STATE).
     assert_eq!(
         none(&s.vm, KVM_SEV_LAUNCH_FINISH, s.sev_fd),

@@ -533,3 +533,239 @@ fn destroyed_vm_asid_is_not_reused_before_df_flush() {
         "never ran: back to clean"
     );
 }
+
+/// SEND_* on one simulated host, RECEIVE_* on another: the guest's memory arrives intact
+/// under the target's key, through KVM's length queries and checks.
+#[test]
+fn sev_migration_round_trip_between_two_hosts() {
+    use zerocopy::IntoBytes;
+    let plain: Vec<u8> = (0..0x2000u32).map(|i| (i * 31 + 1) as u8).collect();
+    let (src, ram) = sev_guest_with(0, &plain);
+    let mut m = KvmSevLaunchMeasure {
+        uaddr: src.host.mmap(48).unwrap(),
+        len: 48,
+        ..Default::default()
+    };
+    src.vm
+        .sev_cmd(KVM_SEV_LAUNCH_MEASURE, src.sev_fd, &mut m)
+        .unwrap();
+    src.vm
+        .sev_cmd_none(KVM_SEV_LAUNCH_FINISH, src.sev_fd)
+        .unwrap();
+
+    let dst_host = SimSevHost::new(SimSevConfig {
+        firmware: SimConfig {
+            seed: [0x77; 32],
+            ..SimConfig::default()
+        },
+        ..SimSevConfig::default()
+    })
+    .unwrap();
+    let target_certs = dst_host.firmware().certs();
+    let source_certs = src.host.firmware().certs();
+
+    // SEND_START: length query, then the real call with the target's PDH.
+    let mut ss = KvmSevSendStart::default();
+    let e = src
+        .vm
+        .sev_cmd(KVM_SEV_SEND_START, src.sev_fd, &mut ss)
+        .unwrap_err();
+    assert_eq!(
+        (e.errno.raw(), e.error, ss.session_len),
+        (libc::EIO, 0x04, 0x80)
+    );
+    let h = &src.host;
+    let pdh = h.mmap_bytes(target_certs.pdh.as_bytes()).unwrap();
+    let chain = [
+        target_certs.pek.as_bytes(),
+        target_certs.oca.as_bytes(),
+        target_certs.cek.as_bytes(),
+    ]
+    .concat();
+    let plat = h.mmap_bytes(&chain).unwrap();
+    let amd = h.mmap_bytes(&[0u8; 64]).unwrap();
+    let session = h.mmap(0x80).unwrap();
+    ss.pdh_cert_uaddr = pdh;
+    ss.pdh_cert_len = target_certs.pdh.as_bytes().len() as u32;
+    ss.plat_certs_uaddr = plat;
+    ss.plat_certs_len = chain.len() as u32;
+    ss.amd_certs_uaddr = amd;
+    ss.amd_certs_len = 64;
+    ss.session_uaddr = session;
+    let mut bad = ss;
+    bad.plat_certs_uaddr = 0;
+    assert_eq!(
+        src.vm
+            .sev_cmd(KVM_SEV_SEND_START, src.sev_fd, &mut bad)
+            .unwrap_err()
+            .errno
+            .raw(),
+        libc::EINVAL,
+        "every certificate blob is required"
+    );
+    src.vm
+        .sev_cmd(KVM_SEV_SEND_START, src.sev_fd, &mut ss)
+        .unwrap();
+    let session_blob = h.read_user_vec(session, 0x80).unwrap();
+
+    // Target: RECEIVE_START with the source's PDH and the session.
+    let mut dst = Session::new(&dst_host, KVM_X86_SEV_VM);
+    dst.init2(0);
+    let dram = dst.add_ram(0, 0x10_0000, 0x2000);
+    let dh = &dst_host;
+    let mut rs = KvmSevReceiveStart {
+        policy: ss.policy,
+        pdh_uaddr: dh.mmap_bytes(source_certs.pdh.as_bytes()).unwrap(),
+        pdh_len: source_certs.pdh.as_bytes().len() as u32,
+        session_uaddr: dh.mmap_bytes(&session_blob).unwrap(),
+        session_len: 0x80,
+        ..Default::default()
+    };
+    dst.vm
+        .sev_cmd(KVM_SEV_RECEIVE_START, dst.sev_fd, &mut rs)
+        .unwrap();
+    assert_ne!(rs.handle, 0);
+
+    // Page by page: SEND_UPDATE_DATA (length query first), RECEIVE_UPDATE_DATA.
+    let mut q = KvmSevSendUpdateData::default();
+    let e = src
+        .vm
+        .sev_cmd(KVM_SEV_SEND_UPDATE_DATA, src.sev_fd, &mut q)
+        .unwrap_err();
+    assert_eq!(e.errno.raw(), libc::EIO);
+    assert!(q.hdr_len > 0);
+    let mut cross = KvmSevSendUpdateData {
+        hdr_uaddr: h.mmap(q.hdr_len.into()).unwrap(),
+        hdr_len: q.hdr_len,
+        guest_uaddr: ram + 0x800,
+        guest_len: 0x1000,
+        trans_uaddr: h.mmap(0x1000).unwrap(),
+        trans_len: 0x1000,
+        ..Default::default()
+    };
+    assert_eq!(
+        src.vm
+            .sev_cmd(KVM_SEV_SEND_UPDATE_DATA, src.sev_fd, &mut cross)
+            .unwrap_err()
+            .errno
+            .raw(),
+        libc::EINVAL,
+        "guest range crosses a page"
+    );
+    for page in 0..2u64 {
+        let hdr = h.mmap(q.hdr_len.into()).unwrap();
+        let trans = h.mmap(0x1000).unwrap();
+        let mut su = KvmSevSendUpdateData {
+            hdr_uaddr: hdr,
+            hdr_len: q.hdr_len,
+            guest_uaddr: ram + page * 0x1000,
+            guest_len: 0x1000,
+            trans_uaddr: trans,
+            trans_len: 0x1000,
+            ..Default::default()
+        };
+        src.vm
+            .sev_cmd(KVM_SEV_SEND_UPDATE_DATA, src.sev_fd, &mut su)
+            .unwrap();
+        let hdr_b = h.read_user_vec(hdr, q.hdr_len as usize).unwrap();
+        let trans_b = h.read_user_vec(trans, 0x1000).unwrap();
+        assert_ne!(
+            trans_b,
+            plain[(page as usize) * 0x1000..][..0x1000].to_vec()
+        );
+        let mut ru = KvmSevReceiveUpdateData {
+            hdr_uaddr: dh.mmap_bytes(&hdr_b).unwrap(),
+            hdr_len: q.hdr_len,
+            guest_uaddr: dram + page * 0x1000,
+            guest_len: 0x1000,
+            trans_uaddr: dh.mmap_bytes(&trans_b).unwrap(),
+            trans_len: 0x1000,
+            ..Default::default()
+        };
+        dst.vm
+            .sev_cmd(KVM_SEV_RECEIVE_UPDATE_DATA, dst.sev_fd, &mut ru)
+            .unwrap();
+    }
+    src.vm
+        .sev_cmd_none(KVM_SEV_SEND_FINISH, src.sev_fd)
+        .unwrap();
+    dst.vm
+        .sev_cmd_none(KVM_SEV_RECEIVE_FINISH, dst.sev_fd)
+        .unwrap();
+    let mut gs = KvmSevGuestStatus::default();
+    dst.vm
+        .sev_cmd(KVM_SEV_GUEST_STATUS, dst.sev_fd, &mut gs)
+        .unwrap();
+    assert_eq!(gs.state, 3, "RUNNING on the target");
+    assert_ne!(dh.read_user_vec(dram, 0x2000).unwrap(), plain);
+    let mut got = vec![0u8; 0x2000];
+    dst.vm.guest_read(0x10_0000, &mut got).unwrap();
+    assert_eq!(got, plain);
+    let _ = &mut dst;
+}
+
+/// LAUNCH_SECRET through KVM with a packet built here from its definition (facts §1.6):
+/// without a session the firmware's TIK and TEK are zero; MAC = HMAC-SHA256(TIK, 0x01 ‖
+/// FLAGS ‖ IV ‖ GUEST_LEN ‖ TRANS_LEN ‖ CT ‖ MEASURE), CT = AES-128-CTR(TEK, IV, secret).
+#[test]
+fn sev_launch_secret_is_injected_into_guest_memory() {
+    use aes::cipher::{KeyIvInit, StreamCipher};
+    let plain = vec![0u8; 0x2000];
+    let (s, ram) = sev_guest_with(0, &plain);
+    let out = s.host.mmap(48).unwrap();
+    let mut m = KvmSevLaunchMeasure {
+        uaddr: out,
+        len: 48,
+        ..Default::default()
+    };
+    s.vm.sev_cmd(KVM_SEV_LAUNCH_MEASURE, s.sev_fd, &mut m)
+        .unwrap();
+    let measure = s.host.read_user_vec(out, 32).unwrap();
+    let secret = *b"secret-payload-0123456789abcdef!";
+    let iv = [0x22u8; 16];
+    let mut ct = secret.to_vec();
+    ctr::Ctr128BE::<aes::Aes128>::new(&[0u8; 16].into(), &iv.into()).apply_keystream(&mut ct);
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&[0u8; 16]).unwrap();
+    for part in [
+        &[0x01u8][..],
+        &0u32.to_le_bytes(),
+        &iv,
+        &32u32.to_le_bytes(),
+        &32u32.to_le_bytes(),
+        &ct,
+        &measure,
+    ] {
+        mac.update(part);
+    }
+    let mut hdr = Vec::new();
+    hdr.extend_from_slice(&0u32.to_le_bytes());
+    hdr.extend_from_slice(&iv);
+    hdr.extend_from_slice(&mac.finalize().into_bytes());
+    let mut p = KvmSevLaunchSecret {
+        hdr_uaddr: s.host.mmap_bytes(&hdr).unwrap(),
+        hdr_len: 52,
+        guest_uaddr: ram + 0x1000,
+        guest_len: 32,
+        trans_uaddr: s.host.mmap_bytes(&ct).unwrap(),
+        trans_len: 32,
+        ..Default::default()
+    };
+    // A tampered MAC: BAD_MEASUREMENT (0x0B).
+    let mut bad_hdr = hdr.clone();
+    bad_hdr[51] ^= 1;
+    let mut bad = p;
+    bad.hdr_uaddr = s.host.mmap_bytes(&bad_hdr).unwrap();
+    let e =
+        s.vm.sev_cmd(KVM_SEV_LAUNCH_SECRET, s.sev_fd, &mut bad)
+            .unwrap_err();
+    assert_eq!((e.errno.raw(), e.error), (libc::EIO, 0x0B));
+    s.vm.sev_cmd(KVM_SEV_LAUNCH_SECRET, s.sev_fd, &mut p)
+        .unwrap();
+    assert_ne!(
+        s.host.read_user_vec(ram + 0x1000, 32).unwrap(),
+        secret.to_vec()
+    );
+    let mut got = [0u8; 32];
+    s.vm.guest_read(0x10_1000, &mut got).unwrap();
+    assert_eq!(got, secret);
+}

@@ -205,7 +205,13 @@ fn sev_errno(vm_type: VmType, id: u32, errno: Errno) -> EncryptOpError {
     )
 }
 
-/// The simulated backend. See the [module docs](self).
+/// The simulated backend: the launch commands go to the in-process models of KVM and the
+/// firmware ([`crate::sim::tdx`] for TDX, [`crate::sim::sev`] for SEV, SEV-ES and SNP), and
+/// its vCPUs ([`SimVcpu`]) run scripted guest programs ([`GuestOp`]).
+///
+/// Region contents are handed to the TDX model without a copy (a synthetic user address per
+/// GPA); the AMD model copies them into the simulated VMM's guest RAM first, as QEMU has the
+/// image in guest RAM before the launch commands.
 ///
 /// ```
 /// use kvm_coco::launch::{InitParams, Launch, SimBackend, TdxInit};
@@ -812,7 +818,10 @@ struct Slots {
     event: [u64; 16],
 }
 
-/// A simulated vCPU running a scripted guest program ([`GuestOp`]s).
+/// A simulated vCPU running a scripted guest program ([`GuestOp`]s): each
+/// [`run`](LaunchVcpu::run) executes the program until an operation needs the VMM and
+/// returns that exit, typed exactly as on real KVM; the reply written into the exit is what
+/// the guest sees next ([`outcomes`](Self::outcomes)).
 pub struct SimVcpu {
     id: u32,
     vm_type: VmType,

@@ -39,9 +39,11 @@
 //! | SNP_LAUNCH_FINISH before SNP_LAUNCH_START, flags, VMSAs already protected | `EINVAL` |
 //! | SNP_ENABLE_REQ_CERTS not SNP or after a vCPU | `EINVAL` |
 //!
-//! Not modelled: mirror VMs and intra-host migration, `EINTR`/`ETIMEDOUT`, RLIMIT_MEMLOCK
-//! accounting, huge pages, the GHCB and guest execution. SEND/RECEIVE reach the firmware,
-//! which does not implement migration (`EIO`, INVALID_COMMAND).
+//! Not modelled: mirror VMs and intra-host migration (`KVM_CAP_VM_{COPY,MOVE}_ENC_CONTEXT_FROM`), `EINTR`/`ETIMEDOUT`, RLIMIT_MEMLOCK
+//! accounting, huge pages, the GHCB and guest execution. SEND_* / RECEIVE_* follow KVM's
+//! handlers (length queries: `session_len`, `hdr_len` or `trans_len` 0; missing blobs:
+//! `EINVAL`; a guest range crossing a page: `EINVAL`; RECEIVE_START uses `sev_fd` and binds
+//! the ASID) over the firmware's migration commands.
 //!
 //! # Example: an SEV launch
 //!
@@ -78,6 +80,7 @@
 //! ```
 
 mod host;
+mod migrate;
 mod snp;
 mod vcpu;
 mod vm;

@@ -693,13 +693,13 @@ impl SimSevVm {
             KVM_SEV_DBG_DECRYPT => inner.dbg_crypt(&mut st, cmd, payload, true),
             KVM_SEV_DBG_ENCRYPT => inner.dbg_crypt(&mut st, cmd, payload, false),
             KVM_SEV_GET_ATTESTATION_REPORT => inner.attestation_report(&mut st, cmd, payload),
-            KVM_SEV_SEND_START
-            | KVM_SEV_SEND_UPDATE_DATA
-            | KVM_SEV_SEND_FINISH
-            | KVM_SEV_SEND_CANCEL
-            | KVM_SEV_RECEIVE_START
-            | KVM_SEV_RECEIVE_UPDATE_DATA
-            | KVM_SEV_RECEIVE_FINISH => inner.migration(&mut st, cmd),
+            KVM_SEV_SEND_START => inner.send_start(&mut st, cmd, payload),
+            KVM_SEV_SEND_UPDATE_DATA => inner.send_update_data(&mut st, cmd, payload),
+            KVM_SEV_RECEIVE_START => inner.receive_start(&mut st, cmd, payload),
+            KVM_SEV_RECEIVE_UPDATE_DATA => inner.receive_update_data(&mut st, cmd, payload),
+            KVM_SEV_SEND_FINISH | KVM_SEV_SEND_CANCEL | KVM_SEV_RECEIVE_FINISH => {
+                inner.migration_end(&mut st, cmd)
+            }
             KVM_SEV_SNP_LAUNCH_START => inner.snp_launch_start(&mut st, cmd, payload),
             KVM_SEV_SNP_LAUNCH_UPDATE => inner.snp_launch_update(&mut st, cmd, payload),
             KVM_SEV_SNP_LAUNCH_FINISH => inner.snp_launch_finish(&mut st, cmd, payload),
@@ -876,7 +876,12 @@ impl VmInner {
     }
 
     /// `sev_bind_asid`: ACTIVATE the VM's ASID to `handle` (without the deactivate lock).
-    fn bind_asid(&self, st: &mut VmState, handle: u32, error: &mut u32) -> Result<(), Errno> {
+    pub(super) fn bind_asid(
+        &self,
+        st: &mut VmState,
+        handle: u32,
+        error: &mut u32,
+    ) -> Result<(), Errno> {
         let lease = st.sev.asid.as_mut().ok_or(EINVAL)?;
         if lease.binding().is_some() {
             // A second guest context on the same ASID: the firmware decides (ASID_OWNED).
@@ -1198,46 +1203,6 @@ impl VmInner {
             size -= len;
         }
         Ok(())
-    }
-
-    /// SEND_* / RECEIVE_*: KVM's first check, then the firmware, which does not implement
-    /// migration (INVALID_COMMAND).
-    fn migration(&self, st: &mut VmState, cmd: &mut KvmSevCmd) -> Result<(), Errno> {
-        if !st.sev.active {
-            return Err(if cmd.id == KVM_SEV_RECEIVE_UPDATE_DATA {
-                EINVAL
-            } else {
-                ENOTTY
-            });
-        }
-        let fd = match cmd.id {
-            KVM_SEV_RECEIVE_START => cmd.sev_fd as i32,
-            _ => st.sev.fd,
-        };
-        let fw_cmd = match cmd.id {
-            KVM_SEV_SEND_START => psp_driver::SevCmd::SendStart,
-            KVM_SEV_SEND_UPDATE_DATA => psp_driver::SevCmd::SendUpdateData,
-            KVM_SEV_SEND_FINISH => psp_driver::SevCmd::SendFinish,
-            KVM_SEV_SEND_CANCEL => psp_driver::SevCmd::SendCancel,
-            KVM_SEV_RECEIVE_START => psp_driver::SevCmd::ReceiveStart,
-            KVM_SEV_RECEIVE_UPDATE_DATA => psp_driver::SevCmd::ReceiveUpdateData,
-            _ => psp_driver::SevCmd::ReceiveFinish,
-        };
-        self.host.check_sev_fd(fd)?;
-        let mut buf = vec![0u8; fw_cmd.buffer_len().unwrap_or(4)];
-        if let Some(h) = buf.get_mut(..4) {
-            h.copy_from_slice(&st.sev.handle.to_le_bytes());
-        }
-        match self.host.psp.issue_raw(fw_cmd, &mut buf) {
-            Ok(()) => {
-                cmd.error = 0;
-                Ok(())
-            }
-            Err(e) => {
-                cmd.error = e.status.raw();
-                Err(psp_errno(&e))
-            }
-        }
     }
 
     /// Decrypts one 4 KiB page at `page_pa` through the firmware's debug command (or

@@ -1,0 +1,95 @@
+//! A full SNP launch of a 4 GiB guest with Debian's OVMF on the simulated backend, for the
+//! memory figures: run it in release with
+//! `cargo test -p kvm-coco --release --test launch_big -- --ignored --nocapture`
+//! (optionally under `/usr/bin/time -v`). It checks the measurement against
+//! sev-snp-measure and the peak RSS against the guest size + 64 MiB, and prints the wall
+//! time and the peak RSS (`VmHWM`).
+
+#[path = "measure_common/mod.rs"]
+mod measure_common;
+
+use std::time::Instant;
+
+use kvm_coco::launch::{InitParams, Launch, SimBackend, SnpInit};
+use kvm_coco::measure::plan::PlanInputs;
+use kvm_coco::measure::vcpu::cpu_type_sig;
+use kvm_coco::measure::{FirmwareImage, LaunchPlan, MeasureOptions, measure};
+
+const GIB: u64 = 1 << 30;
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+#[ignore = "memory measurement; run in release with --ignored"]
+fn snp_4gib_ovmf_launch() {
+    let Some((_, img)) = measure_common::debian_ovmf() else {
+        return;
+    };
+    let t0 = Instant::now();
+    let fw = FirmwareImage::parse(&img).unwrap();
+    let inputs = PlanInputs {
+        vcpus: 4,
+        vcpu_sig: cpu_type_sig("EPYC-Milan"),
+        ..PlanInputs::new(&fw)
+    };
+    let plan = LaunchPlan::snp(&inputs).unwrap();
+    let off = measure(
+        &plan,
+        &MeasureOptions {
+            log: true,
+            progress: None,
+        },
+    )
+    .unwrap();
+    // sev-snp-measure --mode snp --vcpus 4 --vcpu-type EPYC-Milan --guest-features 0x1
+    // --ovmf OVMF.fd (kvm-coco/tests/vectors/sev-snp-measure.json).
+    assert_eq!(
+        off.digest.to_string(),
+        "e9c10ab98f8086bf4a4993dcdc1f768b1128bcb02301d1791f1d3274329e790db2d12a301d66d99a462a13b5d87e2840"
+    );
+    let t_plan = t0.elapsed();
+    let before = vm_hwm_kib();
+
+    // 4 GiB of RAM: 3 GiB below the PCI hole, 1 GiB above 4 GiB; the flash below 4 GiB.
+    let fw_len = img.len() as u64;
+    let t1 = Instant::now();
+    let mut launch = Launch::new(
+        SimBackend::snp().unwrap(),
+        InitParams::Snp(SnpInit::default()),
+    )
+    .unwrap();
+    launch.add_memory(0, 3 * GIB).unwrap();
+    launch.add_memory(4 * GIB - fw_len, fw_len).unwrap();
+    launch.add_memory(4 * GIB, GIB).unwrap();
+    for id in 0..4 {
+        launch.create_vcpu(id).unwrap();
+    }
+    let mut launch = launch.start().unwrap();
+    launch.add_plan(&plan).unwrap();
+    let launch = launch.measure().unwrap().finish().unwrap();
+    let t_launch = t1.elapsed();
+    assert_eq!(launch.log().diff(off.log.as_ref().unwrap()), None);
+    assert_eq!(
+        &launch.backend().snp_launch_digest().unwrap()[..],
+        off.digest.as_bytes()
+    );
+    let hwm = vm_hwm_kib();
+    println!(
+        "SNP 4 GiB guest, OVMF {} KiB, {} log entries: plan+offline {:?}, launch {:?}; \
+         VmHWM {} MiB (before launch {} MiB)",
+        fw_len / 1024,
+        launch.log().entries.len(),
+        t_plan,
+        t_launch,
+        hwm / 1024,
+        before / 1024
+    );
+    assert!(hwm * 1024 <= 4 * GIB + 64 * (1 << 20), "peak RSS {hwm} KiB");
+}
