@@ -598,3 +598,51 @@ fn snp_cpuid_page_rejection_names_the_corrected_leaves() {
         other => panic!("{other}"),
     }
 }
+
+#[test]
+fn debug_access_follows_the_policy() {
+    let img = measure_common::syn64k();
+    let fw = FirmwareImage::parse(&img).unwrap();
+    let plan = LaunchPlan::sev(&PlanInputs::new(&fw)).unwrap();
+    let run = |policy: u32| {
+        let mut l = Launch::new(
+            SimBackend::sev().unwrap(),
+            InitParams::Sev(SevInit {
+                policy,
+                session: None,
+            }),
+        )
+        .unwrap();
+        l.add_plan_memory(&plan).unwrap();
+        let mut l = l.start().unwrap();
+        l.add_plan(&plan).unwrap();
+        l.measure().unwrap().finish().unwrap()
+    };
+    // Debugging allowed: the plaintext of the encrypted firmware, and a write round trip.
+    let mut l = run(0);
+    let mut buf = [0u8; 32];
+    l.debug_read(0xFFFF_0000, &mut buf).unwrap();
+    assert_eq!(&buf[..], &img[..32]);
+    let mut host = [0u8; 32];
+    l.backend().read_shared(0xFFFF_0000, &mut host).unwrap();
+    assert_ne!(host, buf, "the host sees ciphertext");
+    l.debug_write(0xFFFF_0010, &[0xEE; 16]).unwrap();
+    l.debug_read(0xFFFF_0000, &mut buf).unwrap();
+    assert_eq!((&buf[..16], &buf[16..]), (&img[..16], &[0xEE; 16][..]));
+    // NODBG: refused before the ioctl.
+    let mut l = run(1);
+    assert!(matches!(
+        l.debug_read(0xFFFF_0000, &mut buf),
+        Err(LaunchError::DebugNotAllowed { policy: 1 })
+    ));
+    // SNP: not available.
+    let mut l = Launch::new(
+        SimBackend::snp().unwrap(),
+        InitParams::Snp(SnpInit::default()),
+    )
+    .unwrap();
+    assert!(matches!(
+        l.debug_read(0, &mut buf),
+        Err(LaunchError::NotAvailable { .. })
+    ));
+}

@@ -175,6 +175,12 @@ impl Backend for Flaky {
     fn sev_launch_finish(&mut self) -> Result<(), EncryptOpError> {
         self.inner.sev_launch_finish()
     }
+    fn sev_dbg_decrypt(&mut self, g: u64, b: &mut [u8]) -> Result<(), EncryptOpError> {
+        self.inner.sev_dbg_decrypt(g, b)
+    }
+    fn sev_dbg_encrypt(&mut self, g: u64, d: &[u8]) -> Result<(), EncryptOpError> {
+        self.inner.sev_dbg_encrypt(g, d)
+    }
     fn snp_enable_req_certs(&mut self) -> Result<(), EncryptOpError> {
         self.inner.snp_enable_req_certs()
     }

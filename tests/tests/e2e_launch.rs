@@ -36,13 +36,23 @@ fn plan(code: &[u8]) -> LaunchPlan<'_> {
         tee: Tee::Snp,
         initial_digest: None,
         steps: vec![
-            step(0xFFFF_E000, 0x2000, PageKind::Measured, Data::Borrowed(code)),
+            step(
+                0xFFFF_E000,
+                0x2000,
+                PageKind::Measured,
+                Data::Borrowed(code),
+            ),
             step(0x80_0000, 0x1000, PageKind::Zero, Data::None),
             step(0x80_1000, 0x1000, PageKind::Secrets, Data::None),
             step(0x80_2000, 0x1000, PageKind::Cpuid, Data::None),
             Step {
                 origin: Origin::Vmsa { vcpu: 0 },
-                ..step(SNP_VMSA_GPA, 0x1000, PageKind::Vmsa, Data::Shared(Arc::from(&vmsa[..])))
+                ..step(
+                    SNP_VMSA_GPA,
+                    0x1000,
+                    PageKind::Vmsa,
+                    Data::Shared(Arc::from(&vmsa[..])),
+                )
             },
         ],
     }
@@ -83,7 +93,14 @@ fn launch(
 fn snp_id_block_launch_and_report() {
     let code: Vec<u8> = (0..0x1800u32).map(|i| (i * 7 % 251) as u8).collect();
     let plan = plan(&code);
-    let off = measure(&plan, &MeasureOptions { log: true, progress: None }).unwrap();
+    let off = measure(
+        &plan,
+        &MeasureOptions {
+            log: true,
+            progress: None,
+        },
+    )
+    .unwrap();
     let ld: [u8; 48] = off.digest.as_bytes().try_into().unwrap();
     let id_key = SigningKey::from_slice(&[0x42; 48]).unwrap();
 
@@ -125,5 +142,5 @@ fn snp_id_block_launch_and_report() {
     assert_eq!(&report.host_data, b"host data bound into the report!");
     let auth = sign_id_block(&IdBlock::new(ld, POLICY), &id_key, None).unwrap();
     assert_eq!(report.id_key_digest, key_digest(&auth.id_key));
-    assert_eq!(report.author_key_en(), false);
+    assert!(!report.author_key_en());
 }

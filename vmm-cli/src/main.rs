@@ -9,7 +9,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod builtin;
+mod caps;
+mod check;
+mod launch;
 mod measure;
+mod report;
+mod tee;
+mod util;
 
 /// Create, launch, measure and attest confidential VMs on Linux KVM.
 #[derive(Debug, Parser)]
@@ -25,6 +32,16 @@ enum Command {
     ///
     /// A drop-in replacement for sev-snp-measure: same options, same output.
     Measure(Box<measure::MeasureArgs>),
+    /// Check whether this host can launch a confidential guest with the given options.
+    ///
+    /// Exit status 1 if any check fails; each failure comes with a fix hint.
+    Check(check::CheckArgs),
+    /// Show everything KVM, /dev/sev and the TDX module report about this host.
+    Caps(caps::CapsArgs),
+    /// Display and verify an SNP attestation report, a TDX TDREPORT or a TD quote.
+    Report(report::ReportArgs),
+    /// Launch a confidential guest (by default: the built-in firmware as an SNP guest).
+    Launch(Box<launch::LaunchArgs>),
 }
 
 /// What a successful run concluded.
@@ -76,6 +93,10 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Measure(args) => measure::run(&args),
+        Command::Check(args) => check::run(&args),
+        Command::Caps(args) => caps::run(&args),
+        Command::Report(args) => report::run(&args),
+        Command::Launch(args) => launch::run(&args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

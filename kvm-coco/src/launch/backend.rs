@@ -229,6 +229,20 @@ pub trait Backend: fmt::Debug {
     /// The kernel's answer.
     fn sev_launch_finish(&mut self) -> Result<(), EncryptOpError>;
 
+    /// `KVM_SEV_DBG_DECRYPT`: the plaintext of `buf.len()` guest bytes at `gpa` (the
+    /// firmware refuses unless the guest policy allows debugging).
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    fn sev_dbg_decrypt(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), EncryptOpError>;
+
+    /// `KVM_SEV_DBG_ENCRYPT`: writes `data` into guest memory at `gpa`, encrypted with the
+    /// guest's key (policy must allow debugging).
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    fn sev_dbg_encrypt(&mut self, gpa: u64, data: &[u8]) -> Result<(), EncryptOpError>;
+
     /// `KVM_SEV_SNP_ENABLE_REQ_CERTS`.
     ///
     /// # Errors

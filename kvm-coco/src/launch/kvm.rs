@@ -8,7 +8,7 @@ use std::sync::Arc;
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use kvm_coco_uapi::vm::{KVM_X86_GRP_SEV, KVM_X86_SEV_VMSA_FEATURES, KVM_X86_SNP_POLICY_BITS};
 use kvm_coco_uapi::{
-    KvmSevInit, KvmSevLaunchSecret, KvmSevLaunchStart, KvmSevLaunchUpdateData,
+    KvmSevDbg, KvmSevInit, KvmSevLaunchSecret, KvmSevLaunchStart, KvmSevLaunchUpdateData,
     KvmSevSnpLaunchFinish, KvmSevSnpLaunchStart, KvmSevSnpLaunchUpdate, KvmTdxInitMemRegion,
     TdxCapabilitiesBuf, TdxInitVmBuf,
 };
@@ -351,6 +351,38 @@ impl Backend for KvmBackend {
 
     fn sev_launch_finish(&mut self) -> Result<(), EncryptOpError> {
         self.vm.sev_launch_finish()
+    }
+
+    fn sev_dbg_decrypt(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), EncryptOpError> {
+        let len = buf.len() as u64;
+        let (m, off) = self
+            .host(gpa, len)
+            .ok_or_else(|| self.efault("KVM_SEV_DBG_DECRYPT"))?;
+        let mut d = KvmSevDbg {
+            src_uaddr: m.host_addr() + off,
+            dst_uaddr: buf.as_mut_ptr() as u64,
+            len: u32::try_from(len).map_err(|_| self.efault("KVM_SEV_DBG_DECRYPT"))?,
+            ..Default::default()
+        };
+        // SAFETY: `src_uaddr` lies in a guest mapping kept alive by `self.regions`;
+        // `dst_uaddr` is `buf`, exclusively borrowed for the call, `len` bytes.
+        unsafe { self.vm.sev_dbg_decrypt(&mut d) }
+    }
+
+    fn sev_dbg_encrypt(&mut self, gpa: u64, data: &[u8]) -> Result<(), EncryptOpError> {
+        let len = data.len() as u64;
+        let (m, off) = self
+            .host(gpa, len)
+            .ok_or_else(|| self.efault("KVM_SEV_DBG_ENCRYPT"))?;
+        let mut d = KvmSevDbg {
+            src_uaddr: data.as_ptr() as u64,
+            dst_uaddr: m.host_addr() + off,
+            len: u32::try_from(len).map_err(|_| self.efault("KVM_SEV_DBG_ENCRYPT"))?,
+            ..Default::default()
+        };
+        // SAFETY: `src_uaddr` is `data`, borrowed for the call; `dst_uaddr` lies in a guest
+        // mapping kept alive by `self.regions`, `len` bytes.
+        unsafe { self.vm.sev_dbg_encrypt(&mut d) }
     }
 
     fn snp_enable_req_certs(&mut self) -> Result<(), EncryptOpError> {

@@ -13,6 +13,8 @@
 //! | [`measure`](Launch::measure) | `LAUNCH_MEASURE` | `LAUNCH_UPDATE_VMSA`, `LAUNCH_MEASURE` | — (in the report) | — (in the TDREPORT) |
 //! | [`inject_secret`](Launch::inject_secret) | `LAUNCH_SECRET` | `LAUNCH_SECRET` | not available | not available |
 //! | [`finish`](Launch::finish) | `LAUNCH_FINISH` | `LAUNCH_FINISH` | `SNP_LAUNCH_FINISH` (measures the VMSAs) | `FINALIZE_VM` |
+//! | [`debug_read`](Launch::debug_read) / [`debug_write`](Launch::debug_write) | `DBG_DECRYPT` / `DBG_ENCRYPT` (policy without NODBG) | same | not available | not available |
+//! | vCPU initial state ([`add_plan`](Launch::add_plan)) | — | registers from the plan's VMSAs | same | — (INIT_VCPU's RCX, [`TdxInit::vcpu_rcx`]) |
 //!
 //! The order is a typestate, `Launch<New>` → `Launch<Started>` → `Launch<Measured>` →
 //! `Launch<Finished>`, so a call in the wrong state does not compile. What the typestate
@@ -262,6 +264,12 @@ pub enum LaunchError {
         gpa: u64,
         /// Length.
         len: u64,
+    },
+    /// The guest policy forbids debugging (SEV `NODBG`).
+    #[error("the guest policy {policy:#x} forbids debugging (NODBG is set)")]
+    DebugNotAllowed {
+        /// The policy.
+        policy: u32,
     },
     /// No vCPU with that id.
     #[error("no vCPU {0}")]
@@ -602,6 +610,55 @@ impl<S, B: Backend> Launch<S, B> {
     /// What LAUNCH_MEASURE returned (SEV / SEV-ES, once measured).
     pub fn sev_launch_measure(&self) -> Option<&SevLaunchMeasure> {
         self.sev_measure.as_ref()
+    }
+
+    /// Reads guest memory decrypted (`KVM_SEV_DBG_DECRYPT`), for SEV and SEV-ES guests
+    /// whose policy allows debugging.
+    ///
+    /// # Errors
+    /// [`LaunchError::DebugNotAllowed`] when the policy forbids it (checked before the
+    /// ioctl); [`LaunchError::NotAvailable`] for SNP (KVM has no SNP debug command) and TDX
+    /// (KVM does not support debug TDs); the kernel's answer.
+    pub fn debug_read(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), LaunchError> {
+        self.debug_allowed("debug_read")?;
+        Ok(self.backend.sev_dbg_decrypt(gpa, buf)?)
+    }
+
+    /// Writes guest memory encrypted with the guest's key (`KVM_SEV_DBG_ENCRYPT`), under
+    /// the same conditions as [`debug_read`](Self::debug_read).
+    ///
+    /// # Errors
+    /// As [`debug_read`](Self::debug_read).
+    pub fn debug_write(&mut self, gpa: u64, data: &[u8]) -> Result<(), LaunchError> {
+        self.debug_allowed("debug_write")?;
+        Ok(self.backend.sev_dbg_encrypt(gpa, data)?)
+    }
+
+    fn debug_allowed(&self, verb: &'static str) -> Result<(), LaunchError> {
+        let vm_type = self.vm_type();
+        let policy = match &self.params {
+            InitParams::Sev(p) => p.policy,
+            InitParams::SevEs(p) => p.policy,
+            InitParams::Snp(_) => {
+                return Err(LaunchError::NotAvailable {
+                    verb,
+                    vm_type,
+                    reason: "KVM exposes no debug decrypt/encrypt for SNP guests",
+                });
+            }
+            InitParams::Tdx(_) => {
+                return Err(LaunchError::NotAvailable {
+                    verb,
+                    vm_type,
+                    reason: "KVM does not support debug TDs (ATTRIBUTES.DEBUG)",
+                });
+            }
+        };
+        // SEV_POLICY_NODBG (bit 0).
+        if policy & 1 != 0 {
+            return Err(LaunchError::DebugNotAllowed { policy });
+        }
+        Ok(())
     }
 
     /// The log so far.

@@ -7,17 +7,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use kvm_coco_uapi::sev::{
-    KVM_SEV_INIT2, KVM_SEV_LAUNCH_FINISH, KVM_SEV_LAUNCH_MEASURE, KVM_SEV_LAUNCH_SECRET,
-    KVM_SEV_LAUNCH_START, KVM_SEV_LAUNCH_UPDATE_DATA, KVM_SEV_LAUNCH_UPDATE_VMSA,
-    KVM_SEV_SNP_ENABLE_REQ_CERTS, KVM_SEV_SNP_LAUNCH_FINISH, KVM_SEV_SNP_LAUNCH_START,
-    KVM_SEV_SNP_LAUNCH_UPDATE,
+    KVM_SEV_DBG_DECRYPT, KVM_SEV_DBG_ENCRYPT, KVM_SEV_INIT2, KVM_SEV_LAUNCH_FINISH,
+    KVM_SEV_LAUNCH_MEASURE, KVM_SEV_LAUNCH_SECRET, KVM_SEV_LAUNCH_START,
+    KVM_SEV_LAUNCH_UPDATE_DATA, KVM_SEV_LAUNCH_UPDATE_VMSA, KVM_SEV_SNP_ENABLE_REQ_CERTS,
+    KVM_SEV_SNP_LAUNCH_FINISH, KVM_SEV_SNP_LAUNCH_START, KVM_SEV_SNP_LAUNCH_UPDATE,
 };
 use kvm_coco_uapi::{
     KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_X86_SEV_ES_VM, KVM_X86_SEV_VM, KVM_X86_SNP_VM,
-    KvmMemoryAttributes, KvmSevInit, KvmSevLaunchMeasure, KvmSevLaunchSecret, KvmSevLaunchStart,
-    KvmSevLaunchUpdateData, KvmSevSnpLaunchFinish, KvmSevSnpLaunchStart, KvmSevSnpLaunchUpdate,
-    KvmTdxInitMemRegion, KvmUserspaceMemoryRegion2, SevCmdId, SevRetCode, TdxCapabilitiesBuf,
-    TdxInitVmBuf,
+    KvmMemoryAttributes, KvmSevDbg, KvmSevInit, KvmSevLaunchMeasure, KvmSevLaunchSecret,
+    KvmSevLaunchStart, KvmSevLaunchUpdateData, KvmSevSnpLaunchFinish, KvmSevSnpLaunchStart,
+    KvmSevSnpLaunchUpdate, KvmTdxInitMemRegion, KvmUserspaceMemoryRegion2, SevCmdId, SevRetCode,
+    TdxCapabilitiesBuf, TdxInitVmBuf,
 };
 use zerocopy::IntoBytes;
 
@@ -673,6 +673,48 @@ impl Backend for SimBackend {
 
     fn sev_launch_finish(&mut self) -> Result<(), EncryptOpError> {
         self.amd_none(KVM_SEV_LAUNCH_FINISH)
+    }
+
+    fn sev_dbg_decrypt(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), EncryptOpError> {
+        let vm_type = self.vm_type();
+        let id = KVM_SEV_DBG_DECRYPT;
+        let a = self.amd_for(id)?;
+        let err = |e| sev_errno(vm_type, id, e);
+        let len = buf.len() as u64;
+        let mut d = KvmSevDbg {
+            src_uaddr: a
+                .uaddr(gpa, len)
+                .ok_or(err(Errno::from_raw(libc::EFAULT)))?,
+            dst_uaddr: a.host.mmap(len.max(1)).map_err(err)?,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+            ..Default::default()
+        };
+        self.amd_cmd(id, &mut d)?;
+        let a = self.amd_for(id)?;
+        a.host.read_user(d.dst_uaddr, buf).map_err(err)?;
+        let _ = a.host.munmap(d.dst_uaddr);
+        Ok(())
+    }
+
+    fn sev_dbg_encrypt(&mut self, gpa: u64, data: &[u8]) -> Result<(), EncryptOpError> {
+        let vm_type = self.vm_type();
+        let id = KVM_SEV_DBG_ENCRYPT;
+        let a = self.amd_for(id)?;
+        let err = |e| sev_errno(vm_type, id, e);
+        let len = data.len() as u64;
+        let mut d = KvmSevDbg {
+            src_uaddr: a.host.mmap_bytes(data).map_err(err)?,
+            dst_uaddr: a
+                .uaddr(gpa, len)
+                .ok_or(err(Errno::from_raw(libc::EFAULT)))?,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+            ..Default::default()
+        };
+        let r = self.amd_cmd(id, &mut d);
+        if let Some(a) = self.amd_model() {
+            let _ = a.host.munmap(d.src_uaddr);
+        }
+        r
     }
 
     fn snp_enable_req_certs(&mut self) -> Result<(), EncryptOpError> {

@@ -1,0 +1,332 @@
+//! `vmm-cli report`: parse, display and verify attestation evidence.
+//!
+//! Accepted inputs (detected by size and header):
+//! * an SEV-SNP attestation report (exactly 0x4A0 = 1184 bytes, version 2 to 5, signature
+//!   algorithm 1 = ECDSA P-384/SHA-384);
+//! * an Intel TDX TD quote v4 (header version 4, TEE type 0x81);
+//! * an Intel TDX TDREPORT (exactly 1024 bytes, type byte 0x81).
+//!
+//! Verification:
+//! * `--sim-chain [--seed N]`: against the simulated platform of the software firmware
+//!   (the ARK → ASK → VCEK chain psp-driver's firmware derives from its seed, for SNP; the
+//!   software TDX module's report MAC and quoting key, for TDX);
+//! * `--chain ARK ASK VCEK`: an SNP report against the given certificates, each in the
+//!   SEV certificate format (0x824 bytes, P-384 keys with ECDSA-SHA384 signatures) that
+//!   psp-driver's guest-owner module verifies. AMD's X.509 certificates (PEM or DER, as
+//!   served by the AMD key distribution service, with RSA-4096 ARK/ASK) are recognized and
+//!   refused with an explanation.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use kvm_coco::sim::tdx::report::{TDREPORT_SIZE, TDX_REPORT_TYPE};
+use kvm_coco::sim::tdx::{SimTdxModule, TdQuote, TdReport, TdxModuleConfig};
+use psp_driver::owner::cert::{SEV_CERT_LEN, SevCert};
+use psp_driver::owner::snp::{SnpCertChain, verify_report};
+use psp_driver::report::{AttestationReport, REPORT_LEN, SIG_ALGO_ECDSA_P384_SHA384};
+use psp_driver::sim::{PhysMem, SimConfig, SimFirmware};
+use zerocopy::FromBytes;
+
+use crate::util::{self, print_json, seed_bytes};
+use crate::{CliError, Outcome, cli_err};
+
+/// Options of `vmm-cli report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The report or quote file.
+    file: PathBuf,
+    /// Verify an SNP report against AMD's ARK, ASK and VCEK (SEV certificate format).
+    #[arg(long, num_args = 3, value_names = ["ARK", "ASK", "VCEK"], conflicts_with = "sim_chain")]
+    chain: Option<Vec<PathBuf>>,
+    /// Verify against the simulated platform (software firmware / TDX module).
+    #[arg(long)]
+    sim_chain: bool,
+    /// Seed of the simulated platform (as given to `vmm-cli launch --seed`).
+    #[arg(long, value_name = "N", requires = "sim_chain", value_parser = util::int::<u64>)]
+    seed: Option<u64>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What the file holds.
+pub(crate) enum Evidence {
+    /// An SNP attestation report.
+    Snp(Box<AttestationReport>),
+    /// A TD quote v4.
+    Quote(Box<TdQuote>),
+    /// A TDREPORT.
+    TdReport(Box<TdReport>),
+}
+
+/// Detects and parses evidence.
+///
+/// # Errors
+/// A one-line error for anything that is not a complete report or quote.
+pub(crate) fn parse(bytes: &[u8]) -> Result<Evidence, CliError> {
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    if u16_at(0) == Some(4) && u32_at(4) == Some(0x81) {
+        return TdQuote::parse(bytes)
+            .map(|q| Evidence::Quote(Box::new(q)))
+            .map_err(|e| cli_err!("truncated or malformed TD quote: {e}"));
+    }
+    if bytes.len() == REPORT_LEN {
+        let r = AttestationReport::read_from_bytes(bytes)
+            .map_err(|_| cli_err!("not an SNP attestation report"))?;
+        let v = r.version.get();
+        if !(2..=5).contains(&v) || r.signature_algo.get() != SIG_ALGO_ECDSA_P384_SHA384 {
+            return Err(cli_err!(
+                "not an SNP attestation report (version {v}, signature algorithm {})",
+                r.signature_algo.get()
+            ));
+        }
+        return Ok(Evidence::Snp(Box::new(r)));
+    }
+    if bytes.len() == TDREPORT_SIZE && bytes.first() == Some(&TDX_REPORT_TYPE) {
+        return TdReport::from_slice(bytes)
+            .map(|r| Evidence::TdReport(Box::new(r)))
+            .map_err(|e| cli_err!("malformed TDREPORT: {e}"));
+    }
+    Err(cli_err!(
+        "not an SNP attestation report ({REPORT_LEN} bytes), a TDX TDREPORT ({TDREPORT_SIZE} bytes) or a TD quote v4: {} bytes{}",
+        bytes.len(),
+        if bytes.len() < REPORT_LEN && bytes.len() > 64 {
+            " (truncated?)"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// The simulated SNP chain of the software firmware seeded with `seed` (the firmware's
+/// default seed without one).
+pub(crate) fn sim_snp_chain(seed: Option<u64>) -> SnpCertChain {
+    let mut cfg = SimConfig::default();
+    if let Some(s) = seed {
+        cfg.seed = seed_bytes(s);
+    }
+    SimFirmware::new(cfg, Arc::new(PhysMem::new())).certs().snp
+}
+
+/// The software TDX module seeded like `vmm-cli launch --seed`.
+pub(crate) fn sim_tdx_module(seed: Option<u64>) -> SimTdxModule {
+    let mut cfg = TdxModuleConfig::default();
+    if let Some(s) = seed {
+        cfg.seed = seed_bytes(s);
+    }
+    SimTdxModule::new(cfg)
+}
+
+fn read_cert(p: &Path) -> Result<SevCert, CliError> {
+    let b = util::read("certificate", p)?;
+    if b.starts_with(b"-----BEGIN") || b.first() == Some(&0x30) {
+        return Err(cli_err!(
+            "certificate '{}' is X.509 (PEM/DER, as served by AMD KDS); this tool verifies SEV-format certificates (0x824 bytes) only",
+            p.display()
+        ));
+    }
+    if b.len() != SEV_CERT_LEN {
+        return Err(cli_err!(
+            "certificate '{}' is {} bytes; an SEV-format certificate is {SEV_CERT_LEN}",
+            p.display(),
+            b.len()
+        ));
+    }
+    SevCert::read_from_bytes(&b).map_err(|_| cli_err!("certificate '{}' is malformed", p.display()))
+}
+
+fn h(b: &[u8]) -> String {
+    hex::encode(b)
+}
+
+/// One `name: value` row per field of an SNP report.
+pub(crate) fn snp_rows(r: &AttestationReport) -> Vec<(&'static str, String)> {
+    let key = match r.signing_key() {
+        0 => "VCEK".to_string(),
+        1 => "VLEK".to_string(),
+        7 => "none".to_string(),
+        k => format!("reserved ({k})"),
+    };
+    vec![
+        ("type", "SEV-SNP attestation report".into()),
+        ("version", r.version.get().to_string()),
+        ("guest_svn", r.guest_svn.get().to_string()),
+        ("policy", format!("{:#x}", r.policy.get())),
+        ("vmpl", r.vmpl.get().to_string()),
+        ("signing_key", key),
+        ("platform_info", format!("{:#x}", r.platform_info.get())),
+        ("measurement", h(&r.measurement)),
+        ("report_data", h(&r.report_data)),
+        ("host_data", h(&r.host_data)),
+        ("family_id", h(&r.family_id)),
+        ("image_id", h(&r.image_id)),
+        ("id_key_digest", h(&r.id_key_digest)),
+        ("author_key_digest", h(&r.author_key_digest)),
+        ("report_id", h(&r.report_id)),
+        ("current_tcb", format!("{:#018x}", r.current_tcb.get())),
+        ("reported_tcb", format!("{:#018x}", r.reported_tcb.get())),
+        ("launch_tcb", format!("{:#018x}", r.launch_tcb.get())),
+        (
+            "firmware",
+            format!(
+                "{}.{} build {}",
+                r.current_major, r.current_minor, r.current_build
+            ),
+        ),
+        ("chip_id", h(&r.chip_id)),
+    ]
+}
+
+fn tdreport_rows(r: &TdReport) -> Vec<(&'static str, String)> {
+    let mut v = vec![
+        ("type", "TDX TDREPORT".to_string()),
+        (
+            "attributes",
+            format!("{:#018x}", r.td_info.attributes.get()),
+        ),
+        ("xfam", format!("{:#018x}", r.td_info.xfam.get())),
+        ("mrtd", h(&r.td_info.mrtd)),
+        ("mrconfigid", h(&r.td_info.mrconfigid)),
+        ("mrowner", h(&r.td_info.mrowner)),
+        ("mrownerconfig", h(&r.td_info.mrownerconfig)),
+    ];
+    let names = ["rtmr0", "rtmr1", "rtmr2", "rtmr3"];
+    for (n, m) in names.iter().zip(r.td_info.rtmr.iter()) {
+        v.push((n, h(m)));
+    }
+    v.push(("report_data", h(&r.report_mac.report_data)));
+    v.push(("mrseam", h(&r.tee_tcb_info.mrseam)));
+    v
+}
+
+fn quote_rows(q: &TdQuote) -> Vec<(String, String)> {
+    let mut v = vec![("type".to_string(), "TDX TD quote v4".to_string())];
+    for line in q.body.to_string().lines() {
+        if let Some((k, val)) = line.split_once(": ") {
+            v.push((k.to_string(), val.to_string()));
+        }
+    }
+    v
+}
+
+/// Displayed fields.
+type Rows = Vec<(String, String)>;
+/// The verification result, if one was asked for.
+type Verdict = Option<Result<String, String>>;
+
+/// Runs `vmm-cli report`.
+pub(crate) fn run(a: &ReportArgs) -> Result<Outcome, CliError> {
+    let bytes = util::read("report", &a.file)?;
+    let ev = parse(&bytes)?;
+    let chain = match &a.chain {
+        Some(files) => {
+            let [ark, ask, vcek] = files.as_slice() else {
+                return Err(cli_err!("--chain takes three files: ARK ASK VCEK"));
+            };
+            Some(SnpCertChain {
+                ark: read_cert(ark)?,
+                ask: read_cert(ask)?,
+                vcek: read_cert(vcek)?,
+            })
+        }
+        None => None,
+    };
+    let (rows, verdict): (Rows, Verdict) = match &ev {
+        Evidence::Snp(r) => {
+            let rows = snp_rows(r)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            let verdict = if let Some(c) = &chain {
+                Some(
+                    verify_report(r, c, None)
+                        .map(|()| "signature verified against the given ARK/ASK/VCEK".into())
+                        .map_err(|e| e.to_string()),
+                )
+            } else if a.sim_chain {
+                let c = sim_snp_chain(a.seed);
+                Some(
+                    verify_report(r, &c, None)
+                        .map(|()| "signature verified against the simulated ARK/ASK/VCEK".into())
+                        .map_err(|e| format!("{e} (simulated chain)")),
+                )
+            } else {
+                None
+            };
+            (rows, verdict)
+        }
+        Evidence::Quote(q) => {
+            if chain.is_some() {
+                return Err(cli_err!(
+                    "--chain verifies SNP reports; a TD quote is verified with Intel DCAP (or --sim-chain for simulated quotes)"
+                ));
+            }
+            let verdict = a.sim_chain.then(|| {
+                sim_tdx_module(a.seed)
+                    .verify_quote(q)
+                    .map(|()| "quote signature verified against the simulated quoting key".into())
+                    .map_err(|e| format!("{e} (simulated quoting key)"))
+            });
+            (quote_rows(q), verdict)
+        }
+        Evidence::TdReport(r) => {
+            if chain.is_some() {
+                return Err(cli_err!(
+                    "--chain verifies SNP reports; a TDREPORT is MACed by the CPU (use --sim-chain for simulated reports)"
+                ));
+            }
+            let verdict = a.sim_chain.then(|| {
+                sim_tdx_module(a.seed)
+                    .verify_report(r)
+                    .map(|()| "TDREPORT MAC verified against the simulated TDX module".into())
+                    .map_err(|e| format!("{e} (simulated TDX module)"))
+            });
+            let rows = tdreport_rows(r)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            (rows, verdict)
+        }
+    };
+    let (status, text, outcome) = match &verdict {
+        None => (
+            "not verified",
+            "not verified (give --chain or --sim-chain)".to_string(),
+            Outcome::Success,
+        ),
+        Some(Ok(m)) => ("verified", m.clone(), Outcome::Success),
+        Some(Err(m)) => (
+            "failed",
+            format!("verification failed: {m}"),
+            Outcome::Negative,
+        ),
+    };
+    if a.json {
+        let mut obj = serde_json::Map::new();
+        for (k, v) in &rows {
+            obj.insert(k.clone(), serde_json::Value::String(v.clone()));
+        }
+        obj.insert(
+            "verification".into(),
+            serde_json::json!({"status": status, "message": text}),
+        );
+        print_json(&serde_json::Value::Object(obj));
+    } else {
+        let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0).max(9);
+        for (k, v) in &rows {
+            println!("{k:w$}  {v}");
+        }
+        println!("{:w$}  {text}", "signature");
+    }
+    Ok(outcome)
+}
