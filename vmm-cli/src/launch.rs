@@ -85,6 +85,10 @@ pub struct LaunchArgs {
     /// vCPU count.
     #[arg(long, value_name = "N", default_value = "1", value_parser = util::int::<u32>)]
     vcpus: u32,
+    /// The vCPUs' CPUID signature (family/model/stepping, CPUID(1).EAX) placed in the
+    /// initial VMSAs (SEV-ES, SNP); default 0xa10f11, the simulated host's.
+    #[arg(long, value_name = "SIG", value_parser = util::int::<u32>)]
+    vcpu_sig: Option<u32>,
     /// Guest RAM below the firmware, e.g. 16M.
     #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = util::size)]
     memory: u64,
@@ -530,7 +534,7 @@ pub(crate) fn run(a: &LaunchArgs) -> Result<Outcome, CliError> {
     let sim_fms = SimConfig::default().fms;
     let mut inputs = PlanInputs::new(&fw);
     inputs.vcpus = a.vcpus;
-    inputs.vcpu_sig = Some(sim_fms);
+    inputs.vcpu_sig = Some(a.vcpu_sig.unwrap_or(sim_fms));
     inputs.guest_features = cfg.vmsa_features | u64::from(cfg.tee == Tee::Snp);
     inputs.boot = kernel.as_deref().map(|k| DirectBoot {
         kernel: k,

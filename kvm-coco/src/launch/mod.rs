@@ -305,7 +305,8 @@ pub struct Launch<S, B: Backend> {
     step: usize,
     vmsas: Vec<(usize, Origin, Arc<[u8]>)>,
     sev_measure: Option<SevLaunchMeasure>,
-    final_log: Option<LaunchLog>,
+    /// The complete log, set by `finish` (empty before).
+    final_log: LaunchLog,
     _state: PhantomData<S>,
 }
 
@@ -468,7 +469,12 @@ impl<B: Backend> Launch<New, B> {
             step: 0,
             vmsas: Vec::new(),
             sev_measure: None,
-            final_log: None,
+            final_log: LaunchLog {
+                tee: tee_of(vm),
+                initial: None,
+                entries: Vec::new(),
+                digest: Vec::new(),
+            },
             _state: PhantomData,
         })
     }
@@ -672,8 +678,7 @@ impl<S, B: Backend> Launch<S, B> {
             self.backend.tdx_init_vcpu(&vcpu, p.vcpu_rcx)?;
         }
         self.vcpus.push(vcpu);
-        let last = self.vcpus.len() - 1;
-        Ok(&mut self.vcpus[last])
+        self.vcpus.last_mut().ok_or(LaunchError::NoSuchVcpu(id))
     }
 }
 
@@ -1105,7 +1110,7 @@ impl<B: Backend> Launch<Measured, B> {
                 })?;
             }
         }
-        self.final_log = Some(self.log.finish());
+        self.final_log = self.log.finish();
         Ok(self.into_state())
     }
 }
@@ -1115,7 +1120,7 @@ impl<B: Backend> Launch<Finished, B> {
     /// last. Compare it with the offline log of the same plan with [`LaunchLog::diff`].
     pub fn log(&self) -> &LaunchLog {
         // Set by `finish`, the only way into this state.
-        self.final_log.as_ref().unwrap_or_else(|| unreachable!())
+        &self.final_log
     }
 
     /// The vCPUs, mutably (to run them).

@@ -1,0 +1,671 @@
+//! `vmm-cli check`, `caps`, `report` and `launch`, driven through the real binary.
+//!
+//! Oracles: sev-snp-measure's published values for the SYN64K image (committed in
+//! kvm-coco/tests/vectors and firmware facts §8.1/§8.2), which the built-in firmware
+//! reproduces; /proc/self/limits for the memlock limit; the kernel's VM-type numbers.
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use assert_cmd::Command;
+use psp_driver::sim::{PhysMem, SimConfig, SimFirmware};
+use zerocopy::IntoBytes;
+
+fn bin() -> Command {
+    Command::cargo_bin("vmm-cli").unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmm-cli-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs and asserts a usage/input error: exit 2, exactly one line on stderr, no panic.
+fn usage_error(args: &[&str]) -> String {
+    let o = bin().args(args).output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{args:?}: stderr {err} stdout {}",
+        stdout(&o)
+    );
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: {err}");
+    assert!(lines[0].starts_with("error"), "{args:?}: {err}");
+    err
+}
+
+/// Whether /dev/kvm opens read-write for this process.
+fn kvm_usable() -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+/// The VM types this host offers, from `caps --json` (None without KVM).
+fn host_vm_types() -> Option<Vec<String>> {
+    kvm_usable().ok()?;
+    let o = bin().args(["caps", "--json"]).output().unwrap();
+    let v = json(&o);
+    Some(
+        v["vm_types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect(),
+    )
+}
+
+// ---- caps -----------------------------------------------------------------------------
+
+#[test]
+fn caps_json_lists_vm_types_by_name() {
+    let o = bin().args(["caps", "--json"]).output().unwrap();
+    assert!(!stderr(&o).contains("panicked"));
+    let v = json(&o);
+    let types = v["vm_types"].as_array().expect("vm_types array");
+    let known = ["default", "sw-protected", "sev", "sev-es", "snp", "tdx"];
+    for t in types {
+        assert!(known.contains(&t.as_str().unwrap()), "{t}");
+    }
+    match kvm_usable() {
+        Ok(()) => {
+            assert_eq!(o.status.code(), Some(0));
+            assert!(types.iter().any(|t| t == "default"), "{v}");
+            assert_eq!(v["api_version"], 12);
+            assert!(v["sev"]["vmsa_features"]["available"].is_boolean());
+        }
+        Err(e) => {
+            println!("skipped: /dev/kvm: {e}");
+            assert_eq!(o.status.code(), Some(1));
+            assert_eq!(v["kvm"]["available"], false);
+        }
+    }
+}
+
+#[test]
+fn caps_text_names_every_part() {
+    let o = bin().arg("caps").output().unwrap();
+    let out = stdout(&o);
+    if let Err(e) = kvm_usable() {
+        println!("skipped: /dev/kvm: {e}");
+        assert!(out.contains("not usable"), "{out}");
+        return;
+    }
+    assert_eq!(o.status.code(), Some(0));
+    for label in [
+        "KVM API version",
+        "VM types",
+        "guest_memfd",
+        "SEV VMSA features",
+        "TDX",
+        "SEV platform",
+    ] {
+        assert!(out.contains(label), "{label}: {out}");
+    }
+}
+
+// ---- check ----------------------------------------------------------------------------
+
+#[test]
+fn check_snp_explains_why_the_launch_is_impossible_here() {
+    let o = bin().args(["check", "--tee", "snp"]).output().unwrap();
+    let out = stdout(&o);
+    assert!(!stderr(&o).contains("panicked"));
+    match host_vm_types() {
+        None => {
+            println!("skipped: /dev/kvm is not usable; checking the explanation only");
+            assert_eq!(o.status.code(), Some(1));
+            assert!(out.contains("[FAIL] kvm/device"), "{out}");
+        }
+        Some(t) if t.iter().any(|x| x == "snp") => println!("skipped: this host offers SNP"),
+        Some(t) => {
+            assert_eq!(o.status.code(), Some(1), "{out}");
+            let offered = t.join(", ");
+            assert!(
+                out.contains(&format!(
+                    "KVM offers VM types [{offered}]; snp (4) is not among them"
+                )),
+                "{out}"
+            );
+            assert!(out.contains("sev_snp=1"), "{out}");
+            assert!(out.contains("fix:"), "{out}");
+            assert!(out.contains("impossible"), "{out}");
+        }
+    }
+}
+
+#[test]
+fn check_json_has_categories_statuses_and_fixes() {
+    let o = bin()
+        .args(["check", "--tee", "tdx", "--json"])
+        .output()
+        .unwrap();
+    let v = json(&o);
+    let checks = v["checks"].as_array().unwrap();
+    assert!(!checks.is_empty());
+    for c in checks {
+        assert!(c["category"].is_string() && c["message"].is_string(), "{c}");
+        let s = c["status"].as_str().unwrap();
+        assert!(["pass", "fail", "skip", "warn"].contains(&s), "{c}");
+        if s == "fail" {
+            assert!(c["fix"].is_string(), "a failure without a fix hint: {c}");
+        }
+    }
+    let failed = checks.iter().filter(|c| c["status"] == "fail").count();
+    assert_eq!(v["failed"], failed);
+    assert_eq!(v["ready"], failed == 0);
+    assert_eq!(o.status.code(), Some(if failed == 0 { 0 } else { 1 }));
+    if let Some(t) = host_vm_types()
+        && !t.iter().any(|x| x == "tdx")
+    {
+        let vt = checks.iter().find(|c| c["name"] == "vm-type").unwrap();
+        assert_eq!(vt["status"], "fail");
+        let msg = vt["message"].as_str().unwrap();
+        assert!(msg.contains("tdx (5) is not among them"), "{msg}");
+        assert!(msg.contains("kvm_intel"), "{msg}");
+    }
+}
+
+/// RLIMIT_MEMLOCK (soft) in bytes from /proc/self/limits; None for unlimited.
+fn memlock() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max locked memory"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[test]
+fn check_sev_compares_memlock_with_the_guest_memory() {
+    let o = bin()
+        .args(["check", "--tee", "sev", "--memory", "64G", "--json"])
+        .output()
+        .unwrap();
+    let v = json(&o);
+    let m = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "memlock")
+        .unwrap()
+        .clone();
+    match memlock() {
+        Some(limit) if limit < 64 << 30 => {
+            assert_eq!(m["status"], "fail", "{m}");
+            assert!(
+                m["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("{} KiB", limit / 1024))
+            );
+            assert_eq!(o.status.code(), Some(1));
+        }
+        _ => assert_eq!(m["status"], "pass", "{m}"),
+    }
+    // SNP memory is guest_memfd: not charged to the limit.
+    let o = bin()
+        .args(["check", "--tee", "snp", "--json"])
+        .output()
+        .unwrap();
+    let v = json(&o);
+    let m = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "memlock")
+        .unwrap()
+        .clone();
+    assert_eq!(m["status"], "skip");
+}
+
+#[test]
+fn check_rejects_invalid_policies_and_options() {
+    // Bit 17 clear, MIGRATE_MA, reserved bits: facts linux-uapi §3.7.
+    let e = usage_error(&["check", "--tee", "snp", "--policy", "0x10000"]);
+    assert!(e.contains("invalid policy 0x10000"), "{e}");
+    usage_error(&["check", "--tee", "snp", "--policy", "0x70000"]);
+    usage_error(&["check", "--tee", "snp", "--policy", "0x8000030000"]);
+    usage_error(&["check", "--tee", "sev", "--policy", "0x4"]);
+    usage_error(&["check", "--tee", "sev-es", "--policy", "0x1"]);
+    usage_error(&["check", "--tee", "sev", "--policy", "0x100000000"]);
+    usage_error(&["check", "--tee", "snp", "--policy", "banana"]);
+    usage_error(&["check", "--tee", "tdx", "--policy", "1"]);
+    usage_error(&["check", "--tee", "snp", "--xfam", "3"]);
+    usage_error(&["check", "--tee", "snp", "--vmsa-features", "1"]);
+    usage_error(&["check", "--tee", "sev", "--memory", "lots"]);
+    usage_error(&["check", "--tee", "arm-cca"]);
+    usage_error(&["check"]);
+}
+
+// ---- launch ---------------------------------------------------------------------------
+
+/// The sev-snp-measure output for `args` on SYN64K (committed vectors).
+fn ssm(args: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../kvm-coco/tests/vectors/sev-snp-measure.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect::<Vec<_>>()
+                .join(" ")
+                == args
+        })
+        .unwrap_or_else(|| panic!("no vector {args}"))["stdout"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn launch_without_arguments_runs_the_builtin_snp_guest_and_verifies_its_report() {
+    let o = bin().arg("launch").output().unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("backend:      sim") || out.contains("backend:      kvm"),
+        "{out}"
+    );
+    assert!(out.contains("matches the offline calculation"), "{out}");
+    assert!(out.contains("verified:     signature verified"), "{out}");
+    if !out.contains("backend:      kvm") {
+        assert!(stderr(&o).contains("simulated backend"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn launch_measurements_equal_sev_snp_measure() {
+    let m = |args: &[&str]| {
+        let o = bin()
+            .args(["launch", "--backend", "sim", "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        json(&o)["measurement"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(
+        m(&["--vcpus", "8", "--vcpu-sig", "10555152"]),
+        ssm("--mode snp --vcpus 8 --vcpu-sig 10555152 --ovmf syn64k.fd")
+    );
+    assert_eq!(
+        m(&["--tee", "sev-es", "--vcpus", "3", "--vcpu-sig", "0xa10f11"]),
+        ssm("--mode seves --vcpus 3 --vcpu-sig 0xa10f11 --ovmf syn64k.fd")
+    );
+    // SEV: the launch digest of SYN64K is its SHA-256 (facts §8.1).
+    assert_eq!(
+        m(&["--tee", "sev"]),
+        "dac893496e53bf1a5643d761be49395899612ebe0178de53d93e1d6c373736fb"
+    );
+}
+
+#[test]
+fn snp_report_round_trip_through_the_report_command() {
+    let report = tmp("snp.report");
+    let log = tmp("snp.log.json");
+    let o = bin()
+        .args([
+            "launch",
+            "--backend",
+            "sim",
+            "--seed",
+            "7",
+            "--host-data",
+            "abcd",
+            "--json",
+        ])
+        .arg("--report-out")
+        .arg(&report)
+        .arg("--log")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["verification"]["status"], "verified");
+    let measurement = v["measurement"].as_str().unwrap().to_owned();
+    assert_eq!(std::fs::metadata(&report).unwrap().len(), 0x4A0);
+    let l: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&log).unwrap()).unwrap();
+    assert_eq!(l["digest"], measurement.as_str());
+
+    // Same seed: verifies; the JSON carries the fields.
+    let o = bin()
+        .arg("report")
+        .arg(&report)
+        .args(["--sim-chain", "--seed", "7", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let r = json(&o);
+    assert_eq!(r["measurement"], measurement.as_str());
+    assert!(r["host_data"].as_str().unwrap().starts_with("abcd00"));
+    assert_eq!(r["verification"]["status"], "verified");
+    // Text output.
+    let o = bin()
+        .arg("report")
+        .arg(&report)
+        .args(["--sim-chain", "--seed", "7"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains("signature verified against the simulated"),
+        "{}",
+        stdout(&o)
+    );
+    // Another platform (seed): signature mismatch, exit 1.
+    let o = bin()
+        .arg("report")
+        .arg(&report)
+        .args(["--sim-chain", "--seed", "8"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("verification failed"), "{}", stdout(&o));
+    // No chain: displayed, not verified.
+    let o = bin().arg("report").arg(&report).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("not verified"));
+
+    // Tampered report_data: exit 1.
+    let mut bytes = std::fs::read(&report).unwrap();
+    bytes[0x50] ^= 1;
+    let bad = tmp("snp.tampered");
+    std::fs::write(&bad, &bytes).unwrap();
+    let o = bin()
+        .arg("report")
+        .arg(&bad)
+        .args(["--sim-chain", "--seed", "7"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+}
+
+/// Writes the simulated chain (SEV certificate format) of the platform with `seed`.
+fn write_chain(seed: [u8; 32]) -> [PathBuf; 3] {
+    let cfg = SimConfig {
+        seed,
+        ..SimConfig::default()
+    };
+    let c = SimFirmware::new(cfg, std::sync::Arc::new(PhysMem::new()))
+        .certs()
+        .snp;
+    let paths = [tmp("ark.cert"), tmp("ask.cert"), tmp("vcek.cert")];
+    for (p, cert) in paths.iter().zip([c.ark, c.ask, c.vcek]) {
+        std::fs::write(p, cert.as_bytes()).unwrap();
+    }
+    paths
+}
+
+#[test]
+fn report_verifies_against_user_supplied_sev_format_chain() {
+    let report = tmp("chain.report");
+    let o = bin()
+        .args(["launch", "--backend", "sim"])
+        .arg("--report-out")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // The default simulated platform's seed is psp-driver's default.
+    let [ark, ask, vcek] = write_chain(SimConfig::default().seed);
+    let o = bin()
+        .arg("report")
+        .arg(&report)
+        .arg("--chain")
+        .args([&ark, &ask, &vcek])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("verified against the given ARK/ASK/VCEK"));
+    // Another platform's chain: exit 1.
+    let [ark2, ask2, vcek2] = write_chain([9; 32]);
+    let o = bin()
+        .arg("report")
+        .arg(&report)
+        .arg("--chain")
+        .args([&ark2, &ask2, &vcek2])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    // Wrong order: the ASK is not a root key.
+    let [ark, ask, vcek] = write_chain(SimConfig::default().seed);
+    let o = bin()
+        .arg("report")
+        .arg(&report)
+        .arg("--chain")
+        .args([&ask, &ark, &vcek])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    // X.509 and wrong-size certificates: input errors.
+    let pem = tmp("ark.pem");
+    std::fs::write(
+        &pem,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let e = usage_error(&[
+        "report",
+        report.to_str().unwrap(),
+        "--chain",
+        pem.to_str().unwrap(),
+        ask.to_str().unwrap(),
+        vcek.to_str().unwrap(),
+    ]);
+    assert!(e.contains("X.509"), "{e}");
+    let short = tmp("short.cert");
+    std::fs::write(&short, [1u8; 100]).unwrap();
+    usage_error(&[
+        "report",
+        report.to_str().unwrap(),
+        "--chain",
+        short.to_str().unwrap(),
+        ask.to_str().unwrap(),
+        vcek.to_str().unwrap(),
+    ]);
+    usage_error(&[
+        "report",
+        report.to_str().unwrap(),
+        "--chain",
+        ark.to_str().unwrap(),
+    ]);
+}
+
+#[test]
+fn tdx_launch_writes_a_tdreport_that_the_report_command_verifies() {
+    let report = tmp("td.report");
+    let o = bin()
+        .args([
+            "launch",
+            "--backend",
+            "sim",
+            "--tee",
+            "tdx",
+            "--mrconfigid",
+            "0102",
+            "--json",
+        ])
+        .arg("--report-out")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = json(&o);
+    let mrtd = v["measurement"].as_str().unwrap().to_owned();
+    assert_eq!(mrtd.len(), 96);
+    assert_eq!(std::fs::metadata(&report).unwrap().len(), 1024);
+    let o = bin()
+        .arg("report")
+        .arg(&report)
+        .args(["--sim-chain", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let r = json(&o);
+    assert_eq!(r["type"], "TDX TDREPORT");
+    assert_eq!(r["mrtd"], mrtd.as_str());
+    assert!(r["mrconfigid"].as_str().unwrap().starts_with("010200"));
+    // Another module seed: the MAC does not verify.
+    let o = bin()
+        .arg("report")
+        .arg(&report)
+        .args(["--sim-chain", "--seed", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    // --chain is for SNP reports.
+    usage_error(&["report", report.to_str().unwrap(), "--chain", "a", "b", "c"]);
+}
+
+#[test]
+fn sev_launches_print_the_launch_measure() {
+    for tee in ["sev", "sev-es"] {
+        let o = bin()
+            .args(["launch", "--backend", "sim", "--tee", tee])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stdout(&o).contains("LAUNCH_MEASURE:"), "{}", stdout(&o));
+    }
+}
+
+#[test]
+fn launch_backend_kvm_runs_the_plain_guest_on_a_default_vm() {
+    match host_vm_types() {
+        None => {
+            println!("skipped: /dev/kvm is not usable");
+            let o = bin().args(["launch", "--backend", "kvm"]).output().unwrap();
+            assert_eq!(o.status.code(), Some(1));
+            assert!(!stderr(&o).contains("panicked"));
+        }
+        Some(t) if t.iter().any(|x| x == "snp") => println!("skipped: this host offers SNP"),
+        Some(_) => {
+            let o = bin()
+                .args(["launch", "--backend", "kvm", "--json"])
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            let v = json(&o);
+            assert_eq!(v["vm_type"], "default");
+            assert_eq!(v["serial"], "K");
+            assert_eq!(v["halted_at"], "0x1007");
+            assert!(stderr(&o).contains("snp (4) is not among them"));
+            let o = bin().args(["launch", "--backend", "kvm"]).output().unwrap();
+            assert!(stdout(&o).contains("serial:   \"K\""), "{}", stdout(&o));
+        }
+    }
+}
+
+#[test]
+fn launch_rejects_bad_input_before_launching() {
+    let e = usage_error(&["launch", "--policy", "0x10000"]);
+    assert!(e.contains("invalid policy"), "{e}");
+    usage_error(&["launch", "--tee", "tdx", "--policy", "1"]);
+    usage_error(&["launch", "--tee", "sev", "--policy", "0x4"]);
+    usage_error(&["launch", "--initrd", "/nonexistent"]);
+    usage_error(&["launch", "--append", "console=ttyS0"]);
+    usage_error(&["launch", "--id-block", "/nonexistent"]);
+    usage_error(&["launch", "--host-data", "zz"]);
+    usage_error(&["launch", "--host-data", &"00".repeat(33)]);
+    usage_error(&["launch", "--tee", "sev", "--host-data", "00"]);
+    usage_error(&["launch", "--tee", "snp", "--mrconfigid", "00"]);
+    usage_error(&["launch", "--tee", "sev", "--report-out", "/tmp/x"]);
+    usage_error(&["launch", "--tee", "tdx", "--kernel", "/nonexistent"]);
+    usage_error(&["launch", "--vcpus", "0"]);
+    usage_error(&["launch", "--memory", "1T"]);
+    usage_error(&["launch", "--backend", "qemu"]);
+    usage_error(&["launch", "--firmware", "/nonexistent/OVMF.fd"]);
+    usage_error(&["launch", "--kernel", "/nonexistent/vmlinuz"]);
+    // Garbage and truncated firmware.
+    let garbage = tmp("garbage.fd");
+    std::fs::write(&garbage, vec![0x5au8; 0x10000]).unwrap();
+    usage_error(&["launch", "--firmware", garbage.to_str().unwrap()]);
+    let short = tmp("short.fd");
+    std::fs::write(&short, [0u8; 100]).unwrap();
+    usage_error(&["launch", "--firmware", short.to_str().unwrap()]);
+    let empty = tmp("empty.fd");
+    std::fs::write(&empty, []).unwrap();
+    usage_error(&["launch", "--firmware", empty.to_str().unwrap()]);
+    // ID block / auth of the wrong size.
+    let blk = tmp("id.block");
+    std::fs::write(&blk, [0u8; 95]).unwrap();
+    let auth = tmp("id.auth");
+    std::fs::write(&auth, [0u8; 4096]).unwrap();
+    let e = usage_error(&[
+        "launch",
+        "--id-block",
+        blk.to_str().unwrap(),
+        "--id-auth",
+        auth.to_str().unwrap(),
+    ]);
+    assert!(e.contains("96"), "{e}");
+}
+
+#[test]
+fn report_rejects_missing_truncated_and_garbage_files() {
+    usage_error(&["report", "/nonexistent/report.bin"]);
+    usage_error(&["report"]);
+    let report = tmp("trunc.src");
+    let o = bin()
+        .args(["launch", "--backend", "sim"])
+        .arg("--report-out")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let bytes = std::fs::read(&report).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", bytes[..1000].to_vec()),
+        ("longer", [bytes.clone(), vec![0]].concat()),
+        ("empty", Vec::new()),
+        ("garbage", vec![0xff; 0x4A0]),
+        ("zeros", vec![0; 0x4A0]),
+        (
+            "quote-header-only",
+            [
+                4u16.to_le_bytes().to_vec(),
+                vec![2, 0],
+                0x81u32.to_le_bytes().to_vec(),
+                vec![0; 100],
+            ]
+            .concat(),
+        ),
+    ];
+    for (name, b) in cases {
+        let p = tmp(&format!("bad-{name}.bin"));
+        std::fs::write(&p, b).unwrap();
+        usage_error(&["report", p.to_str().unwrap()]);
+        usage_error(&["report", p.to_str().unwrap(), "--sim-chain"]);
+    }
+    usage_error(&["report", report.to_str().unwrap(), "--seed", "1"]);
+}
