@@ -574,12 +574,18 @@ pub(crate) fn evaluate(cfg: &TeeConfig, memory: u64) -> Vec<CheckResult> {
             Some(kvm.capabilities())
         }
         Err(e) => {
+            let reason = kvm_open_reason(&e);
+            let fix = if reason.contains("permission denied") {
+                "run as root, or give the VMM's user read-write access to /dev/kvm (the kvm group)"
+            } else {
+                "enable virtualization in the BIOS and load kvm with kvm_amd or kvm_intel"
+            };
             out.push(r(
                 "kvm",
                 "device",
                 Status::Fail,
-                format!("KVM is not usable: {}", kvm_open_reason(&e)),
-                Some("load kvm and kvm_amd/kvm_intel and run with access to /dev/kvm".into()),
+                format!("KVM is not usable: {reason}"),
+                Some(fix.into()),
             ));
             None
         }

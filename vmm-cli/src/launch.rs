@@ -119,6 +119,10 @@ pub struct LaunchArgs {
     /// Write the SNP attestation report or the TDX TDREPORT to FILE.
     #[arg(long, value_name = "FILE")]
     report_out: Option<PathBuf>,
+    /// TDX on the simulated backend: write the TD quote v4 the model quoting enclave made
+    /// from the guest's TDREPORT to FILE.
+    #[arg(long, value_name = "FILE")]
+    quote_out: Option<PathBuf>,
     /// Write the launch log (every measured step) as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
@@ -189,6 +193,11 @@ fn check_options(a: &LaunchArgs, cfg: &TeeConfig) -> Result<(), CliError> {
     if a.report_out.is_some() && matches!(cfg.tee, Tee::Sev | Tee::SevEs) {
         return Err(cli_err!(
             "--report-out: SEV and SEV-ES guests have no attestation report (the LAUNCH_MEASURE value is printed)"
+        ));
+    }
+    if a.quote_out.is_some() && (cfg.tee != Tee::Tdx || a.backend == BackendChoice::Kvm) {
+        return Err(cli_err!(
+            "--quote-out applies to --tee tdx on the simulated backend"
         ));
     }
     if a.seed.is_some() && a.backend == BackendChoice::Kvm {
@@ -307,7 +316,7 @@ fn execute<B: Backend>(
 /// Evidence the simulated guest obtained.
 enum Evidence {
     Snp(Box<AttestationReport>),
-    Td(Box<TdReport>),
+    Td(Box<TdReport>, Option<Vec<u8>>),
 }
 
 /// Runs the simulated guest's attestation request and returns the evidence.
@@ -317,6 +326,7 @@ fn guest_evidence(
     tee: Tee,
     module: Option<&SharedModule>,
 ) -> Result<Evidence, String> {
+    let mut quote_bytes = None;
     let mut report_data = [0u8; 64];
     report_data[..REPORT_DATA.len()].copy_from_slice(REPORT_DATA);
     match tee {
@@ -363,7 +373,7 @@ fn guest_evidence(
             Exit::Tdx(TdxExit::GetQuote(mut q)) => {
                 // The quoting service: read the TDREPORT after the 24-byte header, quote it
                 // with the model's quoting enclave, write the quote back.
-                let (gpa, _) = (q.args.gpa, q.args.size);
+                let gpa = q.args.gpa;
                 let mut raw = vec![0u8; 1024];
                 backend
                     .read_shared(gpa + 24, &mut raw)
@@ -373,6 +383,7 @@ fn guest_evidence(
                         match m.lock().map_err(|_| "quoting enclave poisoned")?.quote(&r) {
                             Ok(quote) => {
                                 let bytes = quote.to_bytes();
+                                quote_bytes = Some(bytes.clone());
                                 backend
                                     .write_shared(gpa + 24, &bytes)
                                     .map_err(|e| chain(&e))?;
@@ -405,7 +416,7 @@ fn guest_evidence(
             }
             GuestOutcome::TdReport(r) => {
                 return TdReport::from_slice(r)
-                    .map(|r| Evidence::Td(Box::new(r)))
+                    .map(|r| Evidence::Td(Box::new(r), quote_bytes))
                     .map_err(|e| e.to_string());
             }
             _ => {}
@@ -684,7 +695,10 @@ pub(crate) fn run(a: &LaunchArgs) -> Result<Outcome, CliError> {
                         util::write("report", p, r.as_bytes())?;
                     }
                 }
-                Ok(Evidence::Td(r)) => {
+                Ok(Evidence::Td(r, quote)) => {
+                    if let (Some(p), Some(q)) = (&a.quote_out, &quote) {
+                        util::write("quote", p, q)?;
+                    }
                     let v = module.as_ref().map(|m| {
                         m.lock()
                             .map_err(|_| "TDX module poisoned".to_string())

@@ -669,3 +669,166 @@ fn report_rejects_missing_truncated_and_garbage_files() {
     }
     usage_error(&["report", report.to_str().unwrap(), "--seed", "1"]);
 }
+
+#[test]
+fn tdx_quote_round_trip() {
+    let quote = tmp("td.quote");
+    let o = bin()
+        .args([
+            "launch",
+            "--backend",
+            "sim",
+            "--tee",
+            "tdx",
+            "--seed",
+            "5",
+            "--json",
+        ])
+        .arg("--quote-out")
+        .arg(&quote)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mrtd = json(&o)["measurement"].as_str().unwrap().to_owned();
+    let o = bin()
+        .arg("report")
+        .arg(&quote)
+        .args(["--sim-chain", "--seed", "5", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let r = json(&o);
+    assert_eq!(r["type"], "TDX TD quote v4");
+    assert_eq!(r["mrtd"], mrtd.as_str());
+    let o = bin()
+        .arg("report")
+        .arg(&quote)
+        .args(["--sim-chain", "--seed", "6"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    // Truncated quote: input error.
+    let bytes = std::fs::read(&quote).unwrap();
+    let t = tmp("td.quote.trunc");
+    std::fs::write(&t, &bytes[..bytes.len() - 1]).unwrap();
+    usage_error(&["report", t.to_str().unwrap()]);
+    usage_error(&["launch", "--tee", "snp", "--quote-out", "/tmp/q"]);
+}
+
+/// Runs the binary as uid/gid 65534 through setpriv (facts kvm-on-this-machine-kind §5), if
+/// this process is root and setpriv exists.
+fn unprivileged(args: &[&str]) -> Option<Output> {
+    let id = std::process::Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&id.stdout).trim() != "0" {
+        return None;
+    }
+    let exe = assert_cmd::cargo::cargo_bin("vmm-cli");
+    std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(exe)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| !String::from_utf8_lossy(&o.stderr).contains("setpriv:"))
+}
+
+#[test]
+fn without_kvm_access_check_and_caps_explain_and_launch_falls_back() {
+    let Some(o) = unprivileged(&["check", "--tee", "snp"]) else {
+        println!("skipped: needs root and setpriv to drop privileges");
+        return;
+    };
+    let out = stdout(&o);
+    if !out.contains("[FAIL] kvm/device") {
+        println!("skipped: /dev/kvm is accessible to uid 65534 here");
+        return;
+    }
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("permission denied opening /dev/kvm"), "{out}");
+    let o = unprivileged(&["caps", "--json"]).unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(json(&o)["kvm"]["available"], false);
+    let o = unprivileged(&["launch"]).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("permission denied"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("verified:     signature verified"));
+}
+
+#[test]
+fn snp_id_block_is_checked_by_the_firmware() {
+    use psp_driver::owner::snp::{IdBlock, key_digest, sign_id_block};
+    // The expected launch digest: sev-snp-measure's value for SYN64K, 8 vCPUs, 0xA10F10.
+    let ld: [u8; 48] = hex::decode(ssm(
+        "--mode snp --vcpus 8 --vcpu-sig 10555152 --ovmf syn64k.fd",
+    ))
+    .unwrap()
+    .try_into()
+    .unwrap();
+    let key = p384::ecdsa::SigningKey::from_slice(&[7u8; 48]).unwrap();
+    let block = IdBlock::new(ld, 0x30000);
+    let auth = sign_id_block(&block, &key, None).unwrap();
+    let (b, a) = (tmp("good.idblock"), tmp("good.idauth"));
+    std::fs::write(&b, block.as_bytes()).unwrap();
+    std::fs::write(&a, auth.as_bytes()).unwrap();
+    let report = tmp("id.report");
+    let base = [
+        "launch",
+        "--backend",
+        "sim",
+        "--vcpus",
+        "8",
+        "--vcpu-sig",
+        "10555152",
+    ];
+    let o = bin()
+        .args(base)
+        .arg("--id-block")
+        .arg(&b)
+        .arg("--id-auth")
+        .arg(&a)
+        .arg("--report-out")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = bin()
+        .arg("report")
+        .arg(&report)
+        .args(["--sim-chain", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        json(&o)["id_key_digest"],
+        hex::encode(key_digest(&auth.id_key)).as_str()
+    );
+    // Another guest (one vCPU) against the same ID block: the firmware refuses the launch.
+    let o = bin()
+        .args(["launch", "--backend", "sim", "--id-block"])
+        .arg(&b)
+        .arg("--id-auth")
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("BAD_MEASUREMENT"), "{err}");
+    assert!(!err.contains("panicked"));
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
+fn a_policy_the_firmware_refuses_is_a_negative_result() {
+    // ABI 255.0 is valid as a policy but newer than the simulated firmware (1.55).
+    let o = bin()
+        .args(["launch", "--backend", "sim", "--policy", "0x3ff00"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("POLICY_FAILURE"), "{err}");
+    assert!(!err.contains("panicked"));
+}
