@@ -19,7 +19,7 @@ const PAGE: u64 = PAGE_SIZE as u64;
 
 impl VmInner {
     /// Copies `len` bytes of kernel memory at `pa` to user `uaddr`.
-    fn copy_out(&self, pa: u64, uaddr: u64, len: u32) -> Result<(), Errno> {
+    pub(super) fn copy_out(&self, pa: u64, uaddr: u64, len: u32) -> Result<(), Errno> {
         let mut b = vec![0u8; len as usize];
         self.host.pa_read(pa, &mut b)?;
         self.host.write_user(uaddr, &b).map_err(|_| EFAULT)

@@ -1053,11 +1053,7 @@ impl VmInner {
         if p.len != 0 {
             ret?;
             if let Some(pa) = blob {
-                let mut out = vec![0u8; p.len as usize];
-                self.host.pa_read(pa, &mut out)?;
-                if self.host.write_user(p.uaddr, &out).is_err() {
-                    ret = Err(EFAULT);
-                }
+                ret = self.copy_out(pa, p.uaddr, p.len);
             }
         }
         p.len = d.len;
@@ -1114,11 +1110,7 @@ impl VmInner {
         if p.len != 0 {
             ret?;
             if let Some(pa) = blob {
-                let mut out = vec![0u8; p.len as usize];
-                self.host.pa_read(pa, &mut out)?;
-                if self.host.write_user(p.uaddr, &out).is_err() {
-                    ret = Err(EFAULT);
-                }
+                ret = self.copy_out(pa, p.uaddr, p.len);
             }
         }
         p.len = d.len;
