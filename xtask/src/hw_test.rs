@@ -8,9 +8,15 @@
 //!    parameters (`/sys/module`), what `/dev/kvm` offers (through kvm-coco's capabilities
 //!    query), `/dev/sev` (through psp-driver's [`DevSev`]: presence, permission, platform
 //!    and SNP platform status) and the TDX capabilities.
-//! 2. [`plan`] turns a [`Host`] into one decision per tier (run, skip with a reason, or
-//!    "not run" for flows this build does not have); it does no I/O, so the unit tests
-//!    drive it with hand-written hosts. [`execute`] then runs the tiers that were planned.
+//! 2. [`plan`] turns a [`Host`] into one decision per tier (run, or skip with a reason);
+//!    it does no I/O, so the unit tests drive it with hand-written hosts. [`execute`] then
+//!    runs the tiers that were planned. A tier whose check cannot be completed on this
+//!    backend (e.g. SNP report verification on real hardware) is "not run", never passed.
+//!
+//! The launch tiers (`sev/launch`, `sev-es/launch`, `snp/launch`, `tdx/launch`) drive
+//! kvm-coco's launch API on `/dev/kvm`; the `sim/<tee>` tiers run the same tier code on
+//! kvm-coco's software model, so the tier logic is exercised on every machine. They
+//! say "software model" in their result and prove nothing about the hardware.
 //!
 //! Every `KVM_RUN` is bounded by a watchdog that kicks the vCPU thread with a signal.
 //! Destructive platform commands run only with `--dangerous`.
@@ -31,26 +37,41 @@ use kvm_coco_uapi::sev_dev::SevUserDataSnpConfig;
 use psp_driver::{DEV_SEV_PATH, DevSev, DevSevError, Platform};
 use serde::Serialize;
 
+mod launch;
+
+pub use launch::{FirmwareSource, LaunchTee};
+
 /// The command-line options of `hw-test`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Options {
     /// Print JSON instead of a table.
     pub json: bool,
     /// Run the destructive platform tests.
     pub dangerous: bool,
+    /// `--firmware <path>`: the firmware image of the launch tiers (else `$KVM_COCO_OVMF`,
+    /// else the installed OVMF, else the built-in image).
+    pub firmware: Option<std::path::PathBuf>,
 }
 
 impl Options {
-    /// Parses `--json` and `--dangerous`.
+    /// Parses `--json`, `--dangerous` and `--firmware <path>` (or `--firmware=<path>`).
     pub fn parse(args: &[String]) -> Result<Self, String> {
         let mut o = Options::default();
-        for a in args {
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
             match a.as_str() {
                 "--json" => o.json = true,
                 "--dangerous" => o.dangerous = true,
+                "--firmware" => match it.next() {
+                    Some(p) => o.firmware = Some(p.into()),
+                    None => return Err("hw-test: --firmware needs a path".to_owned()),
+                },
+                other if other.starts_with("--firmware=") => {
+                    o.firmware = Some(other.trim_start_matches("--firmware=").into());
+                }
                 other => {
                     return Err(format!(
-                        "hw-test: unknown option `{other}` (expected --json, --dangerous)"
+                        "hw-test: unknown option `{other}` (expected --json, --dangerous, --firmware <path>)"
                     ));
                 }
             }
@@ -69,7 +90,8 @@ pub enum Status {
     Failed,
     /// The tier does not apply to this host (the reason says why).
     Skipped,
-    /// The tier applies to this host but this build has no flow for it yet.
+    /// The tier applies to this host but this build has no flow for it, or for one of its
+    /// checks (the reason says which, and what did run).
     NotRun,
 }
 
@@ -362,6 +384,38 @@ pub enum Check {
     SnpSetConfig,
     /// SNP_COMMIT (destructive).
     SnpCommit,
+    /// `KVM_TDX_CAPABILITIES` through kvm-coco.
+    TdxCapabilities,
+    /// A confidential launch through kvm-coco's launch API, on the real kernel or, with
+    /// `sim`, on the software model.
+    Launch {
+        /// The technology.
+        tee: LaunchTee,
+        /// Run on the software model (`SimBackend`) instead of `/dev/kvm`.
+        sim: bool,
+    },
+}
+
+/// What a check found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every check ran and held.
+    Passed(String),
+    /// A step failed: which, and the error.
+    Failed(String),
+    /// The host turned out not to offer what the tier needs.
+    Skipped(String),
+    /// Part of the tier cannot be checked on this backend (never a pass).
+    NotRun(String),
+}
+
+impl From<Result<String, String>> for Outcome {
+    fn from(r: Result<String, String>) -> Self {
+        match r {
+            Ok(s) => Outcome::Passed(s),
+            Err(e) => Outcome::Failed(e),
+        }
+    }
 }
 
 /// What to do with a tier.
@@ -371,8 +425,6 @@ pub enum Decision {
     Run(Check),
     /// Skip, with the reason.
     Skip(String),
-    /// The tier applies but cannot run in this build, with the reason.
-    NotRun(String),
 }
 
 /// One planned tier.
@@ -541,20 +593,17 @@ pub fn plan(host: &Host, opts: &Options) -> Vec<Planned> {
     );
 
     // Confidential launch tiers.
-    for (name, t) in [
-        ("sev/launch", VmType::Sev),
-        ("sev-es/launch", VmType::SevEs),
-        ("snp/launch", VmType::Snp),
-        ("tdx/launch", VmType::Tdx),
+    for (name, tee) in [
+        ("sev/launch", LaunchTee::Sev),
+        ("sev-es/launch", LaunchTee::SevEs),
+        ("snp/launch", LaunchTee::Snp),
+        ("tdx/launch", LaunchTee::Tdx),
     ] {
         push(
             name,
-            match vm_type_absent(host, t) {
+            match vm_type_absent(host, tee.vm_type()) {
                 Some(r) => Decision::Skip(r),
-                None => Decision::NotRun(format!(
-                    "no launch flow for real hardware in this build ({} is offered by /dev/kvm)",
-                    t.kernel_name()
-                )),
+                None => Decision::Run(Check::Launch { tee, sim: false }),
             },
         );
     }
@@ -565,15 +614,20 @@ pub fn plan(host: &Host, opts: &Options) -> Vec<Planned> {
             (KvmHost::Available { tdx: Err(e), .. }, None) => {
                 Decision::Skip(format!("KVM_TDX_CAPABILITIES is not available: {e}"))
             }
-            // Detection already read the capabilities; an empty Ok cannot happen, so run
-            // nothing more and report what was read.
-            (KvmHost::Available { tdx: Ok(_), .. }, None) => Decision::NotRun(
-                "capabilities read during detection (see host.kvm.tdx); no TD launch flow for real hardware in this build"
-                    .to_owned(),
-            ),
+            (KvmHost::Available { tdx: Ok(_), .. }, None) => Decision::Run(Check::TdxCapabilities),
             (_, None) => Decision::Skip("/dev/kvm is not usable".to_owned()),
         },
     );
+
+    // The same launch tiers on the software model: runs everywhere.
+    for (name, tee) in [
+        ("sim/sev", LaunchTee::Sev),
+        ("sim/sev-es", LaunchTee::SevEs),
+        ("sim/snp", LaunchTee::Snp),
+        ("sim/tdx", LaunchTee::Tdx),
+    ] {
+        push(name, Decision::Run(Check::Launch { tee, sim: true }));
+    }
 
     // Non-destructive platform status.
     let snp_offered = vm_type_absent(host, VmType::Snp).is_none();
@@ -1015,7 +1069,33 @@ fn snp_commit() -> Result<String, String> {
     }))
 }
 
-fn run_check(check: Check) -> Result<String, String> {
+/// `KVM_TDX_CAPABILITIES` through a temporary TD.
+fn tdx_capabilities() -> Result<String, String> {
+    let kvm = Kvm::open().map_err(|e| chain(&e))?;
+    match kvm.tdx_capabilities() {
+        Availability::Available(c) if c.supported_attrs == 0 && c.supported_xfam == 0 => {
+            Err("KVM_TDX_CAPABILITIES returned no supported attributes and no XFAM bits".to_owned())
+        }
+        Availability::Available(c) => Ok(format!(
+            "KVM_TDX_CAPABILITIES: supported_attrs={:#x} supported_xfam={:#x}, {} configurable CPUID leaves",
+            c.supported_attrs,
+            c.supported_xfam,
+            c.cpuid.len()
+        )),
+        Availability::Unavailable(r) => Err(r.to_string()),
+    }
+}
+
+/// Runs one check for real; `firmware` feeds the launch tiers.
+fn run_check(check: Check, firmware: &FirmwareSource) -> Outcome {
+    match check {
+        Check::Launch { tee, sim } => launch::run(tee, sim, firmware),
+        Check::TdxCapabilities => tdx_capabilities().into(),
+        other => run_simple(other).into(),
+    }
+}
+
+fn run_simple(check: Check) -> Result<String, String> {
     match check {
         Check::DefaultGuest => default_guest(),
         Check::DefaultCaps => default_caps(),
@@ -1027,13 +1107,16 @@ fn run_check(check: Check) -> Result<String, String> {
         Check::PdhGen => pdh_gen(),
         Check::SnpSetConfig => snp_set_config(),
         Check::SnpCommit => snp_commit(),
+        Check::TdxCapabilities | Check::Launch { .. } => {
+            Err(format!("{check:?} is not a simple check"))
+        }
     }
 }
 
 /// Runs the planned tiers with `run` (the real checks, or a stub in tests).
-pub fn execute(
+pub fn execute<O: Into<Outcome>>(
     planned: &[Planned],
-    mut run: impl FnMut(Check) -> Result<String, String>,
+    mut run: impl FnMut(Check) -> O,
 ) -> Vec<TierResult> {
     planned
         .iter()
@@ -1041,10 +1124,11 @@ pub fn execute(
             let start = Instant::now();
             let (status, reason) = match &p.decision {
                 Decision::Skip(r) => (Status::Skipped, r.clone()),
-                Decision::NotRun(r) => (Status::NotRun, r.clone()),
-                Decision::Run(c) => match run(*c) {
-                    Ok(detail) => (Status::Passed, detail),
-                    Err(e) => (Status::Failed, e),
+                Decision::Run(c) => match run(*c).into() {
+                    Outcome::Passed(detail) => (Status::Passed, detail),
+                    Outcome::Failed(e) => (Status::Failed, e),
+                    Outcome::Skipped(r) => (Status::Skipped, r),
+                    Outcome::NotRun(r) => (Status::NotRun, r),
                 },
             };
             let duration_ms = match p.decision {
@@ -1167,7 +1251,7 @@ pub fn render_table(host: &Host, results: &[TierResult]) -> String {
     );
     let _ = writeln!(s, "{}", "-".repeat(w_name + 2 + 7 + 2 + 10 + 2 + 6));
     for r in results {
-        let dur = if r.status == Status::Skipped || r.status == Status::NotRun {
+        let dur = if r.duration_ms == 0.0 {
             "-".to_owned()
         } else {
             format!("{:.1} ms", r.duration_ms)
@@ -1198,7 +1282,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let opts = Options::parse(args)?;
     let host = detect();
     let planned = plan(&host, &opts);
-    let results = execute(&planned, run_check);
+    let firmware = FirmwareSource::resolve(opts.firmware.as_deref());
+    let results = execute(&planned, |c| run_check(c, &firmware));
     // A closed stdout (e.g. piped into `head`) is not an error of the tests.
     let mut out = std::io::stdout().lock();
     if opts.json {

@@ -115,6 +115,19 @@ fn cpuinfo_parse_reads_the_first_processor_only() {
 fn options_parse() {
     let o = Options::parse(&["--json".into(), "--dangerous".into()]).unwrap();
     assert!(o.json && o.dangerous);
+    assert_eq!(o.firmware, None);
+    let o = Options::parse(&["--firmware".into(), "/x/OVMF.fd".into()]).unwrap();
+    assert_eq!(
+        o.firmware.as_deref(),
+        Some(std::path::Path::new("/x/OVMF.fd"))
+    );
+    let o = Options::parse(&["--firmware=/y.fd".into()]).unwrap();
+    assert_eq!(o.firmware.as_deref(), Some(std::path::Path::new("/y.fd")));
+    assert!(
+        Options::parse(&["--firmware".into()])
+            .unwrap_err()
+            .contains("needs a path")
+    );
     assert_eq!(Options::parse(&[]).unwrap(), Options::default());
     assert!(
         Options::parse(&["--force".into()])
@@ -156,6 +169,19 @@ fn ci_machine_runs_default_and_skips_every_confidential_tier() {
     );
     assert!(tdx.contains("this CPU is AuthenticAMD (AMD EPYC)"), "{tdx}");
     assert!(skip_reason(&plan, "sw-protected/memory").contains("KVM_X86_SW_PROTECTED_VM (1)"));
+    // The software-model tiers run on every host.
+    for (name, tee) in [
+        ("sim/sev", LaunchTee::Sev),
+        ("sim/sev-es", LaunchTee::SevEs),
+        ("sim/snp", LaunchTee::Snp),
+        ("sim/tdx", LaunchTee::Tdx),
+    ] {
+        assert_eq!(
+            decision(&plan, name),
+            &Decision::Run(Check::Launch { tee, sim: true }),
+            "{name}"
+        );
+    }
     for name in ["sev/platform-status", "snp/platform-status"] {
         assert!(
             skip_reason(&plan, name).contains("/dev/sev does not exist"),
@@ -179,8 +205,8 @@ fn ci_machine_runs_default_and_skips_every_confidential_tier() {
     let plan = super::plan(
         &host,
         &Options {
-            json: false,
             dangerous: true,
+            ..Options::default()
         },
     );
     let r = skip_reason(&plan, "snp/commit");
@@ -191,19 +217,19 @@ fn ci_machine_runs_default_and_skips_every_confidential_tier() {
 }
 
 #[test]
-fn snp_host_without_launch_flow_is_not_run_never_passed() {
+fn snp_host_runs_the_real_amd_launch_tiers() {
     let host = snp_host();
     let plan = plan(&host, &Options::default());
-    for name in ["sev/launch", "sev-es/launch", "snp/launch"] {
-        match decision(&plan, name) {
-            Decision::NotRun(r) => {
-                assert!(
-                    r.starts_with("no launch flow for real hardware in this build"),
-                    "{r}"
-                )
-            }
-            other => panic!("{name}: {other:?}"),
-        }
+    for (name, tee) in [
+        ("sev/launch", LaunchTee::Sev),
+        ("sev-es/launch", LaunchTee::SevEs),
+        ("snp/launch", LaunchTee::Snp),
+    ] {
+        assert_eq!(
+            decision(&plan, name),
+            &Decision::Run(Check::Launch { tee, sim: false }),
+            "{name}"
+        );
     }
     let tdx = skip_reason(&plan, "tdx/launch");
     assert!(tdx.contains("this CPU is AuthenticAMD"), "{tdx}");
@@ -224,8 +250,8 @@ fn snp_host_without_launch_flow_is_not_run_never_passed() {
     let plan = super::plan(
         &host,
         &Options {
-            json: false,
             dangerous: true,
+            ..Options::default()
         },
     );
     assert_eq!(
@@ -253,8 +279,8 @@ fn snp_host_without_launch_flow_is_not_run_never_passed() {
     let plan = super::plan(
         &sev_only,
         &Options {
-            json: false,
             dangerous: true,
+            ..Options::default()
         },
     );
     assert!(skip_reason(&plan, "snp/commit").contains("SNP is not usable"));
@@ -266,13 +292,19 @@ fn snp_host_without_launch_flow_is_not_run_never_passed() {
 }
 
 #[test]
-fn tdx_host_reports_not_run_for_tdx_and_skips_amd() {
+fn tdx_host_runs_the_real_tdx_tiers_and_skips_amd() {
     let plan = plan(&tdx_host(), &Options::default());
-    assert!(matches!(decision(&plan, "tdx/launch"), Decision::NotRun(_)));
-    assert!(matches!(
+    assert_eq!(
+        decision(&plan, "tdx/launch"),
+        &Decision::Run(Check::Launch {
+            tee: LaunchTee::Tdx,
+            sim: false
+        })
+    );
+    assert_eq!(
         decision(&plan, "tdx/capabilities"),
-        Decision::NotRun(_)
-    ));
+        &Decision::Run(Check::TdxCapabilities)
+    );
     let sev = skip_reason(&plan, "sev/launch");
     assert!(
         sev.starts_with("/dev/kvm offers VM types [default, tdx]; KVM_X86_SEV_VM (2)"),
@@ -307,8 +339,16 @@ fn execute_maps_outcomes_and_json_has_the_table_shape() {
     let opts = Options::default();
     let planned = plan(&host, &opts);
     let results = execute(&planned, |c| match c {
-        Check::SnpPlatformStatus => Err("SNP_PLATFORM_STATUS failed: EIO".into()),
-        other => Ok(format!("{other:?} ok")),
+        Check::SnpPlatformStatus => Outcome::Failed("SNP_PLATFORM_STATUS failed: EIO".into()),
+        Check::Launch {
+            tee: LaunchTee::Snp,
+            sim: false,
+        } => Outcome::NotRun("report verification not available on the real backend".into()),
+        Check::Launch {
+            tee: LaunchTee::Sev,
+            sim: false,
+        } => Outcome::Skipped("cannot open /dev/sev".into()),
+        other => Outcome::Passed(format!("{other:?} ok")),
     });
     assert_eq!(results.len(), planned.len());
     let get = |n: &str| results.iter().find(|r| r.name == n).unwrap();
@@ -319,6 +359,12 @@ fn execute_maps_outcomes_and_json_has_the_table_shape() {
         "SNP_PLATFORM_STATUS failed: EIO"
     );
     assert_eq!(get("snp/launch").status, Status::NotRun);
+    assert_eq!(
+        get("snp/launch").reason,
+        "report verification not available on the real backend"
+    );
+    assert_eq!(get("sev/launch").status, Status::Skipped);
+    assert_eq!(get("sim/snp").status, Status::Passed);
     assert_eq!(get("snp/commit").status, Status::Skipped);
     assert_eq!(get("snp/commit").duration_ms, 0.0);
 
@@ -362,7 +408,9 @@ fn execute_maps_outcomes_and_json_has_the_table_shape() {
 fn table_lists_every_tier_with_status_and_reason() {
     let host = ci_machine();
     let planned = plan(&host, &Options::default());
-    let results = execute(&planned, |_| Err("boom".into()));
+    let results = execute(&planned, |_| -> Result<String, String> {
+        Err("boom".into())
+    });
     let table = render_table(&host, &results);
     assert!(
         table.contains("/dev/kvm: API 12, VM types [default] (0x1)"),
@@ -378,5 +426,111 @@ fn table_lists_every_tier_with_status_and_reason() {
         assert!(line.contains(r.status.as_str()), "{line}");
         assert!(line.ends_with(&r.reason), "{line}");
     }
-    assert!(table.contains("0 passed, 2 failed,"), "{table}");
+    // default/guest, default/capabilities and the four sim tiers ran (and "failed").
+    assert!(table.contains("0 passed, 6 failed,"), "{table}");
+}
+
+/// The launch tiers on the software model, with the built-in firmware: every
+/// comparison (launch log, backend measurement, LAUNCH_MEASURE / report / TDREPORT) must
+/// hold, and the result must say it is the software model.
+#[test]
+fn sim_launch_tiers_pass_on_the_software_model() {
+    for (tee, evidence) in [
+        (LaunchTee::Sev, "LAUNCH_MEASURE verified by the guest owner"),
+        (
+            LaunchTee::SevEs,
+            "LAUNCH_MEASURE verified by the guest owner",
+        ),
+        (LaunchTee::Snp, "attestation report signed by the VCEK"),
+        (LaunchTee::Tdx, "TDREPORT MAC verified"),
+    ] {
+        match run_check(Check::Launch { tee, sim: true }, &FirmwareSource::BuiltIn) {
+            Outcome::Passed(detail) => {
+                assert!(detail.contains("on the software model"), "{detail}");
+                assert!(detail.contains("built-in 64 KiB image"), "{detail}");
+                assert!(detail.contains("launch log = offline log"), "{detail}");
+                assert!(detail.contains(evidence), "{tee:?}: {detail}");
+                if matches!(tee, LaunchTee::Snp | LaunchTee::Tdx) {
+                    assert!(detail.contains("= offline"), "{detail}");
+                }
+            }
+            other => panic!("{tee:?}: {other:?}"),
+        }
+    }
+}
+
+/// Firmware selection: an explicit image is used as given (and a bad one fails the tier at
+/// its step); an installed image without the needed metadata falls back to the built-in one
+/// and says so.
+#[test]
+fn launch_tier_firmware_selection() {
+    let dir = std::env::temp_dir().join(format!("hw-test-fw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("missing.fd");
+    match run_check(
+        Check::Launch {
+            tee: LaunchTee::Sev,
+            sim: true,
+        },
+        &FirmwareSource::Explicit(missing.clone()),
+    ) {
+        Outcome::Failed(r) => assert!(r.starts_with("firmware: cannot read"), "{r}"),
+        other => panic!("{other:?}"),
+    }
+    // 64 KiB of zeros: no OVMF footer table, so no TDVF metadata.
+    let blank = dir.join("blank.fd");
+    std::fs::write(&blank, vec![0u8; 0x10000]).unwrap();
+    let tdx = Check::Launch {
+        tee: LaunchTee::Tdx,
+        sim: true,
+    };
+    match run_check(tdx, &FirmwareSource::Explicit(blank.clone())) {
+        Outcome::Failed(r) => assert!(
+            r.starts_with("firmware: ") || r.starts_with("plan: "),
+            "{r}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    match run_check(tdx, &FirmwareSource::Installed(blank.clone())) {
+        Outcome::Passed(r) => {
+            assert!(r.contains("built-in 64 KiB image"), "{r}");
+            assert!(
+                r.contains(&format!("{} unusable for TDX", blank.display())),
+                "{r}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        FirmwareSource::resolve(Some(&missing)),
+        FirmwareSource::Explicit(missing)
+    );
+}
+
+/// On a host without the VM type, the real launch tier (should it be run anyway) reports
+/// a skip with the kernel's refusal, never a pass.
+#[test]
+fn real_launch_tier_without_the_vm_type_is_not_a_pass() {
+    let kvm = match Kvm::open() {
+        Ok(k) => k,
+        Err(e) => {
+            println!("skipped: {e}");
+            return;
+        }
+    };
+    if kvm.supported_vm_types().contains(VmType::Snp) {
+        println!("skipped: this host offers SNP VMs");
+        return;
+    }
+    match run_check(
+        Check::Launch {
+            tee: LaunchTee::Snp,
+            sim: false,
+        },
+        &FirmwareSource::BuiltIn,
+    ) {
+        Outcome::Skipped(r) => assert!(r.contains("not supported on this host"), "{r}"),
+        other => panic!("{other:?}"),
+    }
 }
