@@ -159,9 +159,12 @@ pub struct PdhCertExport {
 
 /// The SEV platform commands, whatever executes them.
 ///
-/// Implemented by [`DevSev`] for real hosts. The software firmware implements it too (a
-/// [`Psp`](crate::Psp) over the simulated transport, feature `sim`), so management code
-/// written against `Platform` runs unchanged on hardware and in tests.
+/// Implemented by [`DevSev`] for real hosts and, with feature `sim`, by every
+/// [`Psp`](crate::Psp) whose transport is the software firmware (`Psp<SimFirmware>`,
+/// `Psp<Arc<SimFirmware>>`; module `sim::platform`, error type `SimPlatformError`). That
+/// implementation follows the kernel's `/dev/sev` ioctl path (automatic INIT and SHUTDOWN,
+/// length queries, FACTORY_RESET refused while WORKING), so management code written against
+/// `Platform` runs unchanged on hardware and in tests.
 ///
 /// The key-changing commands (PEK_GEN, PDH_GEN, PEK_CERT_IMPORT, FACTORY_RESET,
 /// SNP_COMMIT, SNP_SET_CONFIG, SNP_VLEK_LOAD) invalidate certificates a VMM may be serving

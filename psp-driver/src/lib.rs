@@ -16,8 +16,8 @@
 //!   cache write-back under the exclusive lock, and a guard against binding a dirty ASID.
 //! * **`/dev/sev`** ([`DevSev`]): safe platform management on real AMD hosts (status, chip id,
 //!   PEK/PDH certificates, key generation, SNP commit/config/VLEK), with a clear error when
-//!   SEV is not available, behind the [`Platform`] trait that the software firmware
-//!   (feature `sim`) implements too.
+//!   SEV is not available, behind the [`Platform`] trait that a [`Psp`] over the software
+//!   firmware (feature `sim`) implements too, with the same `/dev/sev` semantics.
 //!
 //! # Example: a transport, serialized commands and the ASID protocol
 //!
@@ -79,7 +79,7 @@
 //! # Features
 //!
 //! * `sim`: the software PSP firmware (a [`Transport`]), for tests and measurements on
-//!   machines without SEV hardware.
+//!   machines without SEV hardware; a [`Psp`] over it implements [`Platform`].
 //! * `owner`: guest-owner helpers (session blobs, LAUNCH_SECRET packets, verification).
 //!
 //! # Model checking

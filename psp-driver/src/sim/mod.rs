@@ -54,6 +54,7 @@ use crate::report::TcbVersion;
 use crate::{Completion, SevCmd, SevRetCode, Transport};
 
 pub mod mem;
+pub mod platform;
 
 mod identity;
 mod legacy;

@@ -185,27 +185,7 @@ impl TierBackend for KvmBackend {
         let dev = DevSev::open()
             .or_else(|_| DevSev::open_read_only(DEV_SEV_PATH))
             .map_err(|e| chain(&e))?;
-        let status = dev.platform_status().map_err(|e| chain(&e))?;
-        let export = dev.pdh_cert_export().map_err(|e| chain(&e))?;
-        let len = std::mem::size_of::<SevCert>();
-        let pdh = export
-            .pdh_cert
-            .get(..len)
-            .and_then(|b| SevCert::read_from_bytes(b).ok())
-            .ok_or_else(|| {
-                format!(
-                    "PDH_CERT_EXPORT returned {} bytes, fewer than a SEV certificate ({len})",
-                    export.pdh_cert.len()
-                )
-            })?;
-        Ok((
-            pdh,
-            FwVersion {
-                api_major: status.api_major,
-                api_minor: status.api_minor,
-                build: status.build,
-            },
-        ))
+        platform_pdh(&dev)
     }
 
     fn reported_digest(&self, tee: LaunchTee) -> Result<Vec<u8>, String> {
@@ -229,6 +209,32 @@ impl TierBackend for KvmBackend {
             _ => "no attestation report for SEV / SEV-ES".to_owned(),
         }))
     }
+}
+
+/// The PDH certificate and firmware version, read through [`Platform`] (PLATFORM_STATUS,
+/// PDH_CERT_EXPORT): one code path for `/dev/sev` and the software firmware.
+fn platform_pdh<P: Platform>(platform: &P) -> Result<(SevCert, FwVersion), String> {
+    let status = platform.platform_status().map_err(|e| chain(&e))?;
+    let export = platform.pdh_cert_export().map_err(|e| chain(&e))?;
+    let len = std::mem::size_of::<SevCert>();
+    let pdh = export
+        .pdh_cert
+        .get(..len)
+        .and_then(|b| SevCert::read_from_bytes(b).ok())
+        .ok_or_else(|| {
+            format!(
+                "PDH_CERT_EXPORT returned {} bytes, fewer than a SEV certificate ({len})",
+                export.pdh_cert.len()
+            )
+        })?;
+    Ok((
+        pdh,
+        FwVersion {
+            api_major: status.api_major,
+            api_minor: status.api_minor,
+            build: status.build,
+        },
+    ))
 }
 
 /// Shared memory for the certificate table / quote buffer of the sim guest.
@@ -255,16 +261,8 @@ impl TierBackend for SimBackend {
         let host = self
             .sev_host()
             .ok_or("the simulated VM has no SEV platform")?;
-        let fw = host.firmware();
-        let c = fw.config();
-        Ok((
-            fw.certs().pdh,
-            FwVersion {
-                api_major: c.api_major,
-                api_minor: c.api_minor,
-                build: c.build,
-            },
-        ))
+        // The software firmware's `Platform` runs the `/dev/sev` ioctl path.
+        platform_pdh(&**host.psp())
     }
 
     fn reported_digest(&self, tee: LaunchTee) -> Result<Vec<u8>, String> {
