@@ -2,6 +2,7 @@
 //! PSP firmware give the digests sev-snp-measure computes.
 
 use kvm_coco::measure::hashes::DirectBoot;
+use kvm_coco::measure::synthetic::syn64k;
 use kvm_coco::measure::{FirmwareImage, LaunchPlan, PageKind, PlanInputs};
 use psp_driver::owner::session::{FwVersion, verify_launch_measure};
 use psp_driver::sim::{SimConfig, SimFirmware, mem::PhysMem};
@@ -18,87 +19,6 @@ fn hex(b: &[u8]) -> String {
 
 fn ok(fw: &SimFirmware, cmd: SevCmd, b: &mut [u8]) {
     assert_eq!(fw.submit(cmd, b).status, SevRetCode::Success, "{cmd:?}");
-}
-
-fn guid_le(s: &str) -> [u8; 16] {
-    let h: Vec<u8> = (0..16)
-        .map(|i| {
-            let s: String = s.chars().filter(|c| *c != '-').collect();
-            u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap()
-        })
-        .collect();
-    [
-        h[3], h[2], h[1], h[0], h[5], h[4], h[7], h[6], h[8], h[9], h[10], h[11], h[12], h[13],
-        h[14], h[15],
-    ]
-}
-
-/// SYN64K, facts §8.1.
-fn syn64k() -> Vec<u8> {
-    let s = 0x10000usize;
-    let mut img: Vec<u8> = (0..s).map(|i| (i % 251) as u8).collect();
-    let mut asev = b"ASEV".to_vec();
-    for v in [
-        76u32, 1, 5, 0x80_0000, 0x1000, 1, 0x80_1000, 0x1000, 2, 0x80_2000, 0x1000, 3, 0x80_3000,
-        0x1000, 0x10, 0x80_4000, 0x2000, 1,
-    ] {
-        asev.extend_from_slice(&v.to_le_bytes());
-    }
-    img[s - 0xE00..s - 0xE00 + asev.len()].copy_from_slice(&asev);
-    let mut tdvf = b"TDVF".to_vec();
-    for v in [144u32, 1, 4] {
-        tdvf.extend_from_slice(&v.to_le_bytes());
-    }
-    for (off, raw, addr, msize, ty, attr) in [
-        (0u32, 0x4000u32, 0xFFFF_0000u64, 0x4000u64, 1u32, 0u32),
-        (0x4000, 0xC000, 0xFFFF_4000, 0xC000, 0, 1),
-        (0, 0, 0x80_9000, 0x2000, 2, 0),
-        (0, 0, 0x80_0000, 0x6000, 3, 0),
-    ] {
-        for b in [
-            &off.to_le_bytes()[..],
-            &raw.to_le_bytes(),
-            &addr.to_le_bytes(),
-            &msize.to_le_bytes(),
-            &ty.to_le_bytes(),
-            &attr.to_le_bytes(),
-        ] {
-            tdvf.extend_from_slice(b);
-        }
-    }
-    img[s - 0xF10..s - 0xF00].copy_from_slice(&guid_le("e9eaf9f3-168e-44d5-a8eb-7f4d8738f6ae"));
-    img[s - 0xF00..s - 0xF00 + tdvf.len()].copy_from_slice(&tdvf);
-    let mut t = Vec::new();
-    for (data, guid) in [
-        (
-            0x0F00u32.to_le_bytes().to_vec(),
-            "e47a6535-984a-4798-865e-4685a7bf8ec2",
-        ),
-        (
-            0x0E00u32.to_le_bytes().to_vec(),
-            "dc886566-984a-4798-a75e-5585a7bf67cc",
-        ),
-        (
-            [0x0080_3C00u32.to_le_bytes(), 0x400u32.to_le_bytes()].concat(),
-            "7255371f-3a3b-4b04-927b-1da6efa8d454",
-        ),
-        (
-            [0x0080_5000u32.to_le_bytes(), 0x1000u32.to_le_bytes()].concat(),
-            "4c2eb361-7d9b-4cc3-8081-127c90d3d294",
-        ),
-        (
-            0x0080_4004u32.to_le_bytes().to_vec(),
-            "00f771de-1a7e-4fcb-890e-68c77e2fb44e",
-        ),
-    ] {
-        t.extend_from_slice(&data);
-        t.extend_from_slice(&((data.len() + 18) as u16).to_le_bytes());
-        t.extend_from_slice(&guid_le(guid));
-    }
-    t.extend_from_slice(&136u16.to_le_bytes());
-    t.extend_from_slice(&guid_le("96b582de-1fb2-45f7-baea-a366c55a082d"));
-    img[0xFF58..0xFF58 + 136].copy_from_slice(&t);
-    img
 }
 
 fn pages(step_data: &[u8], len: u64) -> Vec<Vec<u8>> {

@@ -16,7 +16,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use kvm_coco::measure::calc::{self, MeasureOptions, Progress, SevMeasureParams, Tik};
 use kvm_coco::measure::firmware::FirmwareImage;
-use kvm_coco::measure::hashes::DirectBoot;
+use kvm_coco::measure::hashes::SevHashes;
 use kvm_coco::measure::plan::{Data, LaunchPlan, Origin, PlanInputs};
 use kvm_coco::measure::vcpu::{CPU_TYPES, VmmType, cpu_sig, cpu_type_sig};
 
@@ -264,19 +264,22 @@ pub(crate) fn run(a: &MeasureArgs) -> Result<Outcome, CliError> {
     let image = read("firmware", &a.ovmf)?;
     let fw = FirmwareImage::parse(&image)
         .map_err(|e| cli_err!("firmware '{}': {e}", a.ovmf.display()))?;
-    let kernel = a.kernel.as_deref().map(|p| read("kernel", p)).transpose()?;
-    let initrd = a.initrd.as_deref().map(|p| read("initrd", p)).transpose()?;
+    // The kernel and initrd enter the measurement only through their SHA-256 digests, so
+    // they are streamed, never loaded.
+    let mut boot_bytes = 0u64;
+    for (what, path) in [("kernel", &a.kernel), ("initrd", &a.initrd)] {
+        if let Some(p) = path {
+            let meta = std::fs::metadata(p)
+                .map_err(|e| cli_err!("cannot read {what} '{}': {e}", p.display()))?;
+            boot_bytes += meta.len();
+        }
+    }
 
     let mut inputs = PlanInputs::new(&fw);
     inputs.vcpus = a.vcpus.unwrap_or(0);
     inputs.vcpu_sig = sig;
     inputs.guest_features = a.guest_features;
     inputs.vmm = a.vmm_type;
-    inputs.boot = kernel.as_deref().map(|k| DirectBoot {
-        kernel: k,
-        initrd: initrd.as_deref(),
-        cmdline: a.append.as_deref(),
-    });
     if let Some(h) = &a.snp_ovmf_hash {
         inputs.snp_firmware_digest = Some(fixed::<48>("--snp-ovmf-hash", h)?);
     }
@@ -287,14 +290,17 @@ pub(crate) fn run(a: &MeasureArgs) -> Result<Outcome, CliError> {
         ));
     }
 
-    let input_bytes = (image.len()
-        + kernel.as_ref().map_or(0, Vec::len)
-        + initrd.as_ref().map_or(0, Vec::len)) as u64;
+    let input_bytes = image.len() as u64 + boot_bytes;
     let spinner = progress_wanted(input_bytes).then(|| {
         let s = ProgressBar::new_spinner().with_message("hashing kernel and initrd");
         s.enable_steady_tick(Duration::from_millis(100));
         s
     });
+    if let Some(kernel) = &a.kernel {
+        let hashes = SevHashes::from_files(kernel, a.initrd.as_deref(), a.append.as_deref())
+            .map_err(|e| cli_err!("cannot read kernel or initrd: {e}"))?;
+        inputs.boot_hashes = Some(hashes);
+    }
     let plan = match a.mode {
         Mode::Sev => LaunchPlan::sev(&inputs),
         Mode::Seves => LaunchPlan::sev_es(&inputs),

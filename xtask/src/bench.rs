@@ -299,97 +299,6 @@ pub fn summarize_failure(stderr: &str) -> String {
     )
 }
 
-/// The SYN64K synthetic firmware image (facts firmware-and-measurement §8.1): 64 KiB with
-/// TDVF and SEV metadata, a kernel-hash table and a reset block, so SNP direct boot can be
-/// measured (Debian's OVMF.fd has no SNP_KERNEL_HASHES section).
-pub fn syn64k() -> Vec<u8> {
-    const S: usize = 0x10000;
-    fn guid(s: &str) -> [u8; 16] {
-        let h: Vec<u8> = s
-            .split('-')
-            .flat_map(|p| {
-                p.as_bytes()
-                    .chunks(2)
-                    .map(|c| {
-                        u8::from_str_radix(std::str::from_utf8(c).unwrap_or("00"), 16).unwrap_or(0)
-                    })
-                    .collect::<Vec<u8>>()
-            })
-            .collect();
-        let mut g = [0u8; 16];
-        // bytes_le: the first three fields little-endian, the last eight as written.
-        g[0..4].copy_from_slice(&[h[3], h[2], h[1], h[0]]);
-        g[4..6].copy_from_slice(&[h[5], h[4]]);
-        g[6..8].copy_from_slice(&[h[7], h[6]]);
-        g[8..16].copy_from_slice(&h[8..16]);
-        g
-    }
-    let le32 = |v: u32| v.to_le_bytes();
-    let mut b: Vec<u8> = (0..S).map(|i| (i % 251) as u8).collect();
-    let mut put = |off: usize, data: &[u8]| b[off..off + data.len()].copy_from_slice(data);
-    // TDVF descriptor.
-    put(S - 0xF10, &guid("e9eaf9f3-168e-44d5-a8eb-7f4d8738f6ae"));
-    let mut tdvf = Vec::new();
-    tdvf.extend_from_slice(b"TDVF");
-    for v in [144u32, 1, 4] {
-        tdvf.extend_from_slice(&le32(v));
-    }
-    for (off, raw, addr, mem, ty, attr) in [
-        (0u32, 0x4000u32, 0xFFFF_0000u64, 0x4000u64, 1u32, 0u32),
-        (0x4000, 0xC000, 0xFFFF_4000, 0xC000, 0, 1),
-        (0, 0, 0x80_9000, 0x2000, 2, 0),
-        (0, 0, 0x80_0000, 0x6000, 3, 0),
-    ] {
-        tdvf.extend_from_slice(&le32(off));
-        tdvf.extend_from_slice(&le32(raw));
-        tdvf.extend_from_slice(&addr.to_le_bytes());
-        tdvf.extend_from_slice(&mem.to_le_bytes());
-        tdvf.extend_from_slice(&le32(ty));
-        tdvf.extend_from_slice(&le32(attr));
-    }
-    put(S - 0xF00, &tdvf);
-    // ASEV (SEV metadata).
-    let mut asev = Vec::new();
-    asev.extend_from_slice(b"ASEV");
-    for v in [76u32, 1, 5] {
-        asev.extend_from_slice(&le32(v));
-    }
-    for (gpa, size, ty) in [
-        (0x80_0000u32, 0x1000u32, 1u32),
-        (0x80_1000, 0x1000, 2),
-        (0x80_2000, 0x1000, 3),
-        (0x80_3000, 0x1000, 0x10),
-        (0x80_4000, 0x2000, 1),
-    ] {
-        for v in [gpa, size, ty] {
-            asev.extend_from_slice(&le32(v));
-        }
-    }
-    put(S - 0xE00, &asev);
-    // Footer table, entries in address order: data ‖ u16 (len+18) ‖ GUID.
-    let mut footer = Vec::new();
-    let mut entry = |data: &[u8], g: &str| {
-        footer.extend_from_slice(data);
-        footer.extend_from_slice(&((data.len() + 18) as u16).to_le_bytes());
-        footer.extend_from_slice(&guid(g));
-    };
-    entry(&le32(0x0F00), "e47a6535-984a-4798-865e-4685a7bf8ec2");
-    entry(&le32(0x0E00), "dc886566-984a-4798-a75e-5585a7bf67cc");
-    entry(
-        &[le32(0x0080_3C00), le32(0x400)].concat(),
-        "7255371f-3a3b-4b04-927b-1da6efa8d454",
-    );
-    entry(
-        &[le32(0x0080_5000), le32(0x1000)].concat(),
-        "4c2eb361-7d9b-4cc3-8081-127c90d3d294",
-    );
-    entry(&le32(0x0080_4004), "00f771de-1a7e-4fcb-890e-68c77e2fb44e");
-    footer.extend_from_slice(&136u16.to_le_bytes());
-    footer.extend_from_slice(&guid("96b582de-1fb2-45f7-baea-a366c55a082d"));
-    put(S - 32 - footer.len(), &footer);
-    b
-}
-
 /// SHA-256 of SYN64K from the facts file (§8.1), to check the generator.
 pub const SYN64K_SHA256: &str = "dac893496e53bf1a5643d761be49395899612ebe0178de53d93e1d6c373736fb";
 
@@ -462,7 +371,7 @@ fn find_ovmf(dir: &Path) -> Result<PathBuf, String> {
 fn prepare_inputs(dir: &Path, ovmf: &Path) -> Result<(PathBuf, String), String> {
     let inputs = dir.join("inputs");
     std::fs::create_dir_all(&inputs).map_err(|e| e.to_string())?;
-    let syn = syn64k();
+    let syn = kvm_coco::measure::synthetic::syn64k();
     let got = hex::encode(Sha256::digest(&syn));
     if got != SYN64K_SHA256 {
         return Err(format!(
@@ -968,12 +877,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn syn64k_matches_the_facts_sha256() {
-        // The expected value comes from the facts file (generated there independently).
-        assert_eq!(hex::encode(Sha256::digest(syn64k())), SYN64K_SHA256);
-    }
 
     #[test]
     fn estimates_are_read_from_criterion_layout() {

@@ -18,7 +18,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode};
-use kvm_coco::measure::hashes::DirectBoot;
+use kvm_coco::measure::hashes::{DirectBoot, SevHashes};
 use kvm_coco::measure::vcpu::cpu_type_sig;
 use kvm_coco::measure::{FirmwareImage, LaunchPlan, MeasureOptions, PlanInputs, measure};
 use kvm_coco_bench_compare::{Case, cases};
@@ -81,8 +81,23 @@ fn kvm_coco_bytes(case: &Case, l: &Loaded) -> Vec<u8> {
     m.digest.as_bytes().to_vec()
 }
 
+/// What `vmm-cli measure` does: read the firmware, stream the kernel and initrd into their
+/// digests, parse, plan and measure.
 fn kvm_coco_files(case: &Case) -> Vec<u8> {
-    kvm_coco_bytes(case, &load(case))
+    let ovmf = read(&case.ovmf);
+    let fw = FirmwareImage::parse(&ovmf).unwrap_or_else(|e| panic!("kvm-coco: {e}"));
+    let mut inputs = PlanInputs::new(&fw);
+    inputs.vcpus = case.vcpus;
+    inputs.vcpu_sig = cpu_type_sig(&case.vcpu_type);
+    inputs.guest_features = 0x1;
+    if let Some(kernel) = &case.kernel {
+        let hashes = SevHashes::from_files(kernel, case.initrd.as_deref(), case.append.as_deref())
+            .unwrap_or_else(|e| panic!("kvm-coco: {e}"));
+        inputs.boot_hashes = Some(hashes);
+    }
+    let plan = LaunchPlan::snp(&inputs).unwrap_or_else(|e| panic!("kvm-coco: {e}"));
+    let m = measure(&plan, &MeasureOptions::default()).unwrap_or_else(|e| panic!("kvm-coco: {e}"));
+    m.digest.as_bytes().to_vec()
 }
 
 fn raw_hash_floor(case: &Case, l: &Loaded, vmsa_pages: &[u8]) -> usize {

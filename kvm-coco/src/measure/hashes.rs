@@ -11,6 +11,9 @@
 //!   ‖ zero padding to a multiple of 16 bytes (176 bytes in total)
 //! ```
 
+use std::io::Read;
+use std::path::Path;
+
 use sha2::{Digest, Sha256};
 
 use super::firmware::Guid;
@@ -90,6 +93,49 @@ impl SevHashes {
         }
     }
 
+    /// Hashes the files QEMU would be given (`-kernel`, `-initrd`) and the command line,
+    /// streaming the files through a small buffer instead of loading them, the kernel and
+    /// the initrd concurrently. Equal to [`compute`](Self::compute) over the files' bytes.
+    ///
+    /// ```
+    /// use kvm_coco::measure::hashes::{DirectBoot, SevHashes};
+    /// let dir = std::env::temp_dir().join(format!("kvm-coco-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let kernel = dir.join("bzImage");
+    /// std::fs::write(&kernel, vec![0x90u8; 3 << 20])?;
+    /// let streamed = SevHashes::from_files(&kernel, None, Some("console=ttyS0"))?;
+    /// let loaded = SevHashes::compute(&DirectBoot {
+    ///     kernel: &std::fs::read(&kernel)?,
+    ///     initrd: None,
+    ///     cmdline: Some("console=ttyS0"),
+    /// });
+    /// assert_eq!(streamed, loaded);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The I/O error of opening or reading a file.
+    pub fn from_files(
+        kernel: &Path,
+        initrd: Option<&Path>,
+        cmdline: Option<&str>,
+    ) -> std::io::Result<Self> {
+        let (kernel, initrd) = rayon::join(
+            || sha256_file(kernel),
+            || initrd.map_or_else(|| Ok(Sha256::digest([]).into()), sha256_file),
+        );
+        let mut c = Sha256::new();
+        c.update(cmdline.unwrap_or_default().as_bytes());
+        c.update([0u8]);
+        Ok(Self {
+            cmdline: c.finalize().into(),
+            initrd: initrd?,
+            kernel: kernel?,
+        })
+    }
+
     /// The padded table, exactly as QEMU writes and measures it.
     pub fn table(&self) -> [u8; PADDED_TABLE_LEN] {
         let mut t = [0u8; PADDED_TABLE_LEN];
@@ -109,6 +155,20 @@ impl SevHashes {
             t[e + 18..e + ENTRY_LEN].copy_from_slice(hash);
         }
         t
+    }
+}
+
+/// SHA-256 of a file, read through one reused 1 MiB buffer.
+fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut h = Sha256::new();
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finalize().into());
+        }
+        h.update(&buf[..n]);
     }
 }
 

@@ -11,6 +11,9 @@
 //!    (SEV / SEV-ES launch digest, SNP MEASUREMENT, TDX MRTD), optionally with a
 //!    [`log::LaunchLog`]; [`calc::sev_launch_measure`] adds the SEV `LAUNCH_MEASURE` HMAC.
 //!
+//! [`synthetic`] builds small OVMF-like images (SYN64K and variants) for demos, tests and
+//! hardware-free launches.
+//!
 //! The shared SNP / SEV digest primitives live in [`psp_driver::digest`], so the software
 //! firmware measures exactly what this module predicts.
 //!
@@ -36,6 +39,7 @@ pub mod firmware;
 pub mod hashes;
 pub mod log;
 pub mod plan;
+pub mod synthetic;
 pub mod vcpu;
 pub mod vmsa;
 

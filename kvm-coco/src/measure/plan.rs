@@ -202,6 +202,9 @@ pub enum PlanError {
     /// QEMU's VMSA needs the vCPU signature.
     #[error("the vCPU signature is needed (vCPU type, signature or family/model/stepping)")]
     MissingVcpuSignature,
+    /// Both [`PlanInputs::boot`] and [`PlanInputs::boot_hashes`] were given.
+    #[error("a direct boot was given both as bytes and as digests; give one")]
+    BootGivenTwice,
     /// The image has no TDVF metadata.
     #[error("firmware has no TDVF metadata (footer entry e47a6535-984a-4798-865e-4685a7bf8ec2)")]
     NoTdvf,
@@ -224,6 +227,11 @@ pub struct PlanInputs<'a> {
     pub firmware: &'a FirmwareImage<'a>,
     /// Direct kernel boot, if any.
     pub boot: Option<DirectBoot<'a>>,
+    /// Direct kernel boot given by its digests instead of its bytes, e.g. from
+    /// [`SevHashes::from_files`], which streams large kernels and initrds rather than
+    /// loading them. Only the digests enter a SEV / SEV-ES / SNP measurement, so this gives
+    /// the same plan as [`boot`](Self::boot) with the same files; set one or the other.
+    pub boot_hashes: Option<SevHashes>,
     /// Number of vCPUs (SEV-ES, SNP).
     pub vcpus: u32,
     /// CPUID(1).EAX signature of the vCPU model (required for QEMU VMSAs).
@@ -243,6 +251,7 @@ impl<'a> PlanInputs<'a> {
         Self {
             firmware,
             boot: None,
+            boot_hashes: None,
             vcpus: 1,
             vcpu_sig: None,
             guest_features: 0x1,
@@ -262,6 +271,15 @@ fn firmware_step<'a>(fw: &FirmwareImage<'a>) -> Step<'a> {
     }
 }
 
+/// The direct-boot digests of the inputs, from bytes or given.
+fn boot_hashes(inputs: &PlanInputs<'_>) -> Result<Option<SevHashes>, PlanError> {
+    match (&inputs.boot, inputs.boot_hashes) {
+        (Some(_), Some(_)) => Err(PlanError::BootGivenTwice),
+        (Some(boot), None) => Ok(Some(SevHashes::compute(boot))),
+        (None, given) => Ok(given),
+    }
+}
+
 fn check_size(fw: &FirmwareImage<'_>) -> Result<(), PlanError> {
     let len = fw.bytes().len();
     if len == 0 || len as u64 > 1 << 32 {
@@ -275,7 +293,7 @@ impl<'a> LaunchPlan<'a> {
         let fw = inputs.firmware;
         check_size(fw)?;
         let mut steps = vec![firmware_step(fw)];
-        if let Some(boot) = &inputs.boot {
+        if let Some(hashes) = boot_hashes(inputs)? {
             let ht = fw
                 .hash_table()
                 .filter(|h| h.gpa != 0)
@@ -287,7 +305,7 @@ impl<'a> LaunchPlan<'a> {
                     what: "area",
                 });
             }
-            let table = SevHashes::compute(boot).table();
+            let table = hashes.table();
             steps.push(Step {
                 gpa: u64::from(ht.gpa),
                 len: PADDED_TABLE_LEN as u64,
@@ -340,7 +358,7 @@ impl<'a> LaunchPlan<'a> {
             }
             steps.push(firmware_step(fw));
         }
-        let hashes = inputs.boot.as_ref().map(SevHashes::compute);
+        let hashes = boot_hashes(inputs)?;
         let sections = fw
             .sev_metadata()
             .map(|m| &m.sections[..])

@@ -1,5 +1,6 @@
-//! Shared helpers of the measurement tests: synthetic firmware images (built here from the
-//! recipe in the facts, never by the code under test), side files, locating OVMF and
+//! Shared helpers of the measurement tests: the synthetic firmware images (from
+//! `kvm_coco::measure::synthetic`, anchored by the facts' SYN64K SHA-256 and the committed
+//! vectors' input hashes), one-off image recipes, side files, locating OVMF and
 //! sev-snp-measure.
 #![allow(dead_code)]
 
@@ -37,8 +38,10 @@ pub const G_TDVF: &str = "e9eaf9f3-168e-44d5-a8eb-7f4d8738f6ae";
 /// A TDVF section: (DataOffset, RawSize, Addr, MemSize, Type, Attr).
 pub type TdvfSec = (u32, u32, u64, u64, u32, u32);
 
-/// Recipe of a synthetic image, laid out like SYN64K (facts §8.1): TDVF GUID at S−0xF10,
-/// TDVF descriptor at S−0xF00, ASEV at S−0xE00, footer table ending at S−32.
+pub use kvm_coco::measure::synthetic::{syn64k, syn128k, synnoasev, synnohash};
+
+/// A synthetic image recipe in tuple form, for the tests' malformed and one-off layouts;
+/// [`Syn::build`] hands it to [`kvm_coco::measure::synthetic::SyntheticImage`].
 pub struct Syn {
     pub size: usize,
     pub pattern: fn(usize) -> u8,
@@ -51,149 +54,40 @@ pub struct Syn {
 
 impl Syn {
     pub fn build(&self) -> Vec<u8> {
-        let s = self.size;
-        let mut img: Vec<u8> = (0..s).map(self.pattern).collect();
-        let mut put = |off: usize, b: &[u8]| img[off..off + b.len()].copy_from_slice(b);
-        let mut table: Vec<u8> = Vec::new();
-        let mut entry = |data: Vec<u8>, g: &str| {
-            table.extend_from_slice(&data);
-            table.extend_from_slice(&((data.len() + 18) as u16).to_le_bytes());
-            table.extend_from_slice(&guid(g));
+        use kvm_coco::measure::synthetic::{
+            SyntheticImage, SyntheticSevSection, SyntheticTdvfSection,
         };
-        if let Some(secs) = &self.tdvf {
-            put(s - 0xF10, &guid(G_TDVF));
-            let mut d = b"TDVF".to_vec();
-            for v in [16 + 32 * secs.len() as u32, 1, secs.len() as u32] {
-                d.extend_from_slice(&v.to_le_bytes());
-            }
-            for &(off, raw, addr, mem, ty, attr) in secs {
-                d.extend_from_slice(&off.to_le_bytes());
-                d.extend_from_slice(&raw.to_le_bytes());
-                d.extend_from_slice(&addr.to_le_bytes());
-                d.extend_from_slice(&mem.to_le_bytes());
-                d.extend_from_slice(&ty.to_le_bytes());
-                d.extend_from_slice(&attr.to_le_bytes());
-            }
-            put(s - 0xF00, &d);
-            entry(0xF00u32.to_le_bytes().to_vec(), G_TDX);
+        SyntheticImage {
+            size: self.size,
+            pattern: self.pattern,
+            tdvf: self.tdvf.as_ref().map(|v| {
+                v.iter()
+                    .map(|&(o, r, a, m, t, at)| SyntheticTdvfSection {
+                        data_offset: o,
+                        raw_size: r,
+                        memory_address: a,
+                        memory_data_size: m,
+                        section_type: t,
+                        attributes: at,
+                    })
+                    .collect()
+            }),
+            sev_metadata: self.asev.as_ref().map(|v| {
+                v.iter()
+                    .map(|&(gpa, size, t)| SyntheticSevSection {
+                        gpa,
+                        size,
+                        section_type: t,
+                    })
+                    .collect()
+            }),
+            hash_table: self.hash,
+            secret_block: self.secret,
+            reset_eip: self.reset,
         }
-        if let Some(items) = &self.asev {
-            let mut d = b"ASEV".to_vec();
-            for v in [16 + 12 * items.len() as u32, 1, items.len() as u32] {
-                d.extend_from_slice(&v.to_le_bytes());
-            }
-            for &(gpa, size, ty) in items {
-                for v in [gpa, size, ty] {
-                    d.extend_from_slice(&v.to_le_bytes());
-                }
-            }
-            put(s - 0xE00, &d);
-            entry(0xE00u32.to_le_bytes().to_vec(), G_SEVMETA);
-        }
-        let pair = |(a, b): (u32, u32)| [a.to_le_bytes(), b.to_le_bytes()].concat();
-        if let Some(h) = self.hash {
-            entry(pair(h), G_HASH);
-        }
-        if let Some(h) = self.secret {
-            entry(pair(h), G_SECRET);
-        }
-        if let Some(r) = self.reset {
-            entry(r.to_le_bytes().to_vec(), G_RESET);
-        }
-        table.extend_from_slice(&((table.len() + 18) as u16).to_le_bytes());
-        table.extend_from_slice(&guid(G_FOOTER));
-        let end = s - 32;
-        put(end - table.len(), &table);
-        img
+        .build()
+        .unwrap()
     }
-}
-
-/// SYN64K exactly as facts §8.1 describes it.
-pub fn syn64k() -> Vec<u8> {
-    Syn {
-        size: 0x10000,
-        pattern: |i| (i % 251) as u8,
-        tdvf: Some(vec![
-            (0x0, 0x4000, 0xFFFF_0000, 0x4000, 1, 0),
-            (0x4000, 0xC000, 0xFFFF_4000, 0xC000, 0, 1),
-            (0, 0, 0x80_9000, 0x2000, 2, 0),
-            (0, 0, 0x80_0000, 0x6000, 3, 0),
-        ]),
-        asev: Some(vec![
-            (0x80_0000, 0x1000, 1),
-            (0x80_1000, 0x1000, 2),
-            (0x80_2000, 0x1000, 3),
-            (0x80_3000, 0x1000, 0x10),
-            (0x80_4000, 0x2000, 1),
-        ]),
-        hash: Some((0x80_3C00, 0x400)),
-        secret: Some((0x80_5000, 0x1000)),
-        reset: Some(0x80_4004),
-    }
-    .build()
-}
-
-/// 128 KiB: every ASEV section type (CPUID before SECRETS, SVSM_CAA), the hash table at the
-/// end of its page, TDVF with a BFV whose raw data is shorter than its memory.
-pub fn syn128k() -> Vec<u8> {
-    Syn {
-        size: 0x20000,
-        pattern: |i| ((i * 7 + 3) % 256) as u8 ^ (i >> 12) as u8,
-        tdvf: Some(vec![
-            (0x0, 0x10000, 0xFFFE_0000, 0x10000, 0, 1),
-            (0x10000, 0x8000, 0xFFFF_0000, 0x10000, 0, 1),
-            (0x18000, 0x8000, 0xFFFD_0000, 0x8000, 1, 0),
-            (0, 0, 0x90_0000, 0x3000, 2, 0),
-            (0, 0, 0x81_0000, 0x4000, 3, 0),
-        ]),
-        asev: Some(vec![
-            (0x80_0000, 0x3000, 1),
-            (0x80_3000, 0x1000, 3),
-            (0x80_4000, 0x1000, 2),
-            (0x80_5000, 0x1000, 4),
-            (0x80_6000, 0x1000, 0x10),
-            (0x80_7000, 0x2000, 1),
-        ]),
-        hash: Some((0x80_6F40, 0x400)),
-        secret: Some((0x80_4000, 0x1000)),
-        reset: Some(0x80_B004),
-    }
-    .build()
-}
-
-/// 64 KiB without kernel-hash support (hash GPA 0) and without a secret block.
-pub fn synnohash() -> Vec<u8> {
-    Syn {
-        size: 0x10000,
-        pattern: |i| ((i / 3) % 256) as u8,
-        tdvf: Some(vec![
-            (0x8000, 0x8000, 0xFFFF_8000, 0x8000, 0, 1),
-            (0x0, 0x8000, 0xFFFF_0000, 0x8000, 1, 0),
-        ]),
-        asev: Some(vec![
-            (0x80_0000, 0x4000, 1),
-            (0x80_4000, 0x1000, 2),
-            (0x80_5000, 0x1000, 3),
-        ]),
-        hash: Some((0, 0)),
-        secret: None,
-        reset: Some(0x80_1000),
-    }
-    .build()
-}
-
-/// 32 KiB without ASEV and TDVF metadata: reset block and hash table only.
-pub fn synnoasev() -> Vec<u8> {
-    Syn {
-        size: 0x8000,
-        pattern: |i| (i.wrapping_mul(2_654_435_761) >> 13) as u8,
-        tdvf: None,
-        asev: None,
-        hash: Some((0x80_5000, 0x1000)),
-        secret: None,
-        reset: Some(0x80_2004),
-    }
-    .build()
 }
 
 /// The synthetic images, by the file names the vectors use.

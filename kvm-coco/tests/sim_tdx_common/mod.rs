@@ -1,4 +1,4 @@
-//! Helpers shared by the sim_tdx_* tests: hex, GUIDs, synthetic TDVF images, a QEMU-like
+//! Helpers shared by the sim_tdx_* tests: hex, synthetic TDVF images, a QEMU-like
 //! driver of the simulated KVM TDX layer, and a from-the-facts MRTD reference.
 #![allow(dead_code)]
 
@@ -15,20 +15,6 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// GUID text → on-disk (bytes_le) form.
-pub fn guid(s: &str) -> [u8; 16] {
-    let h: String = s.chars().filter(|c| *c != '-').collect();
-    let b: Vec<u8> = (0..16)
-        .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
-        .collect();
-    let mut g = [0u8; 16];
-    g[..4].copy_from_slice(&[b[3], b[2], b[1], b[0]]);
-    g[4..6].copy_from_slice(&[b[5], b[4]]);
-    g[6..8].copy_from_slice(&[b[7], b[6]]);
-    g[8..].copy_from_slice(&b[8..]);
-    g
-}
-
 /// One TDVF section (facts §5.1): data offset, raw size, GPA, memory size, type, attributes.
 #[derive(Clone, Copy, Debug)]
 pub struct Sec {
@@ -43,33 +29,29 @@ pub struct Sec {
 /// A synthetic firmware image of `size` bytes with a TDVF descriptor at `size - 0xF00` and
 /// an OVMF footer table holding only the TDX metadata-offset entry (facts §5.1, §8.1).
 pub fn tdvf_image(size: usize, secs: &[Sec]) -> Vec<u8> {
-    let mut img: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-    let desc = size - 0xF00;
-    img[desc - 16..desc].copy_from_slice(&guid("e9eaf9f3-168e-44d5-a8eb-7f4d8738f6ae"));
-    let mut d = Vec::new();
-    d.extend_from_slice(b"TDVF");
-    d.extend_from_slice(&(16 + 32 * secs.len() as u32).to_le_bytes());
-    d.extend_from_slice(&1u32.to_le_bytes());
-    d.extend_from_slice(&(secs.len() as u32).to_le_bytes());
-    for s in secs {
-        d.extend_from_slice(&s.data_offset.to_le_bytes());
-        d.extend_from_slice(&s.raw.to_le_bytes());
-        d.extend_from_slice(&s.gpa.to_le_bytes());
-        d.extend_from_slice(&s.mem.to_le_bytes());
-        d.extend_from_slice(&s.kind.to_le_bytes());
-        d.extend_from_slice(&s.attr.to_le_bytes());
+    use kvm_coco::measure::synthetic::{SyntheticImage, SyntheticTdvfSection};
+    SyntheticImage {
+        size,
+        pattern: |i| (i % 251) as u8,
+        tdvf: Some(
+            secs.iter()
+                .map(|s| SyntheticTdvfSection {
+                    data_offset: s.data_offset,
+                    raw_size: s.raw,
+                    memory_address: s.gpa,
+                    memory_data_size: s.mem,
+                    section_type: s.kind,
+                    attributes: s.attr,
+                })
+                .collect(),
+        ),
+        sev_metadata: None,
+        hash_table: None,
+        secret_block: None,
+        reset_eip: None,
     }
-    img[desc..desc + d.len()].copy_from_slice(&d);
-    // Footer table ending at size - 32: [u32 0xF00, u16 22, TDX GUID] [u16 40, footer GUID].
-    let mut t = Vec::new();
-    t.extend_from_slice(&0xF00u32.to_le_bytes());
-    t.extend_from_slice(&22u16.to_le_bytes());
-    t.extend_from_slice(&guid("e47a6535-984a-4798-865e-4685a7bf8ec2"));
-    t.extend_from_slice(&40u16.to_le_bytes());
-    t.extend_from_slice(&guid("96b582de-1fb2-45f7-baea-a366c55a082d"));
-    let end = size - 32;
-    img[end - t.len()..end].copy_from_slice(&t);
-    img
+    .build()
+    .unwrap()
 }
 
 /// The initial content QEMU passes for a section: the raw data zero-padded to its size.

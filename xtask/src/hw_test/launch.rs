@@ -470,7 +470,12 @@ fn firmware_for(
             skip: false,
         })
     };
-    let builtin = || (crate::bench::syn64k(), "built-in 64 KiB image".to_owned());
+    let builtin = || {
+        (
+            kvm_coco::measure::synthetic::syn64k(),
+            "built-in 64 KiB image".to_owned(),
+        )
+    };
     match src {
         FirmwareSource::Explicit(p) => Ok((read(p)?, p.display().to_string())),
         FirmwareSource::BuiltIn => Ok(builtin()),
