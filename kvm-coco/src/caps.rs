@@ -273,6 +273,32 @@ pub struct TdxCaps {
     pub cpuid: Vec<TdxCpuidConfig>,
 }
 
+impl From<&kvm_coco_uapi::TdxCapabilitiesBuf> for TdxCaps {
+    /// The answer of `KVM_TDX_CAPABILITIES`, owned.
+    fn from(buf: &kvm_coco_uapi::TdxCapabilitiesBuf) -> Self {
+        let h = buf.header();
+        Self {
+            supported_attrs: h.supported_attrs,
+            supported_xfam: h.supported_xfam,
+            kernel_tdvmcallinfo_1_r11: h.kernel_tdvmcallinfo_1_r11,
+            user_tdvmcallinfo_1_r11: h.user_tdvmcallinfo_1_r11,
+            kernel_tdvmcallinfo_1_r12: h.kernel_tdvmcallinfo_1_r12,
+            user_tdvmcallinfo_1_r12: h.user_tdvmcallinfo_1_r12,
+            cpuid: buf
+                .entries()
+                .map(|e| TdxCpuidConfig {
+                    function: e.function,
+                    index: e.index,
+                    eax: e.eax,
+                    ebx: e.ebx,
+                    ecx: e.ecx,
+                    edx: e.edx,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The SEV platform as seen through `/dev/sev` (PLATFORM_STATUS and SNP_PLATFORM_STATUS,
 /// read with psp-driver's [`DevSev`](psp_driver::DevSev)).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -382,28 +408,7 @@ impl Kvm {
             }
         };
         match vm.tdx_capabilities() {
-            Ok(buf) => {
-                let h = buf.header();
-                Availability::Available(TdxCaps {
-                    supported_attrs: h.supported_attrs,
-                    supported_xfam: h.supported_xfam,
-                    kernel_tdvmcallinfo_1_r11: h.kernel_tdvmcallinfo_1_r11,
-                    user_tdvmcallinfo_1_r11: h.user_tdvmcallinfo_1_r11,
-                    kernel_tdvmcallinfo_1_r12: h.kernel_tdvmcallinfo_1_r12,
-                    user_tdvmcallinfo_1_r12: h.user_tdvmcallinfo_1_r12,
-                    cpuid: buf
-                        .entries()
-                        .map(|e| TdxCpuidConfig {
-                            function: e.function,
-                            index: e.index,
-                            eax: e.eax,
-                            ebx: e.ebx,
-                            ecx: e.ecx,
-                            edx: e.edx,
-                        })
-                        .collect(),
-                })
-            }
+            Ok(buf) => Availability::Available(TdxCaps::from(&buf)),
             Err(e) => Availability::Unavailable(Unavailable::Failed {
                 what: "KVM_TDX_CAPABILITIES",
                 error: e.to_string(),

@@ -67,12 +67,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use kvm_coco_uapi::{
-    KvmSevInit, KvmSevSnpLaunchFinish, KvmSevSnpLaunchStart, KvmTdxInitVm, TdxCapabilitiesBuf,
-    TdxInitVmBuf,
+    KvmSevInit, KvmSevSnpLaunchFinish, KvmSevSnpLaunchStart, KvmTdxInitVm, TdxInitVmBuf,
 };
 use psp_driver::digest::{PAGE_SIZE, SNP_VMSA_GPA};
 
-use crate::caps::{TdxCaps, TdxCpuidConfig};
+use crate::caps::TdxCaps;
 use crate::error::{Errno, Error};
 use crate::measure::calc::MeasureError;
 use crate::measure::log::LaunchLog;
@@ -367,36 +366,10 @@ fn retry<T>(
 /// Reads the TDX capabilities, growing the buffer on `E2BIG` (QEMU: doubling up to
 /// `KVM_MAX_CPUID_ENTRIES`).
 fn tdx_caps<B: Backend>(backend: &mut B) -> Result<TdxCaps, LaunchError> {
-    let mut cap = TDX_CAPS_INITIAL_ENTRIES;
-    let buf = loop {
-        let mut buf = TdxCapabilitiesBuf::with_capacity(cap);
-        buf.set_nent_to_capacity();
-        match backend.tdx_capabilities(&mut buf) {
-            Ok(()) => break buf,
-            Err(e) if e.errno.raw() == libc::E2BIG && cap < 256 => cap = (cap * 2).min(256),
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let h = buf.header();
-    Ok(TdxCaps {
-        supported_attrs: h.supported_attrs,
-        supported_xfam: h.supported_xfam,
-        kernel_tdvmcallinfo_1_r11: h.kernel_tdvmcallinfo_1_r11,
-        user_tdvmcallinfo_1_r11: h.user_tdvmcallinfo_1_r11,
-        kernel_tdvmcallinfo_1_r12: h.kernel_tdvmcallinfo_1_r12,
-        user_tdvmcallinfo_1_r12: h.user_tdvmcallinfo_1_r12,
-        cpuid: buf
-            .entries()
-            .map(|e| TdxCpuidConfig {
-                function: e.function,
-                index: e.index,
-                eax: e.eax,
-                ebx: e.ebx,
-                ecx: e.ecx,
-                edx: e.edx,
-            })
-            .collect(),
-    })
+    let buf = crate::ops::tdx::read_capabilities_growing(TDX_CAPS_INITIAL_ENTRIES, |buf| {
+        backend.tdx_capabilities(buf)
+    })?;
+    Ok(TdxCaps::from(&buf))
 }
 
 impl<B: Backend> Launch<New, B> {

@@ -65,6 +65,30 @@ fn grow(cap: usize) -> Option<usize> {
     (cap < max).then(|| (cap * 2).min(max))
 }
 
+/// Reads `KVM_TDX_CAPABILITIES` through `read`, starting with `initial` entries and
+/// doubling the buffer on `E2BIG` up to `KVM_MAX_CPUID_ENTRIES` (256), as QEMU does: the
+/// kernel does not report how many entries it needs. `read` issues the command into the
+/// buffer it is given (`nent` is set to the buffer's capacity first); the `E2BIG` of the
+/// largest size is returned as is.
+pub fn read_capabilities_growing(
+    initial: usize,
+    mut read: impl FnMut(&mut TdxCapabilitiesBuf) -> Result<(), EncryptOpError>,
+) -> Result<TdxCapabilitiesBuf, EncryptOpError> {
+    let mut cap = initial;
+    loop {
+        let mut buf = TdxCapabilitiesBuf::with_capacity(cap);
+        buf.set_nent_to_capacity();
+        match read(&mut buf) {
+            Ok(()) => return Ok(buf),
+            Err(e) if e.errno.raw() == libc::E2BIG => match grow(cap) {
+                Some(next) => cap = next,
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl Vm {
     /// Issues a TDX VM-scope sub-command through the generic entry point.
     ///
@@ -119,18 +143,9 @@ impl Vm {
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
     pub fn tdx_capabilities(&self) -> Result<TdxCapabilitiesBuf, EncryptOpError> {
-        let mut cap = CAPABILITIES_INITIAL_ENTRIES;
-        loop {
-            let mut buf = TdxCapabilitiesBuf::with_capacity(cap);
-            match self.tdx_capabilities_into(&mut buf) {
-                Ok(()) => return Ok(buf),
-                Err(e) if e.errno.raw() == libc::E2BIG => match grow(cap) {
-                    Some(next) => cap = next,
-                    None => return Err(e),
-                },
-                Err(e) => return Err(e),
-            }
-        }
+        read_capabilities_growing(CAPABILITIES_INITIAL_ENTRIES, |buf| {
+            self.tdx_capabilities_into(buf)
+        })
     }
 
     /// `KVM_TDX_INIT_VM`: attributes, XFAM, MRCONFIGID/MROWNER/MROWNERCONFIG and the CPUID
