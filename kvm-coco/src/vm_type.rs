@@ -144,15 +144,8 @@ impl VmType {
     }
 
     /// The kernel constant's name, e.g. `KVM_X86_SNP_VM`.
-    pub const fn kernel_name(self) -> &'static str {
-        match self {
-            Self::Default => "KVM_X86_DEFAULT_VM",
-            Self::SwProtected => "KVM_X86_SW_PROTECTED_VM",
-            Self::Sev => "KVM_X86_SEV_VM",
-            Self::SevEs => "KVM_X86_SEV_ES_VM",
-            Self::Snp => "KVM_X86_SNP_VM",
-            Self::Tdx => "KVM_X86_TDX_VM",
-        }
+    pub fn kernel_name(self) -> &'static str {
+        kvm_coco_uapi::vm::VmType::from(self).name()
     }
 
     /// What this type implies (Linux 7.3 `kvm_arch_init_vm`, `sev_vm_init`, `tdx_vm_init`).

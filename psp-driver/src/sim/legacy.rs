@@ -13,25 +13,8 @@ use crate::owner::cert::{SEV_CERT_LEN, SevCert, algo, usage};
 use crate::owner::crypto::{hmac_sha256, hmac_sha256_verify};
 use crate::owner::session::{SessionBuf, TransportKeys, WrapKeys, shared_secret, unwrap_session};
 
-/// Legacy guest states (GSTATE).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum SevGuestState {
-    /// No guest / invalid.
-    Uninit = 0,
-    /// Launching: LAUNCH_UPDATE_* allowed.
-    Lupdate = 1,
-    /// Measured: LAUNCH_SECRET and LAUNCH_FINISH allowed.
-    Lsecret = 2,
-    /// Running.
-    Running = 3,
-    /// Sending (migration out).
-    Supdate = 4,
-    /// Receiving (migration in).
-    Rupdate = 5,
-    /// Sent.
-    Sent = 6,
-}
+/// Legacy guest states (GSTATE), as GUEST_STATUS reports them.
+pub use kvm_coco_uapi::SevGuestState;
 
 const POLICY_NODBG: u32 = 1 << 0;
 const POLICY_NOKS: u32 = 1 << 1;
