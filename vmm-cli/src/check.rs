@@ -19,18 +19,9 @@ pub struct CheckArgs {
     /// The technology to check for.
     #[arg(long, value_enum)]
     tee: Tee,
-    /// Guest policy (SEV: 32 bits, SNP: 64 bits; decimal or 0x hex).
-    #[arg(long, value_name = "N", value_parser = util::int::<u64>)]
-    policy: Option<u64>,
-    /// VMSA SEV_FEATURES to request (SEV-ES, SNP).
-    #[arg(long, alias = "guest-features", value_name = "BITS", value_parser = util::int::<u64>)]
-    vmsa_features: Option<u64>,
-    /// TD attributes (TDX).
-    #[arg(long, value_name = "BITS", value_parser = util::int::<u64>)]
-    attributes: Option<u64>,
-    /// TD XFAM (TDX).
-    #[arg(long, value_name = "BITS", value_parser = util::int::<u64>)]
-    xfam: Option<u64>,
+    /// The technology-specific options.
+    #[command(flatten)]
+    opts: crate::tee::TeeOptions,
     /// Guest memory size (for the memlock check), e.g. 512M, 4G.
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = util::size)]
     memory: u64,
@@ -629,7 +620,7 @@ fn symbol(s: Status) -> &'static str {
 
 /// Runs `vmm-cli check`.
 pub(crate) fn run(a: &CheckArgs) -> Result<Outcome, CliError> {
-    let cfg = crate::tee::validate(a.tee, a.policy, a.vmsa_features, a.attributes, a.xfam)?;
+    let cfg = a.opts.validate(a.tee)?;
     let results = evaluate(&cfg, a.memory);
     let failed = results.iter().filter(|c| c.status == Status::Fail).count();
     let ready = failed == 0;

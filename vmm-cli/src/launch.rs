@@ -70,18 +70,9 @@ pub struct LaunchArgs {
     /// Technology.
     #[arg(long, value_enum, default_value = "snp")]
     tee: Tee,
-    /// Guest policy (SEV: 32 bits, SNP: 64 bits; decimal or 0x hex).
-    #[arg(long, value_name = "N", value_parser = util::int::<u64>)]
-    policy: Option<u64>,
-    /// VMSA SEV_FEATURES to request (SEV-ES, SNP).
-    #[arg(long, alias = "guest-features", value_name = "BITS", value_parser = util::int::<u64>)]
-    vmsa_features: Option<u64>,
-    /// TD attributes (TDX).
-    #[arg(long, value_name = "BITS", value_parser = util::int::<u64>)]
-    attributes: Option<u64>,
-    /// TD XFAM (TDX).
-    #[arg(long, value_name = "BITS", value_parser = util::int::<u64>)]
-    xfam: Option<u64>,
+    /// The technology-specific options.
+    #[command(flatten)]
+    opts: crate::tee::TeeOptions,
     /// vCPU count.
     #[arg(long, value_name = "N", default_value = "1", value_parser = util::int::<u32>)]
     vcpus: u32,
@@ -528,7 +519,7 @@ fn read_opt(what: &str, p: Option<&Path>) -> Result<Option<Vec<u8>>, CliError> {
 
 /// Runs `vmm-cli launch`.
 pub(crate) fn run(a: &LaunchArgs) -> Result<Outcome, CliError> {
-    let cfg = crate::tee::validate(a.tee, a.policy, a.vmsa_features, a.attributes, a.xfam)?;
+    let cfg = a.opts.validate(a.tee)?;
     check_options(a, &cfg)?;
     let params = init_params(a, &cfg)?;
     let image = match &a.firmware {

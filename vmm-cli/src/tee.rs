@@ -2,16 +2,46 @@
 //! offline (before any host query or launch): an invalid policy or an option that does not
 //! apply to the technology is a usage error.
 
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
 use kvm_coco::VmType;
 use kvm_coco_uapi::{SevPolicy, SnpPolicy};
 
-use crate::{CliError, cli_err};
+use crate::{CliError, cli_err, util};
 
 /// `SVM_SEV_FEAT_SNP_ACTIVE` (bit 0): set by KVM itself (facts linux-uapi §3.5).
 const SEV_FEAT_SNP_ACTIVE: u64 = 1;
 /// `SVM_SEV_FEAT_SECURE_TSC` (bit 9): SNP VMs only.
 const SEV_FEAT_SECURE_TSC: u64 = 1 << 9;
+
+/// The technology-specific launch options `check` and `launch` share.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct TeeOptions {
+    /// Guest policy (SEV: 32 bits, SNP: 64 bits; decimal or 0x hex).
+    #[arg(long, value_name = "N", value_parser = util::int::<u64>)]
+    pub(crate) policy: Option<u64>,
+    /// VMSA SEV_FEATURES to request (SEV-ES, SNP).
+    #[arg(long, alias = "guest-features", value_name = "BITS", value_parser = util::int::<u64>)]
+    pub(crate) vmsa_features: Option<u64>,
+    /// TD attributes (TDX).
+    #[arg(long, value_name = "BITS", value_parser = util::int::<u64>)]
+    pub(crate) attributes: Option<u64>,
+    /// TD XFAM (TDX).
+    #[arg(long, value_name = "BITS", value_parser = util::int::<u64>)]
+    pub(crate) xfam: Option<u64>,
+}
+
+impl TeeOptions {
+    /// Validates the options for `tee` (see [`validate`]).
+    pub(crate) fn validate(&self, tee: Tee) -> Result<TeeConfig, CliError> {
+        validate(
+            tee,
+            self.policy,
+            self.vmsa_features,
+            self.attributes,
+            self.xfam,
+        )
+    }
+}
 
 /// The confidential-computing technology.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
