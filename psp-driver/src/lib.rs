@@ -18,6 +18,9 @@
 //!   PEK/PDH certificates, key generation, SNP commit/config/VLEK), with a clear error when
 //!   SEV is not available, behind the [`Platform`] trait that a [`Psp`] over the software
 //!   firmware (feature `sim`) implements too, with the same `/dev/sev` semantics.
+//! * **Guest-owner side** (feature `owner`): session blobs, LAUNCH_SECRET packets, ID blocks
+//!   and report verification; with feature `x509`, verification of real SNP reports against
+//!   AMD's X.509 ARK → ASK → VCEK chain, the Milan, Genoa and Turin roots built in.
 //!
 //! # Example: a transport, serialized commands and the ASID protocol
 //!

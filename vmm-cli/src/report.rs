@@ -10,13 +10,15 @@
 //! * `--sim-chain [--seed N]`: against the simulated platform of the software firmware
 //!   (the ARK → ASK → VCEK chain psp-driver's firmware derives from its seed, for SNP; the
 //!   software TDX module's report MAC and quoting key, for TDX);
-//! * `--chain ARK ASK VCEK`: an SNP report against the given certificates, each in the
-//!   SEV certificate format (0x824 bytes, P-384 keys with ECDSA-SHA384 signatures) that
-//!   psp-driver's guest-owner module verifies. AMD's X.509 certificates (PEM or DER, as
-//!   served by the AMD key distribution service, with RSA-4096 ARK/ASK) are recognized and
-//!   refused with an explanation.
-
-use std::path::{Path, PathBuf};
+//! * `--chain FILE...`: an SNP report against AMD's X.509 endorsement chain, as served by
+//!   AMD's Key Distribution Service: the ARK, the ASK (or ASVK) and the VCEK (or VLEK), as PEM
+//!   or DER files in any order, a KDS `cert_chain` bundle plus the VCEK, or the VCEK alone
+//!   (AMD's built-in Milan/Genoa/Turin ARK and ASK complete it). The chain must be rooted in
+//!   AMD's ARK unless `--allow-unknown-root`; validity is checked now (or `--at`); the
+//!   report's REPORTED_TCB and CHIP_ID must be those the VCEK was issued for. Three files in
+//!   the SEV certificate format (0x824 bytes, P-384) verify a report of the software
+//!   firmware against its simulated chain.
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
@@ -24,6 +26,7 @@ use kvm_coco::sim::tdx::report::{TDREPORT_SIZE, TDX_REPORT_TYPE};
 use kvm_coco::sim::tdx::{SimTdxModule, TdQuote, TdReport, TdxModuleConfig};
 use psp_driver::owner::cert::{SEV_CERT_LEN, SevCert};
 use psp_driver::owner::snp::{SnpCertChain, verify_report};
+use psp_driver::owner::x509::{self, AmdCert, AmdChain, Root, VerifyOptions, X509Error};
 use psp_driver::report::{AttestationReport, REPORT_LEN, SIG_ALGO_ECDSA_P384_SHA384};
 use psp_driver::sim::{PhysMem, SimConfig, SimFirmware};
 use zerocopy::FromBytes;
@@ -36,9 +39,17 @@ use crate::{CliError, Outcome, cli_err};
 pub struct ReportArgs {
     /// The report or quote file.
     file: PathBuf,
-    /// Verify an SNP report against AMD's ARK, ASK and VCEK (SEV certificate format).
-    #[arg(long, num_args = 3, value_names = ["ARK", "ASK", "VCEK"], conflicts_with = "sim_chain")]
+    /// Verify an SNP report against AMD's certificates: ARK, ASK and VCEK (PEM or DER, any
+    /// order), a KDS cert_chain bundle plus the VCEK, or the VCEK alone (AMD's built-in ARK
+    /// and ASK complete it). Three SEV-format certificates (0x824 bytes) are also accepted.
+    #[arg(long, num_args = 1..=3, value_name = "CERT", conflicts_with = "sim_chain")]
     chain: Option<Vec<PathBuf>>,
+    /// Accept a chain whose root is not AMD's ARK (test hierarchies).
+    #[arg(long, requires = "chain")]
+    allow_unknown_root: bool,
+    /// Check certificate validity at this time (seconds since the Unix epoch) instead of now.
+    #[arg(long, value_name = "UNIX_SECONDS", requires = "chain", value_parser = util::int::<u64>)]
+    at: Option<u64>,
     /// Verify against the simulated platform (software firmware / TDX module).
     #[arg(long)]
     sim_chain: bool,
@@ -127,22 +138,114 @@ pub(crate) fn sim_tdx_module(seed: Option<u64>) -> SimTdxModule {
     SimTdxModule::new(cfg)
 }
 
-fn read_cert(p: &Path) -> Result<SevCert, CliError> {
-    let b = util::read("certificate", p)?;
-    if b.starts_with(b"-----BEGIN") || b.first() == Some(&0x30) {
-        return Err(cli_err!(
-            "certificate '{}' is X.509 (PEM/DER, as served by AMD KDS); this tool verifies SEV-format certificates (0x824 bytes) only",
-            p.display()
-        ));
+/// The certificates given to `--chain`.
+enum Chain {
+    /// AMD's X.509 hierarchy.
+    Amd(Box<AmdChain>),
+    /// The SEV certificate format (the software firmware's simulated chain).
+    Sev(Box<SnpCertChain>),
+}
+
+fn is_x509(b: &[u8]) -> bool {
+    b.trim_ascii_start().starts_with(b"-----BEGIN") || b.first() == Some(&0x30)
+}
+
+fn read_chain(files: &[PathBuf]) -> Result<Chain, CliError> {
+    let contents = files
+        .iter()
+        .map(|p| util::read("certificate", p).map(|b| (p, b)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if contents.iter().any(|(_, b)| is_x509(b)) {
+        let mut certs = Vec::new();
+        for (p, b) in &contents {
+            let parsed = AmdCert::parse(b)
+                .map_err(|e| cli_err!("certificate '{}': {}", p.display(), error_chain(&e)))?;
+            certs.extend(parsed);
+        }
+        return AmdChain::from_certs(certs)
+            .map(|c| Chain::Amd(Box::new(c)))
+            .map_err(|e| cli_err!("--chain: {e}"));
     }
-    if b.len() != SEV_CERT_LEN {
-        return Err(cli_err!(
-            "certificate '{}' is {} bytes; an SEV-format certificate is {SEV_CERT_LEN}",
-            p.display(),
-            b.len()
-        ));
+    let sev = |(p, b): &(&PathBuf, Vec<u8>)| -> Result<SevCert, CliError> {
+        if b.len() != SEV_CERT_LEN {
+            return Err(cli_err!(
+                "certificate '{}' is {} bytes: neither X.509 (PEM/DER) nor the SEV format ({SEV_CERT_LEN} bytes)",
+                p.display(),
+                b.len()
+            ));
+        }
+        SevCert::read_from_bytes(b)
+            .map_err(|_| cli_err!("certificate '{}' is malformed", p.display()))
+    };
+    match contents.as_slice() {
+        [ark, ask, vcek] => Ok(Chain::Sev(Box::new(SnpCertChain {
+            ark: sev(ark)?,
+            ask: sev(ask)?,
+            vcek: sev(vcek)?,
+        }))),
+        _ => {
+            // Report the first file's format problem, if any, before the count.
+            for c in &contents {
+                sev(c)?;
+            }
+            Err(cli_err!(
+                "--chain with SEV-format certificates takes three files: ARK ASK VCEK"
+            ))
+        }
     }
-    SevCert::read_from_bytes(&b).map_err(|_| cli_err!("certificate '{}' is malformed", p.display()))
+}
+
+/// `error: cause: cause…` in one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// Verifies `r` against AMD's chain; the message names the chain and what was checked.
+fn verify_amd(
+    r: &AttestationReport,
+    chain: &AmdChain,
+    opts: &VerifyOptions,
+) -> Result<(String, serde_json::Value), String> {
+    let v = x509::verify_report(r, chain, opts).map_err(|e| match e {
+        X509Error::UnknownRoot { .. } => format!("{e}; --allow-unknown-root accepts it"),
+        X509Error::Expired { .. } | X509Error::NotYetValid { .. } if opts.at.is_some() => {
+            format!("{e}; --at checks at another time")
+        }
+        e => error_chain(&e),
+    })?;
+    let root = match v.chain.root {
+        Root::Amd(p) => format!("AMD ARK-{p}"),
+        Root::Unknown => format!("'{}' (not AMD's root)", chain.ark.label()),
+    };
+    let mut checks = vec![format!(
+        "signature verified: {root} -> {} -> {}",
+        chain.ask.label(),
+        chain.leaf.label()
+    )];
+    if v.tcb_checked {
+        checks.push("REPORTED_TCB matches the certificate".into());
+    }
+    if v.chip_id_checked {
+        checks.push("CHIP_ID matches the certificate".into());
+    }
+    if opts.at.is_some() {
+        checks.push("certificates valid".into());
+    }
+    let detail = serde_json::json!({
+        "product": v.chain.product.name(),
+        "root": match v.chain.root { Root::Amd(_) => "amd", Root::Unknown => "unknown" },
+        "signing_key": v.chain.leaf_kind.to_string(),
+        "tcb_checked": v.tcb_checked,
+        "chip_id_checked": v.chip_id_checked,
+    });
+    Ok((checks.join("; "), detail))
 }
 
 fn h(b: &[u8]) -> String {
@@ -228,26 +331,24 @@ type Verdict = Option<Result<String, String>>;
 pub(crate) fn run(a: &ReportArgs) -> Result<Outcome, CliError> {
     let bytes = util::read("report", &a.file)?;
     let ev = parse(&bytes)?;
-    let chain = match &a.chain {
-        Some(files) => {
-            let [ark, ask, vcek] = files.as_slice() else {
-                return Err(cli_err!("--chain takes three files: ARK ASK VCEK"));
-            };
-            Some(SnpCertChain {
-                ark: read_cert(ark)?,
-                ask: read_cert(ask)?,
-                vcek: read_cert(vcek)?,
-            })
-        }
-        None => None,
+    let chain = a.chain.as_deref().map(read_chain).transpose()?;
+    let opts = VerifyOptions {
+        at: Some(a.at.map_or_else(std::time::SystemTime::now, x509::unix_time)),
+        allow_unknown_root: a.allow_unknown_root,
     };
+    let mut detail = None;
     let (rows, verdict): (Rows, Verdict) = match &ev {
         Evidence::Snp(r) => {
             let rows = snp_rows(r)
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
-            let verdict = if let Some(c) = &chain {
+            let verdict = if let Some(Chain::Amd(c)) = &chain {
+                Some(verify_amd(r, c, &opts).map(|(msg, d)| {
+                    detail = Some(d);
+                    msg
+                }))
+            } else if let Some(Chain::Sev(c)) = &chain {
                 Some(
                     verify_report(r, c, None)
                         .map(|()| "signature verified against the given ARK/ASK/VCEK".into())
@@ -316,10 +417,13 @@ pub(crate) fn run(a: &ReportArgs) -> Result<Outcome, CliError> {
         for (k, v) in &rows {
             obj.insert(k.clone(), serde_json::Value::String(v.clone()));
         }
-        obj.insert(
-            "verification".into(),
-            serde_json::json!({"status": status, "message": text}),
-        );
+        let mut verification = serde_json::json!({"status": status, "message": text});
+        if let (Some(serde_json::Value::Object(d)), Some(v)) =
+            (detail, verification.as_object_mut())
+        {
+            v.extend(d);
+        }
+        obj.insert("verification".into(), verification);
         print_json(&serde_json::Value::Object(obj));
     } else {
         let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0).max(9);

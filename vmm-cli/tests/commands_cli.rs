@@ -832,3 +832,204 @@ fn a_policy_the_firmware_refuses_is_a_negative_result() {
     assert!(err.contains("POLICY_FAILURE"), "{err}");
     assert!(!err.contains("panicked"));
 }
+
+// ---- report against AMD's X.509 chain ---------------------------------------------------
+//
+// Oracle: a real Milan attestation report and the VCEK that signed it, with AMD's KDS
+// cert_chain bundles (psp-driver/tests/vectors/amd, from the virtee/sev 8.0.0 test data),
+// which OpenSSL 3.0 verifies independently (`openssl verify`, `openssl dgst -sha384 -verify`).
+
+fn amd_vector(name: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../psp-driver/tests/vectors/amd")
+        .join(name);
+    assert!(p.exists(), "{}", p.display());
+    p.to_str().unwrap().to_owned()
+}
+
+fn amd_root(name: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../psp-driver/src/owner/amd_roots")
+        .join(name);
+    p.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn real_amd_report_verifies_against_the_vcek_alone_and_full_chains() {
+    let report = amd_vector("report_milan.bin");
+    // The VCEK alone: the built-in Milan ARK/ASK complete the chain.
+    let o = bin()
+        .args(["report", &report, "--chain", &amd_vector("vcek_milan.der")])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("AMD ARK-Milan -> SEV-Milan -> SEV-VCEK"),
+        "{out}"
+    );
+    assert!(
+        out.contains("REPORTED_TCB matches the certificate"),
+        "{out}"
+    );
+    assert!(out.contains("CHIP_ID matches the certificate"), "{out}");
+    // The KDS bundle plus the VCEK, and the three files in scrambled order: same result.
+    for chain in [
+        vec![
+            amd_vector("cert_chain_milan.pem"),
+            amd_vector("vcek_milan.der"),
+        ],
+        vec![
+            amd_vector("vcek_milan.der"),
+            amd_root("ark_milan.pem"),
+            amd_root("ask_milan.pem"),
+        ],
+    ] {
+        let o = bin()
+            .args(["report", &report, "--json", "--chain"])
+            .args(&chain)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{chain:?}: {}", stderr(&o));
+        let v = json(&o);
+        let ver = &v["verification"];
+        assert_eq!(ver["status"], "verified");
+        assert_eq!(ver["root"], "amd");
+        assert_eq!(ver["product"], "Milan");
+        assert_eq!(ver["signing_key"], "VCEK");
+        assert_eq!(ver["tcb_checked"], true);
+        assert_eq!(ver["chip_id_checked"], true);
+        assert_eq!(v["reported_tcb"], "0x7308000000000003");
+    }
+}
+
+#[test]
+fn real_amd_report_fails_when_tampered_expired_or_under_another_chip() {
+    let report = amd_vector("report_milan.bin");
+    let vcek = amd_vector("vcek_milan.der");
+    // One flipped bit of REPORT_DATA.
+    let mut bytes = std::fs::read(&report).unwrap();
+    bytes[0x50] ^= 1;
+    let tampered = tmp("milan-tampered.report");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let o = bin()
+        .args(["report", tampered.to_str().unwrap(), "--chain", &vcek])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("report signature does not verify"),
+        "{}",
+        stdout(&o)
+    );
+    // After the VCEK's end of validity (2031-01-01).
+    let o = bin()
+        .args(["report", &report, "--chain", &vcek, "--at", "1924992000"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("'SEV-VCEK' expired"), "{}", stdout(&o));
+    // Another chip's (Turin) VCEK.
+    let o = bin()
+        .args(["report", &report, "--chain", &amd_vector("vcek_turin.der")])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+}
+
+/// A report signed by the stand-in PKI's VCEK (psp-driver/tests/vectors/amd/test-pki).
+fn test_pki_report(reported_tcb: u64) -> PathBuf {
+    use p384::ecdsa::SigningKey;
+    use psp_driver::owner::cert::{algo, sign_message};
+    use psp_driver::report::AttestationReport;
+    use zerocopy::FromZeros;
+    use zerocopy::little_endian::{U32, U64};
+    let scalar = std::fs::read_to_string(amd_vector("test-pki/vcek.scalar.hex")).unwrap();
+    let key = SigningKey::from_slice(&hex::decode(scalar.trim()).unwrap()).unwrap();
+    let mut r = AttestationReport::new_zeroed();
+    r.version = U32::new(2);
+    r.signature_algo = U32::new(1);
+    r.reported_tcb = U64::new(reported_tcb);
+    for (i, b) in r.chip_id.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    r.signature = sign_message(&key, algo::ECDSA_SHA384, r.signed_bytes()).unwrap();
+    let p = tmp(&format!("test-pki-{reported_tcb:x}.report"));
+    std::fs::write(&p, r.as_bytes()).unwrap();
+    p
+}
+
+#[test]
+fn a_chain_not_rooted_in_amd_needs_allow_unknown_root_and_must_match_the_tcb() {
+    let chain = [
+        amd_vector("test-pki/ark.pem"),
+        amd_vector("test-pki/ask.pem"),
+        amd_vector("test-pki/vcek.der"),
+    ];
+    let good = test_pki_report(0x7308_0000_0000_0003);
+    let o = bin()
+        .arg("report")
+        .arg(&good)
+        .arg("--chain")
+        .args(&chain)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("--allow-unknown-root"),
+        "{}",
+        stdout(&o)
+    );
+    let o = bin()
+        .arg("report")
+        .arg(&good)
+        .args(["--json", "--allow-unknown-root", "--chain"])
+        .args(&chain)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(json(&o)["verification"]["root"], "unknown");
+    // SNP SPL 9 in the report, 8 in the certificate.
+    let stale = test_pki_report(0x7309_0000_0000_0003);
+    let o = bin()
+        .arg("report")
+        .arg(&stale)
+        .args(["--allow-unknown-root", "--chain"])
+        .args(&chain)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("SNP SPL 8, the report's REPORTED_TCB has 9"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn bad_amd_certificate_inputs_are_usage_errors() {
+    let report = amd_vector("report_milan.bin");
+    let garbage = tmp("garbage.der");
+    std::fs::write(&garbage, [0x30, 0x82, 0x01]).unwrap();
+    let e = usage_error(&["report", &report, "--chain", garbage.to_str().unwrap()]);
+    assert!(e.contains("not an X.509 certificate"), "{e}");
+    // The bundle alone has no VCEK.
+    let e = usage_error(&[
+        "report",
+        &report,
+        "--chain",
+        &amd_vector("cert_chain_milan.pem"),
+    ]);
+    assert!(e.contains("got 2"), "{e}");
+    // A lone certificate whose issuer is not a built-in ASK.
+    let e = usage_error(&[
+        "report",
+        &report,
+        "--chain",
+        &amd_vector("test-pki/ask.pem"),
+    ]);
+    assert!(e.contains("no built-in AMD certificate"), "{e}");
+    // Options that need --chain.
+    usage_error(&["report", &report, "--allow-unknown-root"]);
+    usage_error(&["report", &report, "--at", "5"]);
+}

@@ -8,6 +8,8 @@
 //! - [`snp`]: SEV-SNP ID blocks and attestation report verification.
 //! - [`guest_msg`]: the AES-256-GCM guest message envelope of SNP_GUEST_REQUEST.
 //! - [`cert`]: SEV certificates and AMD's ECC encodings.
+//! - `x509` (feature `x509`): AMD's X.509 ARK/ASK/VCEK chain as served by KDS, and SNP
+//!   report verification against it, with AMD's Milan, Genoa and Turin roots built in.
 //! - [`crypto`]: the channel's KDF, HMAC and AES-CTR.
 //!
 //! All secret material (ECDH keys, TEK/TIK, KEK/KIK) is zeroized on drop.
@@ -17,6 +19,8 @@ pub mod crypto;
 pub mod guest_msg;
 pub mod session;
 pub mod snp;
+#[cfg(feature = "x509")]
+pub mod x509;
 
 /// Errors of the guest-owner helpers.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

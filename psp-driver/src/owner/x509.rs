@@ -1,0 +1,1021 @@
+//! AMD's X.509 endorsement certificates and verification of SEV-SNP attestation reports
+//! against them.
+//!
+//! A real SNP report is signed by a per-chip, per-TCB key: the VCEK (or, on cloud
+//! platforms, a VLEK). AMD's Key Distribution Service (KDS, `https://kdsintf.amd.com`) serves
+//! its certificate together with the chain that endorses it:
+//!
+//! ```text
+//! ARK-<product>    self-signed root, RSA-4096, RSASSA-PSS SHA-384
+//!   └─ SEV-<product>        ASK (or SEV-VLEK-<product>, the ASVK), RSA-4096, signed by the ARK
+//!        └─ SEV-VCEK / SEV-VLEK   ECDSA P-384 key, signed by the ASK/ASVK
+//! ```
+//!
+//! The VCEK carries AMD's extensions (OIDs under `1.3.6.1.4.1.3704.1`): the product name,
+//! the TCB it was derived for (one SPL per firmware component) and the chip's hardware ID.
+//! [`verify_report`] checks the whole chain, the report's ECDSA signature, and that the
+//! report's `REPORTED_TCB` and `CHIP_ID` are the ones the certificate was issued for.
+//!
+//! AMD's ARK and ASK for Milan, Genoa and Turin are built in ([`Product::builtin_ark`],
+//! [`Product::builtin_ask`]); a chain whose root is not one of them verifies only with
+//! [`VerifyOptions::allow_unknown_root`], and the result says so ([`Root::Unknown`]).
+//!
+//! Sources of the facts used here: AMD, "Versioned Chip Endorsement Key (VCEK) Certificate
+//! and KDS Interface Specification" (publication 57230) for the chain, algorithms and
+//! extension OIDs; AMD, "SEV Secure Nested Paging Firmware ABI Specification" (publication
+//! 56860) for the report and TCB layouts. The built-in certificates are the ones KDS serves
+//! at `/vcek/v1/{Milan,Genoa,Turin}/cert_chain`.
+//!
+//! ```
+//! use psp_driver::owner::x509::{AmdCert, Product};
+//!
+//! let ark = Product::Milan.builtin_ark();
+//! assert_eq!(ark.common_name().as_deref(), Some("ARK-Milan"));
+//! // The built-in ASK is signed by the built-in ARK.
+//! Product::Milan.builtin_ask().verify_signed_by(&ark).unwrap();
+//! // Not the other way round.
+//! assert!(ark.verify_signed_by(&Product::Milan.builtin_ask()).is_err());
+//! ```
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use p384::ecdsa::VerifyingKey as EcdsaKey;
+use rsa::RsaPublicKey;
+use rsa::pkcs1::{DecodeRsaPublicKey, RsaPssParams};
+use rsa::pss;
+use rsa::signature::Verifier;
+use rsa::traits::PublicKeyParts;
+use sha2::Sha384;
+use x509_cert::Certificate;
+use x509_cert::der::asn1::{Any, Ia5StringRef, ObjectIdentifier};
+use x509_cert::der::{Decode, Encode, Reader, SliceReader};
+use x509_cert::spki::AlgorithmIdentifier;
+
+use super::cert::{algo, verify_message};
+use crate::report::{AttestationReport, SIG_ALGO_ECDSA_P384_SHA384, TcbVersion};
+
+/// Object identifiers of the algorithms and of AMD's certificate extensions.
+pub mod oid {
+    use super::ObjectIdentifier;
+
+    /// `rsaEncryption` (PKCS #1), the key algorithm of AMD's ARK and ASK.
+    pub const RSA_ENCRYPTION: ObjectIdentifier =
+        ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+    /// `id-RSASSA-PSS`, the signature algorithm of every AMD endorsement certificate.
+    pub const RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
+    /// `id-mgf1`, the only mask generation function of PKCS #1.
+    pub const MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
+    /// `id-sha384`.
+    pub const SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
+    /// `id-ecPublicKey`, the key algorithm of the VCEK and VLEK.
+    pub const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+    /// `secp384r1` (NIST P-384).
+    pub const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+
+    /// AMD extension: certificate structure version (INTEGER).
+    pub const AMD_STRUCT_VERSION: ObjectIdentifier =
+        ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.1");
+    /// AMD extension: product name, e.g. `Milan-B0` (IA5String).
+    pub const AMD_PRODUCT_NAME: ObjectIdentifier =
+        ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.2");
+    /// AMD extension: boot loader SPL (INTEGER).
+    pub const AMD_BL_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.1");
+    /// AMD extension: PSP OS (TEE) SPL (INTEGER).
+    pub const AMD_TEE_SPL: ObjectIdentifier =
+        ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.2");
+    /// AMD extension: SNP firmware SPL (INTEGER).
+    pub const AMD_SNP_SPL: ObjectIdentifier =
+        ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.3");
+    /// AMD extension: microcode SPL (INTEGER).
+    pub const AMD_UCODE_SPL: ObjectIdentifier =
+        ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.8");
+    /// AMD extension: FMC SPL, Turin and later (INTEGER).
+    pub const AMD_FMC_SPL: ObjectIdentifier =
+        ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.9");
+    /// AMD extension: hardware ID, the chip ID the VCEK was derived for (OCTET STRING; 64
+    /// bytes on Milan and Genoa, 8 bytes on Turin).
+    pub const AMD_HW_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.4");
+    /// AMD extension: cloud service provider ID of a VLEK (IA5String).
+    pub const AMD_CSP_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.5");
+}
+
+/// Errors of AMD certificate parsing and report verification.
+///
+/// Every variant names the certificate (by subject common name) or the report field at
+/// fault, so the message says what to fetch or fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum X509Error {
+    /// The bytes are not a DER or PEM certificate.
+    #[error("{what} is not an X.509 certificate")]
+    Decode {
+        /// What was being parsed.
+        what: String,
+        /// The ASN.1 decoding error.
+        #[source]
+        source: x509_cert::der::Error,
+    },
+    /// A certificate uses an algorithm AMD's chain does not use.
+    #[error("certificate '{cert}': unsupported {what} {oid}")]
+    UnsupportedAlgorithm {
+        /// Subject of the certificate.
+        cert: String,
+        /// `signature algorithm`, `key algorithm`, `PSS hash`…
+        what: &'static str,
+        /// The algorithm's OID.
+        oid: String,
+    },
+    /// A public key cannot be used.
+    #[error("certificate '{cert}': invalid public key: {why}")]
+    InvalidKey {
+        /// Subject of the certificate.
+        cert: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// The certificate's issuer is not the subject of the certificate above it.
+    #[error("certificate '{cert}' is issued by '{issuer}', not by '{expected}'")]
+    IssuerMismatch {
+        /// Subject of the certificate.
+        cert: String,
+        /// Its issuer.
+        issuer: String,
+        /// The subject of the certificate given as its signer.
+        expected: String,
+    },
+    /// The signature does not verify under the issuer's key.
+    #[error("certificate '{cert}' is not signed by '{signer}' (signature does not verify)")]
+    BadSignature {
+        /// Subject of the certificate.
+        cert: String,
+        /// Subject of the would-be signer.
+        signer: String,
+    },
+    /// The certificate is not valid yet at the verification time.
+    #[error("certificate '{cert}' is not valid before {not_before}")]
+    NotYetValid {
+        /// Subject of the certificate.
+        cert: String,
+        /// Start of its validity.
+        not_before: String,
+    },
+    /// The certificate has expired at the verification time.
+    #[error("certificate '{cert}' expired at {not_after}")]
+    Expired {
+        /// Subject of the certificate.
+        cert: String,
+        /// End of its validity.
+        not_after: String,
+    },
+    /// The chain's root is not one of AMD's built-in ARKs.
+    #[error("root '{subject}' is not AMD's ARK for Milan, Genoa or Turin")]
+    UnknownRoot {
+        /// Subject of the root.
+        subject: String,
+    },
+    /// The certificates do not form an ARK → ASK → VCEK/VLEK chain.
+    #[error("not an AMD endorsement chain: {0}")]
+    ChainShape(String),
+    /// The certificates name different products.
+    #[error("certificate '{cert}' is for {found}, but the chain is for {expected}")]
+    ProductMismatch {
+        /// Subject of the certificate.
+        cert: String,
+        /// What it names.
+        found: String,
+        /// The chain's product.
+        expected: Product,
+    },
+    /// No built-in AMD certificate for the issuer of a leaf certificate.
+    #[error(
+        "no built-in AMD certificate for issuer '{issuer}': pass the ARK and ASK/ASVK files too"
+    )]
+    NoBuiltinIssuer {
+        /// The leaf's issuer.
+        issuer: String,
+    },
+    /// The report is not signed, or not with ECDSA P-384/SHA-384.
+    #[error("report: {0}")]
+    UnsupportedReport(String),
+    /// The report says it is signed by one kind of key, the chain ends in the other.
+    #[error("report is signed by the {report}, but the certificate is a {cert}")]
+    SigningKeyMismatch {
+        /// The key the report names.
+        report: LeafKind,
+        /// The certificate's kind.
+        cert: LeafKind,
+    },
+    /// The report's signature does not verify under the chain's leaf key.
+    #[error("report signature does not verify under '{cert}'")]
+    ReportSignature {
+        /// Subject of the leaf certificate.
+        cert: String,
+    },
+    /// The certificate was issued for another chip.
+    #[error(
+        "certificate '{cert}' is for chip {cert_hw_id}, the report comes from chip {report_chip_id}"
+    )]
+    ChipIdMismatch {
+        /// Subject of the leaf certificate.
+        cert: String,
+        /// Hardware ID in the certificate (hex).
+        cert_hw_id: String,
+        /// The report's CHIP_ID (hex).
+        report_chip_id: String,
+    },
+    /// The certificate was issued for another TCB than the report's `REPORTED_TCB`.
+    #[error(
+        "certificate '{cert}' is for {component} SPL {cert_spl}, the report's REPORTED_TCB has {report_spl}: fetch the VCEK for this TCB"
+    )]
+    TcbMismatch {
+        /// Subject of the leaf certificate.
+        cert: String,
+        /// The TCB component.
+        component: &'static str,
+        /// Its SPL in the certificate.
+        cert_spl: u8,
+        /// Its SPL in the report.
+        report_spl: u8,
+    },
+}
+
+fn decode_err(what: impl Into<String>) -> impl FnOnce(x509_cert::der::Error) -> X509Error {
+    let what = what.into();
+    move |source| X509Error::Decode { what, source }
+}
+
+/// An AMD SEV-SNP product generation, which fixes the root of trust and the TCB layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Product {
+    /// 3rd generation EPYC (family 19h, models 00h–0Fh).
+    Milan,
+    /// 4th generation EPYC (family 19h, models 10h–1Fh and A0h–AFh).
+    Genoa,
+    /// 5th generation EPYC (family 1Ah).
+    Turin,
+}
+
+const ARK_MILAN: &str = include_str!("amd_roots/ark_milan.pem");
+const ASK_MILAN: &str = include_str!("amd_roots/ask_milan.pem");
+const ARK_GENOA: &str = include_str!("amd_roots/ark_genoa.pem");
+const ASK_GENOA: &str = include_str!("amd_roots/ask_genoa.pem");
+const ARK_TURIN: &str = include_str!("amd_roots/ark_turin.pem");
+const ASK_TURIN: &str = include_str!("amd_roots/ask_turin.pem");
+
+impl Product {
+    /// Every product with built-in certificates.
+    pub const ALL: [Product; 3] = [Product::Milan, Product::Genoa, Product::Turin];
+
+    /// The name KDS and the certificates use: `Milan`, `Genoa`, `Turin`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Product::Milan => "Milan",
+            Product::Genoa => "Genoa",
+            Product::Turin => "Turin",
+        }
+    }
+
+    /// The product a name starts with (`Milan-B0` is Milan), case-insensitively.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| {
+            name.get(..p.name().len())
+                .is_some_and(|n| n.eq_ignore_ascii_case(p.name()))
+        })
+    }
+
+    /// The product of a CPUID family/model, as in a version 3+ report.
+    pub fn from_cpuid(family: u8, model: u8) -> Option<Self> {
+        match (family, model) {
+            (0x19, 0x00..=0x0F) => Some(Product::Milan),
+            (0x19, 0x10..=0x1F | 0xA0..=0xAF) => Some(Product::Genoa),
+            (0x1A, _) => Some(Product::Turin),
+            _ => None,
+        }
+    }
+
+    fn pem(self) -> (&'static str, &'static str) {
+        match self {
+            Product::Milan => (ARK_MILAN, ASK_MILAN),
+            Product::Genoa => (ARK_GENOA, ASK_GENOA),
+            Product::Turin => (ARK_TURIN, ASK_TURIN),
+        }
+    }
+
+    /// AMD's root key certificate (ARK) of this product, built in.
+    pub fn builtin_ark(self) -> AmdCert {
+        // The built-in PEM files are fixed, parsed by this crate's tests.
+        AmdCert::from_pem(self.pem().0).expect("built-in ARK parses")
+    }
+
+    /// AMD's signing key certificate (ASK) of this product, built in.
+    pub fn builtin_ask(self) -> AmdCert {
+        AmdCert::from_pem(self.pem().1).expect("built-in ASK parses")
+    }
+
+    /// Splits a Milan/Genoa or Turin TCB version into named components.
+    pub fn tcb_components(self, tcb: TcbVersion) -> Vec<(&'static str, u8)> {
+        let b = tcb.0.to_le_bytes();
+        match self {
+            Product::Milan | Product::Genoa => vec![
+                ("boot loader", b[0]),
+                ("TEE", b[1]),
+                ("SNP", b[6]),
+                ("microcode", b[7]),
+            ],
+            Product::Turin => vec![
+                ("FMC", b[0]),
+                ("boot loader", b[1]),
+                ("TEE", b[2]),
+                ("SNP", b[3]),
+                ("microcode", b[7]),
+            ],
+        }
+    }
+}
+
+impl fmt::Display for Product {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which key signs reports: the chip's VCEK or a cloud provider's VLEK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LeafKind {
+    /// Versioned chip endorsement key (report `SIGNING_KEY` 0).
+    Vcek,
+    /// Versioned loaded endorsement key (report `SIGNING_KEY` 1).
+    Vlek,
+}
+
+impl fmt::Display for LeafKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LeafKind::Vcek => "VCEK",
+            LeafKind::Vlek => "VLEK",
+        })
+    }
+}
+
+/// One parsed X.509 certificate of AMD's endorsement hierarchy.
+#[derive(Clone, Debug)]
+pub struct AmdCert {
+    cert: Certificate,
+    der: Vec<u8>,
+}
+
+impl AmdCert {
+    /// Parses one DER certificate.
+    ///
+    /// # Errors
+    /// [`X509Error::Decode`] if the bytes are not exactly one certificate.
+    pub fn from_der(der: &[u8]) -> Result<Self, X509Error> {
+        let cert = Certificate::from_der(der).map_err(decode_err("DER input"))?;
+        Ok(Self {
+            cert,
+            der: der.to_vec(),
+        })
+    }
+
+    /// Parses one PEM certificate (the first of a bundle is an error: use [`AmdCert::parse`]).
+    ///
+    /// # Errors
+    /// [`X509Error::Decode`] if the text is not exactly one PEM certificate.
+    pub fn from_pem(pem: &str) -> Result<Self, X509Error> {
+        let mut all = Self::parse(pem.as_bytes())?;
+        match all.len() {
+            1 => Ok(all.remove(0)),
+            n => Err(X509Error::ChainShape(format!(
+                "expected one PEM certificate, found {n}"
+            ))),
+        }
+    }
+
+    /// Parses a file's contents: one DER certificate, or one or more PEM certificates (as in
+    /// KDS's `cert_chain`, which holds the ASK then the ARK).
+    ///
+    /// # Errors
+    /// [`X509Error::Decode`] for anything else.
+    pub fn parse(bytes: &[u8]) -> Result<Vec<Self>, X509Error> {
+        let text = bytes.trim_ascii_start();
+        if text.starts_with(b"-----BEGIN") {
+            let certs = Certificate::load_pem_chain(text).map_err(decode_err("PEM input"))?;
+            return certs
+                .into_iter()
+                .map(|cert| {
+                    let der = cert.to_der().map_err(decode_err("PEM certificate"))?;
+                    Ok(Self { cert, der })
+                })
+                .collect();
+        }
+        Ok(vec![Self::from_der(bytes)?])
+    }
+
+    /// The DER encoding.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    /// The parsed certificate.
+    pub fn certificate(&self) -> &Certificate {
+        &self.cert
+    }
+
+    /// The subject's common name, e.g. `ARK-Milan`, `SEV-Milan`, `SEV-VCEK`.
+    pub fn common_name(&self) -> Option<String> {
+        cn(self.cert.tbs_certificate().subject())
+    }
+
+    /// The issuer's common name.
+    pub fn issuer_common_name(&self) -> Option<String> {
+        cn(self.cert.tbs_certificate().issuer())
+    }
+
+    /// A short label for messages: the common name, or the whole subject without one.
+    pub fn label(&self) -> String {
+        self.common_name()
+            .unwrap_or_else(|| self.cert.tbs_certificate().subject().to_string())
+    }
+
+    /// Whether subject and issuer are the same name (a root).
+    pub fn is_self_issued(&self) -> bool {
+        let t = self.cert.tbs_certificate();
+        t.subject() == t.issuer()
+    }
+
+    /// Start and end of validity.
+    pub fn validity(&self) -> (SystemTime, SystemTime) {
+        let v = self.cert.tbs_certificate().validity();
+        (v.not_before.to_system_time(), v.not_after.to_system_time())
+    }
+
+    /// The raw value of the extension `id`, if present.
+    pub fn extension(&self, id: ObjectIdentifier) -> Option<&[u8]> {
+        self.cert
+            .tbs_certificate()
+            .extensions()?
+            .iter()
+            .find(|e| e.extn_id == id)
+            .map(|e| e.extn_value.as_bytes())
+    }
+
+    fn ext_u8(&self, id: ObjectIdentifier) -> Result<Option<u8>, X509Error> {
+        let Some(raw) = self.extension(id) else {
+            return Ok(None);
+        };
+        let v = u8::from_der(raw).map_err(decode_err(format!(
+            "extension {id} of certificate '{}'",
+            self.label()
+        )))?;
+        Ok(Some(v))
+    }
+
+    /// The product name of a VCEK/VLEK (`Milan-B0`, `Genoa`, `Turin`…).
+    pub fn product_name(&self) -> Option<String> {
+        let raw = self.extension(oid::AMD_PRODUCT_NAME)?;
+        Ia5StringRef::from_der(raw).ok().map(|s| s.to_string())
+    }
+
+    /// The hardware ID of a VCEK: the chip ID it was derived for.
+    pub fn hw_id(&self) -> Option<&[u8]> {
+        // KDS stores the ID bytes directly as the extension value (no nested OCTET STRING).
+        self.extension(oid::AMD_HW_ID)
+    }
+
+    /// The TCB the VCEK/VLEK was derived for, in `product`'s TCB layout, if the certificate
+    /// carries the SPL extensions.
+    ///
+    /// # Errors
+    /// [`X509Error::Decode`] if an SPL extension is not a small INTEGER.
+    pub fn tcb(&self, product: Product) -> Result<Option<TcbVersion>, X509Error> {
+        let (Some(bl), Some(tee), Some(snp), Some(ucode)) = (
+            self.ext_u8(oid::AMD_BL_SPL)?,
+            self.ext_u8(oid::AMD_TEE_SPL)?,
+            self.ext_u8(oid::AMD_SNP_SPL)?,
+            self.ext_u8(oid::AMD_UCODE_SPL)?,
+        ) else {
+            return Ok(None);
+        };
+        let mut b = [0u8; 8];
+        match product {
+            Product::Milan | Product::Genoa => {
+                (b[0], b[1], b[6], b[7]) = (bl, tee, snp, ucode);
+            }
+            Product::Turin => {
+                let fmc = self.ext_u8(oid::AMD_FMC_SPL)?.unwrap_or(0);
+                (b[0], b[1], b[2], b[3], b[7]) = (fmc, bl, tee, snp, ucode);
+            }
+        }
+        Ok(Some(TcbVersion(u64::from_le_bytes(b))))
+    }
+
+    /// The leaf kind, from the common name (`SEV-VCEK` / `SEV-VLEK`) or, failing that, from
+    /// the extensions (a hardware ID means VCEK, a CSP ID means VLEK).
+    pub fn leaf_kind(&self) -> Option<LeafKind> {
+        match self.common_name().as_deref() {
+            Some("SEV-VCEK") => Some(LeafKind::Vcek),
+            Some("SEV-VLEK") => Some(LeafKind::Vlek),
+            _ if self.extension(oid::AMD_HW_ID).is_some() => Some(LeafKind::Vcek),
+            _ if self.extension(oid::AMD_CSP_ID).is_some() => Some(LeafKind::Vlek),
+            _ => None,
+        }
+    }
+
+    /// The ECDSA P-384 public key of a VCEK/VLEK.
+    ///
+    /// # Errors
+    /// [`X509Error::UnsupportedAlgorithm`] or [`X509Error::InvalidKey`] if the key is not a
+    /// valid P-384 point.
+    pub fn ecdsa_key(&self) -> Result<EcdsaKey, X509Error> {
+        let spki = self.cert.tbs_certificate().subject_public_key_info();
+        if spki.algorithm.oid != oid::EC_PUBLIC_KEY {
+            return Err(self.unsupported("key algorithm", spki.algorithm.oid));
+        }
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+        if curve != Some(oid::SECP384R1) {
+            return Err(self.invalid_key("not a P-384 key"));
+        }
+        let bits = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or_else(|| self.invalid_key("public key is not whole bytes"))?;
+        EcdsaKey::from_sec1_bytes(bits).map_err(|_| self.invalid_key("not a point on P-384"))
+    }
+
+    /// The RSA public key of an ARK, ASK or ASVK.
+    ///
+    /// # Errors
+    /// [`X509Error::UnsupportedAlgorithm`] or [`X509Error::InvalidKey`] if the key is not a
+    /// usable RSA key (at least 2048 bits).
+    pub fn rsa_key(&self) -> Result<RsaPublicKey, X509Error> {
+        let spki = self.cert.tbs_certificate().subject_public_key_info();
+        if spki.algorithm.oid != oid::RSA_ENCRYPTION && spki.algorithm.oid != oid::RSASSA_PSS {
+            return Err(self.unsupported("key algorithm", spki.algorithm.oid));
+        }
+        let bits = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or_else(|| self.invalid_key("public key is not whole bytes"))?;
+        let key = RsaPublicKey::from_pkcs1_der(bits)
+            .map_err(|_| self.invalid_key("not a PKCS #1 RSA public key"))?;
+        if key.n_bits_precision() < 2048 {
+            return Err(self.invalid_key("RSA key shorter than 2048 bits"));
+        }
+        Ok(key)
+    }
+
+    /// Checks that `issuer` issued and signed this certificate: the issuer name matches and
+    /// the RSASSA-PSS (SHA-384, MGF1-SHA-384) signature over the to-be-signed part verifies
+    /// under the issuer's RSA key.
+    ///
+    /// # Errors
+    /// [`X509Error::IssuerMismatch`], [`X509Error::BadSignature`], or an algorithm/key error.
+    pub fn verify_signed_by(&self, issuer: &AmdCert) -> Result<(), X509Error> {
+        let tbs = self.cert.tbs_certificate();
+        let issuer_tbs = issuer.cert.tbs_certificate();
+        if tbs.issuer() != issuer_tbs.subject() {
+            return Err(X509Error::IssuerMismatch {
+                cert: self.label(),
+                issuer: self
+                    .issuer_common_name()
+                    .unwrap_or_else(|| tbs.issuer().to_string()),
+                expected: issuer.label(),
+            });
+        }
+        let alg = self.cert.signature_algorithm();
+        if alg.oid != oid::RSASSA_PSS {
+            return Err(self.unsupported("signature algorithm", alg.oid));
+        }
+        if tbs.signature() != alg {
+            return Err(X509Error::ChainShape(format!(
+                "certificate '{}' names two different signature algorithms",
+                self.label()
+            )));
+        }
+        let salt_len = self.pss_salt_len(alg)?;
+        let key = issuer.rsa_key()?;
+        let sig_bytes = self
+            .cert
+            .signature()
+            .as_bytes()
+            .ok_or_else(|| self.bad_signature(issuer))?;
+        let sig = pss::Signature::try_from(sig_bytes).map_err(|_| self.bad_signature(issuer))?;
+        let verifier = pss::VerifyingKey::<Sha384>::new_with_salt_len(key, salt_len);
+        verifier
+            .verify(self.tbs_der()?, &sig)
+            .map_err(|_| self.bad_signature(issuer))
+    }
+
+    /// The salt length of RSASSA-PSS parameters that use SHA-384 for hash and MGF1.
+    fn pss_salt_len(&self, alg: &AlgorithmIdentifier<Any>) -> Result<usize, X509Error> {
+        let params = alg.parameters.as_ref().ok_or_else(|| {
+            X509Error::ChainShape(format!(
+                "certificate '{}' has RSASSA-PSS without parameters",
+                self.label()
+            ))
+        })?;
+        let der = params
+            .to_der()
+            .map_err(decode_err("RSASSA-PSS parameters"))?;
+        let p = RsaPssParams::<Any>::from_der(&der).map_err(decode_err(format!(
+            "RSASSA-PSS parameters of certificate '{}'",
+            self.label()
+        )))?;
+        if p.hash.oid != oid::SHA384 {
+            return Err(self.unsupported("PSS hash", p.hash.oid));
+        }
+        let mgf_hash = p
+            .mask_gen
+            .parameters
+            .as_ref()
+            .map(|h| h.oid)
+            .unwrap_or(p.hash.oid);
+        if p.mask_gen.oid != oid::MGF1 {
+            return Err(self.unsupported("PSS mask generation", p.mask_gen.oid));
+        }
+        if mgf_hash != oid::SHA384 {
+            return Err(self.unsupported("PSS MGF1 hash", mgf_hash));
+        }
+        Ok(usize::from(p.salt_len))
+    }
+
+    /// The DER bytes of the to-be-signed part, exactly as they appear in the certificate.
+    fn tbs_der(&self) -> Result<&[u8], X509Error> {
+        let mut r = SliceReader::new(&self.der).map_err(decode_err("certificate"))?;
+        r.sequence(|inner| {
+            let tbs = inner.tlv_bytes()?;
+            inner.tlv_bytes()?;
+            inner.tlv_bytes()?;
+            Ok(tbs)
+        })
+        .map_err(decode_err(format!("certificate '{}'", self.label())))
+    }
+
+    /// Checks the validity period at `at`.
+    ///
+    /// # Errors
+    /// [`X509Error::NotYetValid`] or [`X509Error::Expired`].
+    pub fn check_validity(&self, at: SystemTime) -> Result<(), X509Error> {
+        let v = self.cert.tbs_certificate().validity();
+        if at < v.not_before.to_system_time() {
+            return Err(X509Error::NotYetValid {
+                cert: self.label(),
+                not_before: v.not_before.to_string(),
+            });
+        }
+        if at > v.not_after.to_system_time() {
+            return Err(X509Error::Expired {
+                cert: self.label(),
+                not_after: v.not_after.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn spki_der(&self) -> Option<Vec<u8>> {
+        self.cert
+            .tbs_certificate()
+            .subject_public_key_info()
+            .to_der()
+            .ok()
+    }
+
+    fn unsupported(&self, what: &'static str, id: ObjectIdentifier) -> X509Error {
+        X509Error::UnsupportedAlgorithm {
+            cert: self.label(),
+            what,
+            oid: id.to_string(),
+        }
+    }
+
+    fn invalid_key(&self, why: &'static str) -> X509Error {
+        X509Error::InvalidKey {
+            cert: self.label(),
+            why,
+        }
+    }
+
+    fn bad_signature(&self, signer: &AmdCert) -> X509Error {
+        X509Error::BadSignature {
+            cert: self.label(),
+            signer: signer.label(),
+        }
+    }
+}
+
+fn cn(name: &x509_cert::name::Name) -> Option<String> {
+    name.common_name().ok().flatten().map(String::from)
+}
+
+/// How far the chain's root is trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Root {
+    /// The root's key is AMD's built-in ARK of this product.
+    Amd(Product),
+    /// The root is self-signed but not one of AMD's (accepted only on request).
+    Unknown,
+}
+
+/// Options of [`AmdChain::verify`] and [`verify_report`].
+#[derive(Clone, Copy, Debug)]
+pub struct VerifyOptions {
+    /// Check every certificate's validity period at this time; `None` skips the check.
+    pub at: Option<SystemTime>,
+    /// Accept a self-signed root that is not one of AMD's built-in ARKs.
+    pub allow_unknown_root: bool,
+}
+
+impl Default for VerifyOptions {
+    /// Validity checked now; only AMD's roots.
+    fn default() -> Self {
+        Self {
+            at: Some(SystemTime::now()),
+            allow_unknown_root: false,
+        }
+    }
+}
+
+/// An ARK → ASK (or ASVK) → VCEK (or VLEK) chain.
+#[derive(Clone, Debug)]
+pub struct AmdChain {
+    /// The root key certificate.
+    pub ark: AmdCert,
+    /// The signing key certificate (ASK for a VCEK, ASVK for a VLEK).
+    pub ask: AmdCert,
+    /// The VCEK or VLEK certificate.
+    pub leaf: AmdCert,
+}
+
+/// What a successful chain verification established.
+#[derive(Clone, Debug)]
+pub struct VerifiedChain {
+    /// The product the chain is for.
+    pub product: Product,
+    /// Whether the root is AMD's.
+    pub root: Root,
+    /// VCEK or VLEK.
+    pub leaf_kind: LeafKind,
+    /// The leaf's ECDSA P-384 key, which signs reports.
+    pub key: EcdsaKey,
+    /// The TCB the leaf was issued for, if it says.
+    pub tcb: Option<TcbVersion>,
+    /// The chip the leaf was issued for (VCEK only).
+    pub hw_id: Option<Vec<u8>>,
+}
+
+impl AmdChain {
+    /// Orders certificates given in any order (for example a KDS `cert_chain` bundle plus
+    /// a VCEK): the self-issued one is the ARK, the one it issued is the ASK, and the one the
+    /// ASK issued is the leaf. With only a leaf, AMD's built-in ARK and ASK of the issuer's
+    /// product complete the chain.
+    ///
+    /// # Errors
+    /// [`X509Error::ChainShape`] if the certificates are not one such chain,
+    /// [`X509Error::NoBuiltinIssuer`] for a lone leaf of an unknown issuer.
+    pub fn from_certs(certs: Vec<AmdCert>) -> Result<Self, X509Error> {
+        if let [leaf] = certs.as_slice() {
+            return Self::with_builtin_issuers(leaf.clone());
+        }
+        if certs.len() != 3 {
+            return Err(X509Error::ChainShape(format!(
+                "expected ARK, ASK and VCEK (3 certificates) or the VCEK alone, got {}",
+                certs.len()
+            )));
+        }
+        let issued_by = |child: &AmdCert, parent: &AmdCert| {
+            child.cert.tbs_certificate().issuer() == parent.cert.tbs_certificate().subject()
+        };
+        let roots: Vec<&AmdCert> = certs.iter().filter(|c| c.is_self_issued()).collect();
+        let [ark] = roots.as_slice() else {
+            return Err(X509Error::ChainShape(format!(
+                "expected exactly one self-signed root, found {}",
+                roots.len()
+            )));
+        };
+        let ask = certs
+            .iter()
+            .find(|c| !c.is_self_issued() && issued_by(c, ark))
+            .ok_or_else(|| {
+                X509Error::ChainShape(format!("no certificate issued by '{}'", ark.label()))
+            })?;
+        let leaf = certs
+            .iter()
+            .find(|c| !c.is_self_issued() && issued_by(c, ask))
+            .ok_or_else(|| {
+                X509Error::ChainShape(format!("no certificate issued by '{}'", ask.label()))
+            })?;
+        Ok(Self {
+            ark: (*ark).clone(),
+            ask: ask.clone(),
+            leaf: leaf.clone(),
+        })
+    }
+
+    /// A chain of `leaf` under AMD's built-in ARK and ASK of the product its issuer names
+    /// (`SEV-Milan` → Milan).
+    ///
+    /// # Errors
+    /// [`X509Error::NoBuiltinIssuer`] if the issuer is not a built-in ASK.
+    pub fn with_builtin_issuers(leaf: AmdCert) -> Result<Self, X509Error> {
+        let issuer = leaf.issuer_common_name().unwrap_or_default();
+        let product = issuer
+            .strip_prefix("SEV-")
+            .filter(|p| !p.starts_with("VLEK"))
+            .and_then(Product::from_name)
+            .ok_or(X509Error::NoBuiltinIssuer { issuer })?;
+        Ok(Self {
+            ark: product.builtin_ark(),
+            ask: product.builtin_ask(),
+            leaf,
+        })
+    }
+
+    /// Verifies the chain: the ARK is self-signed, the ASK is signed by the ARK, the leaf by
+    /// the ASK (all RSASSA-PSS SHA-384); the leaf holds a P-384 key; the root is AMD's (or
+    /// an unknown root is allowed); the certificates agree on the product; and, if
+    /// `opts.at` is set, every certificate is valid then.
+    ///
+    /// # Errors
+    /// The first check that fails, as an [`X509Error`].
+    pub fn verify(&self, opts: &VerifyOptions) -> Result<VerifiedChain, X509Error> {
+        let ark_name = self.ark.label();
+        if !self.ark.is_self_issued() {
+            return Err(X509Error::ChainShape(format!(
+                "root '{ark_name}' is not self-issued"
+            )));
+        }
+        self.ark.verify_signed_by(&self.ark)?;
+        self.ask.verify_signed_by(&self.ark)?;
+        self.leaf.verify_signed_by(&self.ask)?;
+        let key = self.leaf.ecdsa_key()?;
+        if let Some(at) = opts.at {
+            for c in [&self.ark, &self.ask, &self.leaf] {
+                c.check_validity(at)?;
+            }
+        }
+        let ark_spki = self.ark.spki_der();
+        let root = Product::ALL
+            .into_iter()
+            .find(|p| ark_spki.is_some() && p.builtin_ark().spki_der() == ark_spki)
+            .map_or(Root::Unknown, Root::Amd);
+        if root == Root::Unknown && !opts.allow_unknown_root {
+            return Err(X509Error::UnknownRoot { subject: ark_name });
+        }
+        let product = match root {
+            Root::Amd(p) => p,
+            Root::Unknown => ark_name
+                .strip_prefix("ARK-")
+                .and_then(Product::from_name)
+                .ok_or_else(|| {
+                    X509Error::ChainShape(format!(
+                        "root '{ark_name}' does not name a product (ARK-Milan, ARK-Genoa, ARK-Turin)"
+                    ))
+                })?,
+        };
+        let ask_product = self.ask.label();
+        if !ask_product.ends_with(product.name()) {
+            return Err(X509Error::ProductMismatch {
+                cert: self.ask.label(),
+                found: ask_product,
+                expected: product,
+            });
+        }
+        if let Some(name) = self.leaf.product_name()
+            && Product::from_name(&name) != Some(product)
+        {
+            return Err(X509Error::ProductMismatch {
+                cert: self.leaf.label(),
+                found: name,
+                expected: product,
+            });
+        }
+        let leaf_kind = self.leaf.leaf_kind().ok_or_else(|| {
+            X509Error::ChainShape(format!(
+                "certificate '{}' is neither a VCEK nor a VLEK",
+                self.leaf.label()
+            ))
+        })?;
+        Ok(VerifiedChain {
+            product,
+            root,
+            leaf_kind,
+            key,
+            tcb: self.leaf.tcb(product)?,
+            hw_id: self.leaf.hw_id().map(<[u8]>::to_vec),
+        })
+    }
+}
+
+/// What [`verify_report`] established about a report.
+#[derive(Clone, Debug)]
+pub struct VerifiedReport {
+    /// The verified chain.
+    pub chain: VerifiedChain,
+    /// Whether the report's `CHIP_ID` was compared with the VCEK's hardware ID (not possible
+    /// for a VLEK, or when the guest policy masks the chip ID).
+    pub chip_id_checked: bool,
+    /// Whether the report's `REPORTED_TCB` was compared with the certificate's TCB.
+    pub tcb_checked: bool,
+}
+
+/// Verifies an SNP attestation report against AMD's X.509 chain: the chain
+/// ([`AmdChain::verify`]), the report's ECDSA P-384/SHA-384 signature under the leaf key,
+/// that the report names the leaf's kind (VCEK or VLEK), and that the report's
+/// `REPORTED_TCB` and `CHIP_ID` are those the certificate was issued for.
+///
+/// Policy decisions on the contents (measurement, policy, report data) are the caller's.
+///
+/// # Errors
+/// The first check that fails, as an [`X509Error`] naming it.
+pub fn verify_report(
+    report: &AttestationReport,
+    chain: &AmdChain,
+    opts: &VerifyOptions,
+) -> Result<VerifiedReport, X509Error> {
+    let verified = chain.verify(opts)?;
+    if report.signature_algo.get() != SIG_ALGO_ECDSA_P384_SHA384 {
+        return Err(X509Error::UnsupportedReport(format!(
+            "signature algorithm {} is not ECDSA P-384 with SHA-384",
+            report.signature_algo.get()
+        )));
+    }
+    let report_key = match report.signing_key() {
+        0 => LeafKind::Vcek,
+        1 => LeafKind::Vlek,
+        7 => {
+            return Err(X509Error::UnsupportedReport(
+                "the report is not signed".into(),
+            ));
+        }
+        k => {
+            return Err(X509Error::UnsupportedReport(format!(
+                "reserved SIGNING_KEY {k}"
+            )));
+        }
+    };
+    if report_key != verified.leaf_kind {
+        return Err(X509Error::SigningKeyMismatch {
+            report: report_key,
+            cert: verified.leaf_kind,
+        });
+    }
+    let leaf = chain.leaf.label();
+    verify_message(
+        &verified.key,
+        algo::ECDSA_SHA384,
+        report.signed_bytes(),
+        &report.signature,
+    )
+    .map_err(|_| X509Error::ReportSignature { cert: leaf.clone() })?;
+
+    let mut chip_id_checked = false;
+    if let Some(hw) = &verified.hw_id
+        && report.chip_id.iter().any(|&b| b != 0)
+    {
+        let n = hw.len().min(report.chip_id.len());
+        if hw.is_empty() || hw[..n] != report.chip_id[..n] {
+            return Err(X509Error::ChipIdMismatch {
+                cert: leaf,
+                cert_hw_id: hex(hw),
+                report_chip_id: hex(&report.chip_id[..n.max(1)]),
+            });
+        }
+        chip_id_checked = true;
+    }
+    let mut tcb_checked = false;
+    if let Some(cert_tcb) = verified.tcb {
+        let p = verified.product;
+        let ours = p.tcb_components(cert_tcb);
+        let theirs = p.tcb_components(report.reported_tcb());
+        for ((component, cert_spl), (_, report_spl)) in ours.into_iter().zip(theirs) {
+            if cert_spl != report_spl {
+                return Err(X509Error::TcbMismatch {
+                    cert: leaf,
+                    component,
+                    cert_spl,
+                    report_spl,
+                });
+            }
+        }
+        tcb_checked = true;
+    }
+    Ok(VerifiedReport {
+        chain: verified,
+        chip_id_checked,
+        tcb_checked,
+    })
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Seconds since the Unix epoch as a [`SystemTime`] (for [`VerifyOptions::at`]).
+pub fn unix_time(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
