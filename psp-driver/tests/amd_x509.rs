@@ -394,3 +394,44 @@ fn the_test_pki_does_not_verify_a_real_report_nor_the_reverse() {
         Err(X509Error::BadSignature { .. })
     ));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Corrupted certificates and reports give errors, never panics, and never verify.
+    #[test]
+    fn corrupted_inputs_never_panic_nor_verify(
+        edits in proptest::collection::vec((0usize..4096, 1u8..=255), 1..4),
+        cut in 0usize..2048,
+        target in 0u8..3,
+    ) {
+        let mut vcek = vector("vcek_milan.der");
+        let mut ask = vector("cert_chain_milan.pem");
+        let mut report = vector("report_milan.bin");
+        let buf = match target {
+            0 => &mut vcek,
+            1 => &mut ask,
+            _ => &mut report,
+        };
+        // Report edits stay in the signed bytes and R/S (0..0x330): the rest of the
+        // signature structure is reserved and not covered by the signature.
+        let span = if target == 2 { 0x330 } else { buf.len() };
+        for (at, x) in &edits {
+            buf[at % span] ^= x;
+        }
+        if cut % 3 == 0 {
+            let n = buf.len();
+            buf.truncate(cut % n);
+        }
+        let outcome = (|| -> Result<(), String> {
+            let mut certs = AmdCert::parse(&ask).map_err(|e| e.to_string())?;
+            certs.extend(AmdCert::parse(&vcek).map_err(|e| e.to_string())?);
+            let chain = AmdChain::from_certs(certs).map_err(|e| e.to_string())?;
+            let r = AttestationReport::read_from_bytes(&report).map_err(|_| "size".to_string())?;
+            verify_report(&r, &chain, &in_validity()).map(drop).map_err(|e| e.to_string())
+        })();
+        // PEM text edits can land in ignored whitespace only if they keep it whitespace, and
+        // XOR with a non-zero byte never does; every edit must make verification fail.
+        proptest::prop_assert!(outcome.is_err());
+    }
+}
