@@ -660,7 +660,7 @@ pub(crate) fn run(a: &LaunchArgs) -> Result<Outcome, CliError> {
                         Some(Err(e)) => Err(e.to_string()),
                         None => Err("no simulated AMD host".into()),
                     });
-                    let rows = crate::report::snp_rows(&r);
+                    let rows = crate::report::snp_rows(&r, None);
                     s.evidence_text = rows
                         .iter()
                         .filter(|(k, _)| {

@@ -26,8 +26,8 @@ use kvm_coco::sim::tdx::report::{TDREPORT_SIZE, TDX_REPORT_TYPE};
 use kvm_coco::sim::tdx::{SimTdxModule, TdQuote, TdReport, TdxModuleConfig};
 use psp_driver::owner::cert::{SEV_CERT_LEN, SevCert};
 use psp_driver::owner::snp::{SnpCertChain, verify_report};
-use psp_driver::owner::x509::{self, AmdCert, AmdChain, Root, VerifyOptions, X509Error};
-use psp_driver::report::{AttestationReport, REPORT_LEN, SIG_ALGO_ECDSA_P384_SHA384};
+use psp_driver::owner::x509::{self, AmdCert, AmdChain, Product, Root, VerifyOptions, X509Error};
+use psp_driver::report::{AttestationReport, REPORT_LEN, SIG_ALGO_ECDSA_P384_SHA384, TcbVersion};
 use psp_driver::sim::{PhysMem, SimConfig, SimFirmware};
 use zerocopy::FromBytes;
 
@@ -212,7 +212,7 @@ fn verify_amd(
     r: &AttestationReport,
     chain: &AmdChain,
     opts: &VerifyOptions,
-) -> Result<(String, serde_json::Value), String> {
+) -> Result<(String, serde_json::Value, Product), String> {
     let v = x509::verify_report(r, chain, opts).map_err(|e| match e {
         X509Error::UnknownRoot { .. } => format!("{e}; --allow-unknown-root accepts it"),
         X509Error::Expired { .. } | X509Error::NotYetValid { .. } if opts.at.is_some() => {
@@ -245,29 +245,66 @@ fn verify_amd(
         "tcb_checked": v.tcb_checked,
         "chip_id_checked": v.chip_id_checked,
     });
-    Ok((checks.join("; "), detail))
+    Ok((checks.join("; "), detail, v.chain.product))
 }
 
 fn h(b: &[u8]) -> String {
     hex::encode(b)
 }
 
-/// One `name: value` row per field of an SNP report.
-pub(crate) fn snp_rows(r: &AttestationReport) -> Vec<(&'static str, String)> {
+/// The product a report comes from: its CPUID fields (version 3 and later).
+fn report_product(r: &AttestationReport) -> Option<Product> {
+    (r.version.get() >= 3)
+        .then(|| Product::from_cpuid(r.cpuid_fam_id, r.cpuid_mod_id))
+        .flatten()
+}
+
+/// The components of a TCB version in `product`'s layout.
+fn tcb_parts(v: u64, product: Product) -> String {
+    let parts: Vec<String> = product
+        .tcb_components(TcbVersion(v))
+        .into_iter()
+        .map(|(name, spl)| format!("{name} {spl}"))
+        .collect();
+    format!("{} ({product} layout)", parts.join(", "))
+}
+
+/// One `name: value` row per field of an SNP report. The reported TCB is also broken into its
+/// components when `product` (from the report's CPUID fields or a verified chain) is known.
+pub(crate) fn snp_rows(
+    r: &AttestationReport,
+    product: Option<Product>,
+) -> Vec<(&'static str, String)> {
     let key = match r.signing_key() {
         0 => "VCEK".to_string(),
         1 => "VLEK".to_string(),
         7 => "none".to_string(),
         k => format!("reserved ({k})"),
     };
-    vec![
+    let product = product.or_else(|| report_product(r));
+    let pi = r.platform_info.get();
+    let pi_names: Vec<&str> = [
+        (0, "SMT_EN"),
+        (1, "TSME_EN"),
+        (2, "ECC_EN"),
+        (3, "RAPL_DIS"),
+        (4, "CIPHERTEXT_HIDING_EN"),
+        (5, "ALIAS_CHECK_COMPLETE"),
+        (7, "TIO_EN"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| pi & (1 << bit) != 0)
+    .map(|(_, n)| n)
+    .collect();
+    let mut rows = vec![
         ("type", "SEV-SNP attestation report".into()),
         ("version", r.version.get().to_string()),
         ("guest_svn", r.guest_svn.get().to_string()),
         ("policy", format!("{:#x}", r.policy.get())),
         ("vmpl", r.vmpl.get().to_string()),
         ("signing_key", key),
-        ("platform_info", format!("{:#x}", r.platform_info.get())),
+        ("platform_info", format!("{pi:#x}")),
+        ("platform_info_flags", pi_names.join(" ")),
         ("measurement", h(&r.measurement)),
         ("report_data", h(&r.report_data)),
         ("host_data", h(&r.host_data)),
@@ -278,6 +315,7 @@ pub(crate) fn snp_rows(r: &AttestationReport) -> Vec<(&'static str, String)> {
         ("report_id", h(&r.report_id)),
         ("current_tcb", format!("{:#018x}", r.current_tcb.get())),
         ("reported_tcb", format!("{:#018x}", r.reported_tcb.get())),
+        ("committed_tcb", format!("{:#018x}", r.committed_tcb.get())),
         ("launch_tcb", format!("{:#018x}", r.launch_tcb.get())),
         (
             "firmware",
@@ -287,7 +325,33 @@ pub(crate) fn snp_rows(r: &AttestationReport) -> Vec<(&'static str, String)> {
             ),
         ),
         ("chip_id", h(&r.chip_id)),
-    ]
+    ];
+    if let Some(p) = product {
+        rows.push(("reported_tcb_parts", tcb_parts(r.reported_tcb.get(), p)));
+    }
+    if r.version.get() >= 3 {
+        rows.push((
+            "cpuid",
+            format!(
+                "family {:#x} model {:#x} stepping {:#x}{}",
+                r.cpuid_fam_id,
+                r.cpuid_mod_id,
+                r.cpuid_step,
+                report_product(r).map_or(String::new(), |p| format!(" ({p})"))
+            ),
+        ));
+    }
+    if r.version.get() >= 5 {
+        rows.push((
+            "launch_mit_vector",
+            format!("{:#018x}", r.launch_mit_vector.get()),
+        ));
+        rows.push((
+            "current_mit_vector",
+            format!("{:#018x}", r.current_mit_vector.get()),
+        ));
+    }
+    rows
 }
 
 fn tdreport_rows(r: &TdReport) -> Vec<(&'static str, String)> {
@@ -339,13 +403,11 @@ pub(crate) fn run(a: &ReportArgs) -> Result<Outcome, CliError> {
     let mut detail = None;
     let (rows, verdict): (Rows, Verdict) = match &ev {
         Evidence::Snp(r) => {
-            let rows = snp_rows(r)
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect();
+            let mut product = None;
             let verdict = if let Some(Chain::Amd(c)) = &chain {
-                Some(verify_amd(r, c, &opts).map(|(msg, d)| {
+                Some(verify_amd(r, c, &opts).map(|(msg, d, p)| {
                     detail = Some(d);
+                    product = Some(p);
                     msg
                 }))
             } else if let Some(Chain::Sev(c)) = &chain {
@@ -364,6 +426,10 @@ pub(crate) fn run(a: &ReportArgs) -> Result<Outcome, CliError> {
             } else {
                 None
             };
+            let rows = snp_rows(r, product)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
             (rows, verdict)
         }
         Evidence::Quote(q) => {

@@ -900,6 +900,13 @@ fn real_amd_report_verifies_against_the_vcek_alone_and_full_chains() {
         assert_eq!(ver["tcb_checked"], true);
         assert_eq!(ver["chip_id_checked"], true);
         assert_eq!(v["reported_tcb"], "0x7308000000000003");
+        // The VCEK's extensions, read with `openssl asn1parse`: blSPL 3, teeSPL 0, snpSPL 8,
+        // ucodeSPL 0x73.
+        assert_eq!(
+            v["reported_tcb_parts"],
+            "boot loader 3, TEE 0, SNP 8, microcode 115 (Milan layout)"
+        );
+        assert_eq!(v["platform_info_flags"], "SMT_EN");
     }
 }
 
@@ -939,6 +946,14 @@ fn real_amd_report_fails_when_tampered_expired_or_under_another_chip() {
 
 /// A report signed by the stand-in PKI's VCEK (psp-driver/tests/vectors/amd/test-pki).
 fn test_pki_report(reported_tcb: u64) -> PathBuf {
+    test_pki_report_with(reported_tcb, |_| {})
+}
+
+/// Like [`test_pki_report`], with further fields set before signing.
+fn test_pki_report_with(
+    reported_tcb: u64,
+    edit: impl FnOnce(&mut psp_driver::report::AttestationReport),
+) -> PathBuf {
     use p384::ecdsa::SigningKey;
     use psp_driver::owner::cert::{algo, sign_message};
     use psp_driver::report::AttestationReport;
@@ -953,8 +968,13 @@ fn test_pki_report(reported_tcb: u64) -> PathBuf {
     for (i, b) in r.chip_id.iter_mut().enumerate() {
         *b = i as u8;
     }
+    edit(&mut r);
     r.signature = sign_message(&key, algo::ECDSA_SHA384, r.signed_bytes()).unwrap();
-    let p = tmp(&format!("test-pki-{reported_tcb:x}.report"));
+    let p = tmp(&format!(
+        "test-pki-{reported_tcb:x}-v{}-{:x}.report",
+        r.version.get(),
+        r.cpuid_fam_id
+    ));
     std::fs::write(&p, r.as_bytes()).unwrap();
     p
 }
@@ -1032,4 +1052,44 @@ fn bad_amd_certificate_inputs_are_usage_errors() {
     // Options that need --chain.
     usage_error(&["report", &report, "--allow-unknown-root"]);
     usage_error(&["report", &report, "--at", "5"]);
+}
+
+#[test]
+fn version_3_reports_name_their_product_and_tcb_layout() {
+    // Family 1Ah is Turin: [0] FMC, [1] boot loader, [2] TEE, [3] SNP, [7] microcode
+    // (firmware facts §3.7).
+    let turin = test_pki_report_with(0x0900_0000_0403_0201, |r| {
+        r.version = zerocopy::little_endian::U32::new(3);
+        (r.cpuid_fam_id, r.cpuid_mod_id, r.cpuid_step) = (0x1A, 0x02, 0x01);
+    });
+    let o = bin()
+        .arg("report")
+        .arg(&turin)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["cpuid"], "family 0x1a model 0x2 stepping 0x1 (Turin)");
+    assert_eq!(
+        v["reported_tcb_parts"],
+        "FMC 1, boot loader 2, TEE 3, SNP 4, microcode 9 (Turin layout)"
+    );
+    // Family 19h model 01h is Milan: [0] boot loader, [1] TEE, [6] SNP, [7] microcode.
+    let milan = test_pki_report_with(0x0908_0000_0000_0201, |r| {
+        r.version = zerocopy::little_endian::U32::new(3);
+        (r.cpuid_fam_id, r.cpuid_mod_id, r.cpuid_step) = (0x19, 0x01, 0x01);
+    });
+    let o = bin().arg("report").arg(&milan).output().unwrap();
+    let out = stdout(&o);
+    assert!(
+        out.contains("boot loader 1, TEE 2, SNP 8, microcode 9 (Milan layout)"),
+        "{out}"
+    );
+    // A version 2 report without a chain: no layout is guessed.
+    let v2 = test_pki_report(0x7308_0000_0000_0003);
+    let o = bin().arg("report").arg(&v2).arg("--json").output().unwrap();
+    let v = json(&o);
+    assert!(v.get("reported_tcb_parts").is_none(), "{v}");
+    assert!(v.get("cpuid").is_none(), "{v}");
 }
