@@ -435,3 +435,29 @@ proptest::proptest! {
         proptest::prop_assert!(outcome.is_err());
     }
 }
+
+#[test]
+fn kds_addresses_follow_amds_format() {
+    // The real Milan report's chip and REPORTED_TCB (bl 3, tee 0, snp 8, ucode 0x73 = 115):
+    // the address KDS serves `vcek_milan.der` under (AMD publication 57230, "VCEK" request).
+    let r = milan_report();
+    assert_eq!(
+        Product::Milan.kds_vcek_url(&r.chip_id, r.reported_tcb()),
+        format!(
+            "https://kdsintf.amd.com/vcek/v1/Milan/{MILAN_HW_ID}?blSPL=03&teeSPL=00&snpSPL=08&ucodeSPL=115"
+        )
+    );
+    // Turin: an 8-byte hardware ID and fmcSPL first; layout [0] FMC [1] BL [2] TEE [3] SNP [7] ucode.
+    let mut chip = [0u8; 64];
+    chip[..8].copy_from_slice(&hex::decode("1e550a8ee5cf9f4d").unwrap());
+    chip[8] = 0xEE; // beyond the hardware ID: not part of the address
+    let tcb = psp_driver::report::TcbVersion(0x0900_0000_0403_0201);
+    assert_eq!(
+        Product::Turin.kds_vcek_url(&chip, tcb),
+        "https://kdsintf.amd.com/vcek/v1/Turin/1e550a8ee5cf9f4d?fmcSPL=01&blSPL=02&teeSPL=03&snpSPL=04&ucodeSPL=09"
+    );
+    assert_eq!(
+        Product::Genoa.kds_cert_chain_url(),
+        "https://kdsintf.amd.com/vcek/v1/Genoa/cert_chain"
+    );
+}

@@ -328,6 +328,9 @@ pub(crate) fn snp_rows(
     ];
     if let Some(p) = product {
         rows.push(("reported_tcb_parts", tcb_parts(r.reported_tcb.get(), p)));
+        if r.signing_key() == 0 && r.chip_id.iter().any(|&b| b != 0) {
+            rows.push(("vcek_url", p.kds_vcek_url(&r.chip_id, r.reported_tcb())));
+        }
     }
     if r.version.get() >= 3 {
         rows.push((

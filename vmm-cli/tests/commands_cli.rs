@@ -907,6 +907,11 @@ fn real_amd_report_verifies_against_the_vcek_alone_and_full_chains() {
             "boot loader 3, TEE 0, SNP 8, microcode 115 (Milan layout)"
         );
         assert_eq!(v["platform_info_flags"], "SMT_EN");
+        // Where KDS serves this VCEK (chip ID and TCB above; AMD publication 57230).
+        assert_eq!(
+            v["vcek_url"],
+            "https://kdsintf.amd.com/vcek/v1/Milan/d49554ec717f4e5b0fe6b143bcf0405bd7ae304727edf46603f2a76aef6a3abc15d7af38db757039029f0efacfd08e244324884738c72b082e2f87a44d541eb6?blSPL=03&teeSPL=00&snpSPL=08&ucodeSPL=115"
+        );
     }
 }
 
@@ -1074,6 +1079,11 @@ fn version_3_reports_name_their_product_and_tcb_layout() {
     assert_eq!(
         v["reported_tcb_parts"],
         "FMC 1, boot loader 2, TEE 3, SNP 4, microcode 9 (Turin layout)"
+    );
+    // The test chip ID is 00 01 02 …: Turin's KDS takes its first 8 bytes.
+    assert_eq!(
+        v["vcek_url"],
+        "https://kdsintf.amd.com/vcek/v1/Turin/0001020304050607?fmcSPL=01&blSPL=02&teeSPL=03&snpSPL=04&ucodeSPL=09"
     );
     // Family 19h model 01h is Milan: [0] boot loader, [1] TEE, [6] SNP, [7] microcode.
     let milan = test_pki_report_with(0x0908_0000_0000_0201, |r| {

@@ -263,6 +263,9 @@ const ASK_GENOA: &str = include_str!("amd_roots/ask_genoa.pem");
 const ARK_TURIN: &str = include_str!("amd_roots/ark_turin.pem");
 const ASK_TURIN: &str = include_str!("amd_roots/ask_turin.pem");
 
+/// AMD's Key Distribution Service.
+pub const KDS_URL: &str = "https://kdsintf.amd.com";
+
 impl Product {
     /// Every product with built-in certificates.
     pub const ALL: [Product; 3] = [Product::Milan, Product::Genoa, Product::Turin];
@@ -311,6 +314,45 @@ impl Product {
     /// AMD's signing key certificate (ASK) of this product, built in.
     pub fn builtin_ask(self) -> AmdCert {
         AmdCert::from_pem(self.pem().1).expect("built-in ASK parses")
+    }
+
+    /// The KDS address of the VCEK for `chip_id` at `tcb` (in this product's TCB layout):
+    /// `https://kdsintf.amd.com/vcek/v1/{product}/{hwID}?blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=..`,
+    /// with the 64-byte chip ID as hardware ID, except on Turin, whose KDS takes the first 8
+    /// bytes and an `fmcSPL` first. SPLs are decimal, at least two digits.
+    ///
+    /// ```
+    /// use psp_driver::owner::x509::Product;
+    /// use psp_driver::report::TcbVersion;
+    ///
+    /// let url = Product::Genoa.kds_vcek_url(&[0xAB; 64], TcbVersion::new(7, 0, 14, 72));
+    /// assert!(url.starts_with("https://kdsintf.amd.com/vcek/v1/Genoa/abababab"));
+    /// assert!(url.ends_with("?blSPL=07&teeSPL=00&snpSPL=14&ucodeSPL=72"));
+    /// ```
+    pub fn kds_vcek_url(self, chip_id: &[u8], tcb: TcbVersion) -> String {
+        let b = tcb.0.to_le_bytes();
+        let (id, query) = match self {
+            Product::Milan | Product::Genoa => (
+                chip_id,
+                format!(
+                    "blSPL={:02}&teeSPL={:02}&snpSPL={:02}&ucodeSPL={:02}",
+                    b[0], b[1], b[6], b[7]
+                ),
+            ),
+            Product::Turin => (
+                chip_id.get(..8).unwrap_or(chip_id),
+                format!(
+                    "fmcSPL={:02}&blSPL={:02}&teeSPL={:02}&snpSPL={:02}&ucodeSPL={:02}",
+                    b[0], b[1], b[2], b[3], b[7]
+                ),
+            ),
+        };
+        format!("{KDS_URL}/vcek/v1/{}/{}?{query}", self.name(), hex(id))
+    }
+
+    /// The KDS address of this product's ASK and ARK bundle.
+    pub fn kds_cert_chain_url(self) -> String {
+        format!("{KDS_URL}/vcek/v1/{}/cert_chain", self.name())
     }
 
     /// Splits a Milan/Genoa or Turin TCB version into named components.
