@@ -38,6 +38,7 @@ use psp_driver::{DEV_SEV_PATH, DevSev, DevSevError, Platform};
 use serde::Serialize;
 
 mod launch;
+mod vcek;
 
 pub use launch::{FirmwareSource, LaunchTee};
 
@@ -51,10 +52,14 @@ pub struct Options {
     /// `--firmware <path>`: the firmware image of the launch tiers (else `$KVM_COCO_OVMF`,
     /// else the installed OVMF, else the built-in image).
     pub firmware: Option<std::path::PathBuf>,
+    /// `--vcek <path>`: the VCEK the `snp/vcek` tier checks against this chip (else
+    /// `$KVM_COCO_VCEK`).
+    pub vcek: Option<std::path::PathBuf>,
 }
 
 impl Options {
-    /// Parses `--json`, `--dangerous` and `--firmware <path>` (or `--firmware=<path>`).
+    /// Parses `--json`, `--dangerous`, `--firmware <path>` and `--vcek <path>` (or
+    /// `--firmware=<path>`, `--vcek=<path>`).
     pub fn parse(args: &[String]) -> Result<Self, String> {
         let mut o = Options::default();
         let mut it = args.iter();
@@ -69,9 +74,16 @@ impl Options {
                 other if other.starts_with("--firmware=") => {
                     o.firmware = Some(other.trim_start_matches("--firmware=").into());
                 }
+                "--vcek" => match it.next() {
+                    Some(p) => o.vcek = Some(p.into()),
+                    None => return Err("hw-test: --vcek needs a path".to_owned()),
+                },
+                other if other.starts_with("--vcek=") => {
+                    o.vcek = Some(other.trim_start_matches("--vcek=").into());
+                }
                 other => {
                     return Err(format!(
-                        "hw-test: unknown option `{other}` (expected --json, --dangerous, --firmware <path>)"
+                        "hw-test: unknown option `{other}` (expected --json, --dangerous, --firmware <path>, --vcek <path>)"
                     ));
                 }
             }
@@ -386,6 +398,8 @@ pub enum Check {
     SnpCommit,
     /// `KVM_TDX_CAPABILITIES` through kvm-coco.
     TdxCapabilities,
+    /// The given VCEK against AMD's root, this chip's ID and its reported TCB.
+    SnpVcek,
     /// A confidential launch through kvm-coco's launch API, on the real kernel or, with
     /// `sim`, on the software model.
     Launch {
@@ -635,6 +649,7 @@ pub fn plan(host: &Host, opts: &Options) -> Vec<Planned> {
         SevHost::Unavailable { reason } => {
             push("sev/platform-status", Decision::Skip(reason.clone()));
             push("snp/platform-status", Decision::Skip(reason.clone()));
+            push("snp/vcek", Decision::Skip(reason.clone()));
         }
         SevHost::Present {
             snp_platform_status,
@@ -651,6 +666,15 @@ pub fn plan(host: &Host, opts: &Options) -> Vec<Planned> {
                         "SNP_PLATFORM_STATUS failed and /dev/kvm offers no SNP VM type: {e}"
                     )),
                     _ => Decision::Run(Check::SnpPlatformStatus),
+                },
+            );
+            push(
+                "snp/vcek",
+                match snp_platform_status {
+                    Err(e) => Decision::Skip(format!(
+                        "SNP_PLATFORM_STATUS failed, so the reported TCB is unknown: {e}"
+                    )),
+                    Ok(_) => Decision::Run(Check::SnpVcek),
                 },
             );
         }
@@ -1107,7 +1131,7 @@ fn run_simple(check: Check) -> Result<String, String> {
         Check::PdhGen => pdh_gen(),
         Check::SnpSetConfig => snp_set_config(),
         Check::SnpCommit => snp_commit(),
-        Check::TdxCapabilities | Check::Launch { .. } => {
+        Check::TdxCapabilities | Check::SnpVcek | Check::Launch { .. } => {
             Err(format!("{check:?} is not a simple check"))
         }
     }
@@ -1283,7 +1307,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let host = detect();
     let planned = plan(&host, &opts);
     let firmware = FirmwareSource::resolve(opts.firmware.as_deref());
-    let results = execute(&planned, |c| run_check(c, &firmware));
+    let vcek = opts
+        .vcek
+        .clone()
+        .or_else(|| std::env::var_os("KVM_COCO_VCEK").map(Into::into));
+    let results = execute(&planned, |c| match c {
+        Check::SnpVcek => vcek::run(vcek.as_deref()),
+        c => run_check(c, &firmware),
+    });
     // A closed stdout (e.g. piped into `head`) is not an error of the tests.
     let mut out = std::io::stdout().lock();
     if opts.json {

@@ -128,6 +128,15 @@ fn options_parse() {
             .unwrap_err()
             .contains("needs a path")
     );
+    let o = Options::parse(&["--vcek".into(), "/v/vcek.der".into()]).unwrap();
+    assert_eq!(o.vcek.as_deref(), Some(std::path::Path::new("/v/vcek.der")));
+    let o = Options::parse(&["--vcek=/w.pem".into()]).unwrap();
+    assert_eq!(o.vcek.as_deref(), Some(std::path::Path::new("/w.pem")));
+    assert!(
+        Options::parse(&["--vcek".into()])
+            .unwrap_err()
+            .contains("needs a path")
+    );
     assert_eq!(Options::parse(&[]).unwrap(), Options::default());
     assert!(
         Options::parse(&["--force".into()])
@@ -182,7 +191,7 @@ fn ci_machine_runs_default_and_skips_every_confidential_tier() {
             "{name}"
         );
     }
-    for name in ["sev/platform-status", "snp/platform-status"] {
+    for name in ["sev/platform-status", "snp/platform-status", "snp/vcek"] {
         assert!(
             skip_reason(&plan, name).contains("/dev/sev does not exist"),
             "{name}"
@@ -241,6 +250,7 @@ fn snp_host_runs_the_real_amd_launch_tiers() {
         decision(&plan, "snp/platform-status"),
         &Decision::Run(Check::SnpPlatformStatus)
     );
+    assert_eq!(decision(&plan, "snp/vcek"), &Decision::Run(Check::SnpVcek));
     let r = skip_reason(&plan, "snp/commit");
     assert!(
         r.starts_with("destructive: SNP_COMMIT") && r.ends_with("pass --dangerous to run it"),
@@ -285,6 +295,7 @@ fn snp_host_runs_the_real_amd_launch_tiers() {
     );
     assert!(skip_reason(&plan, "snp/commit").contains("SNP is not usable"));
     assert!(skip_reason(&plan, "snp/platform-status").contains("offers no SNP VM type"));
+    assert!(skip_reason(&plan, "snp/vcek").contains("reported TCB is unknown"));
     assert_eq!(
         decision(&plan, "sev/pek-gen"),
         &Decision::Run(Check::PekGen)
