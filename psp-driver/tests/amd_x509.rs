@@ -461,3 +461,79 @@ fn kds_addresses_follow_amds_format() {
         "https://kdsintf.amd.com/vcek/v1/Genoa/cert_chain"
     );
 }
+
+/// Builds a certificate table: entries, an all-zero terminator, then the data.
+fn cert_table(entries: &[([u8; 16], Vec<u8>)]) -> Vec<u8> {
+    let head = (entries.len() + 1) * psp_driver::owner::x509::TABLE_ENTRY_LEN;
+    let mut table = Vec::new();
+    let mut data = Vec::new();
+    for (guid, bytes) in entries {
+        table.extend_from_slice(guid);
+        table.extend_from_slice(&u32::try_from(head + data.len()).unwrap().to_le_bytes());
+        table.extend_from_slice(&u32::try_from(bytes.len()).unwrap().to_le_bytes());
+        data.extend_from_slice(bytes);
+    }
+    table.extend_from_slice(&[0; 24]);
+    table.extend_from_slice(&data);
+    table
+}
+
+/// A GUID's RFC 4122 bytes from its text form.
+fn guid(text: &str) -> [u8; 16] {
+    hex::decode(text.replace('-', ""))
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
+#[test]
+fn certificate_tables_carry_the_chain() {
+    use psp_driver::owner::x509::{TableCert, parse_cert_table};
+    // The GUIDs of the GHCB specification's certificate table.
+    let ark = guid("c0b406a4-a803-4952-9743-3fb6014cd0ae");
+    let ask = guid("4ab7b379-bbac-4fe4-a02f-05aef327c782");
+    let vcek = guid("63da758d-e664-4564-adc5-f4b93be8accd");
+    let vlek = guid("a8074bc2-a25a-483e-aae6-39c045a0b8a1");
+    assert_eq!(TableCert::Ark.guid(), ark);
+    assert_eq!(TableCert::Ask.guid(), ask);
+    assert_eq!(TableCert::Vcek.guid(), vcek);
+    assert_eq!(TableCert::Vlek.guid(), vlek);
+
+    let other = [0x11; 16];
+    let table = cert_table(&[
+        (vcek, vector("vcek_milan.der")),
+        (other, b"a provider's own entry".to_vec()),
+        (ask, Product::Milan.builtin_ask().der().to_vec()),
+        (ark, Product::Milan.builtin_ark().der().to_vec()),
+    ]);
+    let entries = parse_cert_table(&table).unwrap();
+    assert_eq!(entries.len(), 4);
+    assert_eq!(entries[0].kind, Some(TableCert::Vcek));
+    assert_eq!(entries[1].kind, None);
+    assert_eq!(entries[0].data, vector("vcek_milan.der"));
+    let chain = AmdChain::from_cert_table(&table).unwrap();
+    verify_report(&milan_report(), &chain, &in_validity()).unwrap();
+
+    // Only the VCEK: the built-in issuers complete it.
+    let table = cert_table(&[(vcek, vector("vcek_milan.der"))]);
+    let chain = AmdChain::from_cert_table(&table).unwrap();
+    verify_report(&milan_report(), &chain, &in_validity()).unwrap();
+
+    // An entry pointing past the end, and a table without its terminator.
+    let mut bad = table.clone();
+    bad[20..24].copy_from_slice(&0xFFFF_u32.to_le_bytes());
+    assert!(matches!(
+        parse_cert_table(&bad),
+        Err(X509Error::ChainShape(m)) if m.contains("outside")
+    ));
+    let mut unterminated = vcek.to_vec();
+    unterminated.extend_from_slice(&0u32.to_le_bytes());
+    unterminated.extend_from_slice(&24u32.to_le_bytes());
+    assert!(matches!(
+        parse_cert_table(&unterminated),
+        Err(X509Error::ChainShape(m)) if m.contains("terminating")
+    ));
+    // An empty table parses to nothing; as a chain it is not one.
+    assert_eq!(parse_cert_table(&[0; 24]).unwrap(), vec![]);
+    assert!(AmdChain::from_cert_table(&[0; 24]).is_err());
+}

@@ -13,7 +13,8 @@
 //! * `--chain FILE...`: an SNP report against AMD's X.509 endorsement chain, as served by
 //!   AMD's Key Distribution Service: the ARK, the ASK (or ASVK) and the VCEK (or VLEK), as PEM
 //!   or DER files in any order, a KDS `cert_chain` bundle plus the VCEK, or the VCEK alone
-//!   (AMD's built-in Milan/Genoa/Turin ARK and ASK complete it). The chain must be rooted in
+//!   (AMD's built-in Milan/Genoa/Turin ARK and ASK complete it), or the certificate table
+//!   of an extended report (GUID-indexed, as a host serves it to guests). The chain must be rooted in
 //!   AMD's ARK unless `--allow-unknown-root`; validity is checked now (or `--at`); the
 //!   report's REPORTED_TCB and CHIP_ID must be those the VCEK was issued for. Three files in
 //!   the SEV certificate format (0x824 bytes, P-384) verify a report of the software
@@ -41,7 +42,8 @@ pub struct ReportArgs {
     file: PathBuf,
     /// Verify an SNP report against AMD's certificates: ARK, ASK and VCEK (PEM or DER, any
     /// order), a KDS cert_chain bundle plus the VCEK, or the VCEK alone (AMD's built-in ARK
-    /// and ASK complete it). Three SEV-format certificates (0x824 bytes) are also accepted.
+    /// and ASK complete it), or an extended report's certificate table. Three SEV-format
+    /// certificates (0x824 bytes) are also accepted.
     #[arg(long, num_args = 1..=3, value_name = "CERT", conflicts_with = "sim_chain")]
     chain: Option<Vec<PathBuf>>,
     /// Accept a chain whose root is not AMD's ARK (test hierarchies).
@@ -155,6 +157,13 @@ fn read_chain(files: &[PathBuf]) -> Result<Chain, CliError> {
         .iter()
         .map(|p| util::read("certificate", p).map(|b| (p, b)))
         .collect::<Result<Vec<_>, _>>()?;
+    if let [(p, b)] = contents.as_slice()
+        && x509::looks_like_cert_table(b)
+    {
+        return AmdChain::from_cert_table(b)
+            .map(|c| Chain::Amd(Box::new(c)))
+            .map_err(|e| cli_err!("certificate table '{}': {}", p.display(), error_chain(&e)));
+    }
     if contents.iter().any(|(_, b)| is_x509(b)) {
         let mut certs = Vec::new();
         for (p, b) in &contents {

@@ -916,6 +916,35 @@ fn real_amd_report_verifies_against_the_vcek_alone_and_full_chains() {
 }
 
 #[test]
+fn real_amd_report_verifies_against_an_extended_report_certificate_table() {
+    // GUID ‖ offset ‖ length entries (GHCB specification), an all-zero terminator, then DER.
+    let vcek = std::fs::read(amd_vector("vcek_milan.der")).unwrap();
+    let mut table = hex::decode("63da758de6644564adc5f4b93be8accd").unwrap();
+    table.extend_from_slice(&48u32.to_le_bytes());
+    table.extend_from_slice(&u32::try_from(vcek.len()).unwrap().to_le_bytes());
+    table.extend_from_slice(&[0; 24]);
+    table.extend_from_slice(&vcek);
+    let path = tmp("certs.table");
+    std::fs::write(&path, &table).unwrap();
+    let o = bin()
+        .args(["report", &amd_vector("report_milan.bin"), "--chain"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("AMD ARK-Milan -> SEV-Milan -> SEV-VCEK"));
+    // The same table cut short: an input error.
+    std::fs::write(&path, &table[..40]).unwrap();
+    let e = usage_error(&[
+        "report",
+        &amd_vector("report_milan.bin"),
+        "--chain",
+        path.to_str().unwrap(),
+    ]);
+    assert!(e.contains("certificate table"), "{e}");
+}
+
+#[test]
 fn real_amd_report_fails_when_tampered_expired_or_under_another_chip() {
     let report = amd_vector("report_milan.bin");
     let vcek = amd_vector("vcek_milan.der");

@@ -754,6 +754,123 @@ fn cn(name: &x509_cert::name::Name) -> Option<String> {
     name.common_name().ok().flatten().map(String::from)
 }
 
+/// What a certificate-table entry holds, by its GUID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TableCert {
+    /// AMD root key, GUID `c0b406a4-a803-4952-9743-3fb6014cd0ae`.
+    Ark,
+    /// AMD signing key, GUID `4ab7b379-bbac-4fe4-a02f-05aef327c782`.
+    Ask,
+    /// VCEK, GUID `63da758d-e664-4564-adc5-f4b93be8accd`.
+    Vcek,
+    /// VLEK, GUID `a8074bc2-a25a-483e-aae6-39c045a0b8a1`.
+    Vlek,
+}
+
+impl TableCert {
+    /// Every known entry kind.
+    pub const ALL: [TableCert; 4] = [
+        TableCert::Ark,
+        TableCert::Ask,
+        TableCert::Vcek,
+        TableCert::Vlek,
+    ];
+
+    /// The entry's GUID in the table's byte order (RFC 4122, most significant byte first).
+    pub const fn guid(self) -> [u8; 16] {
+        match self {
+            TableCert::Ark => [
+                0xc0, 0xb4, 0x06, 0xa4, 0xa8, 0x03, 0x49, 0x52, 0x97, 0x43, 0x3f, 0xb6, 0x01, 0x4c,
+                0xd0, 0xae,
+            ],
+            TableCert::Ask => [
+                0x4a, 0xb7, 0xb3, 0x79, 0xbb, 0xac, 0x4f, 0xe4, 0xa0, 0x2f, 0x05, 0xae, 0xf3, 0x27,
+                0xc7, 0x82,
+            ],
+            TableCert::Vcek => [
+                0x63, 0xda, 0x75, 0x8d, 0xe6, 0x64, 0x45, 0x64, 0xad, 0xc5, 0xf4, 0xb9, 0x3b, 0xe8,
+                0xac, 0xcd,
+            ],
+            TableCert::Vlek => [
+                0xa8, 0x07, 0x4b, 0xc2, 0xa2, 0x5a, 0x48, 0x3e, 0xaa, 0xe6, 0x39, 0xc0, 0x45, 0xa0,
+                0xb8, 0xa1,
+            ],
+        }
+    }
+
+    /// The kind of a GUID, if known.
+    pub fn from_guid(guid: &[u8; 16]) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| &k.guid() == guid)
+    }
+}
+
+/// One entry of an SNP certificate table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableEntry {
+    /// The entry's GUID.
+    pub guid: [u8; 16],
+    /// What the GUID says it is, if it is one of AMD's.
+    pub kind: Option<TableCert>,
+    /// The certificate bytes (DER for AMD's entries).
+    pub data: Vec<u8>,
+}
+
+/// Length of one certificate-table entry: `GUID[16] ‖ offset u32 ‖ length u32`.
+pub const TABLE_ENTRY_LEN: usize = 24;
+
+/// Parses the certificate table a host hands to an SNP guest with an extended report (the
+/// blob a VMM writes for `KVM_EXIT_SNP_REQ_CERTS`, and what `/dev/sev-guest` returns):
+/// entries of `GUID[16] ‖ offset u32 ‖ length u32` (little-endian, offsets from the start
+/// of the table), ended by an all-zero entry, then the certificates.
+///
+/// # Errors
+/// [`X509Error::ChainShape`] if the table has no terminator or an entry points outside it.
+pub fn parse_cert_table(bytes: &[u8]) -> Result<Vec<TableEntry>, X509Error> {
+    let mut out = Vec::new();
+    for (i, e) in bytes.chunks(TABLE_ENTRY_LEN).enumerate() {
+        let (Some(guid), Some(off), Some(len)) = (
+            e.get(..16).and_then(|g| <[u8; 16]>::try_from(g).ok()),
+            e.get(16..20)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_le_bytes),
+            e.get(20..24)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_le_bytes),
+        ) else {
+            break;
+        };
+        if guid == [0; 16] && off == 0 && len == 0 {
+            return Ok(out);
+        }
+        let data = usize::try_from(off)
+            .ok()
+            .zip(usize::try_from(len).ok())
+            .and_then(|(o, l)| bytes.get(o..o.checked_add(l)?))
+            .ok_or_else(|| {
+                X509Error::ChainShape(format!(
+                    "certificate table entry {i} ({off:#x}+{len:#x}) lies outside the {} bytes given",
+                    bytes.len()
+                ))
+            })?;
+        out.push(TableEntry {
+            guid,
+            kind: TableCert::from_guid(&guid),
+            data: data.to_vec(),
+        });
+    }
+    Err(X509Error::ChainShape(
+        "certificate table has no terminating all-zero entry".into(),
+    ))
+}
+
+/// Whether `bytes` starts like a certificate table: a first entry with a known AMD GUID.
+pub fn looks_like_cert_table(bytes: &[u8]) -> bool {
+    bytes
+        .get(..16)
+        .and_then(|g| <&[u8; 16]>::try_from(g).ok())
+        .is_some_and(|g| TableCert::from_guid(g).is_some())
+}
+
 /// How far the chain's root is trusted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Root {
@@ -856,6 +973,21 @@ impl AmdChain {
             ask: ask.clone(),
             leaf: leaf.clone(),
         })
+    }
+
+    /// The chain in a certificate table ([`parse_cert_table`]): its ARK, ASK and VCEK/VLEK
+    /// entries, completed with AMD's built-in ARK and ASK when the table holds only the
+    /// leaf. Entries with other GUIDs are ignored.
+    ///
+    /// # Errors
+    /// As [`parse_cert_table`], [`AmdCert::from_der`] and [`AmdChain::from_certs`].
+    pub fn from_cert_table(bytes: &[u8]) -> Result<Self, X509Error> {
+        let certs = parse_cert_table(bytes)?
+            .into_iter()
+            .filter(|e| e.kind.is_some())
+            .map(|e| AmdCert::from_der(&e.data))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_certs(certs)
     }
 
     /// A chain of `leaf` under AMD's built-in ARK and ASK of the product its issuer names

@@ -852,6 +852,32 @@ impl SimFirmware {
         st.build_report(gctx, report_data, vmpl)
     }
 
+    /// What the guest of the context at `gctx` reads from its own private page
+    /// at `pa` (within one 4 KiB page): the memory controller decrypts with the
+    /// guest's VEK for the accesses of the owning ASID, whatever the DEBUG
+    /// policy bit says. The page must be a validated guest page of this ASID
+    /// (INVALID_PAGE_STATE / INVALID_PAGE_OWNER otherwise, INACTIVE without an
+    /// ASID).
+    pub fn guest_read_private(&self, gctx: u64, pa: u64, buf: &mut [u8]) -> Result<(), S> {
+        let st = self.lock();
+        let g = st.context(gctx)?;
+        let asid = st.asid_of(Owner::Snp(gctx)).ok_or(S::Inactive)?;
+        let e = st.rmp(pa);
+        if e.state() != RmpState::GuestValid {
+            return Err(S::InvalidPageState);
+        }
+        if e.asid != asid {
+            return Err(S::InvalidPageOwner);
+        }
+        let page = pa & !(PAGE_SIZE as u64 - 1);
+        let off = (pa - page) as usize;
+        let mut data = Zeroizing::new(st.read(page, PAGE_SIZE)?);
+        mem_crypt(&g.vek, page, &mut data);
+        let src = data.get(off..off + buf.len()).ok_or(S::InvalidLen)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
     /// The SNP guest state of the context at `gctx`, if it is one.
     pub fn snp_guest_state(&self, gctx: u64) -> Option<SnpGuestState> {
         self.lock().snp_guests.get(&gctx).map(|g| g.state)
