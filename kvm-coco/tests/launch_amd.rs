@@ -183,6 +183,7 @@ fn snp_launch_report_verifies_and_matches_offline_and_sev_snp_measure() {
                 npages,
                 report,
                 certs,
+                ..
             } => Some((*certs_ret, *npages, report.clone(), certs.clone())),
             _ => None,
         })

@@ -55,10 +55,16 @@ pub enum GuestOp {
         report_data: [u8; 64],
     },
     /// SNP: an extended guest request for an attestation report binding `report_data`,
-    /// with a certificate buffer of `npages` pages at `certs_gpa` (shared). With
+    /// with a certificate buffer of `npages` pages at `certs_gpa` (shared). The guest seals
+    /// `MSG_REPORT_REQ` (VMPL 0, KEY_SEL 0) under VMPCK0 from its secrets page with its
+    /// next message sequence number, in a shared request page near the top of RAM. With
     /// certificate requests enabled it exits as
-    /// [`Exit::SnpReqCerts`](crate::Exit::SnpReqCerts); on success the firmware answers the
-    /// request and the guest records the report and the certificate buffer.
+    /// [`Exit::SnpReqCerts`](crate::Exit::SnpReqCerts); once answered, KVM issues
+    /// SNP_GUEST_REQUEST and the guest opens the response under VMPCK0 and records the
+    /// report, the certificate buffer and the error codes it saw
+    /// ([`GuestOutcome::SnpReport`], which also says when the guest had no secrets page or
+    /// no shared page to use). A `certs_gpa` that is not 4 KiB aligned is refused by KVM as
+    /// bad input (no exit, no report).
     SnpReport {
         /// REPORT_DATA.
         report_data: [u8; 64],
@@ -116,6 +122,18 @@ pub enum GuestOutcome {
         report: Option<Vec<u8>>,
         /// The certificate buffer as the guest reads it.
         certs: Vec<u8>,
+        /// `SW_EXITINFO2` as the guest reads it back from the GHCB:
+        /// `SNP_GUEST_ERR(vmm_err, fw_err)` = `(vmm_err << 32) | fw_err`, 0 on success
+        /// (`fw_err` is the SNP_GUEST_REQUEST firmware status; `vmm_err` 1, 2 or `!0`
+        /// follow `certs_ret` ENOSPC, EAGAIN, EIO); `GHCB_ERR_INVALID_INPUT` (5) if KVM
+        /// refused the request as bad input. `None` if the guest could not use the guest
+        /// message layer (no secrets page, hence no VMPCK; or no shared RAM page for its
+        /// request and response): the simulated backend then takes the report from the
+        /// firmware model directly.
+        exitinfo2: Option<u64>,
+        /// STATUS of the `MSG_REPORT_RSP` the guest decrypted with VMPCK0 (0, or a
+        /// firmware status such as INVALID_KEY); `None` if no response was decrypted.
+        rsp_status: Option<u32>,
     },
     /// The guest asked to terminate.
     Terminated {

@@ -19,7 +19,9 @@ use kvm_coco_uapi::{
     KvmSevSnpLaunchUpdate, KvmTdxInitMemRegion, KvmUserspaceMemoryRegion2, SevCmdId, SevRetCode,
     TdxCapabilitiesBuf, TdxInitVmBuf,
 };
-use zerocopy::IntoBytes;
+use psp_driver::owner::guest_msg::{MSG_REPORT_REQ, MSG_REPORT_RSP, MsgReportReq, open, seal};
+use zerocopy::{FromZeros, IntoBytes};
+use zeroize::Zeroizing;
 
 use super::LaunchError;
 use super::backend::{Backend, LaunchVcpu, Remaining, SnpPageType, Source};
@@ -45,12 +47,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Guest memory as the host sees it: RAM ranges, the private attribute, and the shared
-/// pages written so far (sparse; private pages live in the firmware model).
+/// pages written so far (sparse; private pages live in the firmware model). It also holds
+/// what an SNP guest knows about itself: where its secrets page is and the last guest
+/// message sequence number it used with VMPCK0 (Linux keeps that counter in the guest-OS
+/// area of the secrets page).
 #[derive(Debug, Default)]
 struct HostMemory {
     ram: Vec<(u64, u64)>,
     private: BTreeMap<u64, u64>,
     shared: BTreeMap<u64, Box<[u8; 4096]>>,
+    secrets: Option<u64>,
+    msg_seqno: u64,
 }
 
 impl HostMemory {
@@ -97,6 +104,32 @@ impl HostMemory {
                 .get(&(a & !(PAGE - 1)))
                 .map_or(0, |p| p[(a & (PAGE - 1)) as usize]);
         }
+    }
+
+    /// Two shared RAM pages for the guest's request and response messages (the pages the
+    /// Linux guest driver allocates and shares): the highest pages of RAM that are neither
+    /// private nor in `[avoid.0, avoid.1)` (the certificate buffer).
+    fn message_pages(&self, avoid: (u64, u64)) -> Option<(u64, u64)> {
+        let mut found = Vec::with_capacity(2);
+        let mut ram = self.ram.clone();
+        ram.sort_by_key(|&(s, l)| std::cmp::Reverse(s.saturating_add(l)));
+        for (start, len) in ram {
+            let mut page = start.saturating_add(len) & !(PAGE - 1);
+            // Bounded scan: the guest looks near the top of each RAM range only.
+            for _ in 0..4096 {
+                if page < start.saturating_add(PAGE) {
+                    break;
+                }
+                page -= PAGE;
+                if !self.is_private(page) && !(avoid.0..avoid.1).contains(&page) {
+                    found.push(page);
+                    if let [resp, req] = found[..] {
+                        return Some((req, resp));
+                    }
+                }
+            }
+        }
+        None
     }
 
     fn write(&mut self, gpa: u64, data: &[u8]) {
@@ -745,9 +778,15 @@ impl Backend for SimBackend {
             r#type: page_type as u8,
             ..Default::default()
         };
+        let start = range.gpa;
         let r = self.amd_cmd(id, &mut u);
         range.gpa = u.gfn_start * PAGE;
         range.len = u.len;
+        if page_type == SnpPageType::Secrets && range.gpa > start {
+            // The guest finds its secrets page through the firmware's metadata (OVMF's
+            // SNP_SECRETS section): the scripted guest remembers where it went.
+            lock(&self.mem).secrets = Some(start);
+        }
         if r.is_err()
             && let Some(out) = cpuid_out
             && let Some(a) = self.amd_model()
@@ -847,11 +886,51 @@ enum Pending {
     MapGpa(u64),
     /// A GetQuote exit was taken for the buffer.
     Quote(u64, u64),
-    /// A certificate request exit was taken: (report_data, certs_gpa, npages).
-    SnpReport([u8; 64], u64, u64),
+    /// A certificate request exit was taken: (report_data, certs_gpa, npages, the sealed
+    /// guest message if the guest has a VMPCK).
+    SnpReport([u8; 64], u64, u64, Option<GuestMsg>),
     /// Terminated: nothing runs any more.
     Dead,
 }
+
+/// A guest message the guest placed in shared memory: its request and response pages and
+/// the sequence number it sealed the request with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GuestMsg {
+    req: u64,
+    resp: u64,
+    seqno: u64,
+}
+
+/// What the guest learned from one report request.
+#[derive(Debug, Default)]
+struct ReportReply {
+    report: Option<Vec<u8>>,
+    exitinfo2: Option<u64>,
+    rsp_status: Option<u32>,
+}
+
+impl ReportReply {
+    fn error(exitinfo2: u64) -> Self {
+        Self {
+            exitinfo2: Some(exitinfo2),
+            ..Self::default()
+        }
+    }
+}
+
+/// Offset of `msg_type` in `struct snp_guest_msg_hdr`.
+const MSG_TYPE_OFFSET: u64 = 0x34;
+/// `MSG_REPORT_RSP`: `STATUS u32@0`, `REPORT_SIZE u32@4`, the report at 0x20
+/// (firmware-and-measurement facts §3.7).
+const REPORT_RSP_REPORT: usize = 0x20;
+/// Size of the attestation report.
+const REPORT_LEN: usize = 0x4A0;
+/// Offset of VMPCK0 in the secrets page (facts §3.9).
+const SECRETS_VMPCK0: u64 = 0x20;
+/// `GHCB_ERR_INVALID_INPUT` (`arch/x86/include/asm/sev-common.h`): the `SW_EXITINFO2` of a
+/// request KVM refuses as bad input.
+const GHCB_ERR_INVALID_INPUT: u64 = 5;
 
 #[derive(Debug, Default)]
 struct Slots {
@@ -920,30 +999,170 @@ impl SimVcpu {
         report_data: [u8; 64],
         certs_gpa: u64,
         npages: u64,
+        msg: Option<GuestMsg>,
     ) -> Result<(), Error> {
         let VcpuKind::Amd { host, vm, .. } = &self.kind else {
             return Err(Self::run_error(libc::EINVAL));
         };
         let certs_ret = self.slots.ret;
-        let report = if certs_ret == 0 {
-            let gctx = vm.snp_context().ok_or(Self::run_error(libc::EIO))?;
-            let r = host
-                .firmware()
-                .guest_report(gctx, &report_data, 0)
-                .map_err(|_| Self::run_error(libc::EIO))?;
-            Some(r.as_bytes().to_vec())
-        } else {
-            None
+        let reply = match msg {
+            Some(m) => self.snp_exchange(m, certs_ret)?,
+            None if certs_ret == 0 => {
+                // No secrets page (so no VMPCK) or no shared page for the messages: the
+                // report comes from the firmware model without the guest message layer
+                // (recorded as `exitinfo2: None`).
+                let gctx = vm.snp_context().ok_or(Self::run_error(libc::EIO))?;
+                let r = host
+                    .firmware()
+                    .guest_report(gctx, &report_data, 0)
+                    .map_err(|_| Self::run_error(libc::EIO))?;
+                ReportReply {
+                    report: Some(r.as_bytes().to_vec()),
+                    ..ReportReply::default()
+                }
+            }
+            None => ReportReply::default(),
         };
-        let mut certs = vec![0u8; usize::try_from(npages.min(64) * PAGE).unwrap_or(0)];
-        let _ = vm.host_read(certs_gpa, &mut certs);
-        self.outcomes.push(GuestOutcome::SnpReport {
-            certs_ret,
-            npages: self.slots.npages,
-            report,
-            certs,
-        });
+        self.push_snp_outcome(certs_gpa, npages, reply);
         Ok(())
+    }
+
+    /// Records a completed report request with the certificate buffer as the guest reads it.
+    fn push_snp_outcome(&mut self, certs_gpa: u64, npages: u64, reply: ReportReply) {
+        let mut certs = vec![0u8; usize::try_from(npages.min(64) * PAGE).unwrap_or(0)];
+        if let VcpuKind::Amd { vm, .. } = &self.kind {
+            let _ = vm.host_read(certs_gpa, &mut certs);
+        }
+        self.outcomes.push(GuestOutcome::SnpReport {
+            certs_ret: self.slots.ret,
+            npages: self.slots.npages,
+            report: reply.report,
+            certs,
+            exitinfo2: reply.exitinfo2,
+            rsp_status: reply.rsp_status,
+        });
+    }
+
+    /// VMPCK0 from the guest's own view of its secrets page; `None` without a secrets page
+    /// or with an all-zero key (which the Linux guest driver refuses to use).
+    fn vmpck0(&self) -> Result<Option<Zeroizing<[u8; 32]>>, Error> {
+        let VcpuKind::Amd { vm, .. } = &self.kind else {
+            return Ok(None);
+        };
+        let Some(secrets) = lock(&self.mem).secrets else {
+            return Ok(None);
+        };
+        let mut key = Zeroizing::new([0u8; 32]);
+        vm.guest_read_own(secrets + SECRETS_VMPCK0, &mut key[..])
+            .map_err(|errno| Error::Ioctl {
+                op: "KVM_RUN",
+                errno,
+            })?;
+        Ok(key.iter().any(|&b| b != 0).then_some(key))
+    }
+
+    /// The guest driver's half of a report request: `MSG_REPORT_REQ` (REPORT_DATA, VMPL 0,
+    /// KEY_SEL 0) sealed under VMPCK0 with the next sequence number, written to a shared
+    /// request page. `None` if the guest has no VMPCK0 or no shared RAM page for the
+    /// messages.
+    fn snp_seal_report_req(
+        &self,
+        report_data: &[u8; 64],
+        certs: (u64, u64),
+    ) -> Result<Option<GuestMsg>, Error> {
+        let Some(key) = self.vmpck0()? else {
+            return Ok(None);
+        };
+        let (pages, seqno) = {
+            let m = lock(&self.mem);
+            (m.message_pages(certs), m.msg_seqno.wrapping_add(1))
+        };
+        let Some((req, resp)) = pages else {
+            // No shared page to put the messages in (all RAM private): the scripted guest
+            // does not convert pages behind the VMM's back, so it cannot talk to the
+            // firmware.
+            return Ok(None);
+        };
+        let mut payload = MsgReportReq::new_zeroed();
+        payload.report_data = *report_data;
+        let sealed = Zeroizing::new(
+            seal(&key, 0, seqno, MSG_REPORT_REQ, payload.as_bytes())
+                .map_err(|_| Self::run_error(libc::EINVAL))?,
+        );
+        self.shared_write(req, &[0u8; PAGE as usize]);
+        self.shared_write(req, &sealed);
+        Ok(Some(GuestMsg { req, resp, seqno }))
+    }
+
+    /// KVM's completion of the request (`snp_complete_req_certs` then
+    /// `snp_handle_guest_req`), and the guest opening the response under VMPCK0: returns
+    /// the report, `SW_EXITINFO2` and the `MSG_REPORT_RSP` status.
+    fn snp_exchange(&self, m: GuestMsg, certs_ret: u64) -> Result<ReportReply, Error> {
+        use kvm_coco_uapi::SnpReqCertsRet;
+        let VcpuKind::Amd { vm, .. } = &self.kind else {
+            return Err(Self::run_error(libc::EINVAL));
+        };
+        let kvm_run = |errno| Error::Ioctl {
+            op: "KVM_RUN",
+            errno,
+        };
+        let exitinfo2 = match certs_ret {
+            0 => vm.snp_guest_request(m.req, m.resp).map_err(kvm_run)?,
+            28 => {
+                // SNP_GUEST_VMM_ERR_INVALID_LEN. The Linux guest re-sends the same message
+                // as a plain guest request so that the firmware consumes its sequence
+                // number (no IV reuse), then reports the short buffer.
+                if vm.snp_guest_request(m.req, m.resp).map_err(kvm_run)? == 0 {
+                    lock(&self.mem).msg_seqno = m.seqno.wrapping_add(1);
+                }
+                return Ok(ReportReply::error(
+                    SnpReqCertsRet::NoSpace.guest_exitinfo2(),
+                ));
+            }
+            11 => SnpReqCertsRet::Again.guest_exitinfo2(),
+            5 => SnpReqCertsRet::Io.guest_exitinfo2(),
+            // Any other reply: KVM_RUN fails with EINVAL.
+            _ => return Err(Self::run_error(libc::EINVAL)),
+        };
+        if exitinfo2 != 0 {
+            return Ok(ReportReply::error(exitinfo2));
+        }
+        // The firmware used seqno and seqno + 1.
+        lock(&self.mem).msg_seqno = m.seqno.wrapping_add(1);
+        let mut page = Zeroizing::new(vec![0u8; PAGE as usize]);
+        self.shared_read(m.resp, &mut page);
+        let Some(key) = self.vmpck0()? else {
+            return Ok(ReportReply::error(0));
+        };
+        let rsp = match open(&key, &page) {
+            Ok((hdr, payload))
+                if hdr.msg_type == MSG_REPORT_RSP
+                    && hdr.msg_version == 1
+                    && hdr.msg_vmpck == 0
+                    && hdr.msg_seqno.get() == m.seqno.wrapping_add(1) =>
+            {
+                payload
+            }
+            // A response the guest cannot authenticate: no report.
+            _ => return Ok(ReportReply::error(0)),
+        };
+        let word = |off: usize| {
+            rsp.get(off..off + 4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_le_bytes)
+        };
+        let status = word(0);
+        let report = match (status, word(4)) {
+            (Some(0), Some(n)) if n as usize == REPORT_LEN => rsp
+                .get(REPORT_RSP_REPORT..REPORT_RSP_REPORT + REPORT_LEN)
+                .map(<[u8]>::to_vec),
+            _ => None,
+        };
+        Ok(ReportReply {
+            report,
+            exitinfo2: Some(0),
+            rsp_status: status,
+        })
     }
 
     fn private_read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Error> {
@@ -988,8 +1207,8 @@ impl SimVcpu {
                     buffer,
                 });
             }
-            Pending::SnpReport(report_data, certs_gpa, npages) => {
-                self.finish_snp_report(report_data, certs_gpa, npages)?;
+            Pending::SnpReport(report_data, certs_gpa, npages, msg) => {
+                self.finish_snp_report(report_data, certs_gpa, npages, msg)?;
             }
             Pending::Dead => {
                 self.pending = Pending::Dead;
@@ -1085,13 +1304,37 @@ impl SimVcpu {
                     npages,
                 } => {
                     self.program.pop_front();
+                    if !matches!(self.kind, VcpuKind::Amd { .. }) {
+                        return Ok(Exit::Shutdown);
+                    }
+                    // The guest seals its request; KVM (snp_handle_ext_guest_req) reads the
+                    // message type from the request header: a report request carries the
+                    // certificate buffer in RAX/RBX.
+                    let certs_end = certs_gpa.saturating_add(npages.saturating_mul(PAGE));
+                    let msg = self.snp_seal_report_req(&report_data, (certs_gpa, certs_end))?;
                     let VcpuKind::Amd { vm, .. } = &self.kind else {
                         return Ok(Exit::Shutdown);
                     };
+                    let report_req = match msg {
+                        Some(m) => {
+                            let mut t = [0u8; 1];
+                            vm.host_read(m.req + MSG_TYPE_OFFSET, &mut t)
+                                .map_err(|_| Self::run_error(libc::EIO))?;
+                            t[0] == MSG_REPORT_REQ
+                        }
+                        None => true,
+                    };
                     self.slots.ret = 0;
                     self.slots.npages = npages;
-                    if vm.req_certs_enabled() && certs_gpa.is_multiple_of(PAGE) {
-                        self.pending = Pending::SnpReport(report_data, certs_gpa, npages);
+                    if report_req && !certs_gpa.is_multiple_of(PAGE) {
+                        // request_invalid: svm_vmgexit_bad_input(GHCB_ERR_INVALID_INPUT)
+                        // (SW_EXITINFO1 = 2); no exit, no firmware request.
+                        let reply = ReportReply::error(GHCB_ERR_INVALID_INPUT);
+                        self.push_snp_outcome(certs_gpa, npages, reply);
+                        continue;
+                    }
+                    if report_req && vm.req_certs_enabled() {
+                        self.pending = Pending::SnpReport(report_data, certs_gpa, npages, msg);
                         return Ok(Exit::SnpReqCerts(crate::exit::SnpReqCerts {
                             gpa: certs_gpa,
                             npages,
@@ -1100,10 +1343,10 @@ impl SimVcpu {
                         }));
                     }
                     // Without REQ_CERTS KVM writes an empty certificate table and goes on.
-                    if npages != 0 {
+                    if report_req && npages != 0 {
                         self.shared_write(certs_gpa, &[0u8; 24]);
                     }
-                    self.finish_snp_report(report_data, certs_gpa, npages)?;
+                    self.finish_snp_report(report_data, certs_gpa, npages, msg)?;
                 }
                 GuestOp::Terminate { code } => {
                     self.program.clear();

@@ -39,6 +39,11 @@
 //! | SNP_LAUNCH_FINISH before SNP_LAUNCH_START, flags, VMSAs already protected | `EINVAL` |
 //! | SNP_ENABLE_REQ_CERTS not SNP or after a vCPU | `EINVAL` |
 //!
+//! The guest's SNP_GUEST_REQUEST exit is [`SimSevVm::snp_guest_request`]
+//! (`snp_handle_guest_req`): the request page goes to the firmware, the response page and
+//! `SNP_GUEST_ERR(0, fw_err)` come back to the guest; [`SimSevVm::guest_read_own`] is the
+//! guest's own view of its private pages (where it finds the VMPCKs of its secrets page).
+//!
 //! Not modelled: mirror VMs and intra-host migration (`KVM_CAP_VM_{COPY,MOVE}_ENC_CONTEXT_FROM`), `EINTR`/`ETIMEDOUT`, RLIMIT_MEMLOCK
 //! accounting, huge pages, the GHCB and guest execution. SEND_* / RECEIVE_* follow KVM's
 //! handlers (length queries: `session_len`, `hdr_len` or `trans_len` 0; missing blobs:
@@ -89,6 +94,6 @@ pub use host::{
     FdKind, KVM_SNP_POLICY_MASK_VALID, SNP_POLICY_MASK_BASE, SVM_SEV_FEAT_DEBUG_SWAP,
     SVM_SEV_FEAT_SECURE_TSC, SVM_SEV_FEAT_SNP_ACTIVE, SimSevConfig, SimSevHost,
 };
-pub use snp::{INITIAL_VMSA_GPA, SNP_POLICY_MASK_RSVD_MBO};
+pub use snp::{INITIAL_VMSA_GPA, SNP_POLICY_MASK_RSVD_MBO, snp_guest_err};
 pub use vcpu::{DR7_FIXED_1, RESET_PAT, VcpuRegs};
 pub use vm::{GHCB_VERSION_MAX, KvmSevError, SEV_FW_BLOB_MAX_SIZE, SimSevVcpu, SimSevVm};

@@ -9,12 +9,12 @@ use kvm_coco_uapi::{
 };
 use psp_driver::sim::mem::PAGE_SIZE;
 use psp_driver::{
-    SevDataSnpAddr, SevDataSnpLaunchFinish, SevDataSnpLaunchStart, SevDataSnpLaunchUpdate,
-    SevDataSnpPageReclaim, SnpGctxCreate,
+    SevDataSnpAddr, SevDataSnpGuestRequest, SevDataSnpLaunchFinish, SevDataSnpLaunchStart,
+    SevDataSnpLaunchUpdate, SevDataSnpPageReclaim, SnpGctxCreate,
 };
 
-use super::host::{EINVAL, SVM_SEV_FEAT_SECURE_TSC, SimSevHost};
-use super::vm::{EEXIST, EIO, ENOTTY, VmInner, VmState, arg, put, range_has};
+use super::host::{EFAULT, EINVAL, SVM_SEV_FEAT_SECURE_TSC, SimSevHost, lock};
+use super::vm::{EEXIST, EIO, ENOTTY, SimSevVm, VmInner, VmState, arg, put, range_has};
 use crate::error::Errno;
 
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -297,5 +297,106 @@ impl VmInner {
         self.fw(st.sev.fd, &mut d, &mut cmd.error)?;
         st.pre_fault_allowed = true;
         Ok(())
+    }
+}
+
+/// `SNP_GUEST_ERR(vmm_err, fw_err)` (`include/uapi/linux/sev-guest.h`): the value KVM
+/// stores in the GHCB's `SW_EXITINFO2` when it completes a guest request.
+pub const fn snp_guest_err(vmm_err: u32, fw_err: u32) -> u64 {
+    ((vmm_err as u64) << 32) | fw_err as u64
+}
+
+/// The user address behind `[gpa, gpa+len)` in one memslot (`gfn_to_hva`): what
+/// `kvm_read_guest` / `kvm_write_guest` access, the shared view of the page.
+fn slot_uaddr(st: &VmState, gpa: u64, len: u64) -> Result<u64, Errno> {
+    let end = gpa.checked_add(len).ok_or(EFAULT)?;
+    st.slots
+        .values()
+        .find(|s| gpa >= s.gpa && end <= s.gpa + s.size)
+        .map(|s| s.uaddr + (gpa - s.gpa))
+        .ok_or(EFAULT)
+}
+
+impl SimSevVm {
+    /// `snp_handle_guest_req`: the guest's SNP_GUEST_REQUEST / SNP_EXTENDED_GUEST_REQUEST
+    /// as KVM completes it once any certificate request is answered.
+    ///
+    /// KVM copies the 4 KiB request page at `req_gpa` (shared guest memory, through the
+    /// memslot) into its own request page, issues SNP_GUEST_REQUEST on the VM's `/dev/sev`
+    /// fd with its firmware-owned response page, copies that page to `resp_gpa` whether
+    /// the firmware succeeded or not, and resumes the guest with
+    /// `SW_EXITINFO2 = SNP_GUEST_ERR(0, fw_err)`: the firmware status is the guest's to
+    /// see, not the VMM's ([`snp_guest_err`]). The kernel allocates its two pages at
+    /// SNP_LAUNCH_START; the model allocates them at the first request.
+    ///
+    /// # Errors
+    /// What `KVM_RUN` returns instead of resuming the guest: `EINVAL` if the VM is not
+    /// an SNP guest, `EIO` if either guest page is outside the memslots, and the errno
+    /// of a firmware command that failed without a firmware status.
+    pub fn snp_guest_request(&self, req_gpa: u64, resp_gpa: u64) -> Result<u64, Errno> {
+        let mut guard = lock(&self.inner.st);
+        let st = &mut *guard;
+        let host = &self.inner.host;
+        if !self.inner.snp_active(st) {
+            return Err(EINVAL);
+        }
+        let gctx = st.sev.snp_context.ok_or(EINVAL)?;
+        let (req_pa, resp_pa) = match st.sev.guest_req_pages {
+            Some(p) => p,
+            None => {
+                // snp_guest_req_init: a plain page and a firmware-owned page.
+                let req = host.alloc_pa(PAGE);
+                let resp = host.alloc_pa(PAGE);
+                host.fw.rmp_make_firmware(resp).map_err(|_| EIO)?;
+                st.sev.guest_req_pages = Some((req, resp));
+                (req, resp)
+            }
+        };
+        let mut page = vec![0u8; PAGE_SIZE];
+        let uaddr = slot_uaddr(st, req_gpa, PAGE).map_err(|_| EIO)?;
+        host.read_user(uaddr, &mut page).map_err(|_| EIO)?;
+        host.pa_write(req_pa, &page)?;
+        let mut d = SevDataSnpGuestRequest {
+            gctx_paddr: gctx,
+            req_paddr: req_pa,
+            res_paddr: resp_pa,
+        };
+        let mut fw_err = 0u32;
+        if let Err(e) = self.inner.fw(st.sev.fd, &mut d, &mut fw_err)
+            && fw_err == 0
+        {
+            return Err(e);
+        }
+        host.pa_read(resp_pa, &mut page)?;
+        let uaddr = slot_uaddr(st, resp_gpa, PAGE).map_err(|_| EIO)?;
+        host.write_user(uaddr, &page).map_err(|_| EIO)?;
+        Ok(snp_guest_err(0, fw_err))
+    }
+
+    /// The guest's own read of its memory at `gpa` (within one page): for a private page of
+    /// an SNP guest, the plaintext the memory controller returns to the owning guest
+    /// (needs no DEBUG policy, unlike [`guest_read`](Self::guest_read)); any other page
+    /// as the host sees it ([`host_read`](Self::host_read); ciphertext for the encrypted
+    /// pages of SEV and SEV-ES guests, which the model cannot decrypt this way).
+    ///
+    /// # Errors
+    /// `EFAULT` if `gpa` is in no memslot or the read crosses a page; `EIO` if the page is
+    /// private but not a validated page of this guest.
+    pub fn guest_read_own(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        let off = gpa & (PAGE - 1);
+        if off + buf.len() as u64 > PAGE {
+            return Err(EFAULT);
+        }
+        let st = lock(&self.inner.st);
+        let pa = Self::translate(&st, &self.inner.host, gpa)?;
+        match st.sev.snp_context {
+            Some(gctx) if range_has(&st.private, gpa & !(PAGE - 1)) => self
+                .inner
+                .host
+                .fw
+                .guest_read_private(gctx, pa, buf)
+                .map_err(|_| EIO),
+            _ => self.inner.host.pa_read(pa, buf),
+        }
     }
 }

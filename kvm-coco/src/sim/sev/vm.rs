@@ -119,6 +119,9 @@ pub(super) struct SevInfo {
     pub ghcb_version: u16,
     pub snp_context: Option<u64>,
     pub certs_enabled: bool,
+    /// `guest_req_buf` / `guest_resp_buf`: the kernel's request page and its
+    /// firmware-owned response page for SNP_GUEST_REQUEST.
+    pub guest_req_pages: Option<(u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -1419,6 +1422,9 @@ impl Drop for VmInner {
             };
             if ok {
                 super::snp::free_firmware_page(host, gctx);
+            }
+            if let Some((_, resp)) = st.sev.guest_req_pages.take() {
+                super::snp::free_firmware_page(host, resp);
             }
         } else if let Some(l) = lease {
             let _ = host.asids.release(l);
