@@ -537,3 +537,43 @@ fn certificate_tables_carry_the_chain() {
     assert_eq!(parse_cert_table(&[0; 24]).unwrap(), vec![]);
     assert!(AmdChain::from_cert_table(&[0; 24]).is_err());
 }
+
+#[test]
+fn a_vlek_chain_verifies_reports_that_name_the_vlek() {
+    let mut all = certs("test-pki/ark.pem");
+    all.extend(certs("test-pki/asvk.pem"));
+    all.extend(certs("test-pki/vlek.der"));
+    let chain = AmdChain::from_certs(all).unwrap();
+    assert_eq!(chain.ask.common_name().as_deref(), Some("SEV-VLEK-Milan"));
+    assert_eq!(chain.leaf.csp_id().as_deref(), Some("example-csp"));
+    assert_eq!(chain.leaf.hw_id(), None);
+    let hex = String::from_utf8(vector("test-pki/vlek.scalar.hex")).unwrap();
+    let vlek = SigningKey::from_slice(&hex::decode(hex.trim()).unwrap()).unwrap();
+    let sign = |key_info: u32| {
+        let mut r = AttestationReport::read_from_bytes(&[0u8; REPORT_LEN][..]).unwrap();
+        r.version = U32::new(3);
+        r.signature_algo = U32::new(1);
+        r.key_info = U32::new(key_info);
+        r.reported_tcb = U64::new(0x7308_0000_0000_0003);
+        r.chip_id = [0xCC; 64];
+        r.signature = sign_message(&vlek, algo::ECDSA_SHA384, r.signed_bytes()).unwrap();
+        r
+    };
+    // SIGNING_KEY 1 (VLEK): verified; a VLEK has no hardware ID to compare.
+    let v = verify_report(&sign(1 << 2), &chain, &any_root()).unwrap();
+    assert_eq!(v.chain.leaf_kind, LeafKind::Vlek);
+    assert!(v.tcb_checked && !v.chip_id_checked);
+    // The same key, but the report says VCEK.
+    assert!(matches!(
+        verify_report(&sign(0), &chain, &any_root()),
+        Err(X509Error::SigningKeyMismatch {
+            report: LeafKind::Vcek,
+            cert: LeafKind::Vlek
+        })
+    ));
+    // A lone VLEK has no built-in issuer (AMD's ASVKs are not built in).
+    assert!(matches!(
+        AmdChain::from_certs(certs("test-pki/vlek.der")),
+        Err(X509Error::NoBuiltinIssuer { .. })
+    ));
+}

@@ -525,6 +525,12 @@ impl AmdCert {
         self.extension(oid::AMD_HW_ID)
     }
 
+    /// The cloud service provider a VLEK was issued to.
+    pub fn csp_id(&self) -> Option<String> {
+        let raw = self.extension(oid::AMD_CSP_ID)?;
+        Ia5StringRef::from_der(raw).ok().map(|s| s.to_string())
+    }
+
     /// The TCB the VCEK/VLEK was derived for, in `product`'s TCB layout, if the certificate
     /// carries the SPL extensions.
     ///
