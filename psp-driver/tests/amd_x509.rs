@@ -577,3 +577,45 @@ fn a_vlek_chain_verifies_reports_that_name_the_vlek() {
         Err(X509Error::NoBuiltinIssuer { .. })
     ));
 }
+
+#[test]
+fn revocation_lists_signed_by_the_ark_revoke_the_ask() {
+    use psp_driver::owner::x509::AmdCrl;
+    let chain = test_pki();
+    let empty = AmdCrl::parse(&vector("test-pki/crl_empty.pem")).unwrap();
+    let revoking = AmdCrl::parse(&vector("test-pki/crl_ask_revoked.pem")).unwrap();
+    assert_eq!(empty.issuer_common_name().as_deref(), Some("ARK-Milan"));
+    assert!(!empty.lists(&chain.ask));
+    assert!(revoking.lists(&chain.ask));
+    assert!(!revoking.lists(&chain.leaf));
+    chain.check_revocation(&empty, None).unwrap();
+    match chain.check_revocation(&revoking, None) {
+        Err(X509Error::Revoked { cert, by }) => {
+            assert_eq!((cert.as_str(), by.as_str()), ("SEV-Milan", "ARK-Milan"));
+        }
+        other => panic!("expected Revoked, got {other:?}"),
+    }
+    // The stand-in list is not signed by AMD's Milan ARK, whose name it carries.
+    assert!(matches!(
+        milan_chain().check_revocation(&empty, None),
+        Err(X509Error::BadSignature { .. })
+    ));
+    // Not yet issued at a time before its thisUpdate.
+    assert!(matches!(
+        chain.check_revocation(&empty, Some(unix_time(1_577_836_800))),
+        Err(X509Error::NotYetValid { .. })
+    ));
+    // DER works like PEM; garbage is a decode error; a certificate is not a list.
+    let pem = String::from_utf8(vector("test-pki/crl_empty.pem")).unwrap();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64_decode(&b64);
+    assert!(!AmdCrl::parse(&der).unwrap().lists(&chain.ask));
+    assert!(matches!(AmdCrl::parse(b"junk"), Err(X509Error::Decode { .. })));
+    assert!(AmdCrl::parse(&vector("test-pki/ark.pem")).is_err());
+}
+
+/// Standard base64 (test-only, for the DER form of a PEM file).
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}

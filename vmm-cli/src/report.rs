@@ -27,7 +27,9 @@ use kvm_coco::sim::tdx::report::{TDREPORT_SIZE, TDX_REPORT_TYPE};
 use kvm_coco::sim::tdx::{SimTdxModule, TdQuote, TdReport, TdxModuleConfig};
 use psp_driver::owner::cert::{SEV_CERT_LEN, SevCert};
 use psp_driver::owner::snp::{SnpCertChain, verify_report};
-use psp_driver::owner::x509::{self, AmdCert, AmdChain, Product, Root, VerifyOptions, X509Error};
+use psp_driver::owner::x509::{
+    self, AmdCert, AmdChain, AmdCrl, Product, Root, VerifyOptions, X509Error,
+};
 use psp_driver::report::{AttestationReport, REPORT_LEN, SIG_ALGO_ECDSA_P384_SHA384, TcbVersion};
 use psp_driver::sim::{PhysMem, SimConfig, SimFirmware};
 use zerocopy::FromBytes;
@@ -49,6 +51,10 @@ pub struct ReportArgs {
     /// Accept a chain whose root is not AMD's ARK (test hierarchies).
     #[arg(long, requires = "chain")]
     allow_unknown_root: bool,
+    /// Check the chain against AMD's revocation list (KDS `/vcek/v1/{product}/crl`, DER or
+    /// PEM): the list must be signed by the chain's ARK and must not name its ASK.
+    #[arg(long, value_name = "FILE", requires = "chain")]
+    crl: Option<PathBuf>,
     /// Check certificate validity at this time (seconds since the Unix epoch) instead of now.
     #[arg(long, value_name = "UNIX_SECONDS", requires = "chain", value_parser = util::int::<u64>)]
     at: Option<u64>,
@@ -221,6 +227,7 @@ fn verify_amd(
     r: &AttestationReport,
     chain: &AmdChain,
     opts: &VerifyOptions,
+    crl: Option<&AmdCrl>,
 ) -> Result<(String, serde_json::Value, Product), String> {
     let v = x509::verify_report(r, chain, opts).map_err(|e| match e {
         X509Error::UnknownRoot { .. } => format!("{e}; --allow-unknown-root accepts it"),
@@ -246,6 +253,12 @@ fn verify_amd(
     }
     if opts.at.is_some() {
         checks.push("certificates valid".into());
+    }
+    if let Some(crl) = crl {
+        chain
+            .check_revocation(crl, opts.at)
+            .map_err(|e| error_chain(&e))?;
+        checks.push(format!("'{}' not revoked", chain.ask.label()));
     }
     let detail = serde_json::json!({
         "product": v.chain.product.name(),
@@ -412,12 +425,26 @@ pub(crate) fn run(a: &ReportArgs) -> Result<Outcome, CliError> {
         at: Some(a.at.map_or_else(std::time::SystemTime::now, x509::unix_time)),
         allow_unknown_root: a.allow_unknown_root,
     };
+    let crl = a
+        .crl
+        .as_deref()
+        .map(|p| {
+            let b = util::read("revocation list", p)?;
+            AmdCrl::parse(&b)
+                .map_err(|e| cli_err!("revocation list '{}': {}", p.display(), error_chain(&e)))
+        })
+        .transpose()?;
+    if crl.is_some() && matches!(chain, Some(Chain::Sev(_))) {
+        return Err(cli_err!(
+            "--crl checks AMD's X.509 chain; SEV-format certificates have no revocation list"
+        ));
+    }
     let mut detail = None;
     let (rows, verdict): (Rows, Verdict) = match &ev {
         Evidence::Snp(r) => {
             let mut product = None;
             let verdict = if let Some(Chain::Amd(c)) = &chain {
-                Some(verify_amd(r, c, &opts).map(|(msg, d, p)| {
+                Some(verify_amd(r, c, &opts, crl.as_ref()).map(|(msg, d, p)| {
                     detail = Some(d);
                     product = Some(p);
                     msg

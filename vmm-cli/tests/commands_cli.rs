@@ -1061,6 +1061,49 @@ fn a_chain_not_rooted_in_amd_needs_allow_unknown_root_and_must_match_the_tcb() {
 }
 
 #[test]
+fn a_revocation_list_from_the_root_can_revoke_the_ask() {
+    let chain = [
+        amd_vector("test-pki/ark.pem"),
+        amd_vector("test-pki/ask.pem"),
+        amd_vector("test-pki/vcek.der"),
+    ];
+    let report = test_pki_report(0x7308_0000_0000_0003);
+    let run = |crl: &str| {
+        bin()
+            .arg("report")
+            .arg(&report)
+            .args(["--allow-unknown-root", "--crl", &amd_vector(crl), "--chain"])
+            .args(&chain)
+            .output()
+            .unwrap()
+    };
+    let o = run("test-pki/crl_empty.pem");
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("'SEV-Milan' not revoked"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run("test-pki/crl_ask_revoked.pem");
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("certificate 'SEV-Milan' is revoked by 'ARK-Milan'"),
+        "{}",
+        stdout(&o)
+    );
+    // Not a revocation list: an input error.
+    let e = usage_error(&[
+        "report",
+        report.to_str().unwrap(),
+        "--crl",
+        &amd_vector("test-pki/ark.pem"),
+        "--chain",
+        &amd_vector("vcek_milan.der"),
+    ]);
+    assert!(e.contains("revocation list"), "{e}");
+}
+
+#[test]
 fn bad_amd_certificate_inputs_are_usage_errors() {
     let report = amd_vector("report_milan.bin");
     let garbage = tmp("garbage.der");

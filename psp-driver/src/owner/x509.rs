@@ -48,7 +48,8 @@ use rsa::signature::Verifier;
 use rsa::traits::PublicKeyParts;
 use sha2::Sha384;
 use x509_cert::Certificate;
-use x509_cert::der::asn1::{Any, Ia5StringRef, ObjectIdentifier};
+use x509_cert::crl::CertificateList;
+use x509_cert::der::asn1::{Any, BitString, Ia5StringRef, ObjectIdentifier};
 use x509_cert::der::{Decode, Encode, Reader, SliceReader};
 use x509_cert::spki::AlgorithmIdentifier;
 
@@ -173,6 +174,14 @@ pub enum X509Error {
     UnknownRoot {
         /// Subject of the root.
         subject: String,
+    },
+    /// The certificate is on its issuer's revocation list.
+    #[error("certificate '{cert}' is revoked by '{by}'")]
+    Revoked {
+        /// Subject of the revoked certificate.
+        cert: String,
+        /// Issuer of the revocation list.
+        by: String,
     },
     /// The certificates do not form an ARK → ASK → VCEK/VLEK chain.
     #[error("not an AMD endorsement chain: {0}")]
@@ -578,7 +587,7 @@ impl AmdCert {
     pub fn ecdsa_key(&self) -> Result<EcdsaKey, X509Error> {
         let spki = self.cert.tbs_certificate().subject_public_key_info();
         if spki.algorithm.oid != oid::EC_PUBLIC_KEY {
-            return Err(self.unsupported("key algorithm", spki.algorithm.oid));
+            return Err(unsupported(&self.label(), "key algorithm", spki.algorithm.oid));
         }
         let curve = spki
             .algorithm
@@ -603,7 +612,7 @@ impl AmdCert {
     pub fn rsa_key(&self) -> Result<RsaPublicKey, X509Error> {
         let spki = self.cert.tbs_certificate().subject_public_key_info();
         if spki.algorithm.oid != oid::RSA_ENCRYPTION && spki.algorithm.oid != oid::RSASSA_PSS {
-            return Err(self.unsupported("key algorithm", spki.algorithm.oid));
+            return Err(unsupported(&self.label(), "key algorithm", spki.algorithm.oid));
         }
         let bits = spki
             .subject_public_key
@@ -635,73 +644,14 @@ impl AmdCert {
                 expected: issuer.label(),
             });
         }
-        let alg = self.cert.signature_algorithm();
-        if alg.oid != oid::RSASSA_PSS {
-            return Err(self.unsupported("signature algorithm", alg.oid));
-        }
-        if tbs.signature() != alg {
-            return Err(X509Error::ChainShape(format!(
-                "certificate '{}' names two different signature algorithms",
-                self.label()
-            )));
-        }
-        let salt_len = self.pss_salt_len(alg)?;
-        let key = issuer.rsa_key()?;
-        let sig_bytes = self
-            .cert
-            .signature()
-            .as_bytes()
-            .ok_or_else(|| self.bad_signature(issuer))?;
-        let sig = pss::Signature::try_from(sig_bytes).map_err(|_| self.bad_signature(issuer))?;
-        let verifier = pss::VerifyingKey::<Sha384>::new_with_salt_len(key, salt_len);
-        verifier
-            .verify(self.tbs_der()?, &sig)
-            .map_err(|_| self.bad_signature(issuer))
-    }
-
-    /// The salt length of RSASSA-PSS parameters that use SHA-384 for hash and MGF1.
-    fn pss_salt_len(&self, alg: &AlgorithmIdentifier<Any>) -> Result<usize, X509Error> {
-        let params = alg.parameters.as_ref().ok_or_else(|| {
-            X509Error::ChainShape(format!(
-                "certificate '{}' has RSASSA-PSS without parameters",
-                self.label()
-            ))
-        })?;
-        let der = params
-            .to_der()
-            .map_err(decode_err("RSASSA-PSS parameters"))?;
-        let p = RsaPssParams::<Any>::from_der(&der).map_err(decode_err(format!(
-            "RSASSA-PSS parameters of certificate '{}'",
-            self.label()
-        )))?;
-        if p.hash.oid != oid::SHA384 {
-            return Err(self.unsupported("PSS hash", p.hash.oid));
-        }
-        let mgf_hash = p
-            .mask_gen
-            .parameters
-            .as_ref()
-            .map(|h| h.oid)
-            .unwrap_or(p.hash.oid);
-        if p.mask_gen.oid != oid::MGF1 {
-            return Err(self.unsupported("PSS mask generation", p.mask_gen.oid));
-        }
-        if mgf_hash != oid::SHA384 {
-            return Err(self.unsupported("PSS MGF1 hash", mgf_hash));
-        }
-        Ok(usize::from(p.salt_len))
-    }
-
-    /// The DER bytes of the to-be-signed part, exactly as they appear in the certificate.
-    fn tbs_der(&self) -> Result<&[u8], X509Error> {
-        let mut r = SliceReader::new(&self.der).map_err(decode_err("certificate"))?;
-        r.sequence(|inner| {
-            let tbs = inner.tlv_bytes()?;
-            inner.tlv_bytes()?;
-            inner.tlv_bytes()?;
-            Ok(tbs)
-        })
-        .map_err(decode_err(format!("certificate '{}'", self.label())))
+        verify_pss(
+            &self.label(),
+            tbs.signature(),
+            self.cert.signature_algorithm(),
+            self.cert.signature(),
+            tbs_der(&self.der, &self.label())?,
+            issuer,
+        )
     }
 
     /// Checks the validity period at `at`.
@@ -733,14 +683,6 @@ impl AmdCert {
             .ok()
     }
 
-    fn unsupported(&self, what: &'static str, id: ObjectIdentifier) -> X509Error {
-        X509Error::UnsupportedAlgorithm {
-            cert: self.label(),
-            what,
-            oid: id.to_string(),
-        }
-    }
-
     fn invalid_key(&self, why: &'static str) -> X509Error {
         X509Error::InvalidKey {
             cert: self.label(),
@@ -748,11 +690,86 @@ impl AmdCert {
         }
     }
 
-    fn bad_signature(&self, signer: &AmdCert) -> X509Error {
-        X509Error::BadSignature {
-            cert: self.label(),
-            signer: signer.label(),
-        }
+}
+
+/// Verifies that `issuer` signed `tbs` (the raw DER of a to-be-signed part) with
+/// RSASSA-PSS, SHA-384 for hash and MGF1, as `alg` (which must equal the inner `tbs_alg`)
+/// says. `label` names the signed object in errors.
+fn verify_pss(
+    label: &str,
+    tbs_alg: &AlgorithmIdentifier<Any>,
+    alg: &AlgorithmIdentifier<Any>,
+    signature: &BitString,
+    tbs: &[u8],
+    issuer: &AmdCert,
+) -> Result<(), X509Error> {
+    if alg.oid != oid::RSASSA_PSS {
+        return Err(unsupported(label, "signature algorithm", alg.oid));
+    }
+    if tbs_alg != alg {
+        return Err(X509Error::ChainShape(format!(
+            "'{label}' names two different signature algorithms"
+        )));
+    }
+    let salt_len = pss_salt_len(label, alg)?;
+    let key = issuer.rsa_key()?;
+    let bad = || X509Error::BadSignature {
+        cert: label.to_owned(),
+        signer: issuer.label(),
+    };
+    let sig_bytes = signature.as_bytes().ok_or_else(bad)?;
+    let sig = pss::Signature::try_from(sig_bytes).map_err(|_| bad())?;
+    pss::VerifyingKey::<Sha384>::new_with_salt_len(key, salt_len)
+        .verify(tbs, &sig)
+        .map_err(|_| bad())
+}
+
+/// The salt length of RSASSA-PSS parameters that use SHA-384 for hash and MGF1.
+fn pss_salt_len(label: &str, alg: &AlgorithmIdentifier<Any>) -> Result<usize, X509Error> {
+    let params = alg.parameters.as_ref().ok_or_else(|| {
+        X509Error::ChainShape(format!("'{label}' has RSASSA-PSS without parameters"))
+    })?;
+    let der = params
+        .to_der()
+        .map_err(decode_err("RSASSA-PSS parameters"))?;
+    let p = RsaPssParams::<Any>::from_der(&der).map_err(decode_err(format!(
+        "RSASSA-PSS parameters of '{label}'"
+    )))?;
+    if p.hash.oid != oid::SHA384 {
+        return Err(unsupported(label, "PSS hash", p.hash.oid));
+    }
+    if p.mask_gen.oid != oid::MGF1 {
+        return Err(unsupported(label, "PSS mask generation", p.mask_gen.oid));
+    }
+    let mgf_hash = p
+        .mask_gen
+        .parameters
+        .as_ref()
+        .map_or(p.hash.oid, |h| h.oid);
+    if mgf_hash != oid::SHA384 {
+        return Err(unsupported(label, "PSS MGF1 hash", mgf_hash));
+    }
+    Ok(usize::from(p.salt_len))
+}
+
+/// The DER bytes of the to-be-signed part of a signed structure (`SEQUENCE { tbs,
+/// algorithm, signature }`), exactly as they appear.
+fn tbs_der<'a>(der: &'a [u8], label: &str) -> Result<&'a [u8], X509Error> {
+    let mut r = SliceReader::new(der).map_err(decode_err(label))?;
+    r.sequence(|inner| {
+        let tbs = inner.tlv_bytes()?;
+        inner.tlv_bytes()?;
+        inner.tlv_bytes()?;
+        Ok(tbs)
+    })
+    .map_err(decode_err(format!("'{label}'")))
+}
+
+fn unsupported(label: &str, what: &'static str, id: ObjectIdentifier) -> X509Error {
+    X509Error::UnsupportedAlgorithm {
+        cert: label.to_owned(),
+        what,
+        oid: id.to_string(),
     }
 }
 
@@ -875,6 +892,97 @@ pub fn looks_like_cert_table(bytes: &[u8]) -> bool {
         .get(..16)
         .and_then(|g| <&[u8; 16]>::try_from(g).ok())
         .is_some_and(|g| TableCert::from_guid(g).is_some())
+}
+
+/// A certificate revocation list of AMD's hierarchy, as KDS serves it at
+/// `/vcek/v1/{product}/crl`: issued and signed (RSASSA-PSS SHA-384) by the product's ARK,
+/// listing revoked ASKs and ASVKs by serial number.
+#[derive(Clone, Debug)]
+pub struct AmdCrl {
+    crl: CertificateList,
+    der: Vec<u8>,
+}
+
+impl AmdCrl {
+    /// Parses a DER or PEM (`X509 CRL`) revocation list.
+    ///
+    /// # Errors
+    /// [`X509Error::Decode`] for anything else.
+    pub fn parse(bytes: &[u8]) -> Result<Self, X509Error> {
+        let text = bytes.trim_ascii_start();
+        let der = if text.starts_with(b"-----BEGIN") {
+            let (label, der) = x509_cert::der::pem::decode_vec(text)
+                .map_err(|e| X509Error::Decode {
+                    what: "PEM revocation list".into(),
+                    source: e.into(),
+                })?;
+            if label != "X509 CRL" {
+                return Err(X509Error::ChainShape(format!(
+                    "expected a PEM 'X509 CRL', found '{label}'"
+                )));
+            }
+            der
+        } else {
+            bytes.to_vec()
+        };
+        let crl = CertificateList::from_der(&der).map_err(decode_err("revocation list"))?;
+        Ok(Self { crl, der })
+    }
+
+    /// The issuer's common name (`ARK-Milan` for AMD's).
+    pub fn issuer_common_name(&self) -> Option<String> {
+        cn(&self.crl.tbs_cert_list.issuer)
+    }
+
+    /// When the list was issued, and when the next one is due.
+    pub fn updates(&self) -> (SystemTime, Option<SystemTime>) {
+        let t = &self.crl.tbs_cert_list;
+        (
+            t.this_update.to_system_time(),
+            t.next_update.map(|n| n.to_system_time()),
+        )
+    }
+
+    /// Whether the list names `cert`'s serial number (the caller checks that this list
+    /// covers `cert`'s issuer).
+    pub fn lists(&self, cert: &AmdCert) -> bool {
+        let serial = cert.cert.tbs_certificate().serial_number();
+        self.crl
+            .tbs_cert_list
+            .revoked_certificates
+            .iter()
+            .flatten()
+            .any(|r| &r.serial_number == serial)
+    }
+
+    /// Checks that `issuer` issued and signed this list.
+    ///
+    /// # Errors
+    /// [`X509Error::IssuerMismatch`], [`X509Error::BadSignature`], or an algorithm/key error.
+    pub fn verify_signed_by(&self, issuer: &AmdCert) -> Result<(), X509Error> {
+        let label = format!(
+            "revocation list of '{}'",
+            self.issuer_common_name().unwrap_or_default()
+        );
+        let t = &self.crl.tbs_cert_list;
+        if &t.issuer != issuer.cert.tbs_certificate().subject() {
+            return Err(X509Error::IssuerMismatch {
+                cert: label,
+                issuer: self
+                    .issuer_common_name()
+                    .unwrap_or_else(|| t.issuer.to_string()),
+                expected: issuer.label(),
+            });
+        }
+        verify_pss(
+            &label,
+            &t.signature,
+            &self.crl.signature_algorithm,
+            &self.crl.signature,
+            tbs_der(&self.der, &label)?,
+            issuer,
+        )
+    }
 }
 
 /// How far the chain's root is trusted.
@@ -1013,6 +1121,35 @@ impl AmdChain {
             ask: product.builtin_ask(),
             leaf,
         })
+    }
+
+    /// Checks the chain against its ARK's revocation list: the list must be signed by this
+    /// chain's ARK and, if `at` is given, issued before it; the ASK (or ASVK) must not be
+    /// listed. A list past its next update is still used (KDS lists change rarely); the
+    /// caller can compare [`AmdCrl::updates`] with its own freshness policy.
+    ///
+    /// # Errors
+    /// [`X509Error::Revoked`], or why the list cannot be used.
+    pub fn check_revocation(&self, crl: &AmdCrl, at: Option<SystemTime>) -> Result<(), X509Error> {
+        crl.verify_signed_by(&self.ark)?;
+        if let Some(at) = at
+            && at < crl.updates().0
+        {
+            return Err(X509Error::NotYetValid {
+                cert: format!(
+                    "revocation list of '{}'",
+                    crl.issuer_common_name().unwrap_or_default()
+                ),
+                not_before: crl.crl.tbs_cert_list.this_update.to_string(),
+            });
+        }
+        if crl.lists(&self.ask) {
+            return Err(X509Error::Revoked {
+                cert: self.ask.label(),
+                by: self.ark.label(),
+            });
+        }
+        Ok(())
     }
 
     /// Verifies the chain: the ARK is self-signed, the ASK is signed by the ARK, the leaf by

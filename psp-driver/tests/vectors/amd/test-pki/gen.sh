@@ -5,7 +5,8 @@
 # negative tests (unknown root, TCB and chip-ID binding). Needs OpenSSL 3.
 set -eu
 cd "$(dirname "$0")"
-pss="-sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:48 -sigopt rsa_mgf1_md:sha384 -sha384"
+pss_opts="-sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:48 -sigopt rsa_mgf1_md:sha384"
+pss="$pss_opts -sha384"
 subj="/OU=Engineering/C=US/L=Santa Clara/ST=CA/O=Advanced Micro Devices"
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out ark.key 2>/dev/null
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out ask.key 2>/dev/null
@@ -49,9 +50,26 @@ openssl req -new -key vlek.key -subj "$subj/CN=SEV-VLEK" -out vlek.csr 2>/dev/nu
 openssl x509 -req -in vlek.csr -CA asvk.pem -CAkey asvk.key -set_serial 4 -days 9000 $pss \
     -extfile ext.cnf -extensions vlek -outform der -out vlek.der 2>/dev/null
 openssl pkey -in vlek.key -text -noout | awk '/^priv:/{f=1;next} /^pub:/{f=0} f' | tr -d ' :\n' | tail -c 96 > vlek.scalar.hex
+# Revocation lists issued by the ARK: one empty, one revoking the ASK.
+mkdir -p crl.db && : > crl.db/index.txt && echo 01 > crl.db/crlnumber
+cat > crl.cnf <<'CNF'
+[ca]
+default_ca = ark
+[ark]
+database = crl.db/index.txt
+crlnumber = crl.db/crlnumber
+default_md = sha384
+default_crl_days = 9000
+CNF
+openssl ca -config crl.cnf -gencrl -keyfile ark.key -cert ark.pem $pss_opts -md sha384 -out crl_empty.pem 2>/dev/null
+openssl ca -config crl.cnf -revoke ask.pem -keyfile ark.key -cert ark.pem 2>/dev/null
+openssl ca -config crl.cnf -gencrl -keyfile ark.key -cert ark.pem $pss_opts -md sha384 -out crl_ask_revoked.pem 2>/dev/null
+rm -rf crl.db crl.cnf
 # The VCEK's private scalar (48 bytes, hex) for signing test reports.
 openssl pkey -in vcek.key -text -noout | awk '/^priv:/{f=1;next} /^pub:/{f=0} f' | tr -d ' :\n' | tail -c 96 > vcek.scalar.hex
 rm -f ask.csr vcek.csr asvk.csr vlek.csr ark.key ask.key asvk.key vcek.key vlek.key ext.cnf
 openssl verify -CAfile ark.pem -untrusted ask.pem ask.pem
 openssl x509 -inform der -in vcek.der | openssl verify -CAfile ark.pem -untrusted ask.pem
 openssl x509 -inform der -in vlek.der | openssl verify -CAfile ark.pem -untrusted asvk.pem
+openssl crl -in crl_empty.pem -CAfile ark.pem -noout
+openssl crl -in crl_ask_revoked.pem -CAfile ark.pem -noout -text | grep -A1 "Serial Number"
