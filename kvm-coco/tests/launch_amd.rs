@@ -311,7 +311,8 @@ fn sev_launch_measure_verifies_and_the_guest_reads_the_secret() {
     );
 
     let backend = SimBackend::sev().unwrap();
-    let policy = 0; // debugging allowed: the model shows the guest's view via DBG_DECRYPT
+    // NODBG: the host cannot DBG_DECRYPT, yet the guest reads its own memory.
+    let policy = 1;
     let owner = Owner::new(&backend, policy);
     let fwv = Owner::fw(&backend);
     let params = SevInit {

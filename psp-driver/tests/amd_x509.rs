@@ -610,7 +610,10 @@ fn revocation_lists_signed_by_the_ark_revoke_the_ask() {
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let der = base64_decode(&b64);
     assert!(!AmdCrl::parse(&der).unwrap().lists(&chain.ask));
-    assert!(matches!(AmdCrl::parse(b"junk"), Err(X509Error::Decode { .. })));
+    assert!(matches!(
+        AmdCrl::parse(b"junk"),
+        Err(X509Error::Decode { .. })
+    ));
     assert!(AmdCrl::parse(&vector("test-pki/ark.pem")).is_err());
 }
 

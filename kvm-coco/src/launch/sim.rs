@@ -1171,12 +1171,20 @@ impl SimVcpu {
         let vm = match &self.kind {
             VcpuKind::Tdx { vm, .. } => vm,
             VcpuKind::Amd { vm, .. } => {
-                // The guest's view of its encrypted memory (the model decrypts through
-                // the firmware's debug path, which the policy must allow).
-                return vm.guest_read(gpa, buf).map_err(|errno| Error::Ioctl {
-                    op: "KVM_RUN",
-                    errno,
-                });
+                // The guest's own view of its encrypted memory, page by page (the memory
+                // controller decrypts for the owning guest; no debug policy involved).
+                let mut done = 0usize;
+                while done < buf.len() {
+                    let a = gpa + done as u64;
+                    let n = ((PAGE - (a & (PAGE - 1))) as usize).min(buf.len() - done);
+                    vm.guest_read_own(a, &mut buf[done..done + n])
+                        .map_err(|errno| Error::Ioctl {
+                            op: "KVM_RUN",
+                            errno,
+                        })?;
+                    done += n;
+                }
+                return Ok(());
             }
         };
         let td = vm.td().ok_or(Self::run_error(libc::EIO))?;

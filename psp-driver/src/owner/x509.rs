@@ -587,7 +587,11 @@ impl AmdCert {
     pub fn ecdsa_key(&self) -> Result<EcdsaKey, X509Error> {
         let spki = self.cert.tbs_certificate().subject_public_key_info();
         if spki.algorithm.oid != oid::EC_PUBLIC_KEY {
-            return Err(unsupported(&self.label(), "key algorithm", spki.algorithm.oid));
+            return Err(unsupported(
+                &self.label(),
+                "key algorithm",
+                spki.algorithm.oid,
+            ));
         }
         let curve = spki
             .algorithm
@@ -612,7 +616,11 @@ impl AmdCert {
     pub fn rsa_key(&self) -> Result<RsaPublicKey, X509Error> {
         let spki = self.cert.tbs_certificate().subject_public_key_info();
         if spki.algorithm.oid != oid::RSA_ENCRYPTION && spki.algorithm.oid != oid::RSASSA_PSS {
-            return Err(unsupported(&self.label(), "key algorithm", spki.algorithm.oid));
+            return Err(unsupported(
+                &self.label(),
+                "key algorithm",
+                spki.algorithm.oid,
+            ));
         }
         let bits = spki
             .subject_public_key
@@ -689,7 +697,6 @@ impl AmdCert {
             why,
         }
     }
-
 }
 
 /// Verifies that `issuer` signed `tbs` (the raw DER of a to-be-signed part) with
@@ -732,20 +739,15 @@ fn pss_salt_len(label: &str, alg: &AlgorithmIdentifier<Any>) -> Result<usize, X5
     let der = params
         .to_der()
         .map_err(decode_err("RSASSA-PSS parameters"))?;
-    let p = RsaPssParams::<Any>::from_der(&der).map_err(decode_err(format!(
-        "RSASSA-PSS parameters of '{label}'"
-    )))?;
+    let p = RsaPssParams::<Any>::from_der(&der)
+        .map_err(decode_err(format!("RSASSA-PSS parameters of '{label}'")))?;
     if p.hash.oid != oid::SHA384 {
         return Err(unsupported(label, "PSS hash", p.hash.oid));
     }
     if p.mask_gen.oid != oid::MGF1 {
         return Err(unsupported(label, "PSS mask generation", p.mask_gen.oid));
     }
-    let mgf_hash = p
-        .mask_gen
-        .parameters
-        .as_ref()
-        .map_or(p.hash.oid, |h| h.oid);
+    let mgf_hash = p.mask_gen.parameters.as_ref().map_or(p.hash.oid, |h| h.oid);
     if mgf_hash != oid::SHA384 {
         return Err(unsupported(label, "PSS MGF1 hash", mgf_hash));
     }
@@ -911,8 +913,8 @@ impl AmdCrl {
     pub fn parse(bytes: &[u8]) -> Result<Self, X509Error> {
         let text = bytes.trim_ascii_start();
         let der = if text.starts_with(b"-----BEGIN") {
-            let (label, der) = x509_cert::der::pem::decode_vec(text)
-                .map_err(|e| X509Error::Decode {
+            let (label, der) =
+                x509_cert::der::pem::decode_vec(text).map_err(|e| X509Error::Decode {
                     what: "PEM revocation list".into(),
                     source: e.into(),
                 })?;

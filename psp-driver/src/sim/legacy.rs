@@ -6,6 +6,7 @@ use p384::PublicKey;
 use zerocopy::FromBytes;
 use zeroize::Zeroizing;
 
+use super::mem::PAGE_SIZE;
 use super::{Fw, Owner, PlatformState, State, mem_crypt, rd32, rd64, wr, wr32};
 use crate::SevRetCode as S;
 use crate::digest::{SevLaunchDigest, launch_measure_message};
@@ -674,6 +675,28 @@ impl State {
         let g = self.sev_guest_mut(handle)?;
         g.keys = None;
         g.state = SevGuestState::Running;
+        Ok(())
+    }
+}
+
+impl super::SimFirmware {
+    /// What the SEV or SEV-ES guest with `handle` reads from its own memory at `pa` (within
+    /// one 4 KiB page) through a C-bit mapping: the memory controller decrypts with the
+    /// guest's VEK for the accesses of its ASID, whatever the NODBG policy bit says (unlike
+    /// DBG_DECRYPT). INVALID_GUEST without such a guest, INACTIVE without an ASID,
+    /// INVALID_LEN if the read crosses a page.
+    pub fn guest_read_private_sev(&self, handle: u32, pa: u64, buf: &mut [u8]) -> Fw {
+        let st = self.lock();
+        let vek = st.sev_guest(handle)?.vek.clone();
+        if st.asid_of(Owner::Sev(handle)).is_none() {
+            return Err(S::Inactive);
+        }
+        let page = pa & !(PAGE_SIZE as u64 - 1);
+        let off = (pa - page) as usize;
+        let mut data = Zeroizing::new(st.read(page, PAGE_SIZE)?);
+        mem_crypt(&vek, page, &mut data);
+        let src = data.get(off..off + buf.len()).ok_or(S::InvalidLen)?;
+        buf.copy_from_slice(src);
         Ok(())
     }
 }

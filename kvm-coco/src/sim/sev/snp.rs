@@ -373,15 +373,19 @@ impl SimSevVm {
         Ok(snp_guest_err(0, fw_err))
     }
 
-    /// The guest's own read of its memory at `gpa` (within one page): for a private page of
-    /// an SNP guest, the plaintext the memory controller returns to the owning guest
-    /// (needs no DEBUG policy, unlike [`guest_read`](Self::guest_read)); any other page
-    /// as the host sees it ([`host_read`](Self::host_read); ciphertext for the encrypted
-    /// pages of SEV and SEV-ES guests, which the model cannot decrypt this way).
+    /// The guest's own encrypted (C-bit) read of its memory at `gpa` (within one page): the
+    /// plaintext the memory controller returns to the owning guest, which needs no DEBUG
+    /// policy, unlike [`guest_read`](Self::guest_read). For an SNP guest that is its
+    /// private pages (any other page reads as the host sees it); for SEV and SEV-ES guests,
+    /// every page, decrypted with the guest's key (so a page the host wrote in plaintext
+    /// reads as garbage, as on hardware).
+    ///
+    /// A private SNP page the guest has not validated yet reads as the host sees it (the
+    /// hardware would raise #VC in the guest; the model has no exceptions).
     ///
     /// # Errors
-    /// `EFAULT` if `gpa` is in no memslot or the read crosses a page; `EIO` if the page is
-    /// private but not a validated page of this guest.
+    /// `EFAULT` if `gpa` is in no memslot or the read crosses a page; `EIO` if the page
+    /// belongs to another guest or the guest has no ASID.
     pub fn guest_read_own(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Errno> {
         let off = gpa & (PAGE - 1);
         if off + buf.len() as u64 > PAGE {
@@ -390,13 +394,24 @@ impl SimSevVm {
         let st = lock(&self.inner.st);
         let pa = Self::translate(&st, &self.inner.host, gpa)?;
         match st.sev.snp_context {
-            Some(gctx) if range_has(&st.private, gpa & !(PAGE - 1)) => self
+            Some(gctx) if range_has(&st.private, gpa & !(PAGE - 1)) => {
+                match self.inner.host.fw.guest_read_private(gctx, pa, buf) {
+                    Ok(()) => Ok(()),
+                    // Not (yet) a validated page: hardware would raise #VC in the guest;
+                    // the model, which has no exceptions, returns the page as it is.
+                    Err(SevRetCode::InvalidPageState) => self.inner.host.pa_read(pa, buf),
+                    Err(_) => Err(EIO),
+                }
+            }
+            Some(_) => self.inner.host.pa_read(pa, buf),
+            // SEV and SEV-ES: a C-bit access decrypts with the guest's key.
+            None if st.sev.active => self
                 .inner
                 .host
                 .fw
-                .guest_read_private(gctx, pa, buf)
+                .guest_read_private_sev(st.sev.handle, pa, buf)
                 .map_err(|_| EIO),
-            _ => self.inner.host.pa_read(pa, buf),
+            None => self.inner.host.pa_read(pa, buf),
         }
     }
 }
