@@ -622,3 +622,27 @@ fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
+
+#[test]
+fn cpuid_family_and_model_name_the_product() {
+    // CPUID signatures of QEMU's EPYC-Milan, EPYC-Genoa and EPYC-Turin models (firmware
+    // facts, vCPU types): 0xA00F11, 0xA10F10, 0xB00F00. Family = base 0xF + extended;
+    // model = extended << 4 | base.
+    let split = |sig: u32| {
+        let family = ((sig >> 8) & 0xF) + ((sig >> 20) & 0xFF);
+        let model = ((sig >> 16) & 0xF) << 4 | ((sig >> 4) & 0xF);
+        (family as u8, model as u8)
+    };
+    for (sig, product) in [
+        (0xA00F11, Product::Milan),
+        (0xA10F10, Product::Genoa),
+        (0xB00F00, Product::Turin),
+    ] {
+        let (f, m) = split(sig);
+        assert_eq!(Product::from_cpuid(f, m), Some(product), "{sig:#x}");
+    }
+    // An Intel family (6) and an older AMD one (Rome, 0x830F10: family 0x17) are none.
+    assert_eq!(Product::from_cpuid(6, 143), None);
+    let (f, m) = split(0x830F10);
+    assert_eq!(Product::from_cpuid(f, m), None);
+}

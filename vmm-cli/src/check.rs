@@ -87,16 +87,7 @@ pub(crate) fn kvm_open_reason(e: &kvm_coco::Error) -> String {
             "permission denied opening /dev/kvm: run as root or join the group owning /dev/kvm"
                 .into()
         }
-        _ => {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(x) = src {
-                s.push_str(": ");
-                s.push_str(&x.to_string());
-                src = x.source();
-            }
-            s
-        }
+        _ => crate::util::error_chain(e),
     }
 }
 

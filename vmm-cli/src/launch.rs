@@ -35,7 +35,7 @@ use psp_driver::sim::SimConfig;
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::tee::{Tee, TeeConfig};
-use crate::util::{self, print_json, seed_bytes};
+use crate::util::{self, error_chain, print_json, seed_bytes};
 use crate::{CliError, Outcome, cli_err};
 
 /// Where the guest's shared buffer for attestation requests lives (above 4 GiB, clear of
@@ -131,21 +131,6 @@ pub struct LaunchArgs {
 fn failed(msg: impl std::fmt::Display) -> Outcome {
     eprintln!("error: {msg}");
     Outcome::Negative
-}
-
-/// The error with its sources, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        let t = x.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = x.source();
-    }
-    s
 }
 
 fn check_options(a: &LaunchArgs, cfg: &TeeConfig) -> Result<(), CliError> {
@@ -344,13 +329,13 @@ fn guest_evidence(
         ]),
     }
     for _ in 0..64 {
-        match vcpu.run().map_err(|e| chain(&e))? {
+        match vcpu.run().map_err(|e| error_chain(&e))? {
             Exit::Hlt => break,
             Exit::MemoryFault(f) => {
                 let private = f.access() == Access::Private;
                 backend
                     .set_private(f.gpa, f.size, private)
-                    .map_err(|e| chain(&e))?;
+                    .map_err(|e| error_chain(&e))?;
             }
             Exit::MapGpaRange(mut m) => {
                 let private = m.access() == Access::Private;
@@ -368,7 +353,7 @@ fn guest_evidence(
                 let mut raw = vec![0u8; 1024];
                 backend
                     .read_shared(gpa + 24, &mut raw)
-                    .map_err(|e| chain(&e))?;
+                    .map_err(|e| error_chain(&e))?;
                 let status = match (TdReport::read_from_bytes(&raw), module) {
                     (Ok(r), Some(m)) => {
                         match m.lock().map_err(|_| "quoting enclave poisoned")?.quote(&r) {
@@ -377,13 +362,13 @@ fn guest_evidence(
                                 quote_bytes = Some(bytes.clone());
                                 backend
                                     .write_shared(gpa + 24, &bytes)
-                                    .map_err(|e| chain(&e))?;
+                                    .map_err(|e| error_chain(&e))?;
                                 backend
                                     .write_shared(gpa + 16, &0u32.to_le_bytes())
-                                    .map_err(|e| chain(&e))?;
+                                    .map_err(|e| error_chain(&e))?;
                                 backend
                                     .write_shared(gpa + 20, &(bytes.len() as u32).to_le_bytes())
-                                    .map_err(|e| chain(&e))?;
+                                    .map_err(|e| error_chain(&e))?;
                                 TdVmCallStatus::Success
                             }
                             Err(_) => TdVmCallStatus::InvalidOperand,
@@ -498,7 +483,7 @@ fn plain_guest(kvm: &Kvm, memory: u64, json: bool, reason: &str) -> Outcome {
                 ))
             }
         }
-        Err(e) => failed(format!("plain guest failed: {}", chain(&e))),
+        Err(e) => failed(format!("plain guest failed: {}", error_chain(&e))),
     }
 }
 
@@ -599,11 +584,11 @@ pub(crate) fn run(a: &LaunchArgs) -> Result<Outcome, CliError> {
         };
         let backend = match KvmBackend::new(&kvm, vm_type) {
             Ok(b) => b,
-            Err(e) => return Ok(failed(chain(&e))),
+            Err(e) => return Ok(failed(error_chain(&e))),
         };
         let l = match execute(backend, params, &plan, &ram, a.vcpus) {
             Ok(l) => l,
-            Err(e) => return Ok(failed(format!("launch failed: {}", chain(&e)))),
+            Err(e) => return Ok(failed(format!("launch failed: {}", error_chain(&e)))),
         };
         write_log(a, &l)?;
         Summary {
@@ -620,11 +605,11 @@ pub(crate) fn run(a: &LaunchArgs) -> Result<Outcome, CliError> {
     } else {
         let (backend, module) = match sim_backend(cfg.tee, a.seed) {
             Ok(b) => b,
-            Err(e) => return Ok(failed(chain(&e))),
+            Err(e) => return Ok(failed(error_chain(&e))),
         };
         let l = match execute(backend, params, &plan, &ram, a.vcpus) {
             Ok(l) => l,
-            Err(e) => return Ok(failed(format!("launch failed: {}", chain(&e)))),
+            Err(e) => return Ok(failed(format!("launch failed: {}", error_chain(&e)))),
         };
         write_log(a, &l)?;
         let measurement = hex::encode(&l.log().digest);

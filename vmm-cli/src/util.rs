@@ -79,6 +79,22 @@ pub(crate) fn seed_bytes(n: u64) -> [u8; 32] {
     s
 }
 
+/// An error with its `source()` chain on one line (`outer: cause: cause`), each cause
+/// skipped when the text before already contains it.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        let t = x.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = x.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1054,7 +1054,7 @@ fn a_chain_not_rooted_in_amd_needs_allow_unknown_root_and_must_match_the_tcb() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stdout(&o).contains("SNP SPL 8, the report's REPORTED_TCB has 9"),
+        stdout(&o).contains("SNP SPL 8, the reported TCB has 9"),
         "{}",
         stdout(&o)
     );

@@ -138,6 +138,8 @@ pub struct Cpu {
     pub vendor: String,
     /// `model name`.
     pub model_name: String,
+    /// `cpu family` and `model` (decimal in `/proc/cpuinfo`), when present and in range.
+    pub family_model: Option<(u8, u8)>,
     /// The flags that matter here (`svm`, `vmx`, `sev`, `sev_es`, `sev_snp`, `sme`,
     /// `tdx_host_platform`, `hypervisor`), in that order, when present.
     pub flags: Vec<String>,
@@ -159,6 +161,7 @@ impl Cpu {
     /// Parses the first processor block of `/proc/cpuinfo` text.
     pub fn parse(cpuinfo: &str) -> Self {
         let mut cpu = Cpu::default();
+        let (mut family, mut model) = (None, None);
         for line in cpuinfo.lines() {
             let Some((key, value)) = line.split_once(':') else {
                 if line.trim().is_empty() && !cpu.vendor.is_empty() {
@@ -170,6 +173,8 @@ impl Cpu {
             match key.trim() {
                 "vendor_id" if cpu.vendor.is_empty() => cpu.vendor = value.to_owned(),
                 "model name" if cpu.model_name.is_empty() => cpu.model_name = value.to_owned(),
+                "cpu family" => family = family.or(value.parse().ok()),
+                "model" => model = model.or(value.parse().ok()),
                 "flags" if cpu.flags.is_empty() => {
                     let all: Vec<&str> = value.split_whitespace().collect();
                     cpu.flags = RELEVANT_FLAGS
@@ -181,6 +186,7 @@ impl Cpu {
                 _ => {}
             }
         }
+        cpu.family_model = family.zip(model);
         cpu
     }
 
@@ -1312,7 +1318,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .clone()
         .or_else(|| std::env::var_os("KVM_COCO_VCEK").map(Into::into));
     let results = execute(&planned, |c| match c {
-        Check::SnpVcek => vcek::run(vcek.as_deref()),
+        Check::SnpVcek => vcek::run(vcek.as_deref(), &host.cpu),
         c => run_check(c, &firmware),
     });
     // A closed stdout (e.g. piped into `head`) is not an error of the tests.

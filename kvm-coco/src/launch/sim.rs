@@ -1106,9 +1106,19 @@ impl SimVcpu {
             op: "KVM_RUN",
             errno,
         };
-        let exitinfo2 = match certs_ret {
-            0 => vm.snp_guest_request(m.req, m.resp).map_err(kvm_run)?,
-            28 => {
+        let reply = [
+            SnpReqCertsRet::Success,
+            SnpReqCertsRet::NoSpace,
+            SnpReqCertsRet::Again,
+            SnpReqCertsRet::Io,
+        ]
+        .into_iter()
+        .find(|r| r.raw() == certs_ret);
+        let exitinfo2 = match reply {
+            Some(SnpReqCertsRet::Success) => {
+                vm.snp_guest_request(m.req, m.resp).map_err(kvm_run)?
+            }
+            Some(SnpReqCertsRet::NoSpace) => {
                 // SNP_GUEST_VMM_ERR_INVALID_LEN. The Linux guest re-sends the same message
                 // as a plain guest request so that the firmware consumes its sequence
                 // number (no IV reuse), then reports the short buffer.
@@ -1119,10 +1129,9 @@ impl SimVcpu {
                     SnpReqCertsRet::NoSpace.guest_exitinfo2(),
                 ));
             }
-            11 => SnpReqCertsRet::Again.guest_exitinfo2(),
-            5 => SnpReqCertsRet::Io.guest_exitinfo2(),
+            Some(r) => r.guest_exitinfo2(),
             // Any other reply: KVM_RUN fails with EINVAL.
-            _ => return Err(Self::run_error(libc::EINVAL)),
+            None => return Err(Self::run_error(libc::EINVAL)),
         };
         if exitinfo2 != 0 {
             return Ok(ReportReply::error(exitinfo2));

@@ -222,20 +222,19 @@ pub enum X509Error {
         cert: String,
     },
     /// The certificate was issued for another chip.
-    #[error(
-        "certificate '{cert}' is for chip {cert_hw_id}, the report comes from chip {report_chip_id}"
-    )]
+    #[error("certificate '{cert}' is for chip {cert_hw_id}, not for chip {report_chip_id}")]
     ChipIdMismatch {
         /// Subject of the leaf certificate.
         cert: String,
         /// Hardware ID in the certificate (hex).
         cert_hw_id: String,
-        /// The report's CHIP_ID (hex).
+        /// The chip ID it was compared with (a report's CHIP_ID or the platform's ID), hex.
         report_chip_id: String,
     },
-    /// The certificate was issued for another TCB than the report's `REPORTED_TCB`.
+    /// The certificate was issued for another TCB than the reported TCB (a report's
+    /// `REPORTED_TCB` or the platform's).
     #[error(
-        "certificate '{cert}' is for {component} SPL {cert_spl}, the report's REPORTED_TCB has {report_spl}: fetch the VCEK for this TCB"
+        "certificate '{cert}' is for {component} SPL {cert_spl}, the reported TCB has {report_spl}: fetch the VCEK for this TCB"
     )]
     TcbMismatch {
         /// Subject of the leaf certificate.
@@ -244,7 +243,7 @@ pub enum X509Error {
         component: &'static str,
         /// Its SPL in the certificate.
         cert_spl: u8,
-        /// Its SPL in the report.
+        /// Its SPL in the reported TCB.
         report_spl: u8,
     },
 }
@@ -339,24 +338,21 @@ impl Product {
     /// assert!(url.ends_with("?blSPL=07&teeSPL=00&snpSPL=14&ucodeSPL=72"));
     /// ```
     pub fn kds_vcek_url(self, chip_id: &[u8], tcb: TcbVersion) -> String {
-        let b = tcb.0.to_le_bytes();
-        let (id, query) = match self {
-            Product::Milan | Product::Genoa => (
-                chip_id,
-                format!(
-                    "blSPL={:02}&teeSPL={:02}&snpSPL={:02}&ucodeSPL={:02}",
-                    b[0], b[1], b[6], b[7]
-                ),
-            ),
-            Product::Turin => (
-                chip_id.get(..8).unwrap_or(chip_id),
-                format!(
-                    "fmcSPL={:02}&blSPL={:02}&teeSPL={:02}&snpSPL={:02}&ucodeSPL={:02}",
-                    b[0], b[1], b[2], b[3], b[7]
-                ),
-            ),
+        let id = match self {
+            Product::Milan | Product::Genoa => chip_id,
+            Product::Turin => chip_id.get(..8).unwrap_or(chip_id),
         };
-        format!("{KDS_URL}/vcek/v1/{}/{}?{query}", self.name(), hex(id))
+        let query: Vec<String> = self
+            .tcb_components(tcb)
+            .into_iter()
+            .map(|(part, spl)| format!("{}={spl:02}", part.kds_query))
+            .collect();
+        format!(
+            "{KDS_URL}/vcek/v1/{}/{}?{}",
+            self.name(),
+            hex(id),
+            query.join("&")
+        )
     }
 
     /// The KDS address of this product's ASK and ARK bundle.
@@ -364,25 +360,81 @@ impl Product {
         format!("{KDS_URL}/vcek/v1/{}/cert_chain", self.name())
     }
 
-    /// Splits a Milan/Genoa or Turin TCB version into named components.
-    pub fn tcb_components(self, tcb: TcbVersion) -> Vec<(&'static str, u8)> {
-        let b = tcb.0.to_le_bytes();
+    /// Where each TCB component sits in this product's TCB version (byte index), in the
+    /// order KDS lists them: Milan/Genoa `[0] boot loader, [1] TEE, [6] SNP, [7] microcode`;
+    /// Turin `[0] FMC, [1] boot loader, [2] TEE, [3] SNP, [7] microcode` (SNP ABI
+    /// specification, TCB_VERSION).
+    pub const fn tcb_layout(self) -> &'static [(TcbPart, usize)] {
         match self {
-            Product::Milan | Product::Genoa => vec![
-                ("boot loader", b[0]),
-                ("TEE", b[1]),
-                ("SNP", b[6]),
-                ("microcode", b[7]),
+            Product::Milan | Product::Genoa => &[
+                (TcbPart::BOOT_LOADER, 0),
+                (TcbPart::TEE, 1),
+                (TcbPart::SNP, 6),
+                (TcbPart::MICROCODE, 7),
             ],
-            Product::Turin => vec![
-                ("FMC", b[0]),
-                ("boot loader", b[1]),
-                ("TEE", b[2]),
-                ("SNP", b[3]),
-                ("microcode", b[7]),
+            Product::Turin => &[
+                (TcbPart::FMC, 0),
+                (TcbPart::BOOT_LOADER, 1),
+                (TcbPart::TEE, 2),
+                (TcbPart::SNP, 3),
+                (TcbPart::MICROCODE, 7),
             ],
         }
     }
+
+    /// Splits a TCB version into its components in this product's layout.
+    pub fn tcb_components(self, tcb: TcbVersion) -> Vec<(TcbPart, u8)> {
+        let b = tcb.0.to_le_bytes();
+        self.tcb_layout()
+            .iter()
+            .map(|&(part, i)| (part, b[i]))
+            .collect()
+    }
+}
+
+/// One component of a TCB version: its name, its KDS query parameter and the VCEK
+/// extension that carries its SPL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TcbPart {
+    /// Name for messages: `boot loader`, `TEE`, `SNP`, `microcode`, `FMC`.
+    pub name: &'static str,
+    /// KDS query parameter: `blSPL`, `teeSPL`, `snpSPL`, `ucodeSPL`, `fmcSPL`.
+    pub kds_query: &'static str,
+    /// The VCEK/VLEK extension with this component's SPL.
+    pub oid: ObjectIdentifier,
+}
+
+impl TcbPart {
+    /// Boot loader.
+    pub const BOOT_LOADER: Self = Self {
+        name: "boot loader",
+        kds_query: "blSPL",
+        oid: oid::AMD_BL_SPL,
+    };
+    /// PSP OS (TEE).
+    pub const TEE: Self = Self {
+        name: "TEE",
+        kds_query: "teeSPL",
+        oid: oid::AMD_TEE_SPL,
+    };
+    /// SNP firmware.
+    pub const SNP: Self = Self {
+        name: "SNP",
+        kds_query: "snpSPL",
+        oid: oid::AMD_SNP_SPL,
+    };
+    /// Microcode.
+    pub const MICROCODE: Self = Self {
+        name: "microcode",
+        kds_query: "ucodeSPL",
+        oid: oid::AMD_UCODE_SPL,
+    };
+    /// FMC (Turin and later).
+    pub const FMC: Self = Self {
+        name: "FMC",
+        kds_query: "fmcSPL",
+        oid: oid::AMD_FMC_SPL,
+    };
 }
 
 impl fmt::Display for Product {
@@ -546,22 +598,13 @@ impl AmdCert {
     /// # Errors
     /// [`X509Error::Decode`] if an SPL extension is not a small INTEGER.
     pub fn tcb(&self, product: Product) -> Result<Option<TcbVersion>, X509Error> {
-        let (Some(bl), Some(tee), Some(snp), Some(ucode)) = (
-            self.ext_u8(oid::AMD_BL_SPL)?,
-            self.ext_u8(oid::AMD_TEE_SPL)?,
-            self.ext_u8(oid::AMD_SNP_SPL)?,
-            self.ext_u8(oid::AMD_UCODE_SPL)?,
-        ) else {
-            return Ok(None);
-        };
         let mut b = [0u8; 8];
-        match product {
-            Product::Milan | Product::Genoa => {
-                (b[0], b[1], b[6], b[7]) = (bl, tee, snp, ucode);
-            }
-            Product::Turin => {
-                let fmc = self.ext_u8(oid::AMD_FMC_SPL)?.unwrap_or(0);
-                (b[0], b[1], b[2], b[3], b[7]) = (fmc, bl, tee, snp, ucode);
+        for &(part, i) in product.tcb_layout() {
+            match self.ext_u8(part.oid)? {
+                Some(spl) => b[i] = spl,
+                // The FMC SPL is Turin's addition: a certificate without it counts it as 0.
+                None if part == TcbPart::FMC => {}
+                None => return Ok(None),
             }
         }
         Ok(Some(TcbVersion(u64::from_le_bytes(b))))
@@ -1041,6 +1084,54 @@ pub struct VerifiedChain {
     pub tcb: Option<TcbVersion>,
     /// The chip the leaf was issued for (VCEK only).
     pub hw_id: Option<Vec<u8>>,
+    /// The leaf's subject common name, for messages.
+    pub subject: String,
+}
+
+impl VerifiedChain {
+    /// Checks that the leaf was issued for this chip at this TCB: `chip_id` (a report's
+    /// `CHIP_ID`, or the platform's GET_ID2) must start with the leaf's hardware ID, and
+    /// `reported_tcb` must equal the leaf's TCB component by component. An all-zero chip ID
+    /// (masked by policy) and a leaf without hardware ID (a VLEK) or without TCB
+    /// extensions are not compared. Returns whether the chip ID and the TCB were compared.
+    ///
+    /// # Errors
+    /// [`X509Error::ChipIdMismatch`] or [`X509Error::TcbMismatch`].
+    pub fn check_platform(
+        &self,
+        chip_id: &[u8],
+        reported_tcb: TcbVersion,
+    ) -> Result<(bool, bool), X509Error> {
+        let mut chip_id_checked = false;
+        if let Some(hw) = &self.hw_id
+            && chip_id.iter().any(|&b| b != 0)
+        {
+            if hw.is_empty() || !chip_id.starts_with(hw) {
+                return Err(X509Error::ChipIdMismatch {
+                    cert: self.subject.clone(),
+                    cert_hw_id: hex(hw),
+                    report_chip_id: hex(&chip_id[..hw.len().min(chip_id.len())]),
+                });
+            }
+            chip_id_checked = true;
+        }
+        let Some(cert_tcb) = self.tcb else {
+            return Ok((chip_id_checked, false));
+        };
+        let ours = self.product.tcb_components(cert_tcb);
+        let theirs = self.product.tcb_components(reported_tcb);
+        for ((part, cert_spl), (_, report_spl)) in ours.into_iter().zip(theirs) {
+            if cert_spl != report_spl {
+                return Err(X509Error::TcbMismatch {
+                    cert: self.subject.clone(),
+                    component: part.name,
+                    cert_spl,
+                    report_spl,
+                });
+            }
+        }
+        Ok((chip_id_checked, true))
+    }
 }
 
 impl AmdChain {
@@ -1226,6 +1317,7 @@ impl AmdChain {
             key,
             tcb: self.leaf.tcb(product)?,
             hw_id: self.leaf.hw_id().map(<[u8]>::to_vec),
+            subject: self.leaf.label(),
         })
     }
 }
@@ -1283,46 +1375,18 @@ pub fn verify_report(
             cert: verified.leaf_kind,
         });
     }
-    let leaf = chain.leaf.label();
     verify_message(
         &verified.key,
         algo::ECDSA_SHA384,
         report.signed_bytes(),
         &report.signature,
     )
-    .map_err(|_| X509Error::ReportSignature { cert: leaf.clone() })?;
+    .map_err(|_| X509Error::ReportSignature {
+        cert: verified.subject.clone(),
+    })?;
 
-    let mut chip_id_checked = false;
-    if let Some(hw) = &verified.hw_id
-        && report.chip_id.iter().any(|&b| b != 0)
-    {
-        let n = hw.len().min(report.chip_id.len());
-        if hw.is_empty() || hw[..n] != report.chip_id[..n] {
-            return Err(X509Error::ChipIdMismatch {
-                cert: leaf,
-                cert_hw_id: hex(hw),
-                report_chip_id: hex(&report.chip_id[..n.max(1)]),
-            });
-        }
-        chip_id_checked = true;
-    }
-    let mut tcb_checked = false;
-    if let Some(cert_tcb) = verified.tcb {
-        let p = verified.product;
-        let ours = p.tcb_components(cert_tcb);
-        let theirs = p.tcb_components(report.reported_tcb());
-        for ((component, cert_spl), (_, report_spl)) in ours.into_iter().zip(theirs) {
-            if cert_spl != report_spl {
-                return Err(X509Error::TcbMismatch {
-                    cert: leaf,
-                    component,
-                    cert_spl,
-                    report_spl,
-                });
-            }
-        }
-        tcb_checked = true;
-    }
+    let (chip_id_checked, tcb_checked) =
+        verified.check_platform(&report.chip_id, report.reported_tcb())?;
     Ok(VerifiedReport {
         chain: verified,
         chip_id_checked,

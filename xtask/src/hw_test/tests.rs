@@ -31,6 +31,7 @@ fn snp_host() -> Host {
         cpu: Cpu {
             vendor: "AuthenticAMD".into(),
             model_name: "AMD EPYC 9654 96-Core Processor".into(),
+            family_model: Some((25, 17)),
             flags: vec![
                 "svm".into(),
                 "sev".into(),
@@ -69,6 +70,7 @@ fn tdx_host() -> Host {
         cpu: Cpu {
             vendor: "GenuineIntel".into(),
             model_name: "Intel(R) Xeon(R) Platinum 8580".into(),
+            family_model: Some((6, 207)),
             flags: vec!["vmx".into(), "tdx_host_platform".into()],
         },
         kvm_modules: vec!["kvm".into(), "kvm_intel".into()],
@@ -109,6 +111,13 @@ fn cpuinfo_parse_reads_the_first_processor_only() {
     // sha_ni/avx2 are not relevant; svm belongs to the second block and must not leak in.
     assert_eq!(cpu.flags, vec!["hypervisor".to_owned()]);
     assert!(cpu.is_amd() && !cpu.is_intel());
+    // The first block has a family but no model.
+    assert_eq!(cpu.family_model, None);
+    // Family and model are decimal; the second processor's values do not leak in.
+    let milan = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n\
+                 model name\t: AMD EPYC 7763\n\nprocessor\t: 1\nvendor_id\t: AuthenticAMD\n\
+                 cpu family\t: 26\nmodel\t\t: 2\n";
+    assert_eq!(Cpu::parse(milan).family_model, Some((25, 1)));
 }
 
 #[test]

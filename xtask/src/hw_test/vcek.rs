@@ -14,19 +14,7 @@ use psp_driver::owner::x509::{AmdCert, AmdChain, Product, VerifyOptions};
 use psp_driver::report::TcbVersion;
 use psp_driver::{DEV_SEV_PATH, DevSev, Platform};
 
-use super::{Outcome, chain};
-
-/// The product of an AMD CPU from the first processor of `/proc/cpuinfo` text.
-pub(super) fn cpu_product(cpuinfo: &str) -> Option<Product> {
-    let field = |name: &str| {
-        cpuinfo
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .find(|(k, _)| k.trim() == name)
-            .and_then(|(_, v)| v.trim().parse::<u8>().ok())
-    };
-    Product::from_cpuid(field("cpu family")?, field("model")?)
-}
+use super::{Cpu, Outcome, chain};
 
 /// Checks `vcek` (PEM or DER) against a platform with `chip_id` and `reported_tcb`, at `at`.
 /// Returns what was established, or what does not hold.
@@ -36,14 +24,8 @@ pub(super) fn check_vcek(
     reported_tcb: u64,
     at: SystemTime,
 ) -> Result<String, String> {
-    let mut certs = AmdCert::parse(vcek).map_err(|e| format!("VCEK: {}", chain(&e)))?;
-    let [leaf] = certs.as_mut_slice() else {
-        return Err(format!(
-            "VCEK: expected one certificate, found {}",
-            certs.len()
-        ));
-    };
-    let amd = AmdChain::with_builtin_issuers(leaf.clone()).map_err(|e| format!("VCEK: {e}"))?;
+    let certs = AmdCert::parse(vcek).map_err(|e| format!("VCEK: {}", chain(&e)))?;
+    let amd = AmdChain::from_certs(certs).map_err(|e| format!("VCEK: {e}"))?;
     let v = amd
         .verify(&VerifyOptions {
             at: Some(at),
@@ -52,22 +34,14 @@ pub(super) fn check_vcek(
         .map_err(|e| format!("VCEK chain: {}", chain(&e)))?;
     let platform_tcb = TcbVersion(reported_tcb);
     let url = v.product.kds_vcek_url(chip_id, platform_tcb);
-    let hw_id = v.hw_id.as_deref().unwrap_or_default();
-    if hw_id.is_empty() || chip_id.get(..hw_id.len()) != Some(hw_id) {
-        return Err(format!(
-            "the VCEK is for another chip (hardware ID {}); this chip's VCEK: {url}",
-            hex::encode(hw_id)
-        ));
-    }
-    match v.tcb {
-        Some(t) if t == platform_tcb => {}
-        Some(t) => {
+    match v.check_platform(chip_id, platform_tcb) {
+        Ok((true, true)) => {}
+        Ok(_) => {
             return Err(format!(
-                "the VCEK is for TCB {:#018x}, the platform reports {reported_tcb:#018x}; the current VCEK: {url}",
-                t.0
+                "the VCEK names no hardware ID or no TCB to compare with this platform; this chip's VCEK: {url}"
             ));
         }
-        None => return Err("the VCEK carries no TCB extensions".to_owned()),
+        Err(e) => return Err(format!("{e}; this chip's current VCEK: {url}")),
     }
     Ok(format!(
         "VCEK verifies under AMD ARK-{p} -> SEV-{p}; it is this chip's, for the reported TCB {reported_tcb:#018x}",
@@ -76,7 +50,7 @@ pub(super) fn check_vcek(
 }
 
 /// Runs the tier on this host.
-pub(super) fn run(vcek: Option<&Path>) -> Outcome {
+pub(super) fn run(vcek: Option<&Path>, cpu: &Cpu) -> Outcome {
     let dev = match DevSev::open_read_only(DEV_SEV_PATH) {
         Ok(d) => d,
         Err(e) => return Outcome::Skipped(chain(&e)),
@@ -88,8 +62,10 @@ pub(super) fn run(vcek: Option<&Path>) -> Outcome {
     };
     let reported_tcb = status.reported_tcb_version;
     let Some(path) = vcek else {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let hint = match cpu_product(&cpuinfo) {
+        let product = cpu
+            .family_model
+            .and_then(|(family, model)| Product::from_cpuid(family, model));
+        let hint = match product {
             Some(p) => format!(
                 "this chip's VCEK: {}",
                 p.kds_vcek_url(&chip_id, TcbVersion(reported_tcb))
@@ -138,11 +114,11 @@ mod tests {
         // A newer SNP SPL (byte 6 in the Milan layout).
         let newer = tcb + (1 << 48);
         let e = check_vcek(&vcek, &chip, newer, unix_time(IN_VALIDITY)).unwrap_err();
-        assert!(e.contains("the platform reports 0x7309000000000003"), "{e}");
+        assert!(e.contains("SNP SPL 8, the reported TCB has 9"), "{e}");
         assert!(e.ends_with("snpSPL=09&ucodeSPL=115"), "{e}");
         chip[0] ^= 1;
         let e = check_vcek(&vcek, &chip, tcb, unix_time(IN_VALIDITY)).unwrap_err();
-        assert!(e.contains("another chip"), "{e}");
+        assert!(e.contains("'SEV-VCEK' is for chip d49554ec"), "{e}");
         // Expired (after 2030-04-03).
         let (vcek, chip, tcb) = milan();
         let e = check_vcek(&vcek, &chip, tcb, unix_time(1_924_992_000)).unwrap_err();
@@ -150,17 +126,5 @@ mod tests {
         // Not a certificate.
         let e = check_vcek(b"junk", &chip, tcb, unix_time(IN_VALIDITY)).unwrap_err();
         assert!(e.starts_with("VCEK: "), "{e}");
-    }
-
-    #[test]
-    fn cpu_product_reads_family_and_model() {
-        let milan = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC 7763\n";
-        assert_eq!(cpu_product(milan), Some(Product::Milan));
-        let genoa = "cpu family\t: 25\nmodel\t\t: 17\n";
-        assert_eq!(cpu_product(genoa), Some(Product::Genoa));
-        let turin = "cpu family\t: 26\nmodel\t\t: 2\n";
-        assert_eq!(cpu_product(turin), Some(Product::Turin));
-        let intel = "cpu family\t: 6\nmodel\t\t: 143\n";
-        assert_eq!(cpu_product(intel), None);
     }
 }
