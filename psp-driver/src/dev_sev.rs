@@ -394,6 +394,23 @@ impl DevSev {
         Ok(len)
     }
 
+    /// Issues `cmd` with the argument `arg(address, len)` builds around a fresh buffer of
+    /// `len` bytes, and keeps the bytes the kernel says it wrote (`written`, never more than
+    /// `len`).
+    fn read_blob<T>(
+        &self,
+        cmd: SevPlatformCmd,
+        len: u32,
+        arg: impl FnOnce(u64, u32) -> T,
+        written: impl FnOnce(&T) -> u32,
+    ) -> Result<Vec<u8>, DevSevError> {
+        let mut blob = vec![0u8; len as usize];
+        let mut a = arg(blob.as_mut_ptr() as u64, len);
+        self.issue_struct(cmd, &mut a)?;
+        blob.truncate(written(&a).min(len) as usize);
+        Ok(blob)
+    }
+
     fn checked_len(what: &'static str, blob: &[u8]) -> Result<u32, DevSevError> {
         if blob.len() > BLOB_MAX {
             return Err(DevSevError::TooLarge {
@@ -430,14 +447,12 @@ impl Platform for DevSev {
         let cmd = SevPlatformCmd::GetId2;
         let mut arg = SevUserDataGetId2::default();
         let len = self.query(cmd, &mut arg, |a| a.length)?;
-        let mut id = vec![0u8; len as usize];
-        arg = SevUserDataGetId2 {
-            address: id.as_mut_ptr() as u64,
-            length: len,
-        };
-        self.issue_struct(cmd, &mut arg)?;
-        id.truncate(arg.length.min(len) as usize);
-        Ok(id)
+        self.read_blob(
+            cmd,
+            len,
+            |address, length| SevUserDataGetId2 { address, length },
+            |a| a.length,
+        )
     }
 
     fn pek_csr(&self) -> Result<Vec<u8>, DevSevError> {
@@ -447,14 +462,12 @@ impl Platform for DevSev {
         if len == 0 {
             return Err(DevSevError::BadLength { cmd, len });
         }
-        let mut csr = vec![0u8; len as usize];
-        arg = SevUserDataPekCsr {
-            address: csr.as_mut_ptr() as u64,
-            length: len,
-        };
-        self.issue_struct(cmd, &mut arg)?;
-        csr.truncate(arg.length.min(len) as usize);
-        Ok(csr)
+        self.read_blob(
+            cmd,
+            len,
+            |address, length| SevUserDataPekCsr { address, length },
+            |a| a.length,
+        )
     }
 
     fn pdh_cert_export(&self) -> Result<PdhCertExport, DevSevError> {

@@ -189,15 +189,7 @@ fn pek_csr_has_the_certificate_length_and_the_current_pek() {
 #[test]
 fn pek_cert_import_installs_the_owner_chain() {
     let psp = psp();
-    let oca_key = p384::ecdsa::SigningKey::from_slice(&[0x42; 48]).unwrap();
-    let mut oca = SevCert::new(
-        oca_key.verifying_key(),
-        usage::OCA,
-        algo::ECDSA_SHA256,
-        (1, 55),
-    );
-    oca.sign(0, &oca_key, usage::OCA, algo::ECDSA_SHA256)
-        .unwrap();
+    let (oca_key, oca) = self_signed_oca();
     let mut pek = cert(&psp.pek_csr().unwrap());
     pek.sign(0, &oca_key, usage::OCA, algo::ECDSA_SHA256)
         .unwrap();

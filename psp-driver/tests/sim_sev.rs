@@ -541,15 +541,7 @@ fn platform_commands() {
     ok(&fw, SevCmd::PekCsr, &mut csr);
     let mut pek =
         SevCert::read_from_bytes(&fw.mem().read_vec(0x900_0000, SEV_CERT_LEN).unwrap()).unwrap();
-    let oca_key = p384::ecdsa::SigningKey::from_slice(&[0x42; 48]).unwrap();
-    let mut oca = SevCert::new(
-        oca_key.verifying_key(),
-        usage::OCA,
-        algo::ECDSA_SHA256,
-        (1, 55),
-    );
-    oca.sign(0, &oca_key, usage::OCA, algo::ECDSA_SHA256)
-        .unwrap();
+    let (oca_key, oca) = self_signed_oca();
     pek.sign(0, &oca_key, usage::OCA, algo::ECDSA_SHA256)
         .unwrap();
     fw.mem().write(0x900_1000, pek.as_bytes()).unwrap();
@@ -915,4 +907,48 @@ fn dbg_checks_in_firmware_order() {
     );
     assert_eq!(activate(&fw, h, SEV_ASID), S::Success);
     ok(&fw, SevCmd::DbgEncrypt, &mut dbg(h, IMG_PA, 16));
+}
+
+#[test]
+fn guest_reads_its_own_memory_decrypted() {
+    let fw = fw();
+    init(&fw, false);
+    // NODBG: the guest's own C-bit reads do not depend on the debug policy.
+    let (h, _) = launch_start(&fw, 1);
+    let plain: Vec<u8> = (0..0x2000u32).map(|i| (i * 7 + 3) as u8).collect();
+    fw.mem().write(IMG_PA, &plain).unwrap();
+    let mut buf = [0u8; 37];
+    // No ASID yet: INACTIVE; an unknown handle: INVALID_GUEST.
+    assert_eq!(
+        fw.guest_read_private_sev(h, IMG_PA, &mut buf),
+        Err(S::Inactive)
+    );
+    assert_eq!(
+        fw.guest_read_private_sev(h + 1, IMG_PA, &mut buf),
+        Err(S::InvalidGuest)
+    );
+    assert_eq!(activate(&fw, h, SEV_ASID), S::Success);
+    ok(
+        &fw,
+        SevCmd::LaunchUpdateData,
+        &mut launch_update_data(h, IMG_PA, plain.len() as u32),
+    );
+    assert_ne!(fw.mem().read_vec(IMG_PA, 0x40).unwrap(), &plain[..0x40]);
+    // Unaligned start and end, in the second page.
+    fw.guest_read_private_sev(h, IMG_PA + 0x1013, &mut buf)
+        .unwrap();
+    assert_eq!(buf, plain[0x1013..0x1013 + 37]);
+    // A whole page, and the last byte of one.
+    let mut page = vec![0u8; 0x1000];
+    fw.guest_read_private_sev(h, IMG_PA, &mut page).unwrap();
+    assert_eq!(page, plain[..0x1000]);
+    let mut last = [0u8; 1];
+    fw.guest_read_private_sev(h, IMG_PA + 0xFFF, &mut last)
+        .unwrap();
+    assert_eq!(last[0], plain[0xFFF]);
+    // Crossing the page: INVALID_LEN.
+    assert_eq!(
+        fw.guest_read_private_sev(h, IMG_PA + 0xFF0, &mut buf),
+        Err(S::InvalidLen)
+    );
 }

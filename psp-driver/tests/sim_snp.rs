@@ -531,15 +531,7 @@ fn launch_update_checks_in_firmware_order() {
 
 #[test]
 fn launch_update_without_asid_is_inactive() {
-    let fw = fw();
-    ok(&fw, SevCmd::SnpInit, &mut []);
-    fw.rmp_make_firmware(GCTX).unwrap();
-    ok(&fw, SevCmd::SnpGctxCreate, &mut snp_addr(GCTX));
-    ok(
-        &fw,
-        SevCmd::SnpLaunchStart,
-        &mut snp_launch_start(GCTX, POLICY),
-    );
+    let fw = snp_launched_inactive(POLICY);
     let pa = pa_of(0);
     fw.rmp_make_private(pa, 0, ASID, false).unwrap();
     assert_eq!(
@@ -687,6 +679,16 @@ fn guest_status_reports_policy_asid_state() {
 }
 
 /// Debian's OVMF.fd (facts §4.4), if installed with the expected hash.
+/// facts §4.4: the ASEV items (gpa, length, section type) of Debian's OVMF.fd; its reset
+/// EIP is 0x80_B004.
+const DEBIAN_OVMF_ITEMS: [(u32, u32, u32); 5] = [
+    (0x80_0000, 0x9000, 1),
+    (0x80_A000, 0x3000, 1),
+    (0x80_D000, 0x1000, 2),
+    (0x80_E000, 0x1000, 3),
+    (0x80_F000, 0x11000, 1),
+];
+
 fn debian_ovmf() -> Option<Vec<u8>> {
     let path = std::env::var("KVM_COCO_OVMF").unwrap_or_else(|_| "/usr/share/ovmf/OVMF.fd".into());
     let Ok(img) = std::fs::read(&path) else {
@@ -705,16 +707,8 @@ fn debian_ovmf() -> Option<Vec<u8>> {
 #[test]
 fn debian_ovmf_matches_sev_snp_measure() {
     let Some(img) = debian_ovmf() else { return };
-    // facts §4.4: ASEV items and reset EIP of this OVMF.fd.
-    let items = [
-        (0x80_0000, 0x9000, 1),
-        (0x80_A000, 0x3000, 1),
-        (0x80_D000, 0x1000, 2),
-        (0x80_E000, 0x1000, 3),
-        (0x80_F000, 0x11000, 1),
-    ];
     let fw = snp_started(POLICY);
-    snp_image_launch(&fw, &img, &items, 0x80_B004, false, 1);
+    snp_image_launch(&fw, &img, &DEBIAN_OVMF_ITEMS, 0x80_B004, false, 1);
     // facts §8.3: sev-snp-measure --mode snp --vcpus 1 --vcpu-type EPYC-v4.
     assert_eq!(
         ld(&fw),
@@ -764,15 +758,8 @@ fn vcpu_counts_match_sev_snp_measure() {
 #[test]
 fn debian_ovmf_four_vcpus() {
     let Some(img) = debian_ovmf() else { return };
-    let items = [
-        (0x80_0000, 0x9000, 1),
-        (0x80_A000, 0x3000, 1),
-        (0x80_D000, 0x1000, 2),
-        (0x80_E000, 0x1000, 3),
-        (0x80_F000, 0x11000, 1),
-    ];
     let fw = snp_started(POLICY);
-    snp_image_launch(&fw, &img, &items, 0x80_B004, false, 4);
+    snp_image_launch(&fw, &img, &DEBIAN_OVMF_ITEMS, 0x80_B004, false, 4);
     // sev-snp-measure --mode snp --vcpus 4 --vcpu-type EPYC-v4 --ovmf OVMF.fd.
     assert_eq!(
         ld(&fw),

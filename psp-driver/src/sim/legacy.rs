@@ -6,7 +6,6 @@ use p384::PublicKey;
 use zerocopy::FromBytes;
 use zeroize::Zeroizing;
 
-use super::mem::PAGE_SIZE;
 use super::{Fw, Owner, PlatformState, State, mem_crypt, rd32, rd64, wr, wr32};
 use crate::SevRetCode as S;
 use crate::digest::{SevLaunchDigest, launch_measure_message};
@@ -88,8 +87,24 @@ impl State {
                 return Err(S::PolicyFailure);
             }
         }
-        let vek = if handle != 0 {
-            let other = self.sev_guest(handle)?;
+        let new = self.new_sev_guest(handle, policy, keys, SevGuestState::Lupdate)?;
+        wr32(b, 0, new);
+        Ok(())
+    }
+
+    /// The common end of LAUNCH_START and RECEIVE_START: shares the VEK of the guest
+    /// `shared` (0: a fresh key) if both policies are equal and allow key sharing, takes
+    /// the lowest free handle, refuses an SEV-ES policy without SEV-ES initialized, and
+    /// adds the guest in `state`; the platform becomes WORKING. Returns the new handle.
+    fn new_sev_guest(
+        &mut self,
+        shared: u32,
+        policy: u32,
+        keys: Option<TransportKeys>,
+        state: SevGuestState,
+    ) -> Fw<u32> {
+        let vek = if shared != 0 {
+            let other = self.sev_guest(shared)?;
             if other.policy != policy || policy & POLICY_NOKS != 0 {
                 return Err(S::PolicyFailure);
             }
@@ -111,7 +126,7 @@ impl State {
             new,
             SevGuest {
                 policy,
-                state: SevGuestState::Lupdate,
+                state,
                 vek,
                 ld: SevLaunchDigest::new(),
                 ld_final: [0; 32],
@@ -120,8 +135,7 @@ impl State {
             },
         );
         self.sev_state = PlatformState::Working;
-        wr32(b, 0, new);
-        Ok(())
+        Ok(new)
     }
 
     pub(super) fn launch_update(&mut self, b: &mut [u8], vmsa: bool) -> Fw {
@@ -571,38 +585,7 @@ impl State {
         if !self.policy_ok(policy) {
             return Err(S::PolicyFailure);
         }
-        let vek = if shared != 0 {
-            let other = self.sev_guest(shared)?;
-            if other.policy != policy || other.policy & POLICY_NOKS != 0 {
-                return Err(S::PolicyFailure);
-            }
-            Some(other.vek.clone())
-        } else {
-            None
-        };
-        let new = (1..=MAX_HANDLE)
-            .find(|h| !self.sev_guests.contains_key(h))
-            .ok_or(S::ResourceLimit)?;
-        if policy & POLICY_ES != 0 && !self.es_init {
-            return Err(S::Unsupported);
-        }
-        let vek = match vek {
-            Some(v) => v,
-            None => self.draw_key(),
-        };
-        self.sev_guests.insert(
-            new,
-            SevGuest {
-                policy,
-                state: SevGuestState::Rupdate,
-                vek,
-                ld: SevLaunchDigest::new(),
-                ld_final: [0; 32],
-                keys: Some(keys),
-                measure: None,
-            },
-        );
-        self.sev_state = PlatformState::Working;
+        let new = self.new_sev_guest(shared, policy, Some(keys), SevGuestState::Rupdate)?;
         wr32(b, 0, new);
         Ok(())
     }
@@ -687,16 +670,10 @@ impl super::SimFirmware {
     /// INVALID_LEN if the read crosses a page.
     pub fn guest_read_private_sev(&self, handle: u32, pa: u64, buf: &mut [u8]) -> Fw {
         let st = self.lock();
-        let vek = st.sev_guest(handle)?.vek.clone();
+        let g = st.sev_guest(handle)?;
         if st.asid_of(Owner::Sev(handle)).is_none() {
             return Err(S::Inactive);
         }
-        let page = pa & !(PAGE_SIZE as u64 - 1);
-        let off = (pa - page) as usize;
-        let mut data = Zeroizing::new(st.read(page, PAGE_SIZE)?);
-        mem_crypt(&vek, page, &mut data);
-        let src = data.get(off..off + buf.len()).ok_or(S::InvalidLen)?;
-        buf.copy_from_slice(src);
-        Ok(())
+        st.read_decrypted(&g.vek, pa, buf)
     }
 }

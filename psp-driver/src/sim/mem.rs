@@ -40,6 +40,35 @@ use rayon::prelude::*;
 /// The page size of the simulated machine.
 pub const PAGE_SIZE: usize = 4096;
 
+/// Splits the access `[addr, addr + len)` at 4 KiB page boundaries: for each page it
+/// touches, in address order, the page's address, the offset of the access in that page
+/// and the range of the caller's buffer that falls into it.
+///
+/// ```
+/// use psp_driver::sim::mem::page_pieces;
+///
+/// let v: Vec<_> = page_pieces(0x1ff0, 0x20).collect();
+/// assert_eq!(v, [(0x1000, 0xff0, 0..0x10), (0x2000, 0, 0x10..0x20)]);
+/// ```
+pub fn page_pieces(
+    addr: u64,
+    len: usize,
+) -> impl Iterator<Item = (u64, usize, core::ops::Range<usize>)> {
+    let mut done = 0usize;
+    core::iter::from_fn(move || {
+        if done >= len {
+            return None;
+        }
+        let a = addr.wrapping_add(done as u64);
+        let page = a & !(PAGE_SIZE as u64 - 1);
+        let off = (a - page) as usize;
+        let n = (PAGE_SIZE - off).min(len - done);
+        let piece = (page, off, done..done + n);
+        done += n;
+        Some(piece)
+    })
+}
+
 /// Errors of [`PhysMem`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MemError {
@@ -198,17 +227,12 @@ impl PhysMem {
             });
             return Ok(());
         }
-        let mut done = 0usize;
-        while done < buf.len() {
-            let a = pa + done as u64;
-            let pfn = a & !(PAGE_SIZE as u64 - 1);
-            let off = (a - pfn) as usize;
-            let n = (PAGE_SIZE - off).min(buf.len() - done);
+        for (pfn, off, r) in page_pieces(pa, buf.len()) {
+            let dst = &mut buf[r.clone()];
             match g.pages.get(&pfn) {
-                Some(p) => buf[done..done + n].copy_from_slice(&p[off..off + n]),
-                None => buf[done..done + n].fill(0),
+                Some(p) => dst.copy_from_slice(&p[off..off + r.len()]),
+                None => dst.fill(0),
             }
-            done += n;
         }
         Ok(())
     }
@@ -237,18 +261,12 @@ impl PhysMem {
             });
             return Ok(());
         }
-        let mut done = 0usize;
-        while done < buf.len() {
-            let a = pa + done as u64;
-            let pfn = a & !(PAGE_SIZE as u64 - 1);
-            let off = (a - pfn) as usize;
-            let n = (PAGE_SIZE - off).min(buf.len() - done);
+        for (pfn, off, r) in page_pieces(pa, buf.len()) {
             let p = g
                 .pages
                 .entry(pfn)
                 .or_insert_with(|| Box::new([0u8; PAGE_SIZE]));
-            p[off..off + n].copy_from_slice(&buf[done..done + n]);
-            done += n;
+            p[off..off + r.len()].copy_from_slice(&buf[r]);
         }
         Ok(())
     }

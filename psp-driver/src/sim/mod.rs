@@ -154,7 +154,6 @@ pub(crate) struct State {
     sev_guests: BTreeMap<u32, legacy::SevGuest>,
     snp_init: bool,
     snp_guests: HashMap<u64, snp::SnpGuest>,
-    snp_guest_count: u32,
     rmp: HashMap<u64, RmpEntry>,
     asids: Vec<(AsidState, Option<Owner>)>,
     wbinvd_done: bool,
@@ -235,7 +234,6 @@ impl SimFirmware {
             sev_guests: BTreeMap::new(),
             snp_init: false,
             snp_guests: HashMap::new(),
-            snp_guest_count: 0,
             rmp: HashMap::new(),
             asids,
             wbinvd_done: true,
@@ -344,6 +342,26 @@ impl State {
         self.mem
             .write(pa, data)
             .map_err(|_| SevRetCode::InvalidAddress)
+    }
+
+    /// What a guest reads at `pa` (within one 4 KiB page) through its C-bit mapping: the
+    /// page's bytes decrypted with the guest's `vek` (only the 16-byte blocks that cover
+    /// `buf`). INVALID_LEN if the read crosses the page.
+    fn read_decrypted(&self, vek: &[u8; 16], pa: u64, buf: &mut [u8]) -> Fw {
+        let page = pa & !(mem::PAGE_SIZE as u64 - 1);
+        let off = (pa - page) as usize;
+        let mut data = Zeroizing::new(self.read(page, mem::PAGE_SIZE)?);
+        let end = off.checked_add(buf.len()).ok_or(SevRetCode::InvalidLen)?;
+        let start = off & !15;
+        let blocks = data
+            .get_mut(start..end.div_ceil(16) * 16)
+            .ok_or(SevRetCode::InvalidLen)?;
+        mem_crypt(vek, page + start as u64, blocks);
+        let src = blocks
+            .get(off - start..end - start)
+            .ok_or(SevRetCode::InvalidLen)?;
+        buf.copy_from_slice(src);
+        Ok(())
     }
 
     fn dispatch(&mut self, cmd: SevCmd, b: &mut [u8]) -> Fw {

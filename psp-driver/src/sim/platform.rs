@@ -206,6 +206,17 @@ impl<'a, T: Transport + Borrow<SimFirmware>> Call<'a, T> {
         Ok(())
     }
 
+    /// A command that needs the platform INIT or WORKING, the way `/dev/sev` runs it: INIT
+    /// if UNINIT, `f`, then SHUTDOWN if this call INITed the platform.
+    fn initialized<R>(
+        psp: &'a Psp<T>,
+        f: impl FnOnce(&mut Self) -> Result<R, SimPlatformError>,
+    ) -> Result<R, SimPlatformError> {
+        let mut c = Call::new(psp);
+        let r = c.init_if_uninit().and_then(|()| f(&mut c));
+        c.finish(r)
+    }
+
     /// Ends the call: SHUTDOWN if this call INITed the platform. The command's own error wins;
     /// a failed SHUTDOWN after a successful command is reported (the platform stayed INIT).
     fn finish<R>(mut self, result: Result<R, SimPlatformError>) -> Result<R, SimPlatformError> {
@@ -244,6 +255,25 @@ impl<'a, T: Transport + Borrow<SimFirmware>> Call<'a, T> {
     /// Zeroes `len` scratch bytes at `pa` once a command is done with them.
     fn clear(&self, pa: u64, len: usize) -> Result<(), SimPlatformError> {
         self.write(pa, &vec![0u8; len])
+    }
+
+    /// A single-blob output command (GET_ID, PEK_CSR): a length query with a default buffer,
+    /// then the command with `buf(BLOB_A, len)` for the reported length; keeps the bytes
+    /// the firmware says it wrote (`len_of`) and clears the scratch bytes.
+    fn read_blob<C: crate::Command + Default>(
+        &mut self,
+        cmd: SevCmd,
+        len_of: impl Fn(&C) -> u32,
+        buf: impl FnOnce(u64, u32) -> C,
+    ) -> Result<Vec<u8>, SimPlatformError> {
+        let mut q = C::default();
+        self.query(&mut q)?;
+        let len = blob_len(cmd, len_of(&q))?;
+        let mut c = buf(BLOB_A, len as u32);
+        let issued = self.mb.issue(&mut c);
+        let out = self.take(BLOB_A, len)?;
+        issued?;
+        Ok(truncated(out, len_of(&c)))
     }
 
     /// Reads an output blob of `len` bytes and clears the scratch bytes.
@@ -316,18 +346,11 @@ fn checked_len(what: &'static str, blob: &[u8]) -> Result<u32, SimPlatformError>
 fn pek_csr<T: Transport + Borrow<SimFirmware>>(
     c: &mut Call<'_, T>,
 ) -> Result<Vec<u8>, SimPlatformError> {
-    let cmd = SevCmd::PekCsr;
-    let mut q = SevDataPekCsr::default();
-    c.query(&mut q)?;
-    let len = blob_len(cmd, q.len)?;
-    let mut csr = SevDataPekCsr {
-        address: BLOB_A,
-        len: len as u32,
-    };
-    let issued = c.mb.issue(&mut csr);
-    let out = c.take(BLOB_A, len)?;
-    issued?;
-    Ok(truncated(out, csr.len))
+    c.read_blob(
+        SevCmd::PekCsr,
+        |q: &SevDataPekCsr| q.len,
+        |address, len| SevDataPekCsr { address, len },
+    )
 }
 
 fn pdh_cert_export<T: Transport + Borrow<SimFirmware>>(
@@ -398,51 +421,32 @@ impl<T: Transport + Borrow<SimFirmware>> Platform for Psp<T> {
     /// GET_ID (the `SEV_GET_ID2` path): length query, then the 128-byte id (socket 0's
     /// 64-byte chip id followed by socket 1's). Works in every platform state.
     fn get_id(&self) -> Result<Vec<u8>, SimPlatformError> {
-        let mut c = Call::new(self);
-        let mut q = SevDataGetId::default();
-        c.query(&mut q)?;
-        let len = blob_len(SevCmd::GetId, q.len)?;
-        let mut id = SevDataGetId {
-            address: BLOB_A,
-            len: len as u32,
-        };
-        let issued = c.mb.issue(&mut id);
-        let out = c.take(BLOB_A, len)?;
-        issued?;
-        Ok(truncated(out, id.len))
+        Call::new(self).read_blob(
+            SevCmd::GetId,
+            |q: &SevDataGetId| q.len,
+            |address, len| SevDataGetId { address, len },
+        )
     }
 
     /// PEK_CSR: INIT if UNINIT, length query, CSR, SHUTDOWN if INITed here. The firmware
     /// wants the platform in INIT (a WORKING platform gives INVALID_PLATFORM_STATE).
     fn pek_csr(&self) -> Result<Vec<u8>, SimPlatformError> {
-        let mut c = Call::new(self);
-        let r = c.init_if_uninit().and_then(|()| pek_csr(&mut c));
-        c.finish(r)
+        Call::initialized(self, pek_csr)
     }
 
     /// PDH_CERT_EXPORT: INIT if UNINIT, length query, export, SHUTDOWN if INITed here.
     fn pdh_cert_export(&self) -> Result<PdhCertExport, SimPlatformError> {
-        let mut c = Call::new(self);
-        let r = c.init_if_uninit().and_then(|()| pdh_cert_export(&mut c));
-        c.finish(r)
+        Call::initialized(self, pdh_cert_export)
     }
 
     /// PEK_GEN: INIT if UNINIT, PEK_GEN (a new PEK and PDH), SHUTDOWN if INITed here.
     fn pek_gen(&self) -> Result<(), SimPlatformError> {
-        let mut c = Call::new(self);
-        let r = c
-            .init_if_uninit()
-            .and_then(|()| Ok(c.mb.issue(&mut PekGen)?));
-        c.finish(r)
+        Call::initialized(self, |c| Ok(c.mb.issue(&mut PekGen)?))
     }
 
     /// PDH_GEN: INIT if UNINIT, PDH_GEN, SHUTDOWN if INITed here.
     fn pdh_gen(&self) -> Result<(), SimPlatformError> {
-        let mut c = Call::new(self);
-        let r = c
-            .init_if_uninit()
-            .and_then(|()| Ok(c.mb.issue(&mut PdhGen)?));
-        c.finish(r)
+        Call::initialized(self, |c| Ok(c.mb.issue(&mut PdhGen)?))
     }
 
     /// PEK_CERT_IMPORT: blobs of at most 16 KiB, INIT if UNINIT, import, SHUTDOWN if INITed
@@ -450,11 +454,7 @@ impl<T: Transport + Borrow<SimFirmware>> Platform for Psp<T> {
     fn pek_cert_import(&self, pek_cert: &[u8], oca_cert: &[u8]) -> Result<(), SimPlatformError> {
         checked_len("PEK certificate", pek_cert)?;
         checked_len("OCA certificate", oca_cert)?;
-        let mut c = Call::new(self);
-        let r = c
-            .init_if_uninit()
-            .and_then(|()| pek_cert_import(&mut c, pek_cert, oca_cert));
-        c.finish(r)
+        Call::initialized(self, |c| pek_cert_import(c, pek_cert, oca_cert))
     }
 
     /// FACTORY_RESET: [`SimPlatformError::Busy`] while WORKING; an INIT platform is SHUTDOWN

@@ -239,6 +239,12 @@ impl State {
         Ok(())
     }
 
+    /// SNP_PLATFORM_STATUS's guest count: the contexts past SNP_LAUNCH_START.
+    fn snp_guest_count(&self) -> u32 {
+        let n = self.snp_guests.values();
+        n.filter(|g| g.state != SnpGuestState::Init).count() as u32
+    }
+
     pub(super) fn snp_platform_status(&mut self, b: &mut [u8]) -> Fw {
         let pa = rd64(b, 0);
         if self.snp_init && self.rmp(pa).state() != RmpState::Firmware {
@@ -250,7 +256,7 @@ impl State {
         s[2] = u8::from(self.snp_init);
         s[3] = u8::from(self.snp_init);
         s[4] = self.cfg.build;
-        s[12..16].copy_from_slice(&self.snp_guest_count.to_le_bytes());
+        s[12..16].copy_from_slice(&self.snp_guest_count().to_le_bytes());
         s[16..24].copy_from_slice(&self.cfg.tcb.0.to_le_bytes());
         s[24..32].copy_from_slice(&self.cfg.tcb.0.to_le_bytes());
         self.write(pa, &s)
@@ -350,7 +356,6 @@ impl State {
         g.gosvw = gosvw;
         g.desired_tsc = tsc;
         g.state = SnpGuestState::Launch;
-        self.snp_guest_count += 1;
         Ok(())
     }
 
@@ -611,13 +616,9 @@ impl State {
             return Err(S::InvalidParam);
         }
         self.require_snp()?;
-        let g = self.context(gctx)?;
-        let launched = g.state != SnpGuestState::Init;
+        self.context(gctx)?;
         self.release_asid(Owner::Snp(gctx));
         self.snp_guests.remove(&gctx);
-        if launched {
-            self.snp_guest_count = self.snp_guest_count.saturating_sub(1);
-        }
         if let Some(e) = self.rmp.get_mut(&gctx) {
             e.vmsa = false;
         }
@@ -869,13 +870,7 @@ impl SimFirmware {
         if e.asid != asid {
             return Err(S::InvalidPageOwner);
         }
-        let page = pa & !(PAGE_SIZE as u64 - 1);
-        let off = (pa - page) as usize;
-        let mut data = Zeroizing::new(st.read(page, PAGE_SIZE)?);
-        mem_crypt(&g.vek, page, &mut data);
-        let src = data.get(off..off + buf.len()).ok_or(S::InvalidLen)?;
-        buf.copy_from_slice(src);
-        Ok(())
+        st.read_decrypted(&g.vek, pa, buf)
     }
 
     /// The SNP guest state of the context at `gctx`, if it is one.

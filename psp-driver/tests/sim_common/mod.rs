@@ -261,8 +261,8 @@ pub fn pa_of(gpa: u64) -> u64 {
 }
 pub const VMSA_PA: u64 = 0x6000_0000;
 
-/// SNP platform up, a context at [`GCTX`], launched with `policy`, activated with [`ASID`].
-pub fn snp_started(policy: u64) -> SimFirmware {
+/// SNP platform up, a context at [`GCTX`] launched with `policy`, no ASID yet.
+pub fn snp_launched_inactive(policy: u64) -> SimFirmware {
     let fw = fw();
     ok(&fw, SevCmd::SnpInit, &mut []);
     fw.rmp_make_firmware(GCTX).unwrap();
@@ -272,8 +272,30 @@ pub fn snp_started(policy: u64) -> SimFirmware {
         SevCmd::SnpLaunchStart,
         &mut snp_launch_start(GCTX, policy),
     );
+    fw
+}
+
+/// SNP platform up, a context at [`GCTX`], launched with `policy`, activated with [`ASID`].
+pub fn snp_started(policy: u64) -> SimFirmware {
+    let fw = snp_launched_inactive(policy);
     ok(&fw, SevCmd::SnpActivate, &mut snp_activate(GCTX, ASID));
     fw
+}
+
+/// An OCA key (fixed test scalar) and its self-signed OCA certificate, the owner chain
+/// PEK_CERT_IMPORT expects (facts §6).
+pub fn self_signed_oca() -> (p384::ecdsa::SigningKey, psp_driver::owner::cert::SevCert) {
+    use psp_driver::owner::cert::{SevCert, algo, usage};
+    let oca_key = p384::ecdsa::SigningKey::from_slice(&[0x42; 48]).unwrap();
+    let mut oca = SevCert::new(
+        oca_key.verifying_key(),
+        usage::OCA,
+        algo::ECDSA_SHA256,
+        (1, 55),
+    );
+    oca.sign(0, &oca_key, usage::OCA, algo::ECDSA_SHA256)
+        .unwrap();
+    (oca_key, oca)
 }
 
 /// Writes `data` (one page) at the PA for `gpa`, makes it pre-guest and runs SNP_LAUNCH_UPDATE.

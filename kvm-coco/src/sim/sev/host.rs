@@ -286,6 +286,18 @@ impl SimSevHost {
         Ok(runs)
     }
 
+    /// Pins the user page containing `uaddr` (`sev_pin_memory(uaddr & PAGE_MASK,
+    /// PAGE_SIZE)`) and returns the physical address of `uaddr` itself.
+    ///
+    /// # Errors
+    /// As [`pin`](Self::pin).
+    pub(super) fn pin_page(&self, uaddr: u64) -> Result<u64, Errno> {
+        let page_mask = PAGE_SIZE as u64 - 1;
+        let runs = self.pin(uaddr & !page_mask, PAGE_SIZE as u64)?;
+        let (pa, _) = runs.first().ok_or(ENOMEM)?;
+        Ok(pa + (uaddr & page_mask))
+    }
+
     /// Writes `data` at user address `uaddr` (what the VMM does with a plain store).
     ///
     /// # Errors

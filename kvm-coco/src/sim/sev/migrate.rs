@@ -98,12 +98,11 @@ impl VmInner {
         if p.trans_uaddr == 0 || p.guest_uaddr == 0 || p.guest_len == 0 || p.hdr_uaddr == 0 {
             return Err(EINVAL);
         }
-        let offset = p.guest_uaddr & (PAGE - 1);
-        if u64::from(p.guest_len) > PAGE || u64::from(p.guest_len) + offset > PAGE {
+        // The guest range may not cross a page.
+        if u64::from(p.guest_len) + (p.guest_uaddr & (PAGE - 1)) > PAGE {
             return Err(EINVAL);
         }
-        let page = self.host.pin(p.guest_uaddr & !(PAGE - 1), PAGE)?;
-        let guest_pa = page.first().map(|r| r.0).ok_or(EINVAL)? + offset;
+        let guest_pa = self.host.pin_page(p.guest_uaddr)?;
         let hdr = self.kbuf(p.hdr_len);
         let trans = self.kbuf(p.trans_len);
         d.hdr_address = hdr;
@@ -173,20 +172,20 @@ impl VmInner {
         {
             return Err(EINVAL);
         }
-        let offset = p.guest_uaddr & (PAGE - 1);
-        if u64::from(p.guest_len) > PAGE || u64::from(p.guest_len) + offset > PAGE {
+        // The guest range may not cross a page.
+        if u64::from(p.guest_len) + (p.guest_uaddr & (PAGE - 1)) > PAGE {
             return Err(EINVAL);
         }
         let hdr = self.copy_user_blob(p.hdr_uaddr, p.hdr_len)?;
         let trans = self.copy_user_blob(p.trans_uaddr, p.trans_len)?;
-        let page = self.host.pin(p.guest_uaddr & !(PAGE - 1), PAGE)?;
+        let guest_pa = self.host.pin_page(p.guest_uaddr)?;
         let mut d = SevDataReceiveUpdateData {
             handle: st.sev.handle,
             hdr_address: hdr,
             hdr_len: p.hdr_len,
             trans_address: trans,
             trans_len: p.trans_len,
-            guest_address: page.first().map(|r| r.0).ok_or(EINVAL)? + offset,
+            guest_address: guest_pa,
             guest_len: p.guest_len,
             ..Default::default()
         };

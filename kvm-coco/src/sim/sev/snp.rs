@@ -40,7 +40,8 @@ fn reclaim(host: &SimSevHost, pa: u64) -> bool {
 }
 
 impl VmInner {
-    fn snp_active(&self, st: &VmState) -> bool {
+    /// `sev_snp_guest`: an SNP VM after INIT2.
+    pub(super) fn snp_active(&self, st: &VmState) -> bool {
         st.sev.active && self.vm_type == KVM_X86_SNP_VM
     }
 
@@ -134,11 +135,7 @@ impl VmInner {
         }
         let gpa0 = p.gfn_start.checked_mul(PAGE).ok_or(EINVAL)?;
         let (slot_end, gmem_fd, gmem_base) = {
-            let s = st
-                .slots
-                .values()
-                .find(|s| gpa0 >= s.gpa && gpa0 < s.gpa + s.size)
-                .ok_or(EINVAL)?;
+            let s = st.slot_at(gpa0).ok_or(EINVAL)?;
             let (fd, off) = s.gmem.ok_or(EINVAL)?;
             (s.gpa + s.size, fd, off + (gpa0 - s.gpa))
         };
@@ -205,7 +202,7 @@ impl VmInner {
             self.host.read_user(src, &mut page)?;
             self.host.pa_write(pa, &page)?;
         }
-        let asid = st.sev.asid_num;
+        let asid = st.sev.asid_num();
         self.host
             .fw
             .rmp_make_private(pa, gpa, asid, false)
@@ -246,7 +243,7 @@ impl VmInner {
             let pa = self.sync_vmsa(st, i)?;
             self.host
                 .fw
-                .rmp_make_private(pa, INITIAL_VMSA_GPA, st.sev.asid_num, false)
+                .rmp_make_private(pa, INITIAL_VMSA_GPA, st.sev.asid_num(), false)
                 .map_err(|_| EINVAL)?;
             let mut d = SevDataSnpLaunchUpdate {
                 gctx_paddr: gctx,
@@ -310,9 +307,8 @@ pub const fn snp_guest_err(vmm_err: u32, fw_err: u32) -> u64 {
 /// `kvm_read_guest` / `kvm_write_guest` access, the shared view of the page.
 fn slot_uaddr(st: &VmState, gpa: u64, len: u64) -> Result<u64, Errno> {
     let end = gpa.checked_add(len).ok_or(EFAULT)?;
-    st.slots
-        .values()
-        .find(|s| gpa >= s.gpa && end <= s.gpa + s.size)
+    st.slot_at(gpa)
+        .filter(|s| end <= s.gpa + s.size)
         .map(|s| s.uaddr + (gpa - s.gpa))
         .ok_or(EFAULT)
 }

@@ -13,7 +13,7 @@ use kvm_coco_uapi::{
     KvmSevCmd, KvmSevDbg, KvmSevGuestStatus, KvmSevInit, KvmSevLaunchMeasure, KvmSevLaunchSecret,
     KvmSevLaunchStart, KvmSevLaunchUpdateData, KvmUserspaceMemoryRegion2, SevRetCode,
 };
-use psp_driver::sim::mem::{PAGE_SIZE, VecBacking};
+use psp_driver::sim::mem::{PAGE_SIZE, VecBacking, page_pieces};
 use psp_driver::{
     AsidClass, AsidError, AsidLease, Command, PspError, SevDataActivate, SevDataAttestationReport,
     SevDataDbg, SevDataGuestStatus, SevDataInit, SevDataLaunchFinish, SevDataLaunchMeasure,
@@ -22,7 +22,7 @@ use psp_driver::{
 };
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use super::host::{EBADF, EFAULT, EINVAL, ENOMEM, FdKind, SimSevHost, lock};
+use super::host::{EBADF, EFAULT, EINVAL, FdKind, SimSevHost, lock};
 use super::host::{SVM_SEV_FEAT_SECURE_TSC, SVM_SEV_FEAT_SNP_ACTIVE};
 use super::vcpu::{DR7_FIXED_1, VcpuRegs};
 use crate::error::{Errno, RegisterOp};
@@ -111,7 +111,6 @@ pub(super) struct SevInfo {
     pub es_active: bool,
     pub need_init: bool,
     pub asid: Option<AsidLease>,
-    pub asid_num: u32,
     pub handle: u32,
     pub fd: i32,
     pub policy: u64,
@@ -124,6 +123,13 @@ pub(super) struct SevInfo {
     pub guest_req_pages: Option<(u64, u64)>,
 }
 
+impl SevInfo {
+    /// The ASID of the lease (0 before INIT).
+    pub fn asid_num(&self) -> u32 {
+        self.asid.as_ref().map_or(0, AsidLease::asid)
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct VmState {
     pub sev: SevInfo,
@@ -134,6 +140,15 @@ pub(super) struct VmState {
     pub regions: Vec<(u64, u64)>,
     pub pre_fault_allowed: bool,
     pub tsc_khz: u32,
+}
+
+impl VmState {
+    /// The memslot containing `gpa` (`gfn_to_memslot`).
+    pub fn slot_at(&self, gpa: u64) -> Option<&Slot> {
+        self.slots
+            .values()
+            .find(|s| gpa >= s.gpa && gpa - s.gpa < s.size)
+    }
 }
 
 pub(super) struct VmInner {
@@ -217,6 +232,11 @@ pub(super) fn psp_errno(e: &PspError) -> Errno {
 }
 
 impl VmInner {
+    /// `kvm->arch.has_protected_state`: SEV-ES and SNP VM types.
+    pub(super) fn has_protected_state(&self) -> bool {
+        matches!(self.vm_type, KVM_X86_SEV_ES_VM | KVM_X86_SNP_VM)
+    }
+
     /// `__sev_issue_cmd(fd, ...)`: the fd must be `/dev/sev`; the firmware status lands in
     /// `error` whether the command succeeds or not.
     pub(super) fn fw<C: Command>(
@@ -323,7 +343,7 @@ impl SimSevVm {
 
     /// `has_protected_state`: SEV-ES and SNP VM types (not DEFAULT + `KVM_SEV_ES_INIT`).
     pub fn has_protected_state(&self) -> bool {
-        matches!(self.inner.vm_type, KVM_X86_SEV_ES_VM | KVM_X86_SNP_VM)
+        self.inner.has_protected_state()
     }
 
     /// `has_private_mem`: SNP VMs (guest_memfd, memory attributes).
@@ -542,11 +562,7 @@ impl SimSevVm {
     /// The host-physical address behind `gpa`: the guest_memfd page for a private GPA in a
     /// guest_memfd slot, else the user page of the slot.
     pub(super) fn translate(st: &VmState, host: &SimSevHost, gpa: u64) -> Result<u64, Errno> {
-        let (_, slot) = st
-            .slots
-            .range(..=u32::MAX)
-            .find(|(_, s)| gpa >= s.gpa && gpa < s.gpa + s.size)
-            .ok_or(EFAULT)?;
+        let slot = st.slot_at(gpa).ok_or(EFAULT)?;
         let off = gpa - slot.gpa;
         if let Some((fd, goff)) = slot.gmem
             && range_has(&st.private, gpa & !(PAGE - 1))
@@ -566,13 +582,9 @@ impl SimSevVm {
     /// `EFAULT` if `gpa` is in no memslot or its backing is unmapped.
     pub fn host_read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Errno> {
         let st = lock(&self.inner.st);
-        let mut done = 0usize;
-        while done < buf.len() {
-            let a = gpa + done as u64;
-            let n = ((PAGE - (a & (PAGE - 1))) as usize).min(buf.len() - done);
-            let pa = Self::translate(&st, &self.inner.host, a)?;
-            self.inner.host.pa_read(pa, &mut buf[done..done + n])?;
-            done += n;
+        for (page_gpa, off, r) in page_pieces(gpa, buf.len()) {
+            let pa = Self::translate(&st, &self.inner.host, page_gpa + off as u64)?;
+            self.inner.host.pa_read(pa, &mut buf[r])?;
         }
         Ok(())
     }
@@ -587,16 +599,14 @@ impl SimSevVm {
     /// (policy without debug).
     pub fn guest_read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), Errno> {
         let st = lock(&self.inner.st);
-        let mut done = 0usize;
-        while done < buf.len() {
-            let a = gpa + done as u64;
-            let n = ((PAGE - (a & (PAGE - 1))) as usize).min(buf.len() - done);
-            let pa = Self::translate(&st, &self.inner.host, a)?;
-            let page_pa = pa & !(PAGE - 1);
-            let page = self.inner.decrypt_page(&st, page_pa)?;
-            let off = (a & (PAGE - 1)) as usize;
-            buf[done..done + n].copy_from_slice(&page[off..off + n]);
-            done += n;
+        // One bounce page for the firmware's output, whatever the number of pages.
+        let bounce = st.sev.active.then(|| self.inner.kbuf(PAGE as u32));
+        let mut page = vec![0u8; PAGE_SIZE];
+        for (page_gpa, off, r) in page_pieces(gpa, buf.len()) {
+            let pa = Self::translate(&st, &self.inner.host, page_gpa + off as u64)?;
+            self.inner
+                .decrypt_page(&st, pa & !(PAGE - 1), bounce, &mut page)?;
+            buf[r.clone()].copy_from_slice(&page[off..off + r.len()]);
         }
         Ok(())
     }
@@ -609,11 +619,7 @@ impl SimSevVm {
     pub fn host_write(&self, gpa: u64, data: &[u8]) -> Result<(), Errno> {
         let uaddr = {
             let st = lock(&self.inner.st);
-            let s = st
-                .slots
-                .values()
-                .find(|s| gpa >= s.gpa && gpa < s.gpa + s.size)
-                .ok_or(EFAULT)?;
+            let s = st.slot_at(gpa).ok_or(EFAULT)?;
             s.uaddr + (gpa - s.gpa)
         };
         self.inner.host.write_user(uaddr, data)
@@ -662,7 +668,7 @@ impl SimSevVm {
             return Err(ENOTTY);
         }
         let mut st = lock(&self.inner.st);
-        let snp_active = st.sev.active && self.inner.vm_type == KVM_X86_SNP_VM;
+        let snp_active = self.inner.snp_active(&st);
         if snp_active && cmd.id < KVM_SEV_SNP_LAUNCH_START {
             return Err(EPERM);
         }
@@ -728,17 +734,7 @@ impl SimSevVm {
         sev_fd: i32,
         arg: &mut T,
     ) -> Result<(), KvmSevError> {
-        let mut cmd = KvmSevCmd {
-            id,
-            sev_fd: sev_fd as u32,
-            ..Default::default()
-        };
-        self.mem_enc_op(&mut cmd, arg.as_mut_bytes())
-            .map_err(|errno| KvmSevError {
-                id,
-                errno,
-                error: cmd.error,
-            })
+        self.sev_cmd_bytes(id, sev_fd, arg.as_mut_bytes())
     }
 
     /// [`mem_enc_op`](Self::mem_enc_op) for a sub-command without an argument struct.
@@ -746,13 +742,16 @@ impl SimSevVm {
     /// # Errors
     /// [`KvmSevError`] with the errno and `kvm_sev_cmd.error`.
     pub fn sev_cmd_none(&self, id: u32, sev_fd: i32) -> Result<(), KvmSevError> {
-        let mut none = [0u8; 0];
+        self.sev_cmd_bytes(id, sev_fd, &mut [])
+    }
+
+    fn sev_cmd_bytes(&self, id: u32, sev_fd: i32, payload: &mut [u8]) -> Result<(), KvmSevError> {
         let mut cmd = KvmSevCmd {
             id,
             sev_fd: sev_fd as u32,
             ..Default::default()
         };
-        self.mem_enc_op(&mut cmd, &mut none)
+        self.mem_enc_op(&mut cmd, payload)
             .map_err(|errno| KvmSevError {
                 id,
                 errno,
@@ -872,7 +871,6 @@ impl VmInner {
                 0
             };
         st.sev.ghcb_version = data.ghcb_version;
-        st.sev.asid_num = lease.asid();
         st.sev.asid = Some(lease);
         st.sev.need_init = false;
         Ok(())
@@ -1098,7 +1096,8 @@ impl VmInner {
         let mut p: KvmSevAttestationReport = arg(payload)?;
         let mut d = SevDataAttestationReport::default();
         let mut blob = None;
-        if p.uaddr != 0 {
+        // `len` 0 queries the length (the mnonce is then not passed on).
+        if p.len != 0 && p.uaddr != 0 {
             if p.len > SEV_FW_BLOB_MAX_SIZE {
                 return Err(EINVAL);
             }
@@ -1121,7 +1120,7 @@ impl VmInner {
         ret
     }
 
-    /// `sev_dbg_crypt`: page by page through kernel bounce buffers.
+    /// `sev_dbg_crypt`: page by page (of the source) through a kernel bounce buffer.
     fn dbg_crypt(
         &self,
         st: &mut VmState,
@@ -1139,49 +1138,23 @@ impl VmInner {
         if p.dst_uaddr == 0 {
             return Err(EINVAL);
         }
+        // A piece is at most a page; its 16-byte aligned cover at most a page plus 16 bytes
+        // (the destination need not be page aligned like the source).
+        let bounce = self.kbuf(2 * PAGE as u32);
         let (mut src, mut dst, mut size) = (p.src_uaddr, p.dst_uaddr, u64::from(p.len));
         while size > 0 {
-            let s_off = src & (PAGE - 1);
-            let len = (PAGE - s_off).min(size);
-            let src_page = self.host.pin(src & !(PAGE - 1), PAGE)?;
-            let dst_page = self.host.pin(dst & !(PAGE - 1), PAGE)?;
-            let (src_pa, dst_pa) = (
-                src_page.first().ok_or(ENOMEM)?.0 + s_off,
-                dst_page.first().ok_or(ENOMEM)?.0 + (dst & (PAGE - 1)),
-            );
+            let len = (PAGE - (src & (PAGE - 1))).min(size);
+            let src_pa = self.host.pin_page(src)?;
+            let dst_pa = self.host.pin_page(dst)?;
             if dec {
-                // Decrypt the 16-byte aligned cover of the source into a bounce page.
-                let a = src_pa & !15;
-                let sz = (len + (src_pa - a)).div_ceil(16) * 16;
-                let bounce = self.kbuf(sz as u32);
-                let d = SevDataDbg {
-                    handle: st.sev.handle,
-                    src_addr: a,
-                    dst_addr: bounce,
-                    len: sz as u32,
-                    ..Default::default()
-                };
-                self.fw(st.sev.fd, &mut psp_driver::DbgDecrypt(d), &mut cmd.error)?;
-                let mut out = vec![0u8; sz as usize];
-                self.host.pa_read(bounce, &mut out)?;
+                // __sev_dbg_decrypt_user.
+                let (a, plain) = self.dbg_decrypt_cover(st, cmd, src_pa, len, bounce)?;
                 let off = (src_pa - a) as usize;
                 self.host
-                    .write_user(dst, out.get(off..off + len as usize).ok_or(EFAULT)?)?;
+                    .write_user(dst, plain.get(off..off + len as usize).ok_or(EFAULT)?)?;
             } else {
-                // Read-modify-write of the 16-byte aligned cover of the destination.
-                let a = dst_pa & !15;
-                let sz = (len + (dst_pa - a)).div_ceil(16) * 16;
-                let bounce = self.kbuf(sz as u32);
-                let mut rd = SevDataDbg {
-                    handle: st.sev.handle,
-                    src_addr: a,
-                    dst_addr: bounce,
-                    len: sz as u32,
-                    ..Default::default()
-                };
-                self.fw(st.sev.fd, &mut psp_driver::DbgDecrypt(rd), &mut cmd.error)?;
-                let mut plain = vec![0u8; sz as usize];
-                self.host.pa_read(bounce, &mut plain)?;
+                // __sev_dbg_encrypt_user: read-modify-write of the destination's cover.
+                let (a, mut plain) = self.dbg_decrypt_cover(st, cmd, dst_pa, len, bounce)?;
                 let new = self.host.read_user_vec(src, len as usize)?;
                 let off = (dst_pa - a) as usize;
                 plain
@@ -1189,9 +1162,14 @@ impl VmInner {
                     .ok_or(EFAULT)?
                     .copy_from_slice(&new);
                 self.host.pa_write(bounce, &plain)?;
-                rd.src_addr = bounce;
-                rd.dst_addr = a;
-                self.fw(st.sev.fd, &mut psp_driver::DbgEncrypt(rd), &mut cmd.error)?;
+                let mut d = psp_driver::DbgEncrypt(SevDataDbg {
+                    handle: st.sev.handle,
+                    src_addr: bounce,
+                    dst_addr: a,
+                    len: plain.len() as u32,
+                    ..Default::default()
+                });
+                self.fw(st.sev.fd, &mut d, &mut cmd.error)?;
             }
             src += len;
             dst += len;
@@ -1200,19 +1178,49 @@ impl VmInner {
         Ok(())
     }
 
-    /// Decrypts one 4 KiB page at `page_pa` through the firmware's debug command (or
-    /// returns it as is if it is not encrypted for this guest).
-    fn decrypt_page(&self, st: &VmState, page_pa: u64) -> Result<Vec<u8>, Errno> {
-        let mut raw = vec![0u8; PAGE_SIZE];
-        self.host.pa_read(page_pa, &mut raw)?;
-        if !st.sev.active {
-            return Ok(raw);
-        }
-        let bounce = self.kbuf(PAGE as u32);
+    /// `__sev_dbg_decrypt`: DBG_DECRYPT of the 16-byte aligned cover of
+    /// `[pa, pa + len)` into `bounce`. Returns the cover's start and its plaintext.
+    fn dbg_decrypt_cover(
+        &self,
+        st: &VmState,
+        cmd: &mut KvmSevCmd,
+        pa: u64,
+        len: u64,
+        bounce: u64,
+    ) -> Result<(u64, Vec<u8>), Errno> {
+        let a = pa & !15;
+        let sz = (len + (pa - a)).div_ceil(16) * 16;
+        let mut d = psp_driver::DbgDecrypt(SevDataDbg {
+            handle: st.sev.handle,
+            src_addr: a,
+            dst_addr: bounce,
+            len: sz as u32,
+            ..Default::default()
+        });
+        self.fw(st.sev.fd, &mut d, &mut cmd.error)?;
+        let mut plain = vec![0u8; sz as usize];
+        self.host.pa_read(bounce, &mut plain)?;
+        Ok((a, plain))
+    }
+
+    /// Decrypts the 4 KiB page at `page_pa` into `page` through the firmware's debug
+    /// command, with `bounce` as its output buffer (or reads it as is if it is not
+    /// encrypted for this guest: no bounce buffer, or an SNP page no guest owns).
+    fn decrypt_page(
+        &self,
+        st: &VmState,
+        page_pa: u64,
+        bounce: Option<u64>,
+        page: &mut [u8],
+    ) -> Result<(), Errno> {
+        self.host.pa_read(page_pa, page)?;
+        let Some(bounce) = bounce else {
+            return Ok(());
+        };
         let r = if let Some(gctx) = st.sev.snp_context {
             let e = self.host.fw.rmp_entry(page_pa);
             if !e.assigned || e.asid == 0 {
-                return Ok(raw);
+                return Ok(());
             }
             let mut d = psp_driver::SnpDbgDecrypt(psp_driver::SevDataSnpDbg {
                 gctx_paddr: gctx,
@@ -1231,27 +1239,25 @@ impl VmInner {
             self.host.psp.issue(&mut d)
         };
         r.map_err(|e| psp_errno(&e))?;
-        self.host.pa_read(bounce, &mut raw)?;
-        Ok(raw)
+        self.host.pa_read(bounce, page)
     }
 }
 
 impl SimSevVcpu {
-    fn with<R>(&self, f: impl FnOnce(&mut VcpuSt, bool) -> R) -> Result<R, Errno> {
+    fn with<R>(&self, f: impl FnOnce(&mut VcpuSt) -> R) -> Result<R, Errno> {
         let mut st = lock(&self.inner.st);
         let v = st.vcpus.get_mut(self.index).ok_or(EINVAL)?;
-        let has_protected = matches!(self.inner.vm_type, KVM_X86_SEV_ES_VM | KVM_X86_SNP_VM);
-        Ok(f(v, has_protected))
+        Ok(f(v))
     }
 
     /// The vCPU id.
     pub fn id(&self) -> u32 {
-        self.with(|v, _| v.id).unwrap_or(u32::MAX)
+        self.with(|v| v.id).unwrap_or(u32::MAX)
     }
 
     /// `vcpu->arch.guest_state_protected`.
     pub fn is_state_protected(&self) -> bool {
-        self.with(|v, _| v.protected).unwrap_or(false)
+        self.with(|v| v.protected).unwrap_or(false)
     }
 
     /// The generic register-ioctl gate (§9.3): `EINVAL` on a protected-state VM once the
@@ -1262,7 +1268,8 @@ impl SimSevVcpu {
     /// `EINVAL` as described.
     pub fn register_access(&self, op: RegisterOp) -> Result<(), Errno> {
         let _ = op;
-        self.with(|v, hp| {
+        let hp = self.inner.has_protected_state();
+        self.with(|v| {
             if hp && v.protected {
                 Err(EINVAL)
             } else {
@@ -1273,7 +1280,7 @@ impl SimSevVcpu {
 
     fn gated<R>(&self, op: RegisterOp, f: impl FnOnce(&mut VcpuRegs) -> R) -> Result<R, Errno> {
         self.register_access(op)?;
-        self.with(|v, _| {
+        self.with(|v| {
             if v.protected {
                 // Legacy SEV-ES on a DEFAULT VM: the write is lost, reads are stale.
                 let mut scratch = v.regs;
@@ -1340,7 +1347,7 @@ impl SimSevVcpu {
     /// # Errors
     /// `EINVAL` when state-protected (any VM type).
     pub fn set_guest_debug(&self, enable: bool) -> Result<(), Errno> {
-        self.with(|v, _| {
+        self.with(|v| {
             if v.protected {
                 Err(EINVAL)
             } else {
@@ -1352,7 +1359,7 @@ impl SimSevVcpu {
 
     /// The whole register state KVM would sync into the VMSA.
     pub fn vcpu_regs(&self) -> Option<VcpuRegs> {
-        self.with(|v, _| v.regs).ok()
+        self.with(|v| v.regs).ok()
     }
 
     /// The VMSA page as the host sees it (ciphertext once encrypted).
@@ -1360,7 +1367,7 @@ impl SimSevVcpu {
     /// # Errors
     /// `EFAULT` if the page cannot be read.
     pub fn host_read_vmsa(&self) -> Result<Vec<u8>, Errno> {
-        let pa = self.with(|v, _| v.vmsa_pa)?;
+        let pa = self.with(|v| v.vmsa_pa)?;
         let mut p = vec![0u8; PAGE_SIZE];
         self.inner.host.pa_read(pa, &mut p)?;
         Ok(p)
@@ -1373,8 +1380,7 @@ impl SimSevVcpu {
     /// VM, or for an SEV-ES/SNP vCPU whose VMSA was never encrypted.
     pub fn run(&self, valid_regs: u64, dirty_regs: u64) -> Result<(), Errno> {
         let st = lock(&self.inner.st);
-        let hp = matches!(self.inner.vm_type, KVM_X86_SEV_ES_VM | KVM_X86_SNP_VM);
-        if hp && (valid_regs != 0 || dirty_regs != 0) {
+        if self.inner.has_protected_state() && (valid_regs != 0 || dirty_regs != 0) {
             return Err(EINVAL);
         }
         if st.sev.need_init {
