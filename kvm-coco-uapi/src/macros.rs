@@ -19,40 +19,21 @@ macro_rules! __uapi_field_kind {
 
 /// Defines one struct (see [`uapi_structs!`]).
 macro_rules! __uapi_struct {
-    (
-        [$(#[$meta:meta])*] $name:ident $cname:literal
-        { $( $(#[$fmeta:meta])* $(@$kind:ident)? pub $field:ident : $fty:ty ),* $(,)? }
-    ) => {
-        $(#[$meta])*
-        #[doc(alias = $cname)]
-        #[derive(
-            Clone, Copy, Debug, PartialEq, Eq, Hash,
-            zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout, zerocopy::Immutable,
-        )]
-        pub struct $name {
-            $( $(#[$fmeta])* pub $field: $fty, )*
-        }
-        __uapi_struct!(@impls $name, $crate::manifest::CType::Struct($cname),
-            { $( [$($kind)?] $field : $fty ),* });
+    ([$(#[$meta:meta])*] $name:ident $cname:literal { $($body:tt)* }) => {
+        __uapi_struct!(@define [$(#[$meta])* #[doc(alias = $cname)]] $name,
+            $crate::manifest::CType::Struct($cname), { $($body)* });
     };
-    (
-        [$(#[$meta:meta])*] $name:ident ($outer:literal, $member:literal)
-        { $( $(#[$fmeta:meta])* $(@$kind:ident)? pub $field:ident : $fty:ty ),* $(,)? }
-    ) => {
-        $(#[$meta])*
-        #[derive(
-            Clone, Copy, Debug, PartialEq, Eq, Hash,
-            zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout, zerocopy::Immutable,
-        )]
-        pub struct $name {
-            $( $(#[$fmeta])* pub $field: $fty, )*
-        }
-        __uapi_struct!(@impls $name,
+    ([$(#[$meta:meta])*] $name:ident ($outer:literal, $member:literal) { $($body:tt)* }) => {
+        __uapi_struct!(@define [$(#[$meta])*] $name,
             $crate::manifest::CType::Member { outer: $outer, member: $member },
-            { $( [$($kind)?] $field : $fty ),* });
+            { $($body)* });
+    };
+    ([$(#[$meta:meta])*] $name:ident [$prefix:literal] { $($body:tt)* }) => {
+        __uapi_struct!(@define [$(#[$meta])*] $name,
+            $crate::manifest::CType::Prefix($prefix), { $($body)* });
     };
     (
-        [$(#[$meta:meta])*] $name:ident [$prefix:literal]
+        @define [$(#[$meta:meta])*] $name:ident, $ctype:expr,
         { $( $(#[$fmeta:meta])* $(@$kind:ident)? pub $field:ident : $fty:ty ),* $(,)? }
     ) => {
         $(#[$meta])*
@@ -63,8 +44,7 @@ macro_rules! __uapi_struct {
         pub struct $name {
             $( $(#[$fmeta])* pub $field: $fty, )*
         }
-        __uapi_struct!(@impls $name, $crate::manifest::CType::Prefix($prefix),
-            { $( [$($kind)?] $field : $fty ),* });
+        __uapi_struct!(@impls $name, $ctype, { $( [$($kind)?] $field : $fty ),* });
     };
     (@impls $name:ident, $ctype:expr, { $( [$($kind:ident)?] $field:ident : $fty:ty ),* }) => {
         impl Default for $name {

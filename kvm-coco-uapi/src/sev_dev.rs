@@ -760,48 +760,34 @@ mod tests {
     #[test]
     fn accessors_match_bitfield_records() {
         type Get = fn(&[u8]) -> bool;
-        let accessors: &[(&str, &str, Get)] = &[
-            ("sev_user_data_snp_status", "is_rmp_initialized", |b| {
-                SevUserDataSnpStatus::read_from_bytes(b).is_ok_and(|s| s.is_rmp_initialized())
-            }),
-            ("sev_user_data_snp_status", "mask_chip_id", |b| {
-                SevUserDataSnpStatus::read_from_bytes(b).is_ok_and(|s| s.mask_chip_id())
-            }),
-            ("sev_user_data_snp_status", "mask_chip_key", |b| {
-                SevUserDataSnpStatus::read_from_bytes(b).is_ok_and(|s| s.mask_chip_key())
-            }),
-            ("sev_user_data_snp_status", "vlek_en", |b| {
-                SevUserDataSnpStatus::read_from_bytes(b).is_ok_and(|s| s.vlek_en())
-            }),
-            ("sev_user_data_snp_status", "feature_info", |b| {
-                SevUserDataSnpStatus::read_from_bytes(b).is_ok_and(|s| s.feature_info())
-            }),
-            ("sev_user_data_snp_status", "rapl_dis", |b| {
-                SevUserDataSnpStatus::read_from_bytes(b).is_ok_and(|s| s.rapl_dis())
-            }),
-            ("sev_user_data_snp_status", "ciphertext_hiding_cap", |b| {
-                SevUserDataSnpStatus::read_from_bytes(b).is_ok_and(|s| s.ciphertext_hiding_cap())
-            }),
-            ("sev_user_data_snp_status", "ciphertext_hiding_en", |b| {
-                SevUserDataSnpStatus::read_from_bytes(b).is_ok_and(|s| s.ciphertext_hiding_en())
-            }),
-            ("sev_user_data_snp_config", "mask_chip_id", |b| {
-                SevUserDataSnpConfig::read_from_bytes(b).is_ok_and(|s| s.mask_chip_id())
-            }),
-            ("sev_user_data_snp_config", "mask_chip_key", |b| {
-                SevUserDataSnpConfig::read_from_bytes(b).is_ok_and(|s| s.mask_chip_key())
-            }),
+        // `(C struct, member, struct size, accessor)` for accessor `$m` of `$ty`.
+        macro_rules! accessor {
+            ($ty:ident, $c:expr, $m:ident) => {
+                ($c, stringify!($m), size_of::<$ty>(), {
+                    let get: Get = |b| $ty::read_from_bytes(b).is_ok_and(|s| s.$m());
+                    get
+                })
+            };
+        }
+        const STATUS: &str = "sev_user_data_snp_status";
+        const CONFIG: &str = "sev_user_data_snp_config";
+        let accessors = [
+            accessor!(SevUserDataSnpStatus, STATUS, is_rmp_initialized),
+            accessor!(SevUserDataSnpStatus, STATUS, mask_chip_id),
+            accessor!(SevUserDataSnpStatus, STATUS, mask_chip_key),
+            accessor!(SevUserDataSnpStatus, STATUS, vlek_en),
+            accessor!(SevUserDataSnpStatus, STATUS, feature_info),
+            accessor!(SevUserDataSnpStatus, STATUS, rapl_dis),
+            accessor!(SevUserDataSnpStatus, STATUS, ciphertext_hiding_cap),
+            accessor!(SevUserDataSnpStatus, STATUS, ciphertext_hiding_en),
+            accessor!(SevUserDataSnpConfig, CONFIG, mask_chip_id),
+            accessor!(SevUserDataSnpConfig, CONFIG, mask_chip_key),
         ];
-        for (c, m, get) in accessors {
+        for (c, m, size, get) in accessors {
             let rec = bitfields()
-                .find(|e| e.c_struct == *c && e.member == *m)
+                .find(|e| e.c_struct == c && e.member == m)
                 .unwrap_or_else(|| panic!("no record for {c}.{m}"));
             assert_eq!(rec.width, 1);
-            let size = if *c == "sev_user_data_snp_status" {
-                32
-            } else {
-                64
-            };
             let mut bytes = [0u8; 64];
             let byte = rec.storage_offset + (rec.bit / 8) as usize;
             bytes[byte] = 1 << (rec.bit % 8);

@@ -18,10 +18,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use bitflags::bitflags;
-use kvm_coco_uapi::vm::{
-    KVM_X86_DEFAULT_VM, KVM_X86_SEV_ES_VM, KVM_X86_SEV_VM, KVM_X86_SNP_VM, KVM_X86_SW_PROTECTED_VM,
-    KVM_X86_TDX_VM,
-};
+use kvm_coco_uapi::vm::VmType as UapiVmType;
 use serde::{Serialize, Serializer};
 
 /// A KVM VM type on x86.
@@ -107,27 +104,39 @@ impl VmType {
 
     /// The value passed to `KVM_CREATE_VM`.
     pub const fn abi_value(self) -> u32 {
-        match self {
-            Self::Default => KVM_X86_DEFAULT_VM,
-            Self::SwProtected => KVM_X86_SW_PROTECTED_VM,
-            Self::Sev => KVM_X86_SEV_VM,
-            Self::SevEs => KVM_X86_SEV_ES_VM,
-            Self::Snp => KVM_X86_SNP_VM,
-            Self::Tdx => KVM_X86_TDX_VM,
-        }
+        self.to_uapi().raw()
     }
 
     /// The type with this `KVM_CREATE_VM` value, if known.
     pub const fn from_abi(value: u32) -> Option<Self> {
-        Some(match value {
-            KVM_X86_DEFAULT_VM => Self::Default,
-            KVM_X86_SW_PROTECTED_VM => Self::SwProtected,
-            KVM_X86_SEV_VM => Self::Sev,
-            KVM_X86_SEV_ES_VM => Self::SevEs,
-            KVM_X86_SNP_VM => Self::Snp,
-            KVM_X86_TDX_VM => Self::Tdx,
-            _ => return None,
-        })
+        match UapiVmType::from_raw(value) {
+            Some(t) => Some(Self::from_uapi(t)),
+            None => None,
+        }
+    }
+
+    /// The uAPI enum, which carries the `KVM_X86_*_VM` values.
+    const fn to_uapi(self) -> UapiVmType {
+        match self {
+            Self::Default => UapiVmType::Default,
+            Self::SwProtected => UapiVmType::SwProtected,
+            Self::Sev => UapiVmType::Sev,
+            Self::SevEs => UapiVmType::SevEs,
+            Self::Snp => UapiVmType::Snp,
+            Self::Tdx => UapiVmType::Tdx,
+        }
+    }
+
+    /// The type behind a uAPI value.
+    const fn from_uapi(t: UapiVmType) -> Self {
+        match t {
+            UapiVmType::Default => Self::Default,
+            UapiVmType::SwProtected => Self::SwProtected,
+            UapiVmType::Sev => Self::Sev,
+            UapiVmType::SevEs => Self::SevEs,
+            UapiVmType::Snp => Self::Snp,
+            UapiVmType::Tdx => Self::Tdx,
+        }
     }
 
     /// The name used on command lines and in JSON: `default`, `sw-protected`, `sev`,
@@ -145,7 +154,7 @@ impl VmType {
 
     /// The kernel constant's name, e.g. `KVM_X86_SNP_VM`.
     pub fn kernel_name(self) -> &'static str {
-        kvm_coco_uapi::vm::VmType::from(self).name()
+        self.to_uapi().name()
     }
 
     /// What this type implies (Linux 7.3 `kvm_arch_init_vm`, `sev_vm_init`, `tdx_vm_init`).
@@ -197,31 +206,15 @@ impl VmType {
     }
 }
 
-impl From<kvm_coco_uapi::vm::VmType> for VmType {
-    fn from(t: kvm_coco_uapi::vm::VmType) -> Self {
-        use kvm_coco_uapi::vm::VmType as U;
-        match t {
-            U::Default => Self::Default,
-            U::SwProtected => Self::SwProtected,
-            U::Sev => Self::Sev,
-            U::SevEs => Self::SevEs,
-            U::Snp => Self::Snp,
-            U::Tdx => Self::Tdx,
-        }
+impl From<UapiVmType> for VmType {
+    fn from(t: UapiVmType) -> Self {
+        Self::from_uapi(t)
     }
 }
 
-impl From<VmType> for kvm_coco_uapi::vm::VmType {
+impl From<VmType> for UapiVmType {
     fn from(t: VmType) -> Self {
-        use kvm_coco_uapi::vm::VmType as U;
-        match t {
-            VmType::Default => U::Default,
-            VmType::SwProtected => U::SwProtected,
-            VmType::Sev => U::Sev,
-            VmType::SevEs => U::SevEs,
-            VmType::Snp => U::Snp,
-            VmType::Tdx => U::Tdx,
-        }
+        t.to_uapi()
     }
 }
 

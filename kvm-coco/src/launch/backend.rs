@@ -10,7 +10,8 @@ use std::fmt;
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use kvm_coco_uapi::{
-    KvmSevInit, KvmSevSnpLaunchFinish, KvmSevSnpLaunchStart, TdxCapabilitiesBuf, TdxInitVmBuf,
+    KvmSevInit, KvmSevSnpLaunchFinish, KvmSevSnpLaunchStart, KvmSevSnpLaunchUpdate,
+    KvmTdxInitMemRegion, TdxCapabilitiesBuf, TdxInitVmBuf,
 };
 
 use super::LaunchError;
@@ -29,6 +30,51 @@ pub struct Remaining {
     pub gpa: u64,
     /// Bytes left (a multiple of 4096).
     pub len: u64,
+}
+
+/// Bytes per guest page, the unit of `gfn_start` and `nr_pages`.
+const PAGE: u64 = 4096;
+
+impl Remaining {
+    /// The `KVM_SEV_SNP_LAUNCH_UPDATE` argument for this range, its content at user
+    /// address `uaddr`.
+    pub(crate) fn snp_launch_update(
+        &self,
+        uaddr: u64,
+        page_type: SnpPageType,
+    ) -> KvmSevSnpLaunchUpdate {
+        KvmSevSnpLaunchUpdate {
+            gfn_start: self.gpa / PAGE,
+            uaddr,
+            len: self.len,
+            r#type: page_type.raw(),
+            ..Default::default()
+        }
+    }
+
+    /// Takes over the kernel's progress from an `SNP_LAUNCH_UPDATE` argument (`gfn_start`
+    /// and `len` advanced past what was consumed).
+    pub(crate) fn consume_snp(&mut self, upd: &KvmSevSnpLaunchUpdate) {
+        self.gpa = upd.gfn_start * PAGE;
+        self.len = upd.len;
+    }
+
+    /// The `KVM_TDX_INIT_MEM_REGION` argument for this range, its content at user address
+    /// `source_addr`.
+    pub(crate) fn tdx_init_mem_region(&self, source_addr: u64) -> KvmTdxInitMemRegion {
+        KvmTdxInitMemRegion {
+            source_addr,
+            gpa: self.gpa,
+            nr_pages: self.len / PAGE,
+        }
+    }
+
+    /// Takes over the kernel's progress from an `INIT_MEM_REGION` argument (`gpa` and
+    /// `nr_pages` advanced past what was added).
+    pub(crate) fn consume_tdx(&mut self, r: &KvmTdxInitMemRegion) {
+        self.gpa = r.gpa;
+        self.len = r.nr_pages * PAGE;
+    }
 }
 
 /// The initial content of a region: `bytes` sit at guest address `gpa`; anything past them
@@ -58,20 +104,9 @@ impl Source<'_> {
     }
 }
 
-/// SNP page types of `SNP_LAUNCH_UPDATE` (facts linux-uapi §3.4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SnpPageType {
-    /// `KVM_SEV_SNP_PAGE_TYPE_NORMAL`.
-    Normal = 1,
-    /// `KVM_SEV_SNP_PAGE_TYPE_ZERO`.
-    Zero = 3,
-    /// `KVM_SEV_SNP_PAGE_TYPE_UNMEASURED`.
-    Unmeasured = 4,
-    /// `KVM_SEV_SNP_PAGE_TYPE_SECRETS`.
-    Secrets = 5,
-    /// `KVM_SEV_SNP_PAGE_TYPE_CPUID`.
-    Cpuid = 6,
-}
+/// SNP page types of `SNP_LAUNCH_UPDATE` (facts linux-uapi §3.4): the uAPI's own enum, so the
+/// values come from the `KVM_SEV_SNP_PAGE_TYPE_*` constants checked against the headers.
+pub use kvm_coco_uapi::SnpPageType;
 
 /// A vCPU as the launch API sees it: registers while they are not protected, and
 /// `KVM_RUN` with the typed [`Exit`].

@@ -9,8 +9,7 @@ use kvm_bindings::{kvm_regs, kvm_sregs};
 use kvm_coco_uapi::vm::{KVM_X86_GRP_SEV, KVM_X86_SEV_VMSA_FEATURES, KVM_X86_SNP_POLICY_BITS};
 use kvm_coco_uapi::{
     KvmSevDbg, KvmSevInit, KvmSevLaunchSecret, KvmSevLaunchStart, KvmSevLaunchUpdateData,
-    KvmSevSnpLaunchFinish, KvmSevSnpLaunchStart, KvmSevSnpLaunchUpdate, KvmTdxInitMemRegion,
-    TdxCapabilitiesBuf, TdxInitVmBuf,
+    KvmSevSnpLaunchFinish, KvmSevSnpLaunchStart, TdxCapabilitiesBuf, TdxInitVmBuf,
 };
 
 use super::LaunchError;
@@ -46,7 +45,8 @@ pub struct KvmBackend {
     vm: Vm,
     sev: Option<File>,
     limits: HostLimits,
-    regions: Vec<(u64, u64, Arc<GuestMapping>)>,
+    /// Guest RAM added so far: base GPA and the host mapping (whose length is the size).
+    regions: Vec<(u64, Arc<GuestMapping>)>,
     next_slot: u32,
 }
 
@@ -126,9 +126,9 @@ impl KvmBackend {
 
     /// The mapping holding `[gpa, gpa+len)` and the offset of `gpa` in it.
     fn host(&self, gpa: u64, len: u64) -> Option<(&Arc<GuestMapping>, u64)> {
-        self.regions.iter().find_map(|(start, size, m)| {
+        self.regions.iter().find_map(|(start, m)| {
             let end = gpa.checked_add(len)?;
-            (gpa >= *start && end <= start + size).then(|| (m, gpa - start))
+            (gpa >= *start && end <= start + m.len() as u64).then(|| (m, gpa - start))
         })
     }
 
@@ -226,7 +226,7 @@ impl Backend for KvmBackend {
         }
         self.vm.set_memory_region(region)?;
         self.next_slot += 1;
-        self.regions.push((gpa, size, mapping));
+        self.regions.push((gpa, mapping));
         Ok(())
     }
 
@@ -403,20 +403,13 @@ impl Backend for KvmBackend {
     ) -> Result<(), EncryptOpError> {
         const CMD: &str = "KVM_SEV_SNP_LAUNCH_UPDATE";
         let uaddr = self.stage(range.gpa, range.len, src, CMD)?;
-        let mut upd = KvmSevSnpLaunchUpdate {
-            gfn_start: range.gpa / PAGE,
-            uaddr,
-            len: range.len,
-            r#type: page_type as u8,
-            ..Default::default()
-        };
+        let mut upd = range.snp_launch_update(uaddr, page_type);
         let fd = self.sev_fd()?;
         // SAFETY: `uaddr..uaddr+len` lies inside a guest mapping kept alive by
         // `self.regions`, staged with the content above; for CPUID pages the kernel may
         // write the corrected page back there, which the mapping allows.
         let r = unsafe { self.vm.snp_launch_update(&mut upd, fd) };
-        range.gpa = upd.gfn_start * PAGE;
-        range.len = upd.len;
+        range.consume_snp(&upd);
         if r.is_err()
             && let Some(out) = cpuid_out
             && let Some((m, off)) = self.host(range.gpa, PAGE)
@@ -464,16 +457,11 @@ impl Backend for KvmBackend {
         src: Source<'_>,
     ) -> Result<(), EncryptOpError> {
         let source_addr = self.stage(range.gpa, range.len, src, "KVM_TDX_INIT_MEM_REGION")?;
-        let mut r = KvmTdxInitMemRegion {
-            source_addr,
-            gpa: range.gpa,
-            nr_pages: range.len / PAGE,
-        };
+        let mut r = range.tdx_init_mem_region(source_addr);
         // SAFETY: `source_addr` points into a guest mapping kept alive by `self.regions`,
         // covering `nr_pages` pages staged above.
         let res = unsafe { vcpu.tdx_init_mem_region(&mut r, measure) };
-        range.gpa = r.gpa;
-        range.len = r.nr_pages * PAGE;
+        range.consume_tdx(&r);
         res
     }
 

@@ -796,6 +796,46 @@ impl<B: Backend> Launch<Started, B> {
         Ok(())
     }
 
+    /// Logs the pages the kernel consumed in one populate call, `[before.gpa, after)`
+    /// clipped to the request, reading each page's content through `page` (zeroed for
+    /// zero pages).
+    fn log_consumed(
+        &mut self,
+        s: &Step<'_>,
+        index: usize,
+        src: Source<'_>,
+        before: Remaining,
+        after: u64,
+        page: &mut [u8; PAGE_SIZE],
+    ) {
+        let mut gpa = before.gpa;
+        while gpa < after && gpa < before.gpa + before.len {
+            src.page(gpa, page);
+            if s.kind == PageKind::Zero {
+                page.fill(0);
+            }
+            self.log.page(index, gpa, s.kind, s.origin, page);
+            gpa += PAGE_SIZE as u64;
+        }
+    }
+
+    /// [`LaunchError::IncompleteRange`] unless the populate loop ended exactly at the end
+    /// of the step.
+    fn check_complete(
+        command: &'static str,
+        s: &Step<'_>,
+        range: Remaining,
+    ) -> Result<(), LaunchError> {
+        if range.gpa != s.gpa + s.len {
+            return Err(LaunchError::IncompleteRange {
+                command,
+                gpa: range.gpa,
+                remaining: s.gpa + s.len - range.gpa,
+            });
+        }
+        Ok(())
+    }
+
     fn add_snp(&mut self, s: &Step<'_>, index: usize, src: Source<'_>) -> Result<(), LaunchError> {
         Self::paged(s)?;
         let page_type = match s.kind {
@@ -829,16 +869,7 @@ impl<B: Backend> Launch<Started, B> {
                 src,
                 (page_type == SnpPageType::Cpuid).then_some(&mut corrected),
             );
-            // Log what the kernel consumed, page by page.
-            let mut gpa = before.gpa;
-            while gpa < range.gpa && gpa < before.gpa + before.len {
-                src.page(gpa, &mut page);
-                if page_type == SnpPageType::Zero {
-                    page.fill(0);
-                }
-                self.log.page(index, gpa, s.kind, s.origin, &page);
-                gpa += PAGE_SIZE as u64;
-            }
+            self.log_consumed(s, index, src, before, range.gpa, &mut page);
             match r {
                 Ok(()) if range.len > 0 && range.gpa == before.gpa => {
                     return Err(LaunchError::IncompleteRange {
@@ -861,7 +892,7 @@ impl<B: Backend> Launch<Started, B> {
                 Err(e)
                     if page_type == SnpPageType::Cpuid
                         && e.firmware
-                            == FirmwareStatus::Sev(kvm_coco_uapi::SevRetCode::from_raw(0x16)) =>
+                            == FirmwareStatus::Sev(kvm_coco_uapi::SevRetCode::InvalidParam) =>
                 {
                     src.page(range.gpa, &mut page);
                     return Err(LaunchError::CpuidRejected {
@@ -873,14 +904,7 @@ impl<B: Backend> Launch<Started, B> {
                 Err(e) => return Err(e.into()),
             }
         }
-        if range.gpa != s.gpa + s.len {
-            return Err(LaunchError::IncompleteRange {
-                command: "KVM_SEV_SNP_LAUNCH_UPDATE",
-                gpa: range.gpa,
-                remaining: s.gpa + s.len - range.gpa,
-            });
-        }
-        Ok(())
+        Self::check_complete("KVM_SEV_SNP_LAUNCH_UPDATE", s, range)
     }
 
     fn add_tdx(&mut self, s: &Step<'_>, index: usize, src: Source<'_>) -> Result<(), LaunchError> {
@@ -911,12 +935,7 @@ impl<B: Backend> Launch<Started, B> {
             let r = self
                 .backend
                 .tdx_init_mem_region(&self.vcpus[0], &mut range, measure, src);
-            let mut gpa = before.gpa;
-            while gpa < range.gpa && gpa < before.gpa + before.len {
-                src.page(gpa, &mut page);
-                self.log.page(index, gpa, s.kind, s.origin, &page);
-                gpa += PAGE_SIZE as u64;
-            }
+            self.log_consumed(s, index, src, before, range.gpa, &mut page);
             let progressed = range.gpa != before.gpa;
             match r {
                 Ok(()) if range.len > 0 && !progressed => {
@@ -941,14 +960,7 @@ impl<B: Backend> Launch<Started, B> {
                 Err(e) => return Err(e.into()),
             }
         }
-        if range.gpa != s.gpa + s.len {
-            return Err(LaunchError::IncompleteRange {
-                command: "KVM_TDX_INIT_MEM_REGION",
-                gpa: range.gpa,
-                remaining: s.gpa + s.len - range.gpa,
-            });
-        }
-        Ok(())
+        Self::check_complete("KVM_TDX_INIT_MEM_REGION", s, range)
     }
 
     /// Closes the initial image. SEV: `LAUNCH_MEASURE`. SEV-ES: `LAUNCH_UPDATE_VMSA`

@@ -16,8 +16,7 @@ use kvm_coco_uapi::{
     KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_X86_SEV_ES_VM, KVM_X86_SEV_VM, KVM_X86_SNP_VM,
     KvmMemoryAttributes, KvmSevDbg, KvmSevInit, KvmSevLaunchMeasure, KvmSevLaunchSecret,
     KvmSevLaunchStart, KvmSevLaunchUpdateData, KvmSevSnpLaunchFinish, KvmSevSnpLaunchStart,
-    KvmSevSnpLaunchUpdate, KvmTdxInitMemRegion, KvmUserspaceMemoryRegion2, SevCmdId, SevRetCode,
-    TdxCapabilitiesBuf, TdxInitVmBuf,
+    KvmUserspaceMemoryRegion2, SevCmdId, SevRetCode, TdxCapabilitiesBuf, TdxInitVmBuf,
 };
 use psp_driver::owner::guest_msg::{MSG_REPORT_REQ, MSG_REPORT_RSP, MsgReportReq, open, seal};
 use zerocopy::{FromZeros, IntoBytes};
@@ -771,17 +770,10 @@ impl Backend for SimBackend {
         let uaddr = a
             .stage(range.gpa, range.len, src)
             .map_err(|e| sev_errno(vm_type, id, e))?;
-        let mut u = KvmSevSnpLaunchUpdate {
-            gfn_start: range.gpa / PAGE,
-            uaddr,
-            len: range.len,
-            r#type: page_type as u8,
-            ..Default::default()
-        };
+        let mut u = range.snp_launch_update(uaddr, page_type);
         let start = range.gpa;
         let r = self.amd_cmd(id, &mut u);
-        range.gpa = u.gfn_start * PAGE;
-        range.len = u.len;
+        range.consume_snp(&u);
         if page_type == SnpPageType::Secrets && range.gpa > start {
             // The guest finds its secrets page through the firmware's metadata (OVMF's
             // SNP_SECRETS section): the scripted guest remembers where it went.
@@ -844,16 +836,11 @@ impl Backend for SimBackend {
         let VcpuKind::Tdx { vcpu, .. } = &vcpu.kind else {
             return Err(self.not_amd("KVM_TDX_INIT_MEM_REGION"));
         };
-        let mut r = KvmTdxInitMemRegion {
-            source_addr: UADDR_BASE + range.gpa,
-            gpa: range.gpa,
-            nr_pages: range.len / PAGE,
-        };
+        let mut r = range.tdx_init_mem_region(UADDR_BASE + range.gpa);
         let res = vcpu
             .init_mem_region(&mut r, measure, &SourceUser(src))
             .map_err(tdx_err);
-        range.gpa = r.gpa;
-        range.len = r.nr_pages * PAGE;
+        range.consume_tdx(&r);
         res
     }
 

@@ -678,6 +678,58 @@ fn header_at(img: &[u8], offset_from_end: u32, what: &'static str) -> Result<usi
     Ok(off)
 }
 
+/// Checks the 16-byte header of a metadata table at `off` (`signature[4] ‖ length u32 ‖
+/// version u32 ‖ count u32`, shared by OVMF's SEV and TDVF metadata): the signature,
+/// version 1, at least `min_entries` entries, `length == 16 + entry_size × count`, and every
+/// descriptor inside the image. Returns the entry count.
+fn table_header(
+    img: &[u8],
+    off: usize,
+    what: &'static str,
+    signature: &'static str,
+    entry_size: u64,
+    min_entries: u32,
+) -> Result<u32, FirmwareError> {
+    let sig = read::<4>(img, off, what)?;
+    if sig.as_slice() != signature.as_bytes() {
+        return Err(FirmwareError::BadSignature {
+            what,
+            offset: off,
+            found: sig,
+            expected: signature,
+        });
+    }
+    let length = u32_at(img, off + 4, what)?;
+    let version = u32_at(img, off + 8, what)?;
+    let num = u32_at(img, off + 12, what)?;
+    if version != 1 {
+        return Err(FirmwareError::BadVersion {
+            what,
+            offset: off,
+            version,
+        });
+    }
+    let expected = 16 + entry_size * u64::from(num);
+    if u64::from(length) != expected || num < min_entries {
+        return Err(FirmwareError::HeaderLength {
+            what,
+            offset: off,
+            claimed: length,
+            count: num,
+            expected,
+        });
+    }
+    if off as u64 + expected > img.len() as u64 {
+        return Err(FirmwareError::Truncated {
+            what,
+            offset: off as u64,
+            need: expected,
+            len: img.len(),
+        });
+    }
+    Ok(num)
+}
+
 fn check_overlap(
     what: &'static str,
     ranges: &[(u64, u64)],
@@ -702,43 +754,7 @@ const ASEV: &str = "SEV metadata";
 
 fn parse_asev(img: &[u8], offset_from_end: u32) -> Result<SevMetadata, FirmwareError> {
     let off = header_at(img, offset_from_end, ASEV)?;
-    let sig = read::<4>(img, off, ASEV)?;
-    if &sig != b"ASEV" {
-        return Err(FirmwareError::BadSignature {
-            what: ASEV,
-            offset: off,
-            found: sig,
-            expected: "ASEV",
-        });
-    }
-    let size = u32_at(img, off + 4, ASEV)?;
-    let version = u32_at(img, off + 8, ASEV)?;
-    let num = u32_at(img, off + 12, ASEV)?;
-    if version != 1 {
-        return Err(FirmwareError::BadVersion {
-            what: ASEV,
-            offset: off,
-            version,
-        });
-    }
-    let expected = 16 + 12 * u64::from(num);
-    if u64::from(size) != expected {
-        return Err(FirmwareError::HeaderLength {
-            what: ASEV,
-            offset: off,
-            claimed: size,
-            count: num,
-            expected,
-        });
-    }
-    if off as u64 + expected > img.len() as u64 {
-        return Err(FirmwareError::Truncated {
-            what: ASEV,
-            offset: off as u64,
-            need: expected,
-            len: img.len(),
-        });
-    }
+    let num = table_header(img, off, ASEV, "ASEV", 12, 0)?;
     let fw_range = (firmware_gpa(img.len()), 1u64 << 32);
     let mut sections = Vec::with_capacity(num as usize);
     let mut ranges = Vec::with_capacity(num as usize);
@@ -814,43 +830,7 @@ fn parse_tdvf(img: &[u8], offset_from_end: u32) -> Result<TdvfMetadata, Firmware
             offset: guid_off,
         });
     }
-    let sig = read::<4>(img, off, TDVF)?;
-    if &sig != b"TDVF" {
-        return Err(FirmwareError::BadSignature {
-            what: TDVF,
-            offset: off,
-            found: sig,
-            expected: "TDVF",
-        });
-    }
-    let length = u32_at(img, off + 4, TDVF)?;
-    let version = u32_at(img, off + 8, TDVF)?;
-    let num = u32_at(img, off + 12, TDVF)?;
-    if version != 1 {
-        return Err(FirmwareError::BadVersion {
-            what: TDVF,
-            offset: off,
-            version,
-        });
-    }
-    let expected = 16 + 32 * u64::from(num);
-    if u64::from(length) != expected || num < 2 {
-        return Err(FirmwareError::HeaderLength {
-            what: TDVF,
-            offset: off,
-            claimed: length,
-            count: num,
-            expected,
-        });
-    }
-    if off as u64 + expected > img.len() as u64 {
-        return Err(FirmwareError::Truncated {
-            what: TDVF,
-            offset: off as u64,
-            need: expected,
-            len: img.len(),
-        });
-    }
+    let num = table_header(img, off, TDVF, "TDVF", 32, 2)?;
     let mut sections = Vec::with_capacity(num as usize);
     let mut ranges = Vec::with_capacity(num as usize);
     for i in 0..num as usize {

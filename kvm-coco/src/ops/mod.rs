@@ -246,12 +246,9 @@ pub const HINT_NOT_CONFIDENTIAL: &str =
 /// The hint shown for a firmware INVALID_GUEST_STATE.
 pub const HINT_OUT_OF_ORDER: &str = "commands out of order: the firmware's guest state does not allow this command now (check the launch sequence)";
 
-// SEV firmware status values (`enum sev_ret_code`, facts linux-uapi §7.3).
-const FW_INVALID_PLATFORM_STATE: u32 = 0x01;
-const FW_INVALID_GUEST_STATE: u32 = 0x02;
-
 pub(crate) fn sev_hint(vm_type: VmType, id: u32, errno: i32, fw: u32) -> Option<&'static str> {
     use kvm_coco_uapi::sev::*;
+    use kvm_coco_uapi::sev_dev::{SEV_RET_INVALID_GUEST_STATE, SEV_RET_INVALID_PLATFORM_STATE};
     Some(match errno {
         libc::ENOTTY
             if !vm_type.is_confidential() && id != KVM_SEV_INIT && id != KVM_SEV_ES_INIT =>
@@ -270,8 +267,8 @@ pub(crate) fn sev_hint(vm_type: VmType, id: u32, errno: i32, fw: u32) -> Option<
         libc::ENOTTY => {
             "SEV not initialized on this VM, or SEV disabled in kvm_amd: issue KVM_SEV_INIT2 first"
         }
-        libc::EIO if fw == FW_INVALID_GUEST_STATE => HINT_OUT_OF_ORDER,
-        libc::EIO if fw == FW_INVALID_PLATFORM_STATE => {
+        libc::EIO if fw == SEV_RET_INVALID_GUEST_STATE => HINT_OUT_OF_ORDER,
+        libc::EIO if fw == SEV_RET_INVALID_PLATFORM_STATE => {
             "the SEV platform is not in the required state (is the firmware initialized?)"
         }
         libc::EIO => "the firmware refused the command: see its status",
