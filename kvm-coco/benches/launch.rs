@@ -12,32 +12,18 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kvm_coco::launch::{InitParams, Launch, SimBackend, SnpInit, TdxInit};
-use kvm_coco::measure::plan::PlanInputs;
-use kvm_coco::measure::vcpu::cpu_type_sig;
+use kvm_coco::launch::{InitParams, Launch, SimBackend, TdxInit};
 use kvm_coco::measure::{FirmwareImage, LaunchPlan, MeasureOptions, measure};
 
 #[path = "../tests/measure_common/mod.rs"]
 #[allow(missing_docs)]
 mod measure_common;
 
-const GIB: u64 = 1 << 30;
-
 fn snp_launch(plan: &LaunchPlan<'_>, fw_len: u64) -> usize {
-    let mut l = Launch::new(
-        SimBackend::snp().unwrap(),
-        InitParams::Snp(SnpInit::default()),
-    )
-    .unwrap();
-    l.add_memory(0, 3 * GIB).unwrap();
-    l.add_memory(4 * GIB - fw_len, fw_len).unwrap();
-    l.add_memory(4 * GIB, GIB).unwrap();
-    for id in 0..4 {
-        l.create_vcpu(id).unwrap();
-    }
-    let mut l = l.start().unwrap();
-    l.add_plan(plan).unwrap();
-    l.measure().unwrap().finish().unwrap().log().entries.len()
+    measure_common::snp_4gib_launch(plan, fw_len)
+        .log()
+        .entries
+        .len()
 }
 
 fn snp_ovmf(c: &mut Criterion) {
@@ -46,11 +32,7 @@ fn snp_ovmf(c: &mut Criterion) {
         return;
     };
     let fw = FirmwareImage::parse(&img).unwrap();
-    let inputs = PlanInputs {
-        vcpus: 4,
-        vcpu_sig: cpu_type_sig("EPYC-Milan"),
-        ..PlanInputs::new(&fw)
-    };
+    let inputs = measure_common::amd_inputs(&fw, 4, "EPYC-Milan");
     let plan = LaunchPlan::snp(&inputs).unwrap();
     let mut g = c.benchmark_group("snp_ovmf_4gib");
     g.sample_size(10);

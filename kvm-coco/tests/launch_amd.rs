@@ -12,8 +12,7 @@ use kvm_coco::launch::{
     SevInit, SevSession, SimBackend, SnpInit,
 };
 use kvm_coco::measure::plan::PlanInputs;
-use kvm_coco::measure::vcpu::cpu_type_sig;
-use kvm_coco::measure::{FirmwareImage, LaunchPlan, MeasureOptions, measure};
+use kvm_coco::measure::{FirmwareImage, LaunchPlan};
 use kvm_coco::{Access, CertsReply, Error, Exit, MapGpaReply, RegisterOp, SystemEvent};
 use psp_driver::owner::session::{FwVersion, OwnerSession, build_secret, verify_launch_measure};
 use psp_driver::owner::snp::verify_report;
@@ -22,40 +21,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use zerocopy::{FromBytes, IntoBytes};
 
-/// The stdout of the committed sev-snp-measure case with exactly these arguments.
-fn ssm(args: &[&str]) -> String {
-    let path = measure_common::workspace().join("kvm-coco/tests/vectors/sev-snp-measure.json");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    v["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| {
-            c["args"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap())
-                .eq(args.iter().copied())
-        })
-        .unwrap_or_else(|| panic!("no vector for {args:?}"))["stdout"]
-        .as_str()
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-fn offline(plan: &LaunchPlan<'_>) -> kvm_coco::measure::Measurement {
-    measure(
-        plan,
-        &MeasureOptions {
-            log: true,
-            progress: None,
-        },
-    )
-    .unwrap()
-}
+use measure_common::{amd_inputs, offline, ssm_output as ssm};
 
 const SHARED: u64 = 0x100_0000;
 
@@ -63,11 +29,7 @@ const SHARED: u64 = 0x100_0000;
 fn snp_launch_report_verifies_and_matches_offline_and_sev_snp_measure() {
     let img = measure_common::syn64k();
     let fw = FirmwareImage::parse(&img).unwrap();
-    let inputs = PlanInputs {
-        vcpus: 2,
-        vcpu_sig: cpu_type_sig("EPYC-Genoa"),
-        ..PlanInputs::new(&fw)
-    };
+    let inputs = amd_inputs(&fw, 2, "EPYC-Genoa");
     let plan = LaunchPlan::snp(&inputs).unwrap();
     let off = offline(&plan);
     let expected = ssm(&[
@@ -219,11 +181,7 @@ fn snp_launch_report_verifies_and_matches_offline_and_sev_snp_measure() {
 fn snp_misuse_gets_the_kernels_errno() {
     let img = measure_common::syn64k();
     let fw = FirmwareImage::parse(&img).unwrap();
-    let inputs = PlanInputs {
-        vcpus: 1,
-        vcpu_sig: cpu_type_sig("EPYC-v4"),
-        ..PlanInputs::new(&fw)
-    };
+    let inputs = amd_inputs(&fw, 1, "EPYC-v4");
     let plan = LaunchPlan::snp(&inputs).unwrap();
 
     // A page populated twice: the firmware refuses it (EIO with its status).
@@ -389,11 +347,7 @@ fn sev_launch_measure_verifies_and_the_guest_reads_the_secret() {
 fn sev_es_launch(vcpus: u32, vcpu_type: &str) {
     let img = measure_common::syn64k();
     let fw = FirmwareImage::parse(&img).unwrap();
-    let inputs = PlanInputs {
-        vcpus,
-        vcpu_sig: cpu_type_sig(vcpu_type),
-        ..PlanInputs::new(&fw)
-    };
+    let inputs = amd_inputs(&fw, vcpus, vcpu_type);
     let plan = LaunchPlan::sev_es(&inputs).unwrap();
     let off = offline(&plan);
     let n = vcpus.to_string();
@@ -473,11 +427,7 @@ fn sev_es_measures_every_vcpu_vmsa() {
 fn sev_es_vcpu_count_must_match_the_plan() {
     let img = measure_common::syn64k();
     let fw = FirmwareImage::parse(&img).unwrap();
-    let inputs = PlanInputs {
-        vcpus: 2,
-        vcpu_sig: cpu_type_sig("EPYC-Milan"),
-        ..PlanInputs::new(&fw)
-    };
+    let inputs = amd_inputs(&fw, 2, "EPYC-Milan");
     let plan = LaunchPlan::sev_es(&inputs).unwrap();
     let mut launch = Launch::new(
         SimBackend::sev_es().unwrap(),

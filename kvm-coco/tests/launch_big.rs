@@ -10,10 +10,7 @@ mod measure_common;
 
 use std::time::Instant;
 
-use kvm_coco::launch::{InitParams, Launch, SimBackend, SnpInit};
-use kvm_coco::measure::plan::PlanInputs;
-use kvm_coco::measure::vcpu::cpu_type_sig;
-use kvm_coco::measure::{FirmwareImage, LaunchPlan, MeasureOptions, measure};
+use kvm_coco::measure::{FirmwareImage, LaunchPlan};
 
 const GIB: u64 = 1 << 30;
 
@@ -34,20 +31,9 @@ fn snp_4gib_ovmf_launch() {
     };
     let t0 = Instant::now();
     let fw = FirmwareImage::parse(&img).unwrap();
-    let inputs = PlanInputs {
-        vcpus: 4,
-        vcpu_sig: cpu_type_sig("EPYC-Milan"),
-        ..PlanInputs::new(&fw)
-    };
+    let inputs = measure_common::amd_inputs(&fw, 4, "EPYC-Milan");
     let plan = LaunchPlan::snp(&inputs).unwrap();
-    let off = measure(
-        &plan,
-        &MeasureOptions {
-            log: true,
-            progress: None,
-        },
-    )
-    .unwrap();
+    let off = measure_common::offline(&plan);
     // sev-snp-measure --mode snp --vcpus 4 --vcpu-type EPYC-Milan --guest-features 0x1
     // --ovmf OVMF.fd (kvm-coco/tests/vectors/sev-snp-measure.json).
     assert_eq!(
@@ -60,20 +46,7 @@ fn snp_4gib_ovmf_launch() {
     // 4 GiB of RAM: 3 GiB below the PCI hole, 1 GiB above 4 GiB; the flash below 4 GiB.
     let fw_len = img.len() as u64;
     let t1 = Instant::now();
-    let mut launch = Launch::new(
-        SimBackend::snp().unwrap(),
-        InitParams::Snp(SnpInit::default()),
-    )
-    .unwrap();
-    launch.add_memory(0, 3 * GIB).unwrap();
-    launch.add_memory(4 * GIB - fw_len, fw_len).unwrap();
-    launch.add_memory(4 * GIB, GIB).unwrap();
-    for id in 0..4 {
-        launch.create_vcpu(id).unwrap();
-    }
-    let mut launch = launch.start().unwrap();
-    launch.add_plan(&plan).unwrap();
-    let launch = launch.measure().unwrap().finish().unwrap();
+    let launch = measure_common::snp_4gib_launch(&plan, fw_len);
     let t_launch = t1.elapsed();
     assert_eq!(launch.log().diff(off.log.as_ref().unwrap()), None);
     assert_eq!(

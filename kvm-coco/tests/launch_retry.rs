@@ -14,14 +14,13 @@ use kvm_coco::launch::params::{HostLimits, SevSession, SnpIdentity};
 use kvm_coco::launch::{
     InitParams, Launch, LaunchError, MAX_RETRIES, SimBackend, SimVcpu, SnpInit, TdxInit,
 };
-use kvm_coco::measure::plan::PlanInputs;
-use kvm_coco::measure::vcpu::cpu_type_sig;
-use kvm_coco::measure::{FirmwareImage, LaunchPlan, MeasureOptions, measure};
+use kvm_coco::measure::{FirmwareImage, LaunchPlan};
 use kvm_coco::ops::{EncryptOpError, FirmwareStatus};
 use kvm_coco::{Errno, VmType};
 use kvm_coco_uapi::{
     KvmSevInit, KvmSevSnpLaunchFinish, KvmSevSnpLaunchStart, TdxCapabilitiesBuf, TdxInitVmBuf,
 };
+use measure_common::{SYN64K_MRTD, amd_inputs, offline, ssm_output};
 
 /// What to inject.
 #[derive(Debug, Default)]
@@ -258,14 +257,7 @@ fn tdx_run(f: Faults) -> (Result<(), LaunchError>, Option<(u32, u32)>) {
     let img = measure_common::syn64k();
     let fw = FirmwareImage::parse(&img).unwrap();
     let plan = LaunchPlan::tdx(&fw).unwrap();
-    let off = measure(
-        &plan,
-        &MeasureOptions {
-            log: true,
-            progress: None,
-        },
-    )
-    .unwrap();
+    let off = offline(&plan);
     let mut launch = match Launch::new(
         Flaky::new(SimBackend::tdx(), f),
         InitParams::Tdx(TdxInit::default()),
@@ -281,10 +273,9 @@ fn tdx_run(f: Faults) -> (Result<(), LaunchError>, Option<(u32, u32)>) {
     }
     let done = started.measure().unwrap().finish().unwrap();
     assert_eq!(done.log().diff(off.log.as_ref().unwrap()), None);
-    assert_eq!(
-        &done.backend().inner.tdx_mrtd().unwrap()[..],
-        off.digest.as_bytes()
-    );
+    let mrtd = done.backend().inner.tdx_mrtd().unwrap();
+    assert_eq!(&mrtd[..], off.digest.as_bytes());
+    assert_eq!(hex::encode(mrtd), SYN64K_MRTD, "MRTD vs mrtd_ref.py");
     let b = done.backend();
     (Ok(()), Some((b.calls.get(), b.caps_calls.get())))
 }
@@ -370,20 +361,23 @@ fn a_kernel_that_stops_early_is_reported() {
 fn snp_populate_survives_eagain_and_partial_progress() {
     let img = measure_common::syn64k();
     let fw = FirmwareImage::parse(&img).unwrap();
-    let inputs = PlanInputs {
-        vcpus: 1,
-        vcpu_sig: cpu_type_sig("EPYC-v4"),
-        ..PlanInputs::new(&fw)
-    };
+    let inputs = amd_inputs(&fw, 1, "EPYC-v4");
     let plan = LaunchPlan::snp(&inputs).unwrap();
-    let off = measure(
-        &plan,
-        &MeasureOptions {
-            log: true,
-            progress: None,
-        },
-    )
-    .unwrap();
+    let off = offline(&plan);
+    // facts §8.2, row 1.
+    assert_eq!(
+        off.digest.to_string(),
+        ssm_output(&[
+            "--mode",
+            "snp",
+            "--vcpus",
+            "1",
+            "--vcpu-type",
+            "EPYC-v4",
+            "--ovmf",
+            "syn64k.fd"
+        ])
+    );
     for f in [
         Faults {
             eagain_first: true,

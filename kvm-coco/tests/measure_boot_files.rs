@@ -2,6 +2,8 @@
 //! for SYN64K with `--kernel kernel.bin --initrd initrd.bin --append console=ttyS0`
 //! (firmware-and-measurement facts §8.1 side files, §8.2 outputs).
 
+mod measure_common;
+
 use kvm_coco::measure::calc::{MeasureOptions, measure};
 use kvm_coco::measure::firmware::FirmwareImage;
 use kvm_coco::measure::hashes::{DirectBoot, SevHashes};
@@ -15,13 +17,18 @@ const SEV_K: &str = "0449dc440298ed205dff0e3cca11f51337ac84500e8bc6321693c298ac1
 /// EPYC-v4's CPUID(1).EAX signature as sev-snp-measure defines it.
 const EPYC_V4_SIG: u32 = 0x0080_0f12;
 
+/// Writes the facts §8.1 side files `kernel.bin` and `initrd.bin` (the recipes of
+/// [`measure_common::side_files`]) to a scratch directory.
 fn side_files() -> (std::path::PathBuf, Vec<u8>, Vec<u8>) {
-    let kernel: Vec<u8> = (0..10_000u32).map(|i| ((13 * i + 5) % 256) as u8).collect();
-    let initrd = vec![0xABu8; 3000];
-    let dir = std::env::temp_dir().join(format!("kvm-coco-boot-files-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("kernel.bin"), &kernel).unwrap();
-    std::fs::write(dir.join("initrd.bin"), &initrd).unwrap();
+    let dir = measure_common::scratch("boot_files");
+    let files = measure_common::side_files();
+    let take = |name: &str| {
+        let (_, bytes) = files.iter().find(|(n, _)| *n == name).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+        bytes.clone()
+    };
+    let kernel = take("kernel.bin");
+    let initrd = take("initrd.bin");
     (dir, kernel, initrd)
 }
 

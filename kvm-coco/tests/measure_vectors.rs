@@ -26,13 +26,6 @@ fn write_inputs() {
     );
 }
 
-fn int0(s: &str) -> Option<u64> {
-    match s.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16).ok(),
-        None => s.parse().ok(),
-    }
-}
-
 /// Computes what sev-snp-measure prints for `args`, through the library API. `Err` for the
 /// cases the tool rejects.
 fn run_case(args: &[String], files: &BTreeMap<&str, Vec<u8>>) -> Result<String, String> {

@@ -16,6 +16,7 @@ use kvm_coco::measure::plan::{LaunchPlan, PlanInputs};
 use kvm_coco::measure::vcpu::{VmmType, cpu_sig, cpu_type_sig};
 use kvm_coco::sim::sev::*;
 use kvm_coco_uapi::*;
+use measure_common::int0;
 use psp_driver::sim::{AsidState, SimConfig};
 use sha2::Sha256;
 use sim_sev_common::*;
@@ -59,13 +60,6 @@ fn seves_and_sev_syn64k_launch_digest_equal_sev_snp_measure() {
         hex::encode(syn64k_plan_launch("sev", 1)),
         "dac893496e53bf1a5643d761be49395899612ebe0178de53d93e1d6c373736fb"
     );
-}
-
-fn int0(s: &str) -> Option<u64> {
-    match s.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16).ok(),
-        None => s.parse().ok(),
-    }
 }
 
 /// Runs one committed sev-snp-measure case on the simulator, if it is a configuration KVM
@@ -213,12 +207,7 @@ fn sev_launch_measure_is_the_hmac_of_the_oracle_digest() {
     s.init2(0);
     s.add_ram(1, 0xFFFF_0000, 0x10000);
     let policy = 0x1u32;
-    let mut start = KvmSevLaunchStart {
-        policy,
-        ..Default::default()
-    };
-    s.vm.sev_cmd(KVM_SEV_LAUNCH_START, s.sev_fd, &mut start)
-        .unwrap();
+    let start = s.launch_start(policy);
     assert_ne!(start.handle, 0);
     assert_eq!(s.vm.handle(), start.handle);
     sev_updates(&s, &plan);
@@ -263,12 +252,7 @@ fn sev_guest_with(policy: u32, plain: &[u8]) -> (Session, u64) {
     s.init2(0);
     let ram = s.add_ram(0, 0x10_0000, 0x2000);
     host.write_user(ram, plain).unwrap();
-    let mut start = KvmSevLaunchStart {
-        policy,
-        ..Default::default()
-    };
-    s.vm.sev_cmd(KVM_SEV_LAUNCH_START, s.sev_fd, &mut start)
-        .unwrap();
+    s.launch_start(policy);
     let mut d = KvmSevLaunchUpdateData {
         uaddr: ram,
         len: 0x2000,
@@ -445,12 +429,7 @@ fn seves_vmsa_protects_state_and_regs_fail_afterwards() {
     s2.init2(0);
     s = s2;
     s.qemu_vcpus(2, 0x80_4004, EPYC_V4);
-    let mut start = KvmSevLaunchStart {
-        policy: 0x4,
-        ..Default::default()
-    };
-    s.vm.sev_cmd(KVM_SEV_LAUNCH_START, s.sev_fd, &mut start)
-        .unwrap();
+    s.launch_start(0x4);
     let before = s.vcpus[1].vcpu_regs().unwrap().vmsa(0, true);
     s.vm.sev_cmd_none(KVM_SEV_LAUNCH_UPDATE_VMSA, s.sev_fd)
         .unwrap();
@@ -521,9 +500,7 @@ fn destroyed_vm_asid_is_not_reused_before_df_flush() {
     let mut s = Session::new(&host, KVM_X86_SEV_VM);
     s.init2(0);
     s.add_ram(0, 0, 0x1000);
-    let mut start = KvmSevLaunchStart::default();
-    s.vm.sev_cmd(KVM_SEV_LAUNCH_START, s.sev_fd, &mut start)
-        .unwrap();
+    s.launch_start(0);
     assert_eq!(s.vm.asid(), Some(3));
     assert_eq!(fw.asid_state(3), Some(AsidState::Allocated));
     drop(s);

@@ -24,22 +24,7 @@ fn errno<T: std::fmt::Debug>(r: Result<T, KvmTdxError>) -> i32 {
 
 fn finalized() -> (SimTdxVm, Vec<SimTdxVcpu>) {
     let (vm, v) = initialized_vm(SimKvmConfig::default(), 2);
-    make_private(&vm, 0x1000, 0x1000);
-    let page = [7u8; 4096];
-    let mut r = KvmTdxInitMemRegion {
-        source_addr: USER_BASE,
-        gpa: 0x1000,
-        nr_pages: 1,
-    };
-    v[0].init_mem_region(
-        &mut r,
-        true,
-        &UserRegion {
-            addr: USER_BASE,
-            bytes: &page,
-        },
-    )
-    .unwrap();
+    add_pages(&vm, &v[0], 0x1000, &[7u8; 4096], true);
     vm.finalize().unwrap();
     (vm, v)
 }
@@ -395,21 +380,7 @@ fn measure_flag_interleaves_per_page() {
     // which differs from adding both pages first.
     let (vm, v) = initialized_vm(SimKvmConfig::default(), 1);
     let src: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 256) as u8).collect();
-    make_private(&vm, 0x5000, 0x2000);
-    let mut reg = KvmTdxInitMemRegion {
-        source_addr: USER_BASE,
-        gpa: 0x5000,
-        nr_pages: 2,
-    };
-    v[0].init_mem_region(
-        &mut reg,
-        true,
-        &UserRegion {
-            addr: USER_BASE,
-            bytes: &src,
-        },
-    )
-    .unwrap();
+    add_pages(&vm, &v[0], 0x5000, &src, true);
     vm.finalize().unwrap();
     let secs = [Sec {
         data_offset: 0,
@@ -459,22 +430,7 @@ fn get_cpuid() {
         KVM_CPUID_FLAG_SIGNIFCANT_INDEX
     );
     // After FINALIZE: EINVAL.
-    make_private(&vm, 0, 0x1000);
-    let page = [0u8; 4096];
-    let mut r = KvmTdxInitMemRegion {
-        source_addr: USER_BASE,
-        gpa: 0,
-        nr_pages: 1,
-    };
-    v[0].init_mem_region(
-        &mut r,
-        false,
-        &UserRegion {
-            addr: USER_BASE,
-            bytes: &page,
-        },
-    )
-    .unwrap();
+    add_pages(&vm, &v[0], 0, &[0u8; 4096], false);
     vm.finalize().unwrap();
     assert_eq!(errno(v[0].get_cpuid(&mut buf)), EINVAL);
 }
@@ -511,22 +467,7 @@ fn kvm_run_rules() {
     let late = vm.create_vcpu(1).unwrap();
     // Before FINALIZE.
     assert_eq!(v[0].run().unwrap_err().raw(), EINVAL);
-    make_private(&vm, 0, 0x1000);
-    let page = [0u8; 4096];
-    let mut r = KvmTdxInitMemRegion {
-        source_addr: USER_BASE,
-        gpa: 0,
-        nr_pages: 1,
-    };
-    v[0].init_mem_region(
-        &mut r,
-        true,
-        &UserRegion {
-            addr: USER_BASE,
-            bytes: &page,
-        },
-    )
-    .unwrap();
+    add_pages(&vm, &v[0], 0, &[0u8; 4096], true);
     vm.finalize().unwrap();
     v[0].run().unwrap();
     assert_eq!(v[0].run_with_sync_regs(1, 0).unwrap_err().raw(), EINVAL);

@@ -5,29 +5,13 @@ mod sim_tdx_common;
 
 use kvm_coco::sim::tdx::report::{QUOTE_MRTD_OFFSET, QUOTE_REPORT_DATA_OFFSET};
 use kvm_coco::sim::tdx::*;
-use kvm_coco_uapi::KvmTdxInitMemRegion;
 use sha2::{Digest, Sha384};
 use sim_tdx_common::*;
 use zerocopy::IntoBytes;
 
 fn launched() -> (SimTdxVm, TdHandle) {
     let (vm, v) = initialized_vm(SimKvmConfig::default(), 1);
-    make_private(&vm, 0x8000, 0x1000);
-    let page = [0x33u8; 4096];
-    let mut r = KvmTdxInitMemRegion {
-        source_addr: USER_BASE,
-        gpa: 0x8000,
-        nr_pages: 1,
-    };
-    v[0].init_mem_region(
-        &mut r,
-        true,
-        &UserRegion {
-            addr: USER_BASE,
-            bytes: &page,
-        },
-    )
-    .unwrap();
+    add_pages(&vm, &v[0], 0x8000, &[0x33u8; 4096], true);
     vm.finalize().unwrap();
     let td = vm.td().unwrap();
     (vm, td)

@@ -102,6 +102,15 @@ fn snp_id_block_launch_and_report() {
     )
     .unwrap();
     let ld: [u8; 48] = off.digest.as_bytes().try_into().unwrap();
+    // The same launch digest computed apart from this crate: the facts' PAGE_INFO chain
+    // (firmware-and-measurement §3.3, checked against its micro vectors) over the code's two
+    // NORMAL pages, ZERO, SECRETS and CPUID, then the VMSA page that sev-snp-measure 0.0.13
+    // dumps for `--mode snp --vcpus 1 --vcpu-type EPYC-Milan --dump-vmsa` (vmsa0.bin) at
+    // GPA 0xFFFFFFFFF000.
+    assert_eq!(
+        ld.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "4fc7d86a30ed34672371e2ace6a7b2695dfdb927cad2bdaeb230f552e52e4e05ce10ec074367a30df2ed84ec66126e51"
+    );
     let id_key = SigningKey::from_slice(&[0x42; 48]).unwrap();
 
     // The firmware checks the ID block's digest against the launch digest at FINISH.

@@ -125,8 +125,10 @@ fn snp_plans_on_the_firmware_match_sev_snp_measure() {
     let kernel: Vec<u8> = (0..10000u32).map(|i| ((13 * i + 5) % 256) as u8).collect();
     let initrd = vec![0xABu8; 3000];
     let fwi = FirmwareImage::parse(&img).unwrap();
-    // sev-snp-measure 0.0.13 --mode snp --vcpu-type EPYC-v4 --ovmf syn64k.fd [--kernel ... ] --vcpus N
-    // (facts §8.2 for 1 vCPU; the others run offline with the same tool).
+    // sev-snp-measure 0.0.13 --mode snp --vcpus N --vcpu-type EPYC-v4 --ovmf syn64k.fd [K], with
+    // K = --kernel kernel.bin --initrd initrd.bin --append console=ttyS0 (facts §8.1 side
+    // files): facts §8.2 for 1 vCPU; the 4-vCPU value printed by the same tool on SYN64K
+    // written from the facts recipe.
     for (vcpus, with_kernel, want) in [
         (
             1,
@@ -171,6 +173,7 @@ fn sev_and_sev_es_plans_on_the_firmware_match_sev_snp_measure() {
     let fwi = FirmwareImage::parse(&img).unwrap();
     let mut inputs = PlanInputs::new(&fwi);
     inputs.vcpu_sig = Some(EPYC_V4);
+    // facts §8.2: --mode sev, --mode seves --vcpus 1 --vcpu-type EPYC-v4, --mode sev K.
     run_sev(
         &LaunchPlan::sev(&inputs).unwrap(),
         false,
@@ -191,6 +194,7 @@ fn sev_and_sev_es_plans_on_the_firmware_match_sev_snp_measure() {
         false,
         "0449dc440298ed205dff0e3cca11f51337ac84500e8bc6321693c298ac14d738",
     );
+    // sev-snp-measure 0.0.13 --mode seves --vcpus 4 --vcpu-type EPYC-v4 --ovmf syn64k.fd K.
     inputs.vcpus = 4;
     run_sev(
         &LaunchPlan::sev_es(&inputs).unwrap(),

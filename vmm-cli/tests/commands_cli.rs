@@ -2,9 +2,14 @@
 //!
 //! Oracles: sev-snp-measure's published values for the SYN64K image (committed in
 //! kvm-coco/tests/vectors and firmware facts §8.1/§8.2), which the built-in firmware
-//! reproduces; /proc/self/limits for the memlock limit; the kernel's VM-type numbers.
+//! reproduces; SYN64K's MRTD from the separate reference calculator (kvm-coco/tests/mrtd_ref.py);
+//! /proc/self/limits for the memlock limit; the kernel's VM-type numbers.
 
-use std::path::PathBuf;
+#[path = "../../kvm-coco/tests/measure_common/mod.rs"]
+mod measure_common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
@@ -21,6 +26,36 @@ fn tmp(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// Runs the binary with `args`.
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+/// Runs the binary with `args` then `paths`.
+fn run_args<P: AsRef<OsStr>>(
+    args: impl IntoIterator<Item = &'static str>,
+    paths: impl IntoIterator<Item = P>,
+) -> Output {
+    bin().args(args).args(paths).output().unwrap()
+}
+
+/// Runs `vmm-cli report <file> <args…>`.
+fn run_report(file: &Path, args: &[&str]) -> Output {
+    bin().arg("report").arg(file).args(args).output().unwrap()
+}
+
+/// Runs `vmm-cli report <file> <args…> --chain <chain…>`.
+fn run_report_chain<P: AsRef<OsStr>>(file: &Path, args: &[&str], chain: &[P]) -> Output {
+    bin()
+        .arg("report")
+        .arg(file)
+        .args(args)
+        .arg("--chain")
+        .args(chain)
+        .output()
+        .unwrap()
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -31,7 +66,7 @@ fn stderr(o: &Output) -> String {
 
 /// Runs and asserts a usage/input error: exit 2, exactly one line on stderr, no panic.
 fn usage_error(args: &[&str]) -> String {
-    let o = bin().args(args).output().unwrap();
+    let o = run(args);
     let err = stderr(&o);
     assert_eq!(
         o.status.code(),
@@ -63,7 +98,7 @@ fn json(o: &Output) -> serde_json::Value {
 /// The VM types this host offers, from `caps --json` (None without KVM).
 fn host_vm_types() -> Option<Vec<String>> {
     kvm_usable().ok()?;
-    let o = bin().args(["caps", "--json"]).output().unwrap();
+    let o = run(&["caps", "--json"]);
     let v = json(&o);
     Some(
         v["vm_types"]
@@ -79,7 +114,7 @@ fn host_vm_types() -> Option<Vec<String>> {
 
 #[test]
 fn caps_json_lists_vm_types_by_name() {
-    let o = bin().args(["caps", "--json"]).output().unwrap();
+    let o = run(&["caps", "--json"]);
     assert!(!stderr(&o).contains("panicked"));
     let v = json(&o);
     let types = v["vm_types"].as_array().expect("vm_types array");
@@ -104,7 +139,7 @@ fn caps_json_lists_vm_types_by_name() {
 
 #[test]
 fn caps_text_names_every_part() {
-    let o = bin().arg("caps").output().unwrap();
+    let o = run(&["caps"]);
     let out = stdout(&o);
     if let Err(e) = kvm_usable() {
         println!("skipped: /dev/kvm: {e}");
@@ -128,7 +163,7 @@ fn caps_text_names_every_part() {
 
 #[test]
 fn check_snp_explains_why_the_launch_is_impossible_here() {
-    let o = bin().args(["check", "--tee", "snp"]).output().unwrap();
+    let o = run(&["check", "--tee", "snp"]);
     let out = stdout(&o);
     assert!(!stderr(&o).contains("panicked"));
     match host_vm_types() {
@@ -156,10 +191,7 @@ fn check_snp_explains_why_the_launch_is_impossible_here() {
 
 #[test]
 fn check_json_has_categories_statuses_and_fixes() {
-    let o = bin()
-        .args(["check", "--tee", "tdx", "--json"])
-        .output()
-        .unwrap();
+    let o = run(&["check", "--tee", "tdx", "--json"]);
     let v = json(&o);
     let checks = v["checks"].as_array().unwrap();
     assert!(!checks.is_empty());
@@ -197,10 +229,7 @@ fn memlock() -> Option<u64> {
 
 #[test]
 fn check_sev_compares_memlock_with_the_guest_memory() {
-    let o = bin()
-        .args(["check", "--tee", "sev", "--memory", "64G", "--json"])
-        .output()
-        .unwrap();
+    let o = run(&["check", "--tee", "sev", "--memory", "64G", "--json"]);
     let v = json(&o);
     let m = v["checks"]
         .as_array()
@@ -223,10 +252,7 @@ fn check_sev_compares_memlock_with_the_guest_memory() {
         _ => assert_eq!(m["status"], "pass", "{m}"),
     }
     // SNP memory is guest_memfd: not charged to the limit.
-    let o = bin()
-        .args(["check", "--tee", "snp", "--json"])
-        .output()
-        .unwrap();
+    let o = run(&["check", "--tee", "snp", "--json"]);
     let v = json(&o);
     let m = v["checks"]
         .as_array()
@@ -259,36 +285,14 @@ fn check_rejects_invalid_policies_and_options() {
 
 // ---- launch ---------------------------------------------------------------------------
 
-/// The sev-snp-measure output for `args` on SYN64K (committed vectors).
+/// The sev-snp-measure output for `args` (space-separated) on SYN64K (committed vectors).
 fn ssm(args: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../kvm-coco/tests/vectors/sev-snp-measure.json");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    v["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| {
-            c["args"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap())
-                .collect::<Vec<_>>()
-                .join(" ")
-                == args
-        })
-        .unwrap_or_else(|| panic!("no vector {args}"))["stdout"]
-        .as_str()
-        .unwrap()
-        .trim()
-        .to_owned()
+    measure_common::ssm_output(&args.split(' ').collect::<Vec<_>>())
 }
 
 #[test]
 fn launch_without_arguments_runs_the_builtin_snp_guest_and_verifies_its_report() {
-    let o = bin().arg("launch").output().unwrap();
+    let o = run(&["launch"]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
     assert!(
@@ -359,40 +363,25 @@ fn snp_report_round_trip_through_the_report_command() {
     assert_eq!(l["digest"], measurement.as_str());
 
     // Same seed: verifies; the JSON carries the fields.
-    let o = bin()
-        .arg("report")
-        .arg(&report)
-        .args(["--sim-chain", "--seed", "7", "--json"])
-        .output()
-        .unwrap();
+    let o = run_report(&report, &["--sim-chain", "--seed", "7", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let r = json(&o);
     assert_eq!(r["measurement"], measurement.as_str());
     assert!(r["host_data"].as_str().unwrap().starts_with("abcd00"));
     assert_eq!(r["verification"]["status"], "verified");
     // Text output.
-    let o = bin()
-        .arg("report")
-        .arg(&report)
-        .args(["--sim-chain", "--seed", "7"])
-        .output()
-        .unwrap();
+    let o = run_report(&report, &["--sim-chain", "--seed", "7"]);
     assert!(
         stdout(&o).contains("signature verified against the simulated"),
         "{}",
         stdout(&o)
     );
     // Another platform (seed): signature mismatch, exit 1.
-    let o = bin()
-        .arg("report")
-        .arg(&report)
-        .args(["--sim-chain", "--seed", "8"])
-        .output()
-        .unwrap();
+    let o = run_report(&report, &["--sim-chain", "--seed", "8"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("verification failed"), "{}", stdout(&o));
     // No chain: displayed, not verified.
-    let o = bin().arg("report").arg(&report).output().unwrap();
+    let o = run_report(&report, &[]);
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).contains("not verified"));
 
@@ -401,12 +390,7 @@ fn snp_report_round_trip_through_the_report_command() {
     bytes[0x50] ^= 1;
     let bad = tmp("snp.tampered");
     std::fs::write(&bad, &bytes).unwrap();
-    let o = bin()
-        .arg("report")
-        .arg(&bad)
-        .args(["--sim-chain", "--seed", "7"])
-        .output()
-        .unwrap();
+    let o = run_report(&bad, &["--sim-chain", "--seed", "7"]);
     assert_eq!(o.status.code(), Some(1));
 }
 
@@ -429,43 +413,20 @@ fn write_chain(seed: [u8; 32]) -> [PathBuf; 3] {
 #[test]
 fn report_verifies_against_user_supplied_sev_format_chain() {
     let report = tmp("chain.report");
-    let o = bin()
-        .args(["launch", "--backend", "sim"])
-        .arg("--report-out")
-        .arg(&report)
-        .output()
-        .unwrap();
+    let o = run_args(["launch", "--backend", "sim", "--report-out"], [&report]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // The default simulated platform's seed is psp-driver's default.
     let [ark, ask, vcek] = write_chain(SimConfig::default().seed);
-    let o = bin()
-        .arg("report")
-        .arg(&report)
-        .arg("--chain")
-        .args([&ark, &ask, &vcek])
-        .output()
-        .unwrap();
+    let o = run_report_chain(&report, &[], &[&ark, &ask, &vcek]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("verified against the given ARK/ASK/VCEK"));
     // Another platform's chain: exit 1.
     let [ark2, ask2, vcek2] = write_chain([9; 32]);
-    let o = bin()
-        .arg("report")
-        .arg(&report)
-        .arg("--chain")
-        .args([&ark2, &ask2, &vcek2])
-        .output()
-        .unwrap();
+    let o = run_report_chain(&report, &[], &[&ark2, &ask2, &vcek2]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     // Wrong order: the ASK is not a root key.
     let [ark, ask, vcek] = write_chain(SimConfig::default().seed);
-    let o = bin()
-        .arg("report")
-        .arg(&report)
-        .arg("--chain")
-        .args([&ask, &ark, &vcek])
-        .output()
-        .unwrap();
+    let o = run_report_chain(&report, &[], &[&ask, &ark, &vcek]);
     assert_eq!(o.status.code(), Some(1));
     // X.509 and wrong-size certificates: input errors.
     let pem = tmp("ark.pem");
@@ -522,26 +483,17 @@ fn tdx_launch_writes_a_tdreport_that_the_report_command_verifies() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v = json(&o);
     let mrtd = v["measurement"].as_str().unwrap().to_owned();
-    assert_eq!(mrtd.len(), 96);
+    // The built-in firmware is SYN64K: its MRTD by the separate reference calculator.
+    assert_eq!(mrtd, measure_common::SYN64K_MRTD);
     assert_eq!(std::fs::metadata(&report).unwrap().len(), 1024);
-    let o = bin()
-        .arg("report")
-        .arg(&report)
-        .args(["--sim-chain", "--json"])
-        .output()
-        .unwrap();
+    let o = run_report(&report, &["--sim-chain", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let r = json(&o);
     assert_eq!(r["type"], "TDX TDREPORT");
     assert_eq!(r["mrtd"], mrtd.as_str());
     assert!(r["mrconfigid"].as_str().unwrap().starts_with("010200"));
     // Another module seed: the MAC does not verify.
-    let o = bin()
-        .arg("report")
-        .arg(&report)
-        .args(["--sim-chain", "--seed", "3"])
-        .output()
-        .unwrap();
+    let o = run_report(&report, &["--sim-chain", "--seed", "3"]);
     assert_eq!(o.status.code(), Some(1));
     // --chain is for SNP reports.
     usage_error(&["report", report.to_str().unwrap(), "--chain", "a", "b", "c"]);
@@ -550,10 +502,7 @@ fn tdx_launch_writes_a_tdreport_that_the_report_command_verifies() {
 #[test]
 fn sev_launches_print_the_launch_measure() {
     for tee in ["sev", "sev-es"] {
-        let o = bin()
-            .args(["launch", "--backend", "sim", "--tee", tee])
-            .output()
-            .unwrap();
+        let o = run(&["launch", "--backend", "sim", "--tee", tee]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         assert!(stdout(&o).contains("LAUNCH_MEASURE:"), "{}", stdout(&o));
     }
@@ -564,23 +513,20 @@ fn launch_backend_kvm_runs_the_plain_guest_on_a_default_vm() {
     match host_vm_types() {
         None => {
             println!("skipped: /dev/kvm is not usable");
-            let o = bin().args(["launch", "--backend", "kvm"]).output().unwrap();
+            let o = run(&["launch", "--backend", "kvm"]);
             assert_eq!(o.status.code(), Some(1));
             assert!(!stderr(&o).contains("panicked"));
         }
         Some(t) if t.iter().any(|x| x == "snp") => println!("skipped: this host offers SNP"),
         Some(_) => {
-            let o = bin()
-                .args(["launch", "--backend", "kvm", "--json"])
-                .output()
-                .unwrap();
+            let o = run(&["launch", "--backend", "kvm", "--json"]);
             assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
             let v = json(&o);
             assert_eq!(v["vm_type"], "default");
             assert_eq!(v["serial"], "K");
             assert_eq!(v["halted_at"], "0x1007");
             assert!(stderr(&o).contains("snp (4) is not among them"));
-            let o = bin().args(["launch", "--backend", "kvm"]).output().unwrap();
+            let o = run(&["launch", "--backend", "kvm"]);
             assert!(stdout(&o).contains("serial:   \"K\""), "{}", stdout(&o));
         }
     }
@@ -636,12 +582,7 @@ fn report_rejects_missing_truncated_and_garbage_files() {
     usage_error(&["report", "/nonexistent/report.bin"]);
     usage_error(&["report"]);
     let report = tmp("trunc.src");
-    let o = bin()
-        .args(["launch", "--backend", "sim"])
-        .arg("--report-out")
-        .arg(&report)
-        .output()
-        .unwrap();
+    let o = run_args(["launch", "--backend", "sim", "--report-out"], [&report]);
     assert_eq!(o.status.code(), Some(0));
     let bytes = std::fs::read(&report).unwrap();
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -690,22 +631,13 @@ fn tdx_quote_round_trip() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let mrtd = json(&o)["measurement"].as_str().unwrap().to_owned();
-    let o = bin()
-        .arg("report")
-        .arg(&quote)
-        .args(["--sim-chain", "--seed", "5", "--json"])
-        .output()
-        .unwrap();
+    assert_eq!(mrtd, measure_common::SYN64K_MRTD);
+    let o = run_report(&quote, &["--sim-chain", "--seed", "5", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let r = json(&o);
     assert_eq!(r["type"], "TDX TD quote v4");
     assert_eq!(r["mrtd"], mrtd.as_str());
-    let o = bin()
-        .arg("report")
-        .arg(&quote)
-        .args(["--sim-chain", "--seed", "6"])
-        .output()
-        .unwrap();
+    let o = run_report(&quote, &["--sim-chain", "--seed", "6"]);
     assert_eq!(o.status.code(), Some(1));
     // Truncated quote: input error.
     let bytes = std::fs::read(&quote).unwrap();
@@ -791,12 +723,7 @@ fn snp_id_block_is_checked_by_the_firmware() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let o = bin()
-        .arg("report")
-        .arg(&report)
-        .args(["--sim-chain", "--json"])
-        .output()
-        .unwrap();
+    let o = run_report(&report, &["--sim-chain", "--json"]);
     assert_eq!(
         json(&o)["id_key_digest"],
         hex::encode(key_digest(&auth.id_key)).as_str()
@@ -823,10 +750,7 @@ fn snp_id_block_is_checked_by_the_firmware() {
 #[test]
 fn a_policy_the_firmware_refuses_is_a_negative_result() {
     // ABI 255.0 is valid as a policy but newer than the simulated firmware (1.55).
-    let o = bin()
-        .args(["launch", "--backend", "sim", "--policy", "0x3ff00"])
-        .output()
-        .unwrap();
+    let o = run(&["launch", "--backend", "sim", "--policy", "0x3ff00"]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(err.contains("POLICY_FAILURE"), "{err}");
@@ -858,10 +782,7 @@ fn amd_root(name: &str) -> String {
 fn real_amd_report_verifies_against_the_vcek_alone_and_full_chains() {
     let report = amd_vector("report_milan.bin");
     // The VCEK alone: the built-in Milan ARK/ASK complete the chain.
-    let o = bin()
-        .args(["report", &report, "--chain", &amd_vector("vcek_milan.der")])
-        .output()
-        .unwrap();
+    let o = run(&["report", &report, "--chain", &amd_vector("vcek_milan.der")]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(
@@ -953,10 +874,7 @@ fn real_amd_report_fails_when_tampered_expired_or_under_another_chip() {
     bytes[0x50] ^= 1;
     let tampered = tmp("milan-tampered.report");
     std::fs::write(&tampered, &bytes).unwrap();
-    let o = bin()
-        .args(["report", tampered.to_str().unwrap(), "--chain", &vcek])
-        .output()
-        .unwrap();
+    let o = run(&["report", tampered.to_str().unwrap(), "--chain", &vcek]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stdout(&o).contains("report signature does not verify"),
@@ -964,17 +882,11 @@ fn real_amd_report_fails_when_tampered_expired_or_under_another_chip() {
         stdout(&o)
     );
     // After the VCEK's end of validity (2031-01-01).
-    let o = bin()
-        .args(["report", &report, "--chain", &vcek, "--at", "1924992000"])
-        .output()
-        .unwrap();
+    let o = run(&["report", &report, "--chain", &vcek, "--at", "1924992000"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).contains("'SEV-VCEK' expired"), "{}", stdout(&o));
     // Another chip's (Turin) VCEK.
-    let o = bin()
-        .args(["report", &report, "--chain", &amd_vector("vcek_turin.der")])
-        .output()
-        .unwrap();
+    let o = run(&["report", &report, "--chain", &amd_vector("vcek_turin.der")]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
 }
 
@@ -1021,37 +933,19 @@ fn a_chain_not_rooted_in_amd_needs_allow_unknown_root_and_must_match_the_tcb() {
         amd_vector("test-pki/vcek.der"),
     ];
     let good = test_pki_report(0x7308_0000_0000_0003);
-    let o = bin()
-        .arg("report")
-        .arg(&good)
-        .arg("--chain")
-        .args(&chain)
-        .output()
-        .unwrap();
+    let o = run_report_chain(&good, &[], &chain);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stdout(&o).contains("--allow-unknown-root"),
         "{}",
         stdout(&o)
     );
-    let o = bin()
-        .arg("report")
-        .arg(&good)
-        .args(["--json", "--allow-unknown-root", "--chain"])
-        .args(&chain)
-        .output()
-        .unwrap();
+    let o = run_report_chain(&good, &["--json", "--allow-unknown-root"], &chain);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert_eq!(json(&o)["verification"]["root"], "unknown");
     // SNP SPL 9 in the report, 8 in the certificate.
     let stale = test_pki_report(0x7309_0000_0000_0003);
-    let o = bin()
-        .arg("report")
-        .arg(&stale)
-        .args(["--allow-unknown-root", "--chain"])
-        .args(&chain)
-        .output()
-        .unwrap();
+    let o = run_report_chain(&stale, &["--allow-unknown-root"], &chain);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stdout(&o).contains("SNP SPL 8, the reported TCB has 9"),
@@ -1069,13 +963,11 @@ fn a_revocation_list_from_the_root_can_revoke_the_ask() {
     ];
     let report = test_pki_report(0x7308_0000_0000_0003);
     let run = |crl: &str| {
-        bin()
-            .arg("report")
-            .arg(&report)
-            .args(["--allow-unknown-root", "--crl", &amd_vector(crl), "--chain"])
-            .args(&chain)
-            .output()
-            .unwrap()
+        run_report_chain(
+            &report,
+            &["--allow-unknown-root", "--crl", &amd_vector(crl)],
+            &chain,
+        )
     };
     let o = run("test-pki/crl_empty.pem");
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
@@ -1139,12 +1031,7 @@ fn version_3_reports_name_their_product_and_tcb_layout() {
         r.version = zerocopy::little_endian::U32::new(3);
         (r.cpuid_fam_id, r.cpuid_mod_id, r.cpuid_step) = (0x1A, 0x02, 0x01);
     });
-    let o = bin()
-        .arg("report")
-        .arg(&turin)
-        .arg("--json")
-        .output()
-        .unwrap();
+    let o = run_report(&turin, &["--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v = json(&o);
     assert_eq!(v["cpuid"], "family 0x1a model 0x2 stepping 0x1 (Turin)");
@@ -1162,7 +1049,7 @@ fn version_3_reports_name_their_product_and_tcb_layout() {
         r.version = zerocopy::little_endian::U32::new(3);
         (r.cpuid_fam_id, r.cpuid_mod_id, r.cpuid_step) = (0x19, 0x01, 0x01);
     });
-    let o = bin().arg("report").arg(&milan).output().unwrap();
+    let o = run_report(&milan, &[]);
     let out = stdout(&o);
     assert!(
         out.contains("boot loader 1, TEE 2, SNP 8, microcode 9 (Milan layout)"),
@@ -1170,7 +1057,7 @@ fn version_3_reports_name_their_product_and_tcb_layout() {
     );
     // A version 2 report without a chain: no layout is guessed.
     let v2 = test_pki_report(0x7308_0000_0000_0003);
-    let o = bin().arg("report").arg(&v2).arg("--json").output().unwrap();
+    let o = run_report(&v2, &["--json"]);
     let v = json(&o);
     assert!(v.get("reported_tcb_parts").is_none(), "{v}");
     assert!(v.get("cpuid").is_none(), "{v}");

@@ -40,6 +40,12 @@ pub type TdvfSec = (u32, u32, u64, u64, u32, u32);
 
 pub use kvm_coco::measure::synthetic::{syn64k, syn128k, synnoasev, synnohash};
 
+/// The TDX MRTD of SYN64K (SHA-384, hex): `python3 kvm-coco/tests/mrtd_ref.py syn64k.fd`
+/// (the facts §5.1 PAGE.ADD / MR.EXTEND stream), run on SYN64K written by a separate script
+/// from the facts §8.1 recipe (its sha256 `dac89349…36fb` and sha384 `1f19e7ae…7cfe` equal
+/// the facts' values).
+pub const SYN64K_MRTD: &str = "dfb85dc63e40eab239d42d76516df3f7f7aa1489f6808288ab749ff89ba9db3d965d8e5924fc07bb3e30360ad5583d24";
+
 /// A synthetic image recipe in tuple form, for the tests' malformed and one-off layouts;
 /// [`Syn::build`] hands it to [`kvm_coco::measure::synthetic::SyntheticImage`].
 pub struct Syn {
@@ -114,6 +120,14 @@ pub fn side_files() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("initrd-empty.bin", Vec::new()),
     ]
+}
+
+/// An integer argument as sev-snp-measure reads it: `0x…` hexadecimal, otherwise decimal.
+pub fn int0(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => s.parse().ok(),
+    }
 }
 
 pub fn sha256_hex(b: &[u8]) -> String {
@@ -218,4 +232,67 @@ pub struct Vectors {
 pub fn load_vectors() -> Vectors {
     let p = workspace().join("kvm-coco/tests/vectors/sev-snp-measure.json");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// The standard output (trimmed) of the committed sev-snp-measure case whose arguments are
+/// exactly `args`, in order; panics when no such case was committed.
+pub fn ssm_output(args: &[&str]) -> String {
+    load_vectors()
+        .cases
+        .into_iter()
+        .find(|c| c.args.iter().map(String::as_str).eq(args.iter().copied()))
+        .unwrap_or_else(|| panic!("no committed sev-snp-measure vector for {args:?}"))
+        .stdout
+        .trim()
+        .to_owned()
+}
+
+/// The offline measurement of `plan`, with its launch log.
+pub fn offline(plan: &kvm_coco::measure::LaunchPlan<'_>) -> kvm_coco::measure::Measurement {
+    kvm_coco::measure::measure(
+        plan,
+        &kvm_coco::measure::MeasureOptions {
+            log: true,
+            progress: None,
+        },
+    )
+    .unwrap()
+}
+
+/// Plan inputs for an SEV-ES / SNP guest of `vcpus` vCPUs of the named QEMU CPU model.
+pub fn amd_inputs<'a>(
+    fw: &'a kvm_coco::measure::FirmwareImage<'a>,
+    vcpus: u32,
+    vcpu_type: &str,
+) -> kvm_coco::measure::plan::PlanInputs<'a> {
+    kvm_coco::measure::plan::PlanInputs {
+        vcpus,
+        vcpu_sig: kvm_coco::measure::vcpu::cpu_type_sig(vcpu_type),
+        ..kvm_coco::measure::plan::PlanInputs::new(fw)
+    }
+}
+
+/// A finished SNP launch of `plan` on the simulated backend into a 4 GiB guest with four
+/// vCPUs: 3 GiB of RAM below the PCI hole, the `fw_len`-byte flash ending at 4 GiB, 1 GiB
+/// of RAM above 4 GiB.
+pub fn snp_4gib_launch(
+    plan: &kvm_coco::measure::LaunchPlan<'_>,
+    fw_len: u64,
+) -> kvm_coco::launch::Launch<kvm_coco::launch::Finished, kvm_coco::launch::SimBackend> {
+    use kvm_coco::launch::{InitParams, Launch, SimBackend, SnpInit};
+    const GIB: u64 = 1 << 30;
+    let mut launch = Launch::new(
+        SimBackend::snp().unwrap(),
+        InitParams::Snp(SnpInit::default()),
+    )
+    .unwrap();
+    launch.add_memory(0, 3 * GIB).unwrap();
+    launch.add_memory(4 * GIB - fw_len, fw_len).unwrap();
+    launch.add_memory(4 * GIB, GIB).unwrap();
+    for id in 0..4 {
+        launch.create_vcpu(id).unwrap();
+    }
+    let mut launch = launch.start().unwrap();
+    launch.add_plan(plan).unwrap();
+    launch.measure().unwrap().finish().unwrap()
 }

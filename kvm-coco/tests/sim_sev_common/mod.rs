@@ -101,6 +101,19 @@ impl Session {
         }
     }
 
+    /// KVM_SEV_LAUNCH_START with `policy` and no session; returns the command struct as the
+    /// kernel left it (the handle filled in).
+    pub fn launch_start(&self, policy: u32) -> KvmSevLaunchStart {
+        let mut start = KvmSevLaunchStart {
+            policy,
+            ..Default::default()
+        };
+        self.vm
+            .sev_cmd(KVM_SEV_LAUNCH_START, self.sev_fd, &mut start)
+            .unwrap();
+        start
+    }
+
     pub fn init2(&self, vmsa_features: u64) {
         let mut init = KvmSevInit {
             vmsa_features,
@@ -254,12 +267,7 @@ pub fn launch(
             s.add_ram(0, 0, LOW_SIZE);
             s.add_ram(1, fw_gpa, fw_len);
             s.qemu_vcpus(vcpus, ap_eip, sig);
-            let mut start = KvmSevLaunchStart {
-                policy: if es { 0x4 } else { 0 },
-                ..Default::default()
-            };
-            s.vm.sev_cmd(KVM_SEV_LAUNCH_START, s.sev_fd, &mut start)
-                .unwrap();
+            s.launch_start(if es { 0x4 } else { 0 });
             sev_updates(&s, plan);
             let out = host.mmap(48).unwrap();
             let mut m = KvmSevLaunchMeasure {

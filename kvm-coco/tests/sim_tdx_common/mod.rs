@@ -133,6 +133,27 @@ pub fn make_private(vm: &SimTdxVm, gpa: u64, size: u64) {
 
 pub const USER_BASE: u64 = 0x7f00_0000_0000;
 
+/// Makes `[gpa, gpa + bytes.len())` private and initializes it from `bytes` (staged at
+/// [`USER_BASE`]) with one KVM_TDX_INIT_MEM_REGION, measured (MR.EXTEND) iff `measure`.
+pub fn add_pages(vm: &SimTdxVm, vcpu: &SimTdxVcpu, gpa: u64, bytes: &[u8], measure: bool) {
+    let len = bytes.len() as u64;
+    make_private(vm, gpa, len);
+    let mut r = KvmTdxInitMemRegion {
+        source_addr: USER_BASE,
+        gpa,
+        nr_pages: len / 4096,
+    };
+    vcpu.init_mem_region(
+        &mut r,
+        measure,
+        &UserRegion {
+            addr: USER_BASE,
+            bytes,
+        },
+    )
+    .unwrap();
+}
+
 /// Loads TDVF sections the way QEMU does: one INIT_MEM_REGION per section in table order,
 /// MEASURE iff MR_EXTEND (PAGE_AUG sections skipped, as the MRTD calculators do).
 pub fn load_tdvf(vm: &SimTdxVm, vcpu: &SimTdxVcpu, img: &[u8], secs: &[Sec]) {
