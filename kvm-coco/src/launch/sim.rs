@@ -29,6 +29,7 @@ use super::params::{HostLimits, SevSession, SnpIdentity};
 use crate::error::{Errno, Error, RegisterOp};
 use crate::exit::{Exit, GetQuote, MapGpaRange, MemoryFault, SystemEvent, TdxExit, TdxReply};
 use crate::ops::{EncryptOpError, FirmwareStatus, sev_hint, tdx_hint};
+use crate::sim::ranges;
 use crate::sim::sev::{KvmSevError, SimSevConfig, SimSevHost, SimSevVcpu, SimSevVm};
 use crate::sim::tdx::{
     KvmTdxError, SimKvmConfig, SimTdxModule, SimTdxVcpu, SimTdxVm, TdxModuleConfig, UserMemory,
@@ -68,31 +69,11 @@ impl HostMemory {
     }
 
     fn is_private(&self, gpa: u64) -> bool {
-        self.private
-            .range(..=gpa)
-            .next_back()
-            .is_some_and(|(_, e)| gpa < *e)
+        ranges::contains(&self.private, gpa)
     }
 
     fn set_private(&mut self, start: u64, end: u64, on: bool) {
-        let overlapping: Vec<(u64, u64)> = self
-            .private
-            .range(..end)
-            .filter(|(_, e)| **e > start)
-            .map(|(s, e)| (*s, *e))
-            .collect();
-        for (s, e) in overlapping {
-            self.private.remove(&s);
-            if s < start {
-                self.private.insert(s, start);
-            }
-            if e > end {
-                self.private.insert(end, e);
-            }
-        }
-        if on {
-            self.private.insert(start, end);
-        }
+        ranges::set(&mut self.private, start, end, on);
     }
 
     fn read(&self, gpa: u64, buf: &mut [u8]) {

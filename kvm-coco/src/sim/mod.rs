@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "sim")]
+pub(crate) mod ranges;
 pub mod sev;
 pub mod tdx;
 pub mod user;

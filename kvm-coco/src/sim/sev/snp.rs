@@ -14,8 +14,9 @@ use psp_driver::{
 };
 
 use super::host::{EFAULT, EINVAL, SVM_SEV_FEAT_SECURE_TSC, SimSevHost, lock};
-use super::vm::{EEXIST, EIO, ENOTTY, SimSevVm, VmInner, VmState, arg, put, range_has};
+use super::vm::{EEXIST, EIO, ENOTTY, SimSevVm, VmInner, VmState, arg, put};
 use crate::error::Errno;
+use crate::sim::ranges;
 
 const PAGE: u64 = PAGE_SIZE as u64;
 /// `SNP_POLICY_MASK_RSVD_MBO` (bit 17): must be set.
@@ -189,7 +190,7 @@ impl VmInner {
         if g.prepared.contains(&goff) {
             return Err(EEXIST);
         }
-        if !range_has(&st.private, gpa) {
+        if !ranges::contains(&st.private, gpa) {
             return Err(EINVAL);
         }
         let pa = g.pa + goff;
@@ -390,7 +391,7 @@ impl SimSevVm {
         let st = lock(&self.inner.st);
         let pa = Self::translate(&st, &self.inner.host, gpa)?;
         match st.sev.snp_context {
-            Some(gctx) if range_has(&st.private, gpa & !(PAGE - 1)) => {
+            Some(gctx) if ranges::contains(&st.private, gpa & !(PAGE - 1)) => {
                 match self.inner.host.fw.guest_read_private(gctx, pa, buf) {
                     Ok(()) => Ok(()),
                     // Not (yet) a validated page: hardware would raise #VC in the guest;

@@ -26,6 +26,7 @@ use super::host::{EBADF, EFAULT, EINVAL, FdKind, SimSevHost, lock};
 use super::host::{SVM_SEV_FEAT_SECURE_TSC, SVM_SEV_FEAT_SNP_ACTIVE};
 use super::vcpu::{DR7_FIXED_1, VcpuRegs};
 use crate::error::{Errno, RegisterOp};
+use crate::sim::ranges;
 
 pub(super) const EIO: Errno = Errno::from_raw(libc::EIO);
 pub(super) const ENOTTY: Errno = Errno::from_raw(libc::ENOTTY);
@@ -187,32 +188,6 @@ impl fmt::Debug for SimSevVcpu {
             .field("index", &self.index)
             .finish_non_exhaustive()
     }
-}
-
-pub(super) fn range_set(map: &mut BTreeMap<u64, u64>, start: u64, end: u64, on: bool) {
-    let overlapping: Vec<(u64, u64)> = map
-        .range(..end)
-        .filter(|(_, e)| **e > start)
-        .map(|(s, e)| (*s, *e))
-        .collect();
-    for (s, e) in overlapping {
-        map.remove(&s);
-        if s < start {
-            map.insert(s, start);
-        }
-        if e > end {
-            map.insert(end, e);
-        }
-    }
-    if on {
-        map.insert(start, end);
-    }
-}
-
-pub(super) fn range_has(map: &BTreeMap<u64, u64>, addr: u64) -> bool {
-    map.range(..=addr)
-        .next_back()
-        .is_some_and(|(_, e)| addr < *e)
 }
 
 /// Reads an argument struct from the payload (`copy_from_user(argp->data)`).
@@ -513,7 +488,7 @@ impl SimSevVm {
             return Err(EINVAL);
         }
         let mut st = lock(&self.inner.st);
-        range_set(&mut st.private, a.address, end, a.attributes != 0);
+        ranges::set(&mut st.private, a.address, end, a.attributes != 0);
         Ok(())
     }
 
@@ -565,7 +540,7 @@ impl SimSevVm {
         let slot = st.slot_at(gpa).ok_or(EFAULT)?;
         let off = gpa - slot.gpa;
         if let Some((fd, goff)) = slot.gmem
-            && range_has(&st.private, gpa & !(PAGE - 1))
+            && ranges::contains(&st.private, gpa & !(PAGE - 1))
         {
             let g = st.gmems.get(&fd).ok_or(EFAULT)?;
             return Ok(g.pa + goff + off);

@@ -56,6 +56,7 @@ use super::params::{
 use super::status::TdxStatus;
 use crate::error::{Errno, RegisterOp};
 use crate::measure::calc::TDX_EXTEND_CHUNK;
+use crate::sim::ranges;
 
 const EINVAL: Errno = Errno::from_raw(libc::EINVAL);
 const EIO: Errno = Errno::from_raw(libc::EIO);
@@ -211,32 +212,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn range_set(map: &mut BTreeMap<u64, u64>, start: u64, end: u64, on: bool) {
-    let overlapping: Vec<(u64, u64)> = map
-        .range(..end)
-        .filter(|(_, e)| **e > start)
-        .map(|(s, e)| (*s, *e))
-        .collect();
-    for (s, e) in overlapping {
-        map.remove(&s);
-        if s < start {
-            map.insert(s, start);
-        }
-        if e > end {
-            map.insert(end, e);
-        }
-    }
-    if on {
-        map.insert(start, end);
-    }
-}
-
-fn range_has(map: &BTreeMap<u64, u64>, addr: u64) -> bool {
-    map.range(..=addr)
-        .next_back()
-        .is_some_and(|(_, e)| addr < *e)
-}
-
 /// `kvm_find_cpuid_entry2`: `index` matters only for entries flagged SIGNIFCANT_INDEX.
 fn find_entry(entries: &[KvmCpuidEntry2], function: u32, index: u32) -> Option<&KvmCpuidEntry2> {
     entries.iter().find(|e| {
@@ -361,7 +336,7 @@ impl SimTdxVm {
             return Err(EINVAL);
         }
         let mut st = lock(&self.inner.st);
-        range_set(&mut st.private, a.address, end, a.attributes != 0);
+        ranges::set(&mut st.private, a.address, end, a.attributes != 0);
         Ok(())
     }
 
@@ -861,7 +836,7 @@ impl SimTdxVcpu {
         measure: bool,
         user: &dyn UserMemory,
     ) -> Result<(), Errno> {
-        if !range_has(&st.gmem, gpa) || !range_has(&st.private, gpa) {
+        if !ranges::contains(&st.gmem, gpa) || !ranges::contains(&st.private, gpa) {
             return Err(EINVAL);
         }
         if st.populated.contains(&gpa) {
