@@ -85,7 +85,7 @@ mod kvm;
 mod log;
 pub mod params;
 #[cfg(feature = "sim")]
-mod sim;
+pub(crate) mod sim;
 
 pub use backend::{Backend, LaunchVcpu, Remaining, SnpPageType, Source};
 pub use guest::{GuestOp, GuestOutcome};

@@ -51,16 +51,49 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// what an SNP guest knows about itself: where its secrets page is and the last guest
 /// message sequence number it used with VMPCK0 (Linux keeps that counter in the guest-OS
 /// area of the secrets page).
-#[derive(Debug, Default)]
-struct HostMemory {
-    ram: Vec<(u64, u64)>,
+#[derive(Default)]
+pub(crate) struct HostMemory {
+    pub(crate) ram: Vec<(u64, u64)>,
     private: BTreeMap<u64, u64>,
     shared: BTreeMap<u64, Box<[u8; 4096]>>,
-    secrets: Option<u64>,
+    pub(crate) secrets: Option<u64>,
     msg_seqno: u64,
+    /// A real VMM's memory (the software host): shared guest memory is read and written at
+    /// the user address of its memslot (`slots`: gpa, size, user address) instead of the
+    /// sparse page store.
+    pub(crate) user: Option<Arc<dyn UserMemory + Send + Sync>>,
+    pub(crate) slots: Vec<(u64, u64, u64)>,
+}
+
+impl fmt::Debug for HostMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostMemory")
+            .field("ram", &self.ram)
+            .field("private", &self.private)
+            .field("secrets", &self.secrets)
+            .field("slots", &self.slots)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HostMemory {
+    /// The memory of a real VMM process (see [`user`](Self::user)).
+    pub(crate) fn over(user: Arc<dyn UserMemory + Send + Sync>) -> Self {
+        Self {
+            user: Some(user),
+            ..Self::default()
+        }
+    }
+
+    /// The user address of `[gpa, gpa+len)` in the memslots of a real VMM.
+    fn user_addr(&self, gpa: u64, len: u64) -> Option<u64> {
+        let end = gpa.checked_add(len)?;
+        self.slots
+            .iter()
+            .find(|&&(s, l, _)| gpa >= s && end <= s + l)
+            .map(|&(s, _, u)| u + (gpa - s))
+    }
+
     fn in_ram(&self, gpa: u64, len: u64) -> bool {
         let Some(end) = gpa.checked_add(len) else {
             return false;
@@ -72,11 +105,20 @@ impl HostMemory {
         ranges::contains(&self.private, gpa)
     }
 
-    fn set_private(&mut self, start: u64, end: u64, on: bool) {
+    pub(crate) fn set_private(&mut self, start: u64, end: u64, on: bool) {
         ranges::set(&mut self.private, start, end, on);
     }
 
     fn read(&self, gpa: u64, buf: &mut [u8]) {
+        if let Some(user) = &self.user {
+            let ok = self
+                .user_addr(gpa, buf.len() as u64)
+                .is_some_and(|u| user.read(u, buf).is_ok());
+            if !ok {
+                buf.fill(0);
+            }
+            return;
+        }
         for (i, b) in buf.iter_mut().enumerate() {
             let a = gpa + i as u64;
             *b = self
@@ -84,6 +126,28 @@ impl HostMemory {
                 .get(&(a & !(PAGE - 1)))
                 .map_or(0, |p| p[(a & (PAGE - 1)) as usize]);
         }
+    }
+
+    /// A shared (not private) RAM page below the top `skip` shared pages of the highest RAM
+    /// range: where a default guest program puts its certificate or quote buffer, clear of
+    /// the message pages [`message_pages`](Self::message_pages) picks.
+    pub(crate) fn shared_page(&self, skip: usize) -> Option<u64> {
+        let (start, len) = self.ram.iter().copied().max_by_key(|&(s, l)| s.saturating_add(l))?;
+        let mut page = start.saturating_add(len) & !(PAGE - 1);
+        let mut seen = 0;
+        for _ in 0..4096 {
+            if page < start.saturating_add(PAGE) {
+                return None;
+            }
+            page -= PAGE;
+            if !self.is_private(page) {
+                if seen == skip {
+                    return Some(page);
+                }
+                seen += 1;
+            }
+        }
+        None
     }
 
     /// Two shared RAM pages for the guest's request and response messages (the pages the
@@ -113,6 +177,12 @@ impl HostMemory {
     }
 
     fn write(&mut self, gpa: u64, data: &[u8]) {
+        if let Some(user) = &self.user {
+            if let Some(u) = self.user_addr(gpa, data.len() as u64) {
+                let _ = user.write(u, data);
+            }
+            return;
+        }
         for (i, b) in data.iter().enumerate() {
             let a = gpa + i as u64;
             let p = self
@@ -570,18 +640,7 @@ impl Backend for SimBackend {
                 vcpu: a.vm.create_vcpu(id).map_err(|e| core(OP, e))?,
             },
         };
-        Ok(SimVcpu {
-            id,
-            vm_type: self.vm_type(),
-            protection: StateProtection::new(self.vm_type()),
-            kind,
-            mem: self.mem.clone(),
-            program: VecDeque::new(),
-            pending: Pending::None,
-            slots: Slots::default(),
-            outcomes: Vec::new(),
-            regs: kvm_regs::default(),
-        })
+        Ok(SimVcpu::with_kind(self.vm_type(), kind, self.mem.clone()))
     }
 
     fn sev_init2(&mut self, init: &mut KvmSevInit) -> Result<(), EncryptOpError> {
@@ -936,6 +995,56 @@ impl fmt::Debug for SimVcpu {
 }
 
 impl SimVcpu {
+    /// A vCPU of the AMD model `vm` (its model vCPU `vcpu`), for the software host.
+    pub(crate) fn amd(
+        vm_type: VmType,
+        host: Arc<SimSevHost>,
+        vm: SimSevVm,
+        vcpu: SimSevVcpu,
+        mem: Arc<Mutex<HostMemory>>,
+    ) -> Self {
+        Self::with_kind(vm_type, VcpuKind::Amd { host, vm, vcpu }, mem)
+    }
+
+    /// A vCPU of the TDX model `vm`, for the software host.
+    pub(crate) fn tdx(vm: SimTdxVm, vcpu: SimTdxVcpu, mem: Arc<Mutex<HostMemory>>) -> Self {
+        Self::with_kind(VmType::Tdx, VcpuKind::Tdx { vm, vcpu }, mem)
+    }
+
+    fn with_kind(vm_type: VmType, kind: VcpuKind, mem: Arc<Mutex<HostMemory>>) -> Self {
+        let id = match &kind {
+            VcpuKind::Tdx { vcpu, .. } => vcpu.id(),
+            VcpuKind::Amd { vcpu, .. } => vcpu.id(),
+        };
+        SimVcpu {
+            id,
+            vm_type,
+            protection: StateProtection::new(vm_type),
+            kind,
+            mem,
+            program: VecDeque::new(),
+            pending: Pending::None,
+            slots: Slots::default(),
+            outcomes: Vec::new(),
+            regs: kvm_regs::default(),
+        }
+    }
+
+    /// The model vCPU of a TDX vCPU (its vCPU-scope sub-commands).
+    pub(crate) fn tdx_vcpu(&self) -> Option<&SimTdxVcpu> {
+        match &self.kind {
+            VcpuKind::Tdx { vcpu, .. } => Some(vcpu),
+            VcpuKind::Amd { .. } => None,
+        }
+    }
+
+    /// Takes the VMM's reply to the last exit from `kvm_run` (`ret`, and `npages` for a
+    /// certificate request), as the next `KVM_RUN` reads it.
+    pub(crate) fn take_reply(&mut self, ret: u64, npages: u64) {
+        self.slots.ret = ret;
+        self.slots.npages = npages;
+    }
+
     /// Appends `ops` to the guest program.
     pub fn load_program(&mut self, ops: impl IntoIterator<Item = GuestOp>) {
         self.program.extend(ops);

@@ -7,14 +7,18 @@
 //! | [`tdx`] | a TDX module 1.5 model and Linux 7.3 KVM's TDX layer on top of it |
 //! | [`sev`] | Linux 7.3 KVM's SEV / SEV-ES / SEV-SNP layer (`svm/sev.c`) over psp-driver's software PSP firmware (feature `sim`, on by default) |
 //! | [`user`] | user-space memory as the simulated kernel reads and writes it |
+//! | [`host`] | the software host: the models answering a process's own `/dev/kvm` and `/dev/sev` system calls (feature `sim`) |
 //!
 //! The models aim at fidelity: the same measurements, report layouts, state machines and
 //! error codes (TDX module status, kernel errno) as the real stack, and deterministic
 //! behaviour for a given seed. Where they cannot be the real thing (the CPU's report MAC,
 //! memory encryption, quote signatures) the item documents what is modelled.
 
-#![forbid(unsafe_code)]
+// Only the software host's system calls (`host::sys`) need `unsafe`; every other module of
+// the model forbids it.
 
+#[cfg(feature = "sim")]
+pub mod host;
 #[cfg(feature = "sim")]
 pub(crate) mod ranges;
 pub mod sev;

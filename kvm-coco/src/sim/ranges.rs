@@ -1,6 +1,8 @@
 //! Sets of guest-physical ranges as the models keep them (memory attributes, guest_memfd
 //! bindings): a map from each range's start to its end, ranges disjoint and half-open.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 
 /// Marks `[start, end)` as in the set (`on`) or out of it, splitting the ranges it

@@ -6,6 +6,8 @@
 //! memory (the SEV model's [`SimSevHost`](crate::sim::sev::SimSevHost)) implements the
 //! trait with writes too.
 
+#![forbid(unsafe_code)]
+
 use crate::error::Errno;
 
 const EFAULT: Errno = Errno::from_raw(libc::EFAULT);

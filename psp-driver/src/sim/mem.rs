@@ -105,6 +105,32 @@ pub trait MemBacking: Send + Sync + core::fmt::Debug {
     }
     /// Runs `f` on the whole buffer, with exclusive access for its duration.
     fn with_mut(&self, f: &mut dyn FnMut(&mut [u8]));
+    /// Runs `f` on the `len` bytes at offset `off` of the buffer, with exclusive access for
+    /// its duration. The default borrows the whole buffer through
+    /// [`with_mut`](Self::with_mut); a backing that is not one contiguous host buffer (another
+    /// process's address space, say) overrides it to bring in only the range.
+    ///
+    /// # Errors
+    /// [`MemError::InvalidRange`] when the range is outside the buffer or cannot be accessed.
+    fn with_range_mut(
+        &self,
+        off: usize,
+        len: usize,
+        f: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<(), MemError> {
+        let bad = MemError::InvalidRange {
+            pa: off as u64,
+            len: len as u64,
+        };
+        let mut ok = false;
+        self.with_mut(&mut |b| {
+            if let Some(span) = off.checked_add(len).and_then(|e| b.get_mut(off..e)) {
+                f(span);
+                ok = true;
+            }
+        });
+        if ok { Ok(()) } else { Err(bad) }
+    }
 }
 
 /// A simple [`MemBacking`]: a heap buffer behind a mutex.
@@ -220,12 +246,11 @@ impl PhysMem {
         if let Some(r) = Self::region_for(&g, pa, len)? {
             drop(g);
             let off = (pa - r.base) as usize;
-            r.backing.with_mut(&mut |b| {
-                if let Some(src) = b.get(off..off + buf.len()) {
-                    buf.copy_from_slice(src);
-                }
-            });
-            return Ok(());
+            let n = buf.len();
+            return r
+                .backing
+                .with_range_mut(off, n, &mut |src| buf.copy_from_slice(src))
+                .map_err(|_| MemError::InvalidRange { pa, len });
         }
         for (pfn, off, r) in page_pieces(pa, buf.len()) {
             let dst = &mut buf[r.clone()];
@@ -254,12 +279,10 @@ impl PhysMem {
         if let Some(r) = Self::region_for(&g, pa, len)? {
             drop(g);
             let off = (pa - r.base) as usize;
-            r.backing.with_mut(&mut |b| {
-                if let Some(dst) = b.get_mut(off..off + buf.len()) {
-                    dst.copy_from_slice(buf);
-                }
-            });
-            return Ok(());
+            return r
+                .backing
+                .with_range_mut(off, buf.len(), &mut |dst| dst.copy_from_slice(buf))
+                .map_err(|_| MemError::InvalidRange { pa, len });
         }
         for (pfn, off, r) in page_pieces(pa, buf.len()) {
             let p = g
@@ -293,11 +316,11 @@ impl PhysMem {
             drop(g);
             let off = (pa - r.base) as usize;
             let mut out = Vec::new();
-            r.backing.with_mut(&mut |b| {
-                if let Some(span) = b.get_mut(off..off + len as usize) {
+            r.backing
+                .with_range_mut(off, len as usize, &mut |span| {
                     out = run_pages(span.chunks_exact_mut(PAGE_SIZE).collect(), pa, &f);
-                }
-            });
+                })
+                .map_err(|_| MemError::InvalidRange { pa, len })?;
             return Ok(out);
         }
         // Sparse store: take the pages out of the map, work on them without the

@@ -34,6 +34,11 @@ pub const KVM_SNP_POLICY_MASK_VALID: u64 = 0x3FF_FFFF & !(1 << 18);
 const PA_BASE: u64 = 0x40_0000_0000;
 /// First user address of the simulated VMM process's mappings.
 const UADDR_BASE: u64 = 0x7f00_0000_0000;
+/// Where a real process's address space is registered in the physical memory
+/// ([`SimSevHost::over_process`]): user address `u` is physical address `PROCESS_PA_BASE + u`.
+const PROCESS_PA_BASE: u64 = 1 << 56;
+/// The size of an x86-64 user address space (47 bits).
+pub const USER_ADDRESS_SPACE: u64 = 1 << 47;
 
 /// What the simulated kernel (kvm_amd + ccp) offers.
 #[derive(Clone, Debug)]
@@ -97,6 +102,10 @@ pub struct SimSevHost {
     next_uaddr: AtomicU64,
     next_id: AtomicU64,
     pub(super) platform_up: Mutex<bool>,
+    /// Where the VMM process's memory lives: simulated mappings ([`mmap`](SimSevHost::mmap)),
+    /// or a real process's address space registered whole in the physical memory at this
+    /// base (user address `u` is physical address `base + u`).
+    process_base: Option<u64>,
 }
 
 impl fmt::Debug for SimSevHost {
@@ -118,7 +127,29 @@ impl SimSevHost {
     /// # Errors
     /// `EINVAL` if the firmware's ASID space cannot describe a host (`max_asid` 0).
     pub fn new(cfg: SimSevConfig) -> Result<Arc<Self>, Errno> {
+        Self::build(cfg, None)
+    }
+
+    /// A host whose VMM is a real process: `process` is that process's whole user address
+    /// space ([`USER_ADDRESS_SPACE`] bytes, user address 0 at offset 0), so the firmware
+    /// encrypts, measures and writes back the process's own pages in place, as the real
+    /// kernel's pinned pages are. [`mmap`](Self::mmap) is not available on such a host.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn over_process(cfg: SimSevConfig, process: Arc<dyn MemBacking>) -> Result<Arc<Self>, Errno> {
+        Self::build(cfg, Some(process))
+    }
+
+    fn build(cfg: SimSevConfig, process: Option<Arc<dyn MemBacking>>) -> Result<Arc<Self>, Errno> {
         let mem = Arc::new(PhysMem::new());
+        let process_base = match process {
+            Some(p) => {
+                mem.register_region(PROCESS_PA_BASE, p).map_err(|_| EINVAL)?;
+                Some(PROCESS_PA_BASE)
+            }
+            None => None,
+        };
         let fw = Arc::new(SimFirmware::new(cfg.firmware.clone(), mem.clone()));
         let psp = Arc::new(Psp::new(fw.clone()));
         let fw_wb = fw.clone();
@@ -143,6 +174,7 @@ impl SimSevHost {
             next_uaddr: AtomicU64::new(UADDR_BASE),
             next_id: AtomicU64::new(1),
             platform_up: Mutex::new(false),
+            process_base,
         }))
     }
 
@@ -222,7 +254,7 @@ impl SimSevHost {
     /// # Errors
     /// `EINVAL` for `len == 0`, `ENOMEM` if the address space is exhausted.
     pub fn mmap(&self, len: u64) -> Result<u64, Errno> {
-        if len == 0 {
+        if len == 0 || self.process_base.is_some() {
             return Err(EINVAL);
         }
         let len = len.div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64;
@@ -265,6 +297,14 @@ impl SimSevHost {
         let end = uaddr.checked_add(len).ok_or(EINVAL)?;
         if len == 0 {
             return Err(EINVAL);
+        }
+        if let Some(base) = self.process_base {
+            // A real process: the range is checked when the firmware touches it (EFAULT
+            // from the process's page tables, as for an unmapped page).
+            if end > USER_ADDRESS_SPACE {
+                return Err(ENOMEM);
+            }
+            return Ok(vec![(base + uaddr, len)]);
         }
         let maps = lock(&self.maps);
         let mut runs: Vec<(u64, u64)> = Vec::new();

@@ -84,6 +84,8 @@
 //! # Ok::<(), KvmSevError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod host;
 mod migrate;
 mod snp;
@@ -91,6 +93,7 @@ mod vcpu;
 mod vm;
 
 pub use host::{
+    USER_ADDRESS_SPACE,
     FdKind, KVM_SNP_POLICY_MASK_VALID, SNP_POLICY_MASK_BASE, SVM_SEV_FEAT_DEBUG_SWAP,
     SVM_SEV_FEAT_SECURE_TSC, SVM_SEV_FEAT_SNP_ACTIVE, SimSevConfig, SimSevHost,
 };

@@ -48,6 +48,8 @@
 //! # Ok::<(), KvmTdxError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod kvm;
 pub mod module;
 pub mod params;

@@ -1,0 +1,992 @@
+//! The dispatcher: one intercepted call in, one answer out. It tells which file the call's fd
+//! is (the real `/dev/kvm`, a file the host handed out, or anything else), reads the argument
+//! through the caller's pointer as `copy_from_user` does, runs the model, writes results
+//! back as the kernel does, and answers; calls that are not the host's run in the real kernel.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use kvm_bindings::{kvm_regs, kvm_sregs};
+use kvm_coco_uapi::sev::*;
+use kvm_coco_uapi::tdx::{KVM_TDX_CAPABILITIES, KVM_TDX_GET_CPUID, KVM_TDX_INIT_MEM_REGION, KVM_TDX_INIT_VM};
+use kvm_coco_uapi::vm::{KVM_X86_GRP_SEV, KVM_X86_SEV_SNP_REQ_CERTS, KVM_X86_SEV_VMSA_FEATURES, KVM_X86_SNP_POLICY_BITS};
+use kvm_coco_uapi::*;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+use super::devsev;
+use super::faults::FaultAction;
+use super::run;
+use super::sys::{self, Answer, Notif, ProcessMemory, RunPage};
+use super::trace::TraceLine;
+use super::Shared;
+use crate::error::Errno;
+use crate::launch::backend::LaunchVcpu;
+use crate::launch::sim::{HostMemory, SimVcpu};
+use crate::launch::{GuestOp, GuestOutcome};
+use crate::sim::sev::SimSevVm;
+use crate::sim::tdx::{SimKvmConfig, SimTdxVm};
+use crate::vm_type::VmType;
+
+const EFAULT: Errno = Errno::from_raw(libc::EFAULT);
+const EINVAL: Errno = Errno::from_raw(libc::EINVAL);
+const ENOTTY: Errno = Errno::from_raw(libc::ENOTTY);
+const EIO: Errno = Errno::from_raw(libc::EIO);
+const ENXIO: Errno = Errno::from_raw(libc::ENXIO);
+const EAGAIN: Errno = Errno::from_raw(libc::EAGAIN);
+const EBUSY: Errno = Errno::from_raw(libc::EBUSY);
+const EINTR: Errno = Errno::from_raw(libc::EINTR);
+const PAGE: u64 = 4096;
+
+/// `/dev/kvm`'s device number (misc 10, minor 232).
+const KVM_RDEV: u64 = (10 << 8) | 232;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A file identity: `(st_dev, st_ino)`.
+pub(crate) type Key = (u64, u64);
+
+/// The model behind a served VM.
+pub(crate) enum ModelVm {
+    Amd(SimSevVm),
+    Tdx(SimTdxVm),
+}
+
+/// A served VM: its model, what the host knows of its memory, its vCPUs and files.
+pub(crate) struct ServedVm {
+    pub key: Key,
+    pub vm_type: VmType,
+    pub model: ModelVm,
+    pub mem: Arc<Mutex<HostMemory>>,
+    pub vcpus: Mutex<Vec<Arc<ServedVcpu>>>,
+    pub files: Mutex<Vec<Key>>,
+    /// The host's end of the VM fd's socket pair: it hangs up when the last copy of the VM
+    /// fd is closed, and the VM is destroyed.
+    pub hangup: OwnedFd,
+}
+
+/// A served vCPU: its `kvm_run` page and the model vCPU with its guest program.
+pub(crate) struct ServedVcpu {
+    pub page: RunPage,
+    pub sim: Mutex<SimVcpu>,
+    /// Whether a guest program was ever loaded (else the default one runs).
+    pub loaded: Mutex<bool>,
+}
+
+/// What a file the host handed out is.
+#[derive(Clone)]
+pub(crate) enum Obj {
+    /// A stand-in `/dev/kvm` (the machine has none).
+    KvmStandIn,
+    /// An open `/dev/sev`; whether it was opened for writing.
+    DevSev { writable: bool },
+    /// A VM fd.
+    Vm(Arc<ServedVm>),
+    /// A vCPU fd.
+    Vcpu(Arc<ServedVm>, Arc<ServedVcpu>),
+    /// A guest_memfd of a VM, with the model's fd for it (AMD).
+    Gmem(Arc<ServedVm>, i32),
+}
+
+enum FdClass {
+    RealKvm,
+    Ours(Obj),
+    Other,
+}
+
+fn kind_name(c: &FdClass) -> &'static str {
+    match c {
+        FdClass::RealKvm | FdClass::Ours(Obj::KvmStandIn) => "kvm",
+        FdClass::Ours(Obj::DevSev { .. }) => "sev",
+        FdClass::Ours(Obj::Vm(_)) => "vm",
+        FdClass::Ours(Obj::Vcpu(..)) => "vcpu",
+        FdClass::Ours(Obj::Gmem(..)) => "guest_memfd",
+        FdClass::Other => "other",
+    }
+}
+
+fn key_of(fd: &OwnedFd) -> Result<Key, Errno> {
+    let f = std::fs::File::from(fd.try_clone().map_err(|_| EIO)?);
+    let m = f.metadata().map_err(|_| EIO)?;
+    Ok((m.dev(), m.ino()))
+}
+
+fn hex(b: &[u8]) -> String {
+    hex::encode(b)
+}
+
+/// The name of an ioctl request the host knows.
+fn ioctl_name(req: u32) -> String {
+    let known: &[(u32, &str)] = &[
+        (KVM_GET_API_VERSION, "KVM_GET_API_VERSION"),
+        (KVM_CREATE_VM, "KVM_CREATE_VM"),
+        (KVM_CHECK_EXTENSION, "KVM_CHECK_EXTENSION"),
+        (KVM_GET_VCPU_MMAP_SIZE, "KVM_GET_VCPU_MMAP_SIZE"),
+        (KVM_GET_SUPPORTED_CPUID, "KVM_GET_SUPPORTED_CPUID"),
+        (KVM_CREATE_VCPU, "KVM_CREATE_VCPU"),
+        (KVM_RUN, "KVM_RUN"),
+        (KVM_SET_CPUID2, "KVM_SET_CPUID2"),
+        (KVM_SET_TSC_KHZ, "KVM_SET_TSC_KHZ"),
+        (KVM_ENABLE_CAP, "KVM_ENABLE_CAP"),
+        (KVM_MEMORY_ENCRYPT_OP, "KVM_MEMORY_ENCRYPT_OP"),
+        (KVM_MEMORY_ENCRYPT_REG_REGION, "KVM_MEMORY_ENCRYPT_REG_REGION"),
+        (KVM_MEMORY_ENCRYPT_UNREG_REGION, "KVM_MEMORY_ENCRYPT_UNREG_REGION"),
+        (KVM_SET_DEVICE_ATTR, "KVM_SET_DEVICE_ATTR"),
+        (KVM_GET_DEVICE_ATTR, "KVM_GET_DEVICE_ATTR"),
+        (KVM_HAS_DEVICE_ATTR, "KVM_HAS_DEVICE_ATTR"),
+        (KVM_SET_USER_MEMORY_REGION2, "KVM_SET_USER_MEMORY_REGION2"),
+        (KVM_SET_MEMORY_ATTRIBUTES, "KVM_SET_MEMORY_ATTRIBUTES"),
+        (KVM_CREATE_GUEST_MEMFD, "KVM_CREATE_GUEST_MEMFD"),
+        (KVM_PRE_FAULT_MEMORY, "KVM_PRE_FAULT_MEMORY"),
+        (sys::SEV_ISSUE_CMD, "SEV_ISSUE_CMD"),
+        (KVM_GET_REGS, "KVM_GET_REGS"),
+        (KVM_SET_REGS, "KVM_SET_REGS"),
+        (KVM_GET_SREGS, "KVM_GET_SREGS"),
+        (KVM_SET_SREGS, "KVM_SET_SREGS"),
+    ];
+    known
+        .iter()
+        .find(|(r, _)| *r == req)
+        .map_or_else(|| format!("ioctl {req:#010x} (nr {:#04x})", req & 0xff), |(_, n)| (*n).to_string())
+}
+
+const fn io_rw(dir: u32, nr: u32, size: usize) -> u32 {
+    (dir << 30) | ((size as u32) << 16) | (0xAE << 8) | nr
+}
+const KVM_GET_REGS: u32 = io_rw(2, 0x81, size_of::<kvm_regs>());
+const KVM_SET_REGS: u32 = io_rw(1, 0x82, size_of::<kvm_regs>());
+const KVM_GET_SREGS: u32 = io_rw(2, 0x83, size_of::<kvm_sregs>());
+const KVM_SET_SREGS: u32 = io_rw(1, 0x84, size_of::<kvm_sregs>());
+/// `KVM_SET_USER_MEMORY_REGION` (the original, without guest_memfd).
+const KVM_SET_USER_MEMORY_REGION: u32 = io_rw(1, 0x46, 32);
+
+fn read<T: FromBytes>(pm: &ProcessMemory, addr: u64) -> Result<T, Errno> {
+    let mut buf = vec![0u8; size_of::<T>()];
+    pm.read_at(addr, &mut buf)?;
+    T::read_from_bytes(&buf).map_err(|_| EFAULT)
+}
+
+fn write<T: IntoBytes + Immutable>(pm: &ProcessMemory, addr: u64, v: &T) -> Result<(), Errno> {
+    pm.write_at(addr, v.as_bytes())
+}
+
+/// The size of the argument struct of an SEV sub-command (0: none).
+fn sev_payload_len(id: u32) -> usize {
+    match id {
+        KVM_SEV_INIT2 => size_of::<KvmSevInit>(),
+        KVM_SEV_LAUNCH_START => size_of::<KvmSevLaunchStart>(),
+        KVM_SEV_LAUNCH_UPDATE_DATA => size_of::<KvmSevLaunchUpdateData>(),
+        KVM_SEV_LAUNCH_SECRET => size_of::<KvmSevLaunchSecret>(),
+        KVM_SEV_LAUNCH_MEASURE => size_of::<KvmSevLaunchMeasure>(),
+        KVM_SEV_GUEST_STATUS => size_of::<KvmSevGuestStatus>(),
+        KVM_SEV_DBG_DECRYPT | KVM_SEV_DBG_ENCRYPT => size_of::<KvmSevDbg>(),
+        KVM_SEV_GET_ATTESTATION_REPORT => size_of::<KvmSevAttestationReport>(),
+        KVM_SEV_SEND_START => size_of::<KvmSevSendStart>(),
+        KVM_SEV_SEND_UPDATE_DATA => size_of::<KvmSevSendUpdateData>(),
+        KVM_SEV_RECEIVE_START => size_of::<KvmSevReceiveStart>(),
+        KVM_SEV_RECEIVE_UPDATE_DATA => size_of::<KvmSevReceiveUpdateData>(),
+        KVM_SEV_SNP_LAUNCH_START => size_of::<KvmSevSnpLaunchStart>(),
+        KVM_SEV_SNP_LAUNCH_UPDATE => size_of::<KvmSevSnpLaunchUpdate>(),
+        KVM_SEV_SNP_LAUNCH_FINISH => size_of::<KvmSevSnpLaunchFinish>(),
+        _ => 0,
+    }
+}
+
+fn sev_name(id: u32) -> &'static str {
+    SevCmdId::ALL
+        .iter()
+        .find(|c| **c as u32 == id)
+        .map_or("KVM_MEMORY_ENCRYPT_OP (unknown SEV sub-command)", |c| c.name())
+}
+
+fn tdx_name(id: u32) -> &'static str {
+    TdxCmdId::from_raw(id).map_or("KVM_MEMORY_ENCRYPT_OP (unknown TDX sub-command)", TdxCmdId::name)
+}
+
+/// The most CPUID entries a TDX argument may carry (`KVM_MAX_CPUID_ENTRIES`).
+const MAX_CPUID_ENTRIES: usize = 256;
+
+/// One call being served: the notification, the caller's memory and the trace line.
+struct Call<'a> {
+    sh: &'a Shared,
+    listener: &'a OwnedFd,
+    n: Notif,
+    pm: ProcessMemory,
+    line: TraceLine,
+}
+
+impl Shared {
+    fn classify(&self, pid: i32, fd: i64) -> FdClass {
+        let Ok(m) = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) else {
+            return FdClass::Other;
+        };
+        if let Some(o) = lock(&self.objects).get(&(m.dev(), m.ino())) {
+            return FdClass::Ours(o.clone());
+        }
+        if m.file_type().is_char_device() && m.rdev() == KVM_RDEV {
+            return FdClass::RealKvm;
+        }
+        FdClass::Other
+    }
+
+    /// Serves one notification and answers it.
+    pub(crate) fn serve(&self, listener: &OwnedFd, n: Notif, process: i32) {
+        let start = Instant::now();
+        let mut call = Call {
+            sh: self,
+            listener,
+            n,
+            pm: ProcessMemory::new(process),
+            line: TraceLine {
+                pid: n.pid,
+                ..TraceLine::default()
+            },
+        };
+        let answer = match n.nr {
+            libc::SYS_openat => call.open(n.args[1], n.args[2]),
+            libc::SYS_open => call.open(n.args[0], n.args[1]),
+            libc::SYS_ioctl => call.ioctl(),
+            _ => Answer::Continue,
+        };
+        let answer = match answer {
+            // Already completed by ADDFD.
+            Answer::Value(v) if v == i64::MIN => None,
+            a => Some(a),
+        };
+        if let Some(a) = answer {
+            let _ = sys::respond(listener, n.id, a);
+            match a {
+                Answer::Value(v) => call.line.result = Some(v),
+                Answer::Error(e) => call.line.errno = Some(e.to_string()),
+                Answer::Continue => {}
+            }
+        }
+        if matches!(answer, Some(Answer::Continue)) && call.line.note.is_none() {
+            // Not the host's: the real kernel answered; no trace line.
+            return;
+        }
+        self.served_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = &self.trace {
+            call.line.us = start.elapsed().as_micros() as u64;
+            t.write(&call.line);
+        }
+    }
+}
+
+/// The answer that says "completed by `SECCOMP_ADDFD_FLAG_SEND`".
+const DONE: Answer = Answer::Value(i64::MIN);
+
+impl Call<'_> {
+    fn hand_out(&mut self, fd: &OwnedFd, key: Key, obj: Obj, cloexec: bool) -> Answer {
+        lock(&self.sh.objects).insert(key, obj);
+        match sys::addfd_send(self.listener, self.n.id, fd, cloexec) {
+            Ok(newfd) => {
+                self.line.result = Some(i64::from(newfd));
+                DONE
+            }
+            Err(e) => {
+                lock(&self.sh.objects).remove(&key);
+                Answer::Error(e)
+            }
+        }
+    }
+
+    fn open(&mut self, path_ptr: u64, flags: u64) -> Answer {
+        let Ok(path) = self.pm.read_path(path_ptr) else {
+            return Answer::Continue;
+        };
+        let cloexec = flags & libc::O_CLOEXEC as u64 != 0;
+        let path = String::from_utf8_lossy(&path).into_owned();
+        let obj = if path == "/dev/sev" && self.sh.serves_amd() {
+            Obj::DevSev {
+                writable: flags & libc::O_ACCMODE as u64 != libc::O_RDONLY as u64,
+            }
+        } else if path == "/dev/kvm" && !self.sh.real_kvm {
+            Obj::KvmStandIn
+        } else {
+            return Answer::Continue;
+        };
+        self.line.call = "openat";
+        self.line.fd_kind = if matches!(obj, Obj::DevSev { .. }) { "sev" } else { "kvm" };
+        self.line.path = Some(path.clone());
+        let fd = match sys::memfd(&format!("kvm-coco:{path}"), 0) {
+            Ok(f) => f,
+            Err(e) => return Answer::Error(e),
+        };
+        match key_of(&fd) {
+            Ok(key) => self.hand_out(&fd, key, obj, cloexec),
+            Err(e) => Answer::Error(e),
+        }
+    }
+
+    fn ioctl(&mut self) -> Answer {
+        let fd = self.n.args[0] as i32 as i64;
+        let req = self.n.args[1] as u32;
+        let arg = self.n.args[2];
+        let class = self.sh.classify(self.n.pid, fd);
+        self.line.call = "ioctl";
+        self.line.fd = Some(fd);
+        self.line.fd_kind = kind_name(&class);
+        self.line.ioctl = Some(ioctl_name(req));
+        match class {
+            FdClass::Other => Answer::Continue,
+            FdClass::RealKvm => self.system(req, arg, true),
+            FdClass::Ours(Obj::KvmStandIn) => self.system(req, arg, false),
+            FdClass::Ours(Obj::DevSev { writable }) => self.dev_sev(req, arg, writable),
+            FdClass::Ours(Obj::Vm(vm)) => self.vm(&vm, req, arg),
+            FdClass::Ours(Obj::Vcpu(vm, vcpu)) => self.vcpu(&vm, &vcpu, req, arg),
+            FdClass::Ours(Obj::Gmem(..)) => Answer::Error(ENOTTY),
+        }
+    }
+
+    // ---- /dev/kvm ------------------------------------------------------------------
+
+    fn vm_types(&self) -> u64 {
+        let mut t = if self.sh.real_kvm { self.sh.real_vm_types } else { 0 };
+        for v in self.sh.served.iter() {
+            t |= 1 << v.abi_value();
+        }
+        t
+    }
+
+    fn system(&mut self, req: u32, arg: u64, real: bool) -> Answer {
+        match req {
+            KVM_CHECK_EXTENSION if arg == u64::from(KVM_CAP_VM_TYPES) => {
+                Answer::Value(self.vm_types() as i64)
+            }
+            KVM_GET_DEVICE_ATTR | KVM_HAS_DEVICE_ATTR => {
+                let a: KvmDeviceAttr = match read(&self.pm, arg) {
+                    Ok(a) => a,
+                    Err(e) => return Answer::Error(e),
+                };
+                if a.group != KVM_X86_GRP_SEV {
+                    return if real { self.pass() } else { Answer::Error(ENXIO) };
+                }
+                let Some(amd) = self.sh.amd_if_served() else {
+                    return Answer::Error(ENXIO);
+                };
+                let v = match a.attr {
+                    KVM_X86_SEV_VMSA_FEATURES => amd.config().supported_vmsa_features,
+                    KVM_X86_SNP_POLICY_BITS => amd.snp_policy_bits(),
+                    KVM_X86_SEV_SNP_REQ_CERTS => 1,
+                    _ => return Answer::Error(ENXIO),
+                };
+                if req == KVM_GET_DEVICE_ATTR
+                    && let Err(e) = self.pm.write_at(a.addr, &v.to_le_bytes())
+                {
+                    return Answer::Error(e);
+                }
+                Answer::Value(0)
+            }
+            KVM_CREATE_VM => {
+                let Some(t) = VmType::from_abi(arg as u32).filter(|t| self.sh.served.contains(*t)) else {
+                    return if real { self.pass() } else { Answer::Error(EINVAL) };
+                };
+                self.create_vm(t)
+            }
+            _ if real => self.pass(),
+            KVM_GET_API_VERSION => Answer::Value(i64::from(KVM_API_VERSION)),
+            KVM_GET_VCPU_MMAP_SIZE => Answer::Value(self.sh.vcpu_mmap_size as i64),
+            KVM_CHECK_EXTENSION => Answer::Value(self.sh.system_cap(arg as u32)),
+            _ => self.unknown(),
+        }
+    }
+
+    /// Not the host's call after all: the real kernel answers (no trace line).
+    fn pass(&mut self) -> Answer {
+        Answer::Continue
+    }
+
+    fn unknown(&mut self) -> Answer {
+        self.line.note = Some("not modelled: ENOTTY".into());
+        Answer::Error(ENOTTY)
+    }
+
+    fn create_vm(&mut self, t: VmType) -> Answer {
+        let model = match t {
+            VmType::Tdx => ModelVm::Tdx(SimTdxVm::new(self.sh.tdx.clone(), SimKvmConfig::default())),
+            _ => match SimSevVm::new(self.sh.amd(), t.abi_value()) {
+                Ok(vm) => ModelVm::Amd(vm),
+                Err(e) => return Answer::Error(e),
+            },
+        };
+        let (ours, theirs) = match sys::socketpair() {
+            Ok(p) => p,
+            Err(e) => return Answer::Error(e),
+        };
+        let key = match key_of(&theirs) {
+            Ok(k) => k,
+            Err(e) => return Answer::Error(e),
+        };
+        let user: Arc<dyn crate::sim::user::UserMemory + Send + Sync> = Arc::new(self.pm);
+        let vm = Arc::new(ServedVm {
+            key,
+            vm_type: t,
+            model,
+            mem: Arc::new(Mutex::new(HostMemory::over(user))),
+            vcpus: Mutex::new(Vec::new()),
+            files: Mutex::new(Vec::new()),
+            hangup: ours,
+        });
+        lock(&self.sh.vms).insert(key, vm.clone());
+        self.sh.vms_created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.sh.wake();
+        let a = self.hand_out(&theirs, key, Obj::Vm(vm), true);
+        if a != DONE {
+            self.sh.destroy_vm(key);
+        }
+        a
+    }
+
+    // ---- /dev/sev ------------------------------------------------------------------
+
+    fn dev_sev(&mut self, req: u32, arg: u64, writable: bool) -> Answer {
+        if req != sys::SEV_ISSUE_CMD {
+            return Answer::Error(EINVAL);
+        }
+        let mut before = [0u8; size_of::<sev_dev::SevIssueCmd>()];
+        if self.pm.read_at(arg, &mut before).is_ok() {
+            self.line.arg_before = Some(hex(&before));
+        }
+        let (r, out) = devsev::issue(self.sh.amd(), &self.pm, arg, writable);
+        self.line.subcommand = Some(out.name);
+        self.line.fw_error = (out.status != 0).then_some(out.status);
+        let mut after = [0u8; size_of::<sev_dev::SevIssueCmd>()];
+        if self.pm.read_at(arg, &mut after).is_ok() {
+            self.line.arg_after = Some(hex(&after));
+        }
+        match r {
+            Ok(()) => Answer::Value(0),
+            Err(e) => Answer::Error(e),
+        }
+    }
+
+    // ---- VM fds ----------------------------------------------------------------------
+
+    fn vm(&mut self, vm: &Arc<ServedVm>, req: u32, arg: u64) -> Answer {
+        let r: Result<i64, Errno> = match req {
+            KVM_CHECK_EXTENSION => Ok(self.vm_cap(vm, arg as u32)),
+            KVM_MEMORY_ENCRYPT_OP => return self.encrypt_op(vm, arg),
+            KVM_CREATE_VCPU => return self.create_vcpu(vm, arg),
+            KVM_CREATE_GUEST_MEMFD => return self.create_gmem(vm, arg),
+            KVM_SET_USER_MEMORY_REGION2 | KVM_SET_USER_MEMORY_REGION => self.set_region(vm, req, arg),
+            KVM_SET_MEMORY_ATTRIBUTES => self.set_attributes(vm, arg),
+            KVM_MEMORY_ENCRYPT_REG_REGION | KVM_MEMORY_ENCRYPT_UNREG_REGION => {
+                read::<KvmEncRegion>(&self.pm, arg).and_then(|r| match &vm.model {
+                    ModelVm::Amd(m) if req == KVM_MEMORY_ENCRYPT_REG_REGION => m.register_region(&r).map(|()| 0),
+                    ModelVm::Amd(m) => m.unregister_region(&r).map(|()| 0),
+                    ModelVm::Tdx(_) => Err(ENOTTY),
+                })
+            }
+            KVM_ENABLE_CAP => read::<KvmEnableCap>(&self.pm, arg).and_then(|c| {
+                match (&vm.model, c.cap) {
+                    (ModelVm::Tdx(m), kvm_bindings::KVM_CAP_SPLIT_IRQCHIP) => {
+                        m.enable_split_irqchip().map(|()| 0)
+                    }
+                    (_, KVM_CAP_EXIT_HYPERCALL) => {
+                        if c.args[0] & !(1 << KVM_HC_MAP_GPA_RANGE) != 0 {
+                            Err(EINVAL)
+                        } else {
+                            Ok(0)
+                        }
+                    }
+                    (_, kvm_bindings::KVM_CAP_SPLIT_IRQCHIP) => Ok(0),
+                    _ => Err(EINVAL),
+                }
+            }),
+            KVM_SET_TSC_KHZ => match &vm.model {
+                ModelVm::Amd(m) => {
+                    m.set_tsc_khz(arg as u32);
+                    Ok(0)
+                }
+                ModelVm::Tdx(_) => Ok(0),
+            },
+            _ => return self.unknown(),
+        };
+        match r {
+            Ok(v) => Answer::Value(v),
+            Err(e) => Answer::Error(e),
+        }
+    }
+
+    fn vm_cap(&self, vm: &ServedVm, cap: u32) -> i64 {
+        let private = vm.vm_type.characteristics().contains(crate::Characteristics::PRIVATE_MEMORY);
+        match cap {
+            KVM_CAP_VM_TYPES => self.vm_types() as i64,
+            KVM_CAP_MEMORY_ATTRIBUTES if private => KVM_MEMORY_ATTRIBUTE_PRIVATE as i64,
+            KVM_CAP_GUEST_MEMFD if private => 1,
+            KVM_CAP_GUEST_MEMFD_FLAGS if private => 0,
+            KVM_CAP_EXIT_HYPERCALL => 1 << KVM_HC_MAP_GPA_RANGE,
+            KVM_CAP_PRE_FAULT_MEMORY => 1,
+            KVM_CAP_USER_MEMORY2 | KVM_CAP_MEMORY_FAULT_INFO => 1,
+            c => self.sh.system_cap(c),
+        }
+    }
+
+    fn encrypt_op(&mut self, vm: &Arc<ServedVm>, arg: u64) -> Answer {
+        match &vm.model {
+            ModelVm::Amd(m) => self.sev_op(vm, m, arg),
+            ModelVm::Tdx(m) => self.tdx_vm_op(m, arg),
+        }
+    }
+
+    fn sev_op(&mut self, vm: &ServedVm, m: &SimSevVm, arg: u64) -> Answer {
+        if arg == 0 {
+            // A NULL argument probes for SEV support.
+            return Answer::Value(0);
+        }
+        let mut cmd: KvmSevCmd = match read(&self.pm, arg) {
+            Ok(c) => c,
+            Err(e) => return Answer::Error(e),
+        };
+        let id = cmd.id;
+        let name = sev_name(id);
+        self.line.subcommand = Some(name);
+        let len = sev_payload_len(id);
+        let mut payload = vec![0u8; len];
+        let payload_ok = len > 0 && self.pm.read_at(cmd.data, &mut payload).is_ok();
+        if !payload_ok {
+            payload.clear();
+        }
+        let original = payload.clone();
+        self.line.arg_before = Some(hex(&payload));
+        // `sev_fd` names a file of the caller: the model sees its own /dev/sev fd for it.
+        let user_sev_fd = cmd.sev_fd;
+        let amd = self.sh.amd_state();
+        cmd.sev_fd = match self.sh.classify(self.n.pid, i64::from(user_sev_fd as i32)) {
+            FdClass::Ours(Obj::DevSev { .. }) => amd.dev_sev_fd as u32,
+            FdClass::Other if user_sev_fd as i32 >= 0 && self.fd_open(user_sev_fd) => amd.other_fd as u32,
+            FdClass::Other => u32::MAX,
+            _ => amd.other_fd as u32,
+        };
+        let fault = self.sh.faults.check(name);
+        let mut r = match (fault, id) {
+            (Some(f), _) => {
+                self.line.fault = Some(f.to_string());
+                self.inject_sev(m, &mut cmd, &mut payload, f)
+            }
+            _ => m.mem_enc_op(&mut cmd, &mut payload),
+        };
+        if r.is_ok()
+            && id == KVM_SEV_SNP_LAUNCH_UPDATE
+            && let (Ok(before), Ok(after)) = (
+                KvmSevSnpLaunchUpdate::read_from_bytes(&original),
+                KvmSevSnpLaunchUpdate::read_from_bytes(&payload),
+            )
+            && u32::from(before.r#type) == KVM_SEV_SNP_PAGE_TYPE_SECRETS
+            && after.gfn_start > before.gfn_start
+        {
+            lock(&vm.mem).secrets = Some(before.gfn_start * PAGE);
+        }
+        cmd.sev_fd = user_sev_fd;
+        self.line.fw_error = (cmd.error != 0).then_some(cmd.error);
+        self.line.arg_after = Some(hex(&payload));
+        // sev_mem_enc_ioctl copies the command (with `error`) back whatever happened, and
+        // each handler copies its struct back where it writes results.
+        if write(&self.pm, arg, &cmd).is_err() {
+            r = Err(EFAULT);
+        }
+        if payload_ok && payload != original && self.pm.write_at(cmd.data, &payload).is_err() {
+            r = Err(EFAULT);
+        }
+        match r {
+            Ok(()) => Answer::Value(0),
+            Err(e) => Answer::Error(e),
+        }
+    }
+
+    fn fd_open(&self, fd: u32) -> bool {
+        std::fs::symlink_metadata(format!("/proc/{}/fd/{}", self.n.pid, fd as i32)).is_ok()
+    }
+
+    fn inject_sev(
+        &mut self,
+        m: &SimSevVm,
+        cmd: &mut KvmSevCmd,
+        payload: &mut [u8],
+        f: FaultAction,
+    ) -> Result<(), Errno> {
+        match f {
+            FaultAction::Again => Err(EAGAIN),
+            FaultAction::Busy => Err(EBUSY),
+            FaultAction::FirmwareStatus(s) => {
+                cmd.error = s;
+                Err(EIO)
+            }
+            FaultAction::Partial(k) => {
+                // SNP_LAUNCH_UPDATE: do at most k pages, then EAGAIN with the progress
+                // written back (other commands: no partial form, plain EAGAIN).
+                let Ok(mut upd) = KvmSevSnpLaunchUpdate::read_from_bytes(payload) else {
+                    return Err(EAGAIN);
+                };
+                if cmd.id != KVM_SEV_SNP_LAUNCH_UPDATE || upd.len <= k * PAGE {
+                    return m.mem_enc_op(cmd, payload);
+                }
+                let total = upd.len;
+                upd.len = k * PAGE;
+                let mut part = upd.as_bytes().to_vec();
+                let r = m.mem_enc_op(cmd, &mut part);
+                let mut done = KvmSevSnpLaunchUpdate::read_from_bytes(&part).map_err(|_| EFAULT)?;
+                let consumed = k * PAGE - done.len;
+                done.len = total - consumed;
+                payload.copy_from_slice(done.as_bytes());
+                r.and(Err(EAGAIN))
+            }
+        }
+    }
+
+    fn tdx_vm_op(&mut self, m: &SimTdxVm, arg: u64) -> Answer {
+        let mut cmd: KvmTdxCmd = match read(&self.pm, arg) {
+            Ok(c) => c,
+            Err(e) => return Answer::Error(e),
+        };
+        let name = tdx_name(cmd.id);
+        self.line.subcommand = Some(name);
+        let (mut data, data_ok) = match cmd.id {
+            KVM_TDX_CAPABILITIES => self.tdx_buf::<KvmTdxCapabilities>(cmd.data),
+            KVM_TDX_INIT_VM => self.tdx_buf::<KvmTdxInitVm>(cmd.data),
+            _ => (Vec::new(), false),
+        };
+        let original = data.clone();
+        self.line.arg_before = Some(hex(&data));
+        let r = match self.sh.faults.check(name) {
+            Some(f @ (FaultAction::Again | FaultAction::Partial(_))) => {
+                self.line.fault = Some(f.to_string());
+                Err(EAGAIN)
+            }
+            Some(FaultAction::Busy) => {
+                self.line.fault = Some("busy".into());
+                Err(EBUSY)
+            }
+            _ => m.tdx_ioctl(&mut cmd, &mut data),
+        };
+        self.finish_tdx(arg, &cmd, data_ok, &original, &data, r)
+    }
+
+    /// Reads a TDX argument buffer: a header `H` whose `cpuid.nent` (at the end of the
+    /// header, as in both `kvm_tdx_capabilities` and `kvm_tdx_init_vm`) counts the
+    /// `kvm_cpuid_entry2`s that follow.
+    fn tdx_buf<H>(&self, addr: u64) -> (Vec<u8>, bool) {
+        let hdr = size_of::<H>();
+        let mut h = vec![0u8; hdr];
+        if self.pm.read_at(addr, &mut h).is_err() {
+            return (Vec::new(), false);
+        }
+        let nent_off = hdr - size_of::<KvmCpuid2>();
+        let nent = u32::from_le_bytes(h[nent_off..nent_off + 4].try_into().unwrap_or_default());
+        let n = (nent as usize).min(MAX_CPUID_ENTRIES);
+        let mut buf = vec![0u8; hdr + n * size_of::<KvmCpuidEntry2>()];
+        buf[..hdr].copy_from_slice(&h);
+        let _ = self.pm.read_at(addr + hdr as u64, &mut buf[hdr..]);
+        (buf, true)
+    }
+
+    fn finish_tdx(
+        &mut self,
+        arg: u64,
+        cmd: &KvmTdxCmd,
+        data_ok: bool,
+        original: &[u8],
+        data: &[u8],
+        r: Result<(), Errno>,
+    ) -> Answer {
+        let mut r = r;
+        self.line.arg_after = Some(hex(data));
+        if cmd.hw_error != 0 {
+            self.line.hw_error = Some(format!("{:#x}", cmd.hw_error));
+        }
+        if write(&self.pm, arg, cmd).is_err() {
+            r = Err(EFAULT);
+        }
+        if data_ok && data != original && self.pm.write_at(cmd.data, data).is_err() {
+            r = Err(EFAULT);
+        }
+        match r {
+            Ok(()) => Answer::Value(0),
+            Err(e) => Answer::Error(e),
+        }
+    }
+
+    fn create_vcpu(&mut self, vm: &Arc<ServedVm>, arg: u64) -> Answer {
+        let id = arg as u32;
+        let sim = match &vm.model {
+            ModelVm::Amd(m) => m
+                .create_vcpu(id)
+                .map(|v| SimVcpu::amd(vm.vm_type, self.sh.amd().clone(), m.clone(), v, vm.mem.clone())),
+            ModelVm::Tdx(m) => m.create_vcpu(id).map(|v| SimVcpu::tdx(m.clone(), v, vm.mem.clone())),
+        };
+        let sim = match sim {
+            Ok(s) => s,
+            Err(e) => return Answer::Error(e),
+        };
+        let fd = match sys::memfd(&format!("kvm-coco:vcpu{id}"), self.sh.vcpu_mmap_size as u64) {
+            Ok(f) => f,
+            Err(e) => return Answer::Error(e),
+        };
+        let (page, key) = match (RunPage::map(&fd, self.sh.vcpu_mmap_size), key_of(&fd)) {
+            (Ok(p), Ok(k)) => (p, k),
+            (Err(e), _) | (_, Err(e)) => return Answer::Error(e),
+        };
+        let vcpu = Arc::new(ServedVcpu {
+            page,
+            sim: Mutex::new(sim),
+            loaded: Mutex::new(false),
+        });
+        lock(&vm.vcpus).push(vcpu.clone());
+        lock(&vm.files).push(key);
+        self.hand_out(&fd, key, Obj::Vcpu(vm.clone(), vcpu), true)
+    }
+
+    fn create_gmem(&mut self, vm: &Arc<ServedVm>, arg: u64) -> Answer {
+        let g: KvmCreateGuestMemfd = match read(&self.pm, arg) {
+            Ok(g) => g,
+            Err(e) => return Answer::Error(e),
+        };
+        self.line.arg_before = Some(hex(g.as_bytes()));
+        let model_fd = match &vm.model {
+            ModelVm::Amd(m) => match m.create_guest_memfd(g.size, g.flags) {
+                Ok(fd) => fd,
+                Err(e) => return Answer::Error(e),
+            },
+            ModelVm::Tdx(_) => {
+                if g.flags & !(GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED) != 0
+                    || g.size == 0
+                    || !g.size.is_multiple_of(PAGE)
+                {
+                    return Answer::Error(EINVAL);
+                }
+                -1
+            }
+        };
+        let fd = match sys::memfd("kvm-coco:guest_memfd", g.size) {
+            Ok(f) => f,
+            Err(e) => return Answer::Error(e),
+        };
+        let key = match key_of(&fd) {
+            Ok(k) => k,
+            Err(e) => return Answer::Error(e),
+        };
+        lock(&vm.files).push(key);
+        self.hand_out(&fd, key, Obj::Gmem(vm.clone(), model_fd), true)
+    }
+
+    fn set_region(&mut self, vm: &ServedVm, req: u32, arg: u64) -> Result<i64, Errno> {
+        let mut r = if req == KVM_SET_USER_MEMORY_REGION {
+            let mut b = [0u8; 32];
+            self.pm.read_at(arg, &mut b)?;
+            let mut r2 = KvmUserspaceMemoryRegion2::default();
+            r2.as_mut_bytes()[..32].copy_from_slice(&b);
+            r2
+        } else {
+            read::<KvmUserspaceMemoryRegion2>(&self.pm, arg)?
+        };
+        self.line.arg_before = Some(hex(r.as_bytes()));
+        let gmem = r.flags & KVM_MEM_GUEST_MEMFD != 0;
+        match &vm.model {
+            ModelVm::Amd(m) => {
+                if gmem {
+                    let amd = self.sh.amd_state();
+                    r.guest_memfd = match self.sh.classify(self.n.pid, i64::from(r.guest_memfd as i32)) {
+                        FdClass::Ours(Obj::Gmem(_, mfd)) if mfd >= 0 => mfd as u32,
+                        FdClass::Other if !self.fd_open(r.guest_memfd) => u32::MAX,
+                        _ => amd.other_fd as u32,
+                    };
+                }
+                m.set_user_memory_region2(&r)?;
+            }
+            ModelVm::Tdx(m) => {
+                if r.memory_size != 0 && gmem {
+                    match self.sh.classify(self.n.pid, i64::from(r.guest_memfd as i32)) {
+                        FdClass::Ours(Obj::Gmem(owner, _)) if owner.key == vm.key => {}
+                        _ => return Err(EINVAL),
+                    }
+                    m.add_guest_memfd_region(r.guest_phys_addr, r.memory_size)?;
+                }
+            }
+        }
+        let mut mem = lock(&vm.mem);
+        if r.memory_size == 0 {
+            mem.slots.retain(|s| s.0 != r.guest_phys_addr);
+            mem.ram.retain(|s| s.0 != r.guest_phys_addr);
+        } else {
+            mem.slots.push((r.guest_phys_addr, r.memory_size, r.userspace_addr));
+            mem.ram.push((r.guest_phys_addr, r.memory_size));
+        }
+        Ok(0)
+    }
+
+    fn set_attributes(&mut self, vm: &ServedVm, arg: u64) -> Result<i64, Errno> {
+        let a: KvmMemoryAttributes = read(&self.pm, arg)?;
+        self.line.arg_before = Some(hex(a.as_bytes()));
+        match &vm.model {
+            ModelVm::Amd(m) => m.set_memory_attributes(&a)?,
+            ModelVm::Tdx(m) => m.set_memory_attributes(&a)?,
+        }
+        let end = a.address.saturating_add(a.size);
+        lock(&vm.mem).set_private(a.address, end, a.attributes & KVM_MEMORY_ATTRIBUTE_PRIVATE != 0);
+        Ok(0)
+    }
+
+    // ---- vCPU fds ----------------------------------------------------------------------
+
+    fn vcpu(&mut self, vm: &Arc<ServedVm>, vcpu: &Arc<ServedVcpu>, req: u32, arg: u64) -> Answer {
+        let r: Result<i64, Errno> = match req {
+            KVM_RUN => return self.run(vm, vcpu),
+            KVM_MEMORY_ENCRYPT_OP => return self.tdx_vcpu_op(vm, vcpu, arg),
+            KVM_GET_REGS => lock(&vcpu.sim)
+                .regs()
+                .map_err(|e| e.errno().unwrap_or(EIO))
+                .and_then(|r| write(&self.pm, arg, &r).map(|()| 0)),
+            KVM_SET_REGS => read::<kvm_regs>(&self.pm, arg).and_then(|r| {
+                lock(&vcpu.sim).set_regs(&r).map(|()| 0).map_err(|e| e.errno().unwrap_or(EIO))
+            }),
+            KVM_GET_SREGS => lock(&vcpu.sim)
+                .sregs()
+                .map_err(|e| e.errno().unwrap_or(EIO))
+                .and_then(|r| write(&self.pm, arg, &r).map(|()| 0)),
+            KVM_SET_SREGS => read::<kvm_sregs>(&self.pm, arg).and_then(|r| {
+                lock(&vcpu.sim).set_sregs(&r).map(|()| 0).map_err(|e| e.errno().unwrap_or(EIO))
+            }),
+            KVM_SET_CPUID2 => Ok(0),
+            KVM_PRE_FAULT_MEMORY => match &vm.model {
+                ModelVm::Amd(_) | ModelVm::Tdx(_) => Err(Errno::from_raw(libc::EOPNOTSUPP)),
+            },
+            _ => return self.unknown(),
+        };
+        match r {
+            Ok(v) => Answer::Value(v),
+            Err(e) => Answer::Error(e),
+        }
+    }
+
+    fn tdx_vcpu_op(&mut self, vm: &ServedVm, vcpu: &ServedVcpu, arg: u64) -> Answer {
+        let ModelVm::Tdx(_) = &vm.model else {
+            return Answer::Error(ENOTTY);
+        };
+        let mut cmd: KvmTdxCmd = match read(&self.pm, arg) {
+            Ok(c) => c,
+            Err(e) => return Answer::Error(e),
+        };
+        let name = tdx_name(cmd.id);
+        self.line.subcommand = Some(name);
+        let (mut data, data_ok) = match cmd.id {
+            KVM_TDX_INIT_MEM_REGION => {
+                let mut b = vec![0u8; size_of::<KvmTdxInitMemRegion>()];
+                let ok = self.pm.read_at(cmd.data, &mut b).is_ok();
+                (if ok { b } else { Vec::new() }, ok)
+            }
+            KVM_TDX_GET_CPUID => self.tdx_buf::<KvmCpuid2>(cmd.data),
+            _ => (Vec::new(), false),
+        };
+        let original = data.clone();
+        self.line.arg_before = Some(hex(&data));
+        let sim = lock(&vcpu.sim);
+        let Some(tv) = sim.tdx_vcpu() else {
+            return Answer::Error(ENOTTY);
+        };
+        let fault = self.sh.faults.check(name);
+        let r = match fault {
+            Some(f @ FaultAction::Partial(k)) if cmd.id == KVM_TDX_INIT_MEM_REGION => {
+                self.line.fault = Some(f.to_string());
+                match KvmTdxInitMemRegion::read_from_bytes(&data) {
+                    Ok(mut reg) if reg.nr_pages > k => {
+                        let total = reg.nr_pages;
+                        reg.nr_pages = k;
+                        let mut part = reg.as_bytes().to_vec();
+                        let r = tv.tdx_ioctl(&mut cmd, &mut part, &self.pm);
+                        match KvmTdxInitMemRegion::read_from_bytes(&part) {
+                            Ok(mut done) => {
+                                done.nr_pages += total - k;
+                                data.copy_from_slice(done.as_bytes());
+                                r.and(Err(EAGAIN))
+                            }
+                            Err(_) => Err(EFAULT),
+                        }
+                    }
+                    _ => tv.tdx_ioctl(&mut cmd, &mut data, &self.pm),
+                }
+            }
+            Some(f @ (FaultAction::Again | FaultAction::Partial(_))) => {
+                self.line.fault = Some(f.to_string());
+                Err(EAGAIN)
+            }
+            _ => tv.tdx_ioctl(&mut cmd, &mut data, &self.pm),
+        };
+        drop(sim);
+        self.finish_tdx(arg, &cmd, data_ok, &original, &data, r)
+    }
+
+    fn run(&mut self, vm: &ServedVm, vcpu: &ServedVcpu) -> Answer {
+        if run::immediate_exit(&vcpu.page) {
+            return Answer::Error(EINTR);
+        }
+        let mut sim = lock(&vcpu.sim);
+        let (ret, npages) = run::reply(&vcpu.page);
+        sim.take_reply(ret, npages);
+        {
+            let mut loaded = lock(&vcpu.loaded);
+            if !*loaded && self.sh.default_program {
+                *loaded = true;
+                let ops = default_program(vm, sim.id());
+                sim.load_program(ops);
+            }
+        }
+        let before = sim.outcomes().len();
+        let r = match sim.run() {
+            Ok(exit) => {
+                let errno = run::encode(&vcpu.page, &exit);
+                self.line.note = Some(format!("exit {exit:?}"));
+                errno.map_or(Answer::Value(0), Answer::Error)
+            }
+            Err(e) => Answer::Error(e.errno().unwrap_or(EIO)),
+        };
+        for o in &sim.outcomes()[before..] {
+            match o {
+                GuestOutcome::SnpReport {
+                    report: Some(r), ..
+                } => lock(&self.sh.reports).push(r.clone()),
+                GuestOutcome::TdReport(r) => lock(&self.sh.reports).push(r.clone()),
+                _ => {}
+            }
+        }
+        r
+    }
+}
+
+/// What a vCPU of an external program runs when nobody loaded a program: vCPU 0 asks for
+/// its attestation report (SNP report, or TDREPORT through GetQuote) and terminates; other
+/// vCPUs and SEV guests halt.
+fn default_program(vm: &ServedVm, id: u32) -> Vec<GuestOp> {
+    let mut report_data = [0u8; 64];
+    report_data[..16].copy_from_slice(b"kvm-coco simhost");
+    let page = lock(&vm.mem).shared_page(3);
+    match (vm.vm_type, id, page) {
+        (VmType::Snp, 0, Some(p)) => vec![
+            GuestOp::SnpReport {
+                report_data,
+                certs_gpa: p,
+                npages: 1,
+            },
+            GuestOp::Terminate { code: 0 },
+        ],
+        (VmType::Tdx, 0, Some(p)) => vec![
+            GuestOp::GetQuote {
+                gpa: p,
+                size: PAGE,
+                report_data,
+            },
+            GuestOp::Terminate { code: 0 },
+        ],
+        (VmType::SevEs | VmType::Snp | VmType::Tdx, _, _) => vec![GuestOp::Terminate { code: 0 }],
+        _ => vec![GuestOp::Halt],
+    }
+}
+
+/// Host-wide objects by identity.
+pub(crate) type Objects = HashMap<Key, Obj>;

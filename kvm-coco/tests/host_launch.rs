@@ -1,0 +1,265 @@
+//! The hardware code path — `KvmBackend`, the `ops` wrappers, the `kvm_run` decoding —
+//! running against the software host: every confidential ioctl is a real system call, answered
+//! by the models of KVM and the firmware through seccomp user notification. Expected
+//! measurements come from sev-snp-measure (committed vectors) and the separate MRTD
+//! calculator; the platform's value is read from the guest's own report or TDREPORT, or from
+//! LAUNCH_MEASURE, never recomputed on the host.
+
+#[path = "measure_common/mod.rs"]
+mod measure_common;
+
+use kvm_coco::launch::backend::Backend;
+use kvm_coco::launch::{
+    GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, SevEsInit, SevInit, SevSession,
+    SnpInit,
+};
+use kvm_coco::measure::{FirmwareImage, LaunchPlan};
+use kvm_coco::sim::host::SoftwareHost;
+use kvm_coco::{Access, CertsReply, Exit, Kvm, MapGpaReply, SystemEvent, VmType};
+use psp_driver::owner::session::{FwVersion, OwnerSession, verify_launch_measure};
+use psp_driver::owner::snp::verify_report;
+use psp_driver::owner::cert::SevCert;
+use psp_driver::{DevSev, Platform};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::SeedableRng;
+use psp_driver::report::AttestationReport;
+use zerocopy::{FromBytes, IntoBytes};
+
+use measure_common::{amd_inputs, ssm_output as ssm};
+
+const SHARED: u64 = 0x100_0000;
+
+/// A software host serving this test's thread. Fails (never skips) where seccomp user
+/// notification is refused: every machine this project runs on has it.
+fn served() -> SoftwareHost {
+    let host = SoftwareHost::builder().seed(1).start().unwrap();
+    host.serve_current_thread()
+        .expect("seccomp user notification is required by the software host");
+    host
+}
+
+#[test]
+fn host_reports_snp_and_tdx_vm_types_and_sev_attributes() {
+    let _host = served();
+    let kvm = Kvm::open().unwrap();
+    let types = kvm.supported_vm_types();
+    for t in [VmType::Sev, VmType::SevEs, VmType::Snp, VmType::Tdx] {
+        assert!(types.contains(t), "{t} missing from {types}");
+    }
+    // Facts linux-uapi §2: the VMSA features attribute; the model offers DEBUG_SWAP (bit 5)
+    // and SECURE_TSC (bit 9).
+    let f = kvm
+        .device_attr(
+            kvm_coco_uapi::vm::KVM_X86_GRP_SEV,
+            kvm_coco_uapi::vm::KVM_X86_SEV_VMSA_FEATURES,
+        )
+        .unwrap();
+    assert_eq!(f, (1 << 5) | (1 << 9));
+}
+
+#[test]
+fn snp_launch_through_kvm_backend_reports_sev_snp_measures_digest() {
+    let host = served();
+    let img = measure_common::syn64k();
+    let fw = FirmwareImage::parse(&img).unwrap();
+    let inputs = amd_inputs(&fw, 2, "EPYC-Genoa");
+    let plan = LaunchPlan::snp(&inputs).unwrap();
+    let expected = ssm(&[
+        "--mode",
+        "snp",
+        "--vcpus",
+        "2",
+        "--vcpu-type",
+        "EPYC-Genoa",
+        "--ovmf",
+        "syn64k.fd",
+    ]);
+
+    let kvm = Kvm::open().unwrap();
+    let backend = KvmBackend::new(&kvm, VmType::Snp).unwrap();
+    let params = SnpInit {
+        req_certs: true,
+        host_data: [7; 32],
+        ..SnpInit::default()
+    };
+    let mut launch = Launch::new(backend, InitParams::Snp(params)).unwrap();
+    launch.add_plan_memory(&plan).unwrap();
+    launch.add_memory(SHARED, 0x8000).unwrap();
+    launch.create_vcpu(0).unwrap();
+    launch.create_vcpu(1).unwrap();
+    let mut launch = launch.start().unwrap();
+    launch.add_plan(&plan).unwrap();
+    let launch = launch.measure().unwrap().finish().unwrap();
+    let (mut backend, mut vcpus) = launch.into_parts();
+
+    let report_data = [0xa5u8; 64];
+    host.load_program(
+        &vcpus[0],
+        [
+            GuestOp::SnpReport {
+                report_data,
+                certs_gpa: SHARED,
+                npages: 0,
+            },
+            GuestOp::SnpReport {
+                report_data,
+                certs_gpa: SHARED,
+                npages: 2,
+            },
+            GuestOp::MapGpa {
+                gpa: SHARED + 0x4000,
+                npages: 1,
+                private: true,
+            },
+            GuestOp::Read {
+                gpa: SHARED + 0x5000,
+                len: 8,
+                private: true,
+            },
+            GuestOp::Terminate { code: 3 },
+        ],
+    )
+    .unwrap();
+    let cert_table = b"certificate table for the guest";
+    let (mut certs, mut maps, mut faults, mut term) = (0, 0, 0, false);
+    for _ in 0..32 {
+        match vcpus[0].run().unwrap() {
+            Exit::SnpReqCerts(mut r) => {
+                certs += 1;
+                if r.npages < 2 {
+                    r.reply(CertsReply::NeedPages(2));
+                } else {
+                    backend.write_shared(r.gpa, cert_table).unwrap();
+                    r.reply(CertsReply::Success);
+                }
+            }
+            Exit::MapGpaRange(mut m) => {
+                maps += 1;
+                let private = m.access() == Access::Private;
+                backend.set_private(m.gpa, m.size(), private).unwrap();
+                m.reply(MapGpaReply::Success);
+            }
+            Exit::MemoryFault(f) => {
+                faults += 1;
+                backend
+                    .set_private(f.gpa, f.size, f.access() == Access::Private)
+                    .unwrap();
+            }
+            Exit::SystemEvent(SystemEvent::SevTerm { .. }) => {
+                term = true;
+                break;
+            }
+            other => panic!("unexpected exit {other:?}"),
+        }
+    }
+    assert_eq!((certs, maps, faults, term), (2, 1, 1, true));
+    let outcomes = host.outcomes(&vcpus[0]).unwrap();
+    let reports: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            GuestOutcome::SnpReport {
+                certs_ret,
+                npages,
+                report,
+                certs,
+                ..
+            } => Some((*certs_ret, *npages, report.clone(), certs.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports.len(), 2);
+    assert_eq!(
+        (reports[0].0, reports[0].1, reports[0].2.is_none()),
+        (28, 2, true)
+    );
+    let (ret, _, report, certs) = &reports[1];
+    assert_eq!(*ret, 0);
+    assert_eq!(&certs[..cert_table.len()], cert_table);
+    let report = AttestationReport::read_from_bytes(report.as_ref().unwrap()).unwrap();
+    let chain = host.sev_host().unwrap().firmware().certs().snp;
+    let ark = chain.ark.public_key().unwrap();
+    verify_report(&report, &chain, Some(&ark)).unwrap();
+    assert_eq!(
+        hex::encode(report.measurement),
+        expected,
+        "the guest's report vs sev-snp-measure"
+    );
+    assert_eq!(report.host_data, [7; 32]);
+    assert_eq!(report.report_data, report_data);
+}
+
+/// An SEV or SEV-ES launch whose guest owner takes the platform's PDH and firmware version
+/// from `/dev/sev` (psp-driver's `DevSev`, served) and checks `LAUNCH_MEASURE` against the
+/// sev-snp-measure digest.
+fn sev_owner_checks_launch_measure(vm_type: VmType, mode: &str, policy: u32) {
+    let _host = served();
+    let img = measure_common::syn64k();
+    let fw = FirmwareImage::parse(&img).unwrap();
+    let inputs = amd_inputs(&fw, 2, "EPYC-v4");
+    let plan = match vm_type {
+        VmType::Sev => LaunchPlan::sev(&inputs).unwrap(),
+        _ => LaunchPlan::sev_es(&inputs).unwrap(),
+    };
+    let expected = if vm_type == VmType::SevEs {
+        ssm(&["--mode", mode, "--vcpus", "2", "--vcpu-type", "EPYC-v4", "--ovmf", "syn64k.fd"])
+    } else {
+        ssm(&["--mode", mode, "--ovmf", "syn64k.fd"])
+    };
+
+    let dev = DevSev::open().unwrap();
+    let export = dev.pdh_cert_export().unwrap();
+    let pdh = SevCert::read_from_bytes(&export.pdh_cert).unwrap();
+    let st = dev.platform_status().unwrap();
+    let fwv = FwVersion {
+        api_major: st.api_major,
+        api_minor: st.api_minor,
+        build: st.build,
+    };
+    let mut rng = ChaCha20Rng::from_seed([9; 32]);
+    let owner = OwnerSession::new(&mut rng, &pdh, policy).unwrap();
+    let session = Some(SevSession {
+        dh_cert: owner.dh_cert().as_bytes().to_vec(),
+        session: owner.session().as_bytes().to_vec(),
+    });
+    let params = match vm_type {
+        VmType::Sev => InitParams::Sev(SevInit { policy, session }),
+        _ => InitParams::SevEs(SevEsInit {
+            policy,
+            session,
+            ..SevEsInit::default()
+        }),
+    };
+
+    let kvm = Kvm::open().unwrap();
+    let backend = KvmBackend::new(&kvm, vm_type).unwrap();
+    let mut launch = Launch::new(backend, params).unwrap();
+    launch.add_plan_memory(&plan).unwrap();
+    launch.create_vcpu(0).unwrap();
+    if vm_type == VmType::SevEs {
+        launch.create_vcpu(1).unwrap();
+    }
+    let mut launch = launch.start().unwrap();
+    launch.add_plan(&plan).unwrap();
+    let launch = launch.measure().unwrap();
+    let m = *launch.sev_launch_measure().unwrap();
+    let mut blob = [0u8; 48];
+    blob[..32].copy_from_slice(&m.measure);
+    blob[32..].copy_from_slice(&m.mnonce);
+    let ld: [u8; 32] = hex::decode(&expected).unwrap().try_into().unwrap();
+    verify_launch_measure(&owner.keys().tik, fwv, policy, &ld, &blob)
+        .expect("LAUNCH_MEASURE binds the sev-snp-measure digest");
+    let mut wrong = ld;
+    wrong[0] ^= 1;
+    assert!(verify_launch_measure(&owner.keys().tik, fwv, policy, &wrong, &blob).is_err());
+    launch.finish().unwrap();
+}
+
+#[test]
+fn sev_launch_measure_through_kvm_backend_and_dev_sev() {
+    sev_owner_checks_launch_measure(VmType::Sev, "sev", 0x1);
+}
+
+#[test]
+fn sev_es_launch_measure_through_kvm_backend_and_dev_sev() {
+    sev_owner_checks_launch_measure(VmType::SevEs, "seves", 0x5);
+}
