@@ -263,3 +263,115 @@ fn sev_launch_measure_through_kvm_backend_and_dev_sev() {
 fn sev_es_launch_measure_through_kvm_backend_and_dev_sev() {
     sev_owner_checks_launch_measure(VmType::SevEs, "seves", 0x5);
 }
+
+#[test]
+fn tdx_launch_through_kvm_backend_and_the_tdreport_carries_mrtd() {
+    use kvm_coco::launch::TdxInit;
+    use kvm_coco::sim::tdx::{TdQuote, TdReport};
+    use kvm_coco::{TdVmCallStatus, TdxExit};
+    const QUOTE_GPA: u64 = 0x100_0000;
+
+    let host = served();
+    let img = measure_common::syn64k();
+    let fw = FirmwareImage::parse(&img).unwrap();
+    let plan = LaunchPlan::tdx(&fw).unwrap();
+    let kvm = Kvm::open().unwrap();
+    let backend = KvmBackend::new(&kvm, VmType::Tdx).unwrap();
+    let mut launch = Launch::new(backend, InitParams::Tdx(TdxInit::default())).unwrap();
+    launch.add_plan_memory(&plan).unwrap();
+    launch.add_memory(QUOTE_GPA, 0x8000).unwrap();
+    launch.create_vcpu(0).unwrap();
+    let mut launch = launch.start().unwrap();
+    launch.add_plan(&plan).unwrap();
+    let launch = launch.measure().unwrap().finish().unwrap();
+    let (mut backend, mut vcpus) = launch.into_parts();
+
+    let report_data = [0x5au8; 64];
+    host.load_program(
+        &vcpus[0],
+        [
+            GuestOp::MapGpa {
+                gpa: QUOTE_GPA,
+                npages: 2,
+                private: false,
+            },
+            GuestOp::GetQuote {
+                gpa: QUOTE_GPA,
+                size: 0x2000,
+                report_data,
+            },
+            GuestOp::Read {
+                gpa: 0xFFFF_0000,
+                len: 64,
+                private: true,
+            },
+            GuestOp::Terminate { code: 0x1234 },
+        ],
+    )
+    .unwrap();
+    let module = host.tdx_module().clone();
+    let (mut maps, mut quotes, mut fatal) = (0, 0, None);
+    for _ in 0..32 {
+        match vcpus[0].run().unwrap() {
+            Exit::MapGpaRange(mut m) => {
+                maps += 1;
+                backend
+                    .set_private(m.gpa, m.size(), m.access() == Access::Private)
+                    .unwrap();
+                m.reply(MapGpaReply::Success);
+            }
+            Exit::Tdx(TdxExit::GetQuote(mut q)) => {
+                quotes += 1;
+                let gpa = q.args.gpa;
+                let mut report = vec![0u8; 1024];
+                backend.read_shared(gpa + 24, &mut report).unwrap();
+                let report = TdReport::read_from_bytes(&report).unwrap();
+                let quote = module.lock().unwrap().quote(&report).unwrap().to_bytes();
+                backend.write_shared(gpa + 24, &quote).unwrap();
+                backend.write_shared(gpa + 16, &0u32.to_le_bytes()).unwrap();
+                backend
+                    .write_shared(gpa + 20, &(quote.len() as u32).to_le_bytes())
+                    .unwrap();
+                q.reply(TdVmCallStatus::Success);
+            }
+            Exit::SystemEvent(SystemEvent::TdxFatal { regs }) => {
+                fatal = regs.get(12).copied();
+                break;
+            }
+            other => panic!("unexpected exit {other:?}"),
+        }
+    }
+    assert_eq!((maps, quotes, fatal), (1, 1, Some(0x1234)));
+    let outcomes = host.outcomes(&vcpus[0]).unwrap();
+    let report = outcomes
+        .iter()
+        .find_map(|o| match o {
+            GuestOutcome::TdReport(r) => Some(TdReport::read_from_bytes(r).unwrap()),
+            _ => None,
+        })
+        .expect("a TDREPORT");
+    assert_eq!(
+        hex::encode(report.td_info.mrtd),
+        measure_common::SYN64K_MRTD,
+        "the TD's own MRTD vs mrtd_ref.py"
+    );
+    module.lock().unwrap().verify_report(&report).unwrap();
+    let quote = outcomes
+        .iter()
+        .find_map(|o| match o {
+            GuestOutcome::Quote { ret, buffer } => {
+                assert_eq!(*ret, 0);
+                let n = u32::from_le_bytes(buffer[20..24].try_into().unwrap()) as usize;
+                Some(TdQuote::parse(&buffer[24..24 + n]).unwrap())
+            }
+            _ => None,
+        })
+        .expect("a quote");
+    module.lock().unwrap().verify_quote(&quote).unwrap();
+    // The TD reads its firmware decrypted.
+    assert!(outcomes.contains(&GuestOutcome::Read {
+        gpa: 0xFFFF_0000,
+        private: true,
+        data: img[..64].to_vec(),
+    }));
+}
