@@ -10,19 +10,18 @@ mod measure_common;
 
 use kvm_coco::launch::backend::Backend;
 use kvm_coco::launch::{
-    GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, SevEsInit, SevInit, SevSession,
-    SnpInit,
+    GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, SevEsInit, SevInit, SevSession, SnpInit,
 };
 use kvm_coco::measure::{FirmwareImage, LaunchPlan};
 use kvm_coco::sim::host::SoftwareHost;
 use kvm_coco::{Access, CertsReply, Exit, Kvm, MapGpaReply, SystemEvent, VmType};
+use psp_driver::owner::cert::SevCert;
 use psp_driver::owner::session::{FwVersion, OwnerSession, verify_launch_measure};
 use psp_driver::owner::snp::verify_report;
-use psp_driver::owner::cert::SevCert;
+use psp_driver::report::AttestationReport;
 use psp_driver::{DevSev, Platform};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
-use psp_driver::report::AttestationReport;
 use zerocopy::{FromBytes, IntoBytes};
 
 use measure_common::{amd_inputs, ssm_output as ssm};
@@ -201,7 +200,16 @@ fn sev_owner_checks_launch_measure(vm_type: VmType, mode: &str, policy: u32) {
         _ => LaunchPlan::sev_es(&inputs).unwrap(),
     };
     let expected = if vm_type == VmType::SevEs {
-        ssm(&["--mode", mode, "--vcpus", "2", "--vcpu-type", "EPYC-v4", "--ovmf", "syn64k.fd"])
+        ssm(&[
+            "--mode",
+            mode,
+            "--vcpus",
+            "2",
+            "--vcpu-type",
+            "EPYC-v4",
+            "--ovmf",
+            "syn64k.fd",
+        ])
     } else {
         ssm(&["--mode", mode, "--ovmf", "syn64k.fd"])
     };

@@ -15,6 +15,7 @@ mod check;
 mod launch;
 mod measure;
 mod report;
+mod sim_host;
 mod tee;
 mod util;
 
@@ -42,6 +43,11 @@ enum Command {
     Report(report::ReportArgs),
     /// Launch a confidential guest (by default: the built-in firmware as an SNP guest).
     Launch(Box<launch::LaunchArgs>),
+    /// Run a program (any VMM) against the software host: its /dev/kvm and /dev/sev calls for
+    /// confidential VMs are answered by the models of KVM and the firmware.
+    ///
+    /// Exits with the program's status.
+    SimHost(sim_host::SimHostArgs),
 }
 
 /// What a successful run concluded.
@@ -92,6 +98,12 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::SimHost(args) => {
+            return sim_host::run(&args).unwrap_or_else(|e| {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            });
+        }
         Command::Measure(args) => measure::run(&args),
         Command::Check(args) => check::run(&args),
         Command::Caps(args) => caps::run(&args),

@@ -132,7 +132,11 @@ impl HostMemory {
     /// range: where a default guest program puts its certificate or quote buffer, clear of
     /// the message pages [`message_pages`](Self::message_pages) picks.
     pub(crate) fn shared_page(&self, skip: usize) -> Option<u64> {
-        let (start, len) = self.ram.iter().copied().max_by_key(|&(s, l)| s.saturating_add(l))?;
+        let (start, len) = self
+            .ram
+            .iter()
+            .copied()
+            .max_by_key(|&(s, l)| s.saturating_add(l))?;
         let mut page = start.saturating_add(len) & !(PAGE - 1);
         let mut seen = 0;
         for _ in 0..4096 {

@@ -6,11 +6,11 @@
 
 #![forbid(unsafe_code)]
 
+use kvm_coco_uapi::SevRetCode;
 use kvm_coco_uapi::sev_dev::{
     SevIssueCmd, SevPlatformCmd, SevUserDataGetId2, SevUserDataPdhCertExport,
     SevUserDataPekCertImport, SevUserDataPekCsr, SevUserDataSnpConfig,
 };
-use kvm_coco_uapi::SevRetCode;
 use psp_driver::Platform;
 use psp_driver::sim::platform::SimPlatformError;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -58,7 +58,12 @@ fn fw_err(e: &SimPlatformError) -> (Errno, u32) {
 
 /// Serves `SEV_ISSUE_CMD` with argument `argp`; `writable` says whether the fd was opened for
 /// writing (the key-changing commands need it: `EPERM`).
-pub(crate) fn issue(host: &SimSevHost, pm: &ProcessMemory, argp: u64, writable: bool) -> (Result<(), Errno>, DevSevOutcome) {
+pub(crate) fn issue(
+    host: &SimSevHost,
+    pm: &ProcessMemory,
+    argp: u64,
+    writable: bool,
+) -> (Result<(), Errno>, DevSevOutcome) {
     let mut out = DevSevOutcome {
         errno: None,
         status: 0,
@@ -71,7 +76,11 @@ pub(crate) fn issue(host: &SimSevHost, pm: &ProcessMemory, argp: u64, writable: 
             return (Err(e), out);
         }
     };
-    let Some(id) = SevPlatformCmd::ALL.iter().copied().find(|c| *c as u32 == cmd.cmd) else {
+    let Some(id) = SevPlatformCmd::ALL
+        .iter()
+        .copied()
+        .find(|c| *c as u32 == cmd.cmd)
+    else {
         out.errno = Some(EINVAL);
         return (Err(EINVAL), out);
     };
@@ -142,8 +151,10 @@ pub(crate) fn issue(host: &SimSevHost, pm: &ProcessMemory, argp: u64, writable: 
                 }
                 let mut pek = vec![0u8; a.pek_cert_len as usize];
                 let mut oca = vec![0u8; a.oca_cert_len as usize];
-                pm.read_at(a.pek_cert_address, &mut pek).map_err(|e| (e, 0))?;
-                pm.read_at(a.oca_cert_address, &mut oca).map_err(|e| (e, 0))?;
+                pm.read_at(a.pek_cert_address, &mut pek)
+                    .map_err(|e| (e, 0))?;
+                pm.read_at(a.oca_cert_address, &mut oca)
+                    .map_err(|e| (e, 0))?;
                 psp.pek_cert_import(&pek, &oca).map_err(|e| fw_err(&e))
             })(),
             SevPlatformCmd::SnpSetConfig => (|| {

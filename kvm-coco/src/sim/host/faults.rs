@@ -90,7 +90,9 @@ pub struct FaultPlan {
 
 /// A fault spec that cannot be parsed: the rule and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad fault rule `{rule}`: {reason} (expected COMMAND:ACTION[@N|%P], ACTION one of eagain, partial=K, busy, fw=STATUS)")]
+#[error(
+    "bad fault rule `{rule}`: {reason} (expected COMMAND:ACTION[@N|%P], ACTION one of eagain, partial=K, busy, fw=STATUS)"
+)]
 pub struct FaultSpecError {
     /// The rule as written.
     pub rule: String,
@@ -128,7 +130,9 @@ impl FromStr for FaultPlan {
                 return Err(err("empty command"));
             }
             let (action, when) = if let Some((a, n)) = rest.split_once('@') {
-                let n = parse_u64(n).filter(|&n| n > 0).ok_or(err("`@N` needs N >= 1"))?;
+                let n = parse_u64(n)
+                    .filter(|&n| n > 0)
+                    .ok_or(err("`@N` needs N >= 1"))?;
                 (a, FaultWhen::Nth(n))
             } else if let Some((a, p)) = rest.split_once('%') {
                 let p = parse_u64(p)
@@ -143,7 +147,9 @@ impl FromStr for FaultPlan {
                 "busy" => FaultAction::Busy,
                 a => {
                     if let Some(k) = a.strip_prefix("partial=") {
-                        FaultAction::Partial(parse_u64(k).ok_or(err("`partial=K` needs a page count"))?)
+                        FaultAction::Partial(
+                            parse_u64(k).ok_or(err("`partial=K` needs a page count"))?,
+                        )
                     } else if let Some(s) = a.strip_prefix("fw=") {
                         let s = parse_u64(s)
                             .and_then(|s| u32::try_from(s).ok())
@@ -234,7 +240,10 @@ mod tests {
         let r = p.rules();
         assert_eq!(r[0].command, "SNP_LAUNCH_UPDATE");
         assert_eq!(r[0].action, FaultAction::Partial(2));
-        assert_eq!((r[1].action, r[1].when), (FaultAction::Again, FaultWhen::Nth(3)));
+        assert_eq!(
+            (r[1].action, r[1].when),
+            (FaultAction::Again, FaultWhen::Nth(3))
+        );
         assert_eq!(
             (r[2].action, r[2].when),
             (FaultAction::FirmwareStatus(0x10), FaultWhen::Percent(50))

@@ -64,13 +64,13 @@ pub use faults::{FaultAction, FaultPlan, FaultRule, FaultSpecError, FaultWhen};
 
 use self::serve::{Key, Obj, Objects, ServedVm, lock};
 use self::sys::Notif;
-use psp_driver::AsidClass;
 use self::trace::Trace;
 use crate::error::Errno;
 use crate::launch::{GuestOp, GuestOutcome};
 use crate::sim::sev::{SimSevConfig, SimSevHost};
 use crate::sim::tdx::{SimTdxModule, TdxModuleConfig};
 use crate::vm_type::{VmType, VmTypes};
+use psp_driver::AsidClass;
 
 /// Errors of the software host.
 #[derive(Debug, thiserror::Error)]
@@ -285,7 +285,8 @@ impl Shared {
 
     /// The AMD model; made at the first served listener's registration.
     fn amd_state(&self) -> &AmdState {
-        self.amd.get_or_init(|| self.make_amd(std::process::id() as i32))
+        self.amd
+            .get_or_init(|| self.make_amd(std::process::id() as i32))
     }
 
     fn make_amd(&self, pid: i32) -> AmdState {
@@ -328,7 +329,9 @@ impl Shared {
                 1
             }
             c if c == kvm_bindings::KVM_CAP_NR_MEMSLOTS => 509,
-            c if c == kvm_bindings::KVM_CAP_MAX_VCPUS || c == kvm_bindings::KVM_CAP_NR_VCPUS => 4096,
+            c if c == kvm_bindings::KVM_CAP_MAX_VCPUS || c == kvm_bindings::KVM_CAP_NR_VCPUS => {
+                4096
+            }
             _ => 0,
         }
     }
@@ -516,8 +519,8 @@ impl SoftwareHost {
             program: program.clone(),
             source,
         };
-        let (ours, theirs) = sys::socketpair()
-            .map_err(|e| spawn_err(std::io::Error::from_raw_os_error(e.raw())))?;
+        let (ours, theirs) =
+            sys::socketpair().map_err(|e| spawn_err(std::io::Error::from_raw_os_error(e.raw())))?;
         let theirs_fd = theirs.as_raw_fd();
         // SAFETY: the closure runs in the forked child before exec and only makes raw system
         // calls (prctl, seccomp, sendmsg, close) on fds it owns; the filter program is

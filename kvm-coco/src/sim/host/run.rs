@@ -55,7 +55,8 @@ pub(crate) fn reply(page: &RunPage) -> (u64, u64) {
 /// a memory fault, as KVM does), or `None`.
 pub(crate) fn encode(page: &RunPage, exit: &Exit<'_>) -> Option<Errno> {
     let mut arm = [0u8; KVM_RUN_EXIT_UNION_SIZE];
-    let put = |arm: &mut [u8], off: usize, v: u64| arm[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    let put =
+        |arm: &mut [u8], off: usize, v: u64| arm[off..off + 8].copy_from_slice(&v.to_le_bytes());
     let (reason, errno) = match exit {
         Exit::Hlt => (KVM_EXIT_HLT, None),
         Exit::Shutdown => (KVM_EXIT_SHUTDOWN, None),
@@ -74,7 +75,11 @@ pub(crate) fn encode(page: &RunPage, exit: &Exit<'_>) -> Option<Errno> {
             put(
                 &mut arm,
                 64,
-                if m.long_mode { KVM_EXIT_HYPERCALL_LONG_MODE } else { 0 },
+                if m.long_mode {
+                    KVM_EXIT_HYPERCALL_LONG_MODE
+                } else {
+                    0
+                },
             );
             (KVM_EXIT_HYPERCALL, None)
         }

@@ -13,17 +13,21 @@ use std::time::Instant;
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use kvm_coco_uapi::sev::*;
-use kvm_coco_uapi::tdx::{KVM_TDX_CAPABILITIES, KVM_TDX_GET_CPUID, KVM_TDX_INIT_MEM_REGION, KVM_TDX_INIT_VM};
-use kvm_coco_uapi::vm::{KVM_X86_GRP_SEV, KVM_X86_SEV_SNP_REQ_CERTS, KVM_X86_SEV_VMSA_FEATURES, KVM_X86_SNP_POLICY_BITS};
+use kvm_coco_uapi::tdx::{
+    KVM_TDX_CAPABILITIES, KVM_TDX_GET_CPUID, KVM_TDX_INIT_MEM_REGION, KVM_TDX_INIT_VM,
+};
+use kvm_coco_uapi::vm::{
+    KVM_X86_GRP_SEV, KVM_X86_SEV_SNP_REQ_CERTS, KVM_X86_SEV_VMSA_FEATURES, KVM_X86_SNP_POLICY_BITS,
+};
 use kvm_coco_uapi::*;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
+use super::Shared;
 use super::devsev;
 use super::faults::FaultAction;
 use super::run;
 use super::sys::{self, Answer, Notif, ProcessMemory, RunPage};
 use super::trace::TraceLine;
-use super::Shared;
 use crate::error::Errno;
 use crate::launch::backend::LaunchVcpu;
 use crate::launch::sim::{HostMemory, SimVcpu};
@@ -135,8 +139,14 @@ fn ioctl_name(req: u32) -> String {
         (KVM_SET_TSC_KHZ, "KVM_SET_TSC_KHZ"),
         (KVM_ENABLE_CAP, "KVM_ENABLE_CAP"),
         (KVM_MEMORY_ENCRYPT_OP, "KVM_MEMORY_ENCRYPT_OP"),
-        (KVM_MEMORY_ENCRYPT_REG_REGION, "KVM_MEMORY_ENCRYPT_REG_REGION"),
-        (KVM_MEMORY_ENCRYPT_UNREG_REGION, "KVM_MEMORY_ENCRYPT_UNREG_REGION"),
+        (
+            KVM_MEMORY_ENCRYPT_REG_REGION,
+            "KVM_MEMORY_ENCRYPT_REG_REGION",
+        ),
+        (
+            KVM_MEMORY_ENCRYPT_UNREG_REGION,
+            "KVM_MEMORY_ENCRYPT_UNREG_REGION",
+        ),
         (KVM_SET_DEVICE_ATTR, "KVM_SET_DEVICE_ATTR"),
         (KVM_GET_DEVICE_ATTR, "KVM_GET_DEVICE_ATTR"),
         (KVM_HAS_DEVICE_ATTR, "KVM_HAS_DEVICE_ATTR"),
@@ -150,10 +160,10 @@ fn ioctl_name(req: u32) -> String {
         (KVM_GET_SREGS, "KVM_GET_SREGS"),
         (KVM_SET_SREGS, "KVM_SET_SREGS"),
     ];
-    known
-        .iter()
-        .find(|(r, _)| *r == req)
-        .map_or_else(|| format!("ioctl {req:#010x} (nr {:#04x})", req & 0xff), |(_, n)| (*n).to_string())
+    known.iter().find(|(r, _)| *r == req).map_or_else(
+        || format!("ioctl {req:#010x} (nr {:#04x})", req & 0xff),
+        |(_, n)| (*n).to_string(),
+    )
 }
 
 const fn io_rw(dir: u32, nr: u32, size: usize) -> u32 {
@@ -202,11 +212,16 @@ fn sev_name(id: u32) -> &'static str {
     SevCmdId::ALL
         .iter()
         .find(|c| **c as u32 == id)
-        .map_or("KVM_MEMORY_ENCRYPT_OP (unknown SEV sub-command)", |c| c.name())
+        .map_or("KVM_MEMORY_ENCRYPT_OP (unknown SEV sub-command)", |c| {
+            c.name()
+        })
 }
 
 fn tdx_name(id: u32) -> &'static str {
-    TdxCmdId::from_raw(id).map_or("KVM_MEMORY_ENCRYPT_OP (unknown TDX sub-command)", TdxCmdId::name)
+    TdxCmdId::from_raw(id).map_or(
+        "KVM_MEMORY_ENCRYPT_OP (unknown TDX sub-command)",
+        TdxCmdId::name,
+    )
 }
 
 /// The most CPUID entries a TDX argument may carry (`KVM_MAX_CPUID_ENTRIES`).
@@ -271,7 +286,8 @@ impl Shared {
             // Not the host's: the real kernel answered; no trace line.
             return;
         }
-        self.served_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.served_calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = &self.trace {
             call.line.us = start.elapsed().as_micros() as u64;
             t.write(&call.line);
@@ -313,7 +329,11 @@ impl Call<'_> {
             return Answer::Continue;
         };
         self.line.call = "openat";
-        self.line.fd_kind = if matches!(obj, Obj::DevSev { .. }) { "sev" } else { "kvm" };
+        self.line.fd_kind = if matches!(obj, Obj::DevSev { .. }) {
+            "sev"
+        } else {
+            "kvm"
+        };
         self.line.path = Some(path.clone());
         let fd = match sys::memfd(&format!("kvm-coco:{path}"), 0) {
             Ok(f) => f,
@@ -348,7 +368,11 @@ impl Call<'_> {
     // ---- /dev/kvm ------------------------------------------------------------------
 
     fn vm_types(&self) -> u64 {
-        let mut t = if self.sh.real_kvm { self.sh.real_vm_types } else { 0 };
+        let mut t = if self.sh.real_kvm {
+            self.sh.real_vm_types
+        } else {
+            0
+        };
         for v in self.sh.served.iter() {
             t |= 1 << v.abi_value();
         }
@@ -366,7 +390,11 @@ impl Call<'_> {
                     Err(e) => return Answer::Error(e),
                 };
                 if a.group != KVM_X86_GRP_SEV {
-                    return if real { self.pass() } else { Answer::Error(ENXIO) };
+                    return if real {
+                        self.pass()
+                    } else {
+                        Answer::Error(ENXIO)
+                    };
                 }
                 let Some(amd) = self.sh.amd_if_served() else {
                     return Answer::Error(ENXIO);
@@ -385,8 +413,13 @@ impl Call<'_> {
                 Answer::Value(0)
             }
             KVM_CREATE_VM => {
-                let Some(t) = VmType::from_abi(arg as u32).filter(|t| self.sh.served.contains(*t)) else {
-                    return if real { self.pass() } else { Answer::Error(EINVAL) };
+                let Some(t) = VmType::from_abi(arg as u32).filter(|t| self.sh.served.contains(*t))
+                else {
+                    return if real {
+                        self.pass()
+                    } else {
+                        Answer::Error(EINVAL)
+                    };
                 };
                 self.create_vm(t)
             }
@@ -410,7 +443,9 @@ impl Call<'_> {
 
     fn create_vm(&mut self, t: VmType) -> Answer {
         let model = match t {
-            VmType::Tdx => ModelVm::Tdx(SimTdxVm::new(self.sh.tdx.clone(), SimKvmConfig::default())),
+            VmType::Tdx => {
+                ModelVm::Tdx(SimTdxVm::new(self.sh.tdx.clone(), SimKvmConfig::default()))
+            }
             _ => match SimSevVm::new(self.sh.amd(), t.abi_value()) {
                 Ok(vm) => ModelVm::Amd(vm),
                 Err(e) => return Answer::Error(e),
@@ -435,7 +470,9 @@ impl Call<'_> {
             hangup: ours,
         });
         lock(&self.sh.vms).insert(key, vm.clone());
-        self.sh.vms_created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.sh
+            .vms_created
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.sh.wake();
         let a = self.hand_out(&theirs, key, Obj::Vm(vm), true);
         if a != DONE {
@@ -475,17 +512,21 @@ impl Call<'_> {
             KVM_MEMORY_ENCRYPT_OP => return self.encrypt_op(vm, arg),
             KVM_CREATE_VCPU => return self.create_vcpu(vm, arg),
             KVM_CREATE_GUEST_MEMFD => return self.create_gmem(vm, arg),
-            KVM_SET_USER_MEMORY_REGION2 | KVM_SET_USER_MEMORY_REGION => self.set_region(vm, req, arg),
+            KVM_SET_USER_MEMORY_REGION2 | KVM_SET_USER_MEMORY_REGION => {
+                self.set_region(vm, req, arg)
+            }
             KVM_SET_MEMORY_ATTRIBUTES => self.set_attributes(vm, arg),
             KVM_MEMORY_ENCRYPT_REG_REGION | KVM_MEMORY_ENCRYPT_UNREG_REGION => {
                 read::<KvmEncRegion>(&self.pm, arg).and_then(|r| match &vm.model {
-                    ModelVm::Amd(m) if req == KVM_MEMORY_ENCRYPT_REG_REGION => m.register_region(&r).map(|()| 0),
+                    ModelVm::Amd(m) if req == KVM_MEMORY_ENCRYPT_REG_REGION => {
+                        m.register_region(&r).map(|()| 0)
+                    }
                     ModelVm::Amd(m) => m.unregister_region(&r).map(|()| 0),
                     ModelVm::Tdx(_) => Err(ENOTTY),
                 })
             }
-            KVM_ENABLE_CAP => read::<KvmEnableCap>(&self.pm, arg).and_then(|c| {
-                match (&vm.model, c.cap) {
+            KVM_ENABLE_CAP => {
+                read::<KvmEnableCap>(&self.pm, arg).and_then(|c| match (&vm.model, c.cap) {
                     (ModelVm::Tdx(m), kvm_bindings::KVM_CAP_SPLIT_IRQCHIP) => {
                         m.enable_split_irqchip().map(|()| 0)
                     }
@@ -498,8 +539,8 @@ impl Call<'_> {
                     }
                     (_, kvm_bindings::KVM_CAP_SPLIT_IRQCHIP) => Ok(0),
                     _ => Err(EINVAL),
-                }
-            }),
+                })
+            }
             KVM_SET_TSC_KHZ => match &vm.model {
                 ModelVm::Amd(m) => {
                     m.set_tsc_khz(arg as u32);
@@ -516,7 +557,10 @@ impl Call<'_> {
     }
 
     fn vm_cap(&self, vm: &ServedVm, cap: u32) -> i64 {
-        let private = vm.vm_type.characteristics().contains(crate::Characteristics::PRIVATE_MEMORY);
+        let private = vm
+            .vm_type
+            .characteristics()
+            .contains(crate::Characteristics::PRIVATE_MEMORY);
         match cap {
             KVM_CAP_VM_TYPES => self.vm_types() as i64,
             KVM_CAP_MEMORY_ATTRIBUTES if private => KVM_MEMORY_ATTRIBUTE_PRIVATE as i64,
@@ -561,7 +605,9 @@ impl Call<'_> {
         let amd = self.sh.amd_state();
         cmd.sev_fd = match self.sh.classify(self.n.pid, i64::from(user_sev_fd as i32)) {
             FdClass::Ours(Obj::DevSev { .. }) => amd.dev_sev_fd as u32,
-            FdClass::Other if user_sev_fd as i32 >= 0 && self.fd_open(user_sev_fd) => amd.other_fd as u32,
+            FdClass::Other if user_sev_fd as i32 >= 0 && self.fd_open(user_sev_fd) => {
+                amd.other_fd as u32
+            }
             FdClass::Other => u32::MAX,
             _ => amd.other_fd as u32,
         };
@@ -716,10 +762,18 @@ impl Call<'_> {
     fn create_vcpu(&mut self, vm: &Arc<ServedVm>, arg: u64) -> Answer {
         let id = arg as u32;
         let sim = match &vm.model {
-            ModelVm::Amd(m) => m
+            ModelVm::Amd(m) => m.create_vcpu(id).map(|v| {
+                SimVcpu::amd(
+                    vm.vm_type,
+                    self.sh.amd().clone(),
+                    m.clone(),
+                    v,
+                    vm.mem.clone(),
+                )
+            }),
+            ModelVm::Tdx(m) => m
                 .create_vcpu(id)
-                .map(|v| SimVcpu::amd(vm.vm_type, self.sh.amd().clone(), m.clone(), v, vm.mem.clone())),
-            ModelVm::Tdx(m) => m.create_vcpu(id).map(|v| SimVcpu::tdx(m.clone(), v, vm.mem.clone())),
+                .map(|v| SimVcpu::tdx(m.clone(), v, vm.mem.clone())),
         };
         let sim = match sim {
             Ok(s) => s,
@@ -792,7 +846,10 @@ impl Call<'_> {
             ModelVm::Amd(m) => {
                 if gmem {
                     let amd = self.sh.amd_state();
-                    r.guest_memfd = match self.sh.classify(self.n.pid, i64::from(r.guest_memfd as i32)) {
+                    r.guest_memfd = match self
+                        .sh
+                        .classify(self.n.pid, i64::from(r.guest_memfd as i32))
+                    {
                         FdClass::Ours(Obj::Gmem(_, mfd)) if mfd >= 0 => mfd as u32,
                         FdClass::Other if !self.fd_open(r.guest_memfd) => u32::MAX,
                         _ => amd.other_fd as u32,
@@ -802,7 +859,10 @@ impl Call<'_> {
             }
             ModelVm::Tdx(m) => {
                 if r.memory_size != 0 && gmem {
-                    match self.sh.classify(self.n.pid, i64::from(r.guest_memfd as i32)) {
+                    match self
+                        .sh
+                        .classify(self.n.pid, i64::from(r.guest_memfd as i32))
+                    {
                         FdClass::Ours(Obj::Gmem(owner, _)) if owner.key == vm.key => {}
                         _ => return Err(EINVAL),
                     }
@@ -815,7 +875,8 @@ impl Call<'_> {
             mem.slots.retain(|s| s.0 != r.guest_phys_addr);
             mem.ram.retain(|s| s.0 != r.guest_phys_addr);
         } else {
-            mem.slots.push((r.guest_phys_addr, r.memory_size, r.userspace_addr));
+            mem.slots
+                .push((r.guest_phys_addr, r.memory_size, r.userspace_addr));
             mem.ram.push((r.guest_phys_addr, r.memory_size));
         }
         Ok(0)
@@ -829,7 +890,11 @@ impl Call<'_> {
             ModelVm::Tdx(m) => m.set_memory_attributes(&a)?,
         }
         let end = a.address.saturating_add(a.size);
-        lock(&vm.mem).set_private(a.address, end, a.attributes & KVM_MEMORY_ATTRIBUTE_PRIVATE != 0);
+        lock(&vm.mem).set_private(
+            a.address,
+            end,
+            a.attributes & KVM_MEMORY_ATTRIBUTE_PRIVATE != 0,
+        );
         Ok(0)
     }
 
@@ -844,14 +909,20 @@ impl Call<'_> {
                 .map_err(|e| e.errno().unwrap_or(EIO))
                 .and_then(|r| write(&self.pm, arg, &r).map(|()| 0)),
             KVM_SET_REGS => read::<kvm_regs>(&self.pm, arg).and_then(|r| {
-                lock(&vcpu.sim).set_regs(&r).map(|()| 0).map_err(|e| e.errno().unwrap_or(EIO))
+                lock(&vcpu.sim)
+                    .set_regs(&r)
+                    .map(|()| 0)
+                    .map_err(|e| e.errno().unwrap_or(EIO))
             }),
             KVM_GET_SREGS => lock(&vcpu.sim)
                 .sregs()
                 .map_err(|e| e.errno().unwrap_or(EIO))
                 .and_then(|r| write(&self.pm, arg, &r).map(|()| 0)),
             KVM_SET_SREGS => read::<kvm_sregs>(&self.pm, arg).and_then(|r| {
-                lock(&vcpu.sim).set_sregs(&r).map(|()| 0).map_err(|e| e.errno().unwrap_or(EIO))
+                lock(&vcpu.sim)
+                    .set_sregs(&r)
+                    .map(|()| 0)
+                    .map_err(|e| e.errno().unwrap_or(EIO))
             }),
             KVM_SET_CPUID2 => Ok(0),
             KVM_PRE_FAULT_MEMORY => match &vm.model {

@@ -23,7 +23,11 @@ const KVMIO: u32 = 0xAE;
 const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
 
 fn last_errno() -> Errno {
-    Errno::from_raw(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+    Errno::from_raw(
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO),
+    )
 }
 
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
@@ -480,7 +484,8 @@ impl MemBacking for ProcessMemory {
             len: len as u64,
         };
         let mut buf = vec![0u8; len];
-        self.read_at(off as u64, &mut buf).map_err(|_| bad.clone())?;
+        self.read_at(off as u64, &mut buf)
+            .map_err(|_| bad.clone())?;
         let before = buf.clone();
         f(&mut buf);
         if buf != before {

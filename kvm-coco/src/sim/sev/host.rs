@@ -137,7 +137,10 @@ impl SimSevHost {
     ///
     /// # Errors
     /// As [`new`](Self::new).
-    pub fn over_process(cfg: SimSevConfig, process: Arc<dyn MemBacking>) -> Result<Arc<Self>, Errno> {
+    pub fn over_process(
+        cfg: SimSevConfig,
+        process: Arc<dyn MemBacking>,
+    ) -> Result<Arc<Self>, Errno> {
         Self::build(cfg, Some(process))
     }
 
@@ -145,7 +148,8 @@ impl SimSevHost {
         let mem = Arc::new(PhysMem::new());
         let process_base = match process {
             Some(p) => {
-                mem.register_region(PROCESS_PA_BASE, p).map_err(|_| EINVAL)?;
+                mem.register_region(PROCESS_PA_BASE, p)
+                    .map_err(|_| EINVAL)?;
                 Some(PROCESS_PA_BASE)
             }
             None => None,

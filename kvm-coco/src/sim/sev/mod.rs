@@ -93,9 +93,8 @@ mod vcpu;
 mod vm;
 
 pub use host::{
-    USER_ADDRESS_SPACE,
     FdKind, KVM_SNP_POLICY_MASK_VALID, SNP_POLICY_MASK_BASE, SVM_SEV_FEAT_DEBUG_SWAP,
-    SVM_SEV_FEAT_SECURE_TSC, SVM_SEV_FEAT_SNP_ACTIVE, SimSevConfig, SimSevHost,
+    SVM_SEV_FEAT_SECURE_TSC, SVM_SEV_FEAT_SNP_ACTIVE, SimSevConfig, SimSevHost, USER_ADDRESS_SPACE,
 };
 pub use snp::{INITIAL_VMSA_GPA, SNP_POLICY_MASK_RSVD_MBO, snp_guest_err};
 pub use vcpu::{DR7_FIXED_1, RESET_PAT, VcpuRegs};
