@@ -81,6 +81,9 @@ pub enum GuestOp {
     },
     /// `HLT`: the vCPU exits with [`Exit::Hlt`](crate::Exit::Hlt).
     Halt,
+    /// Powers the machine off (an ACPI shutdown the VMM completes): the vCPU exits with
+    /// [`SystemEvent::Shutdown`](crate::SystemEvent::Shutdown) and runs nothing more.
+    PowerOff,
 }
 
 /// What the guest observed.

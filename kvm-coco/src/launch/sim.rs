@@ -1034,6 +1034,36 @@ impl SimVcpu {
         }
     }
 
+    /// Whether `op` may access the vCPU's registers now (the model's `EINVAL` once the state
+    /// is protected).
+    pub(crate) fn register_access(&self, op: RegisterOp) -> Result<(), Errno> {
+        match &self.kind {
+            VcpuKind::Tdx { vcpu, .. } => vcpu.register_access(op),
+            VcpuKind::Amd { vcpu, .. } => vcpu.register_access(op),
+        }
+    }
+
+    /// `KVM_SET_XCRS` for XCR0 (AMD: into the VMSA's state; TDX: refused as protected).
+    pub(crate) fn set_xcr0(&self, xcr0: u64) -> Result<(), Errno> {
+        match &self.kind {
+            VcpuKind::Tdx { vcpu, .. } => vcpu.register_access(RegisterOp::Xcrs),
+            VcpuKind::Amd { vcpu, .. } => vcpu.set_xcr0(xcr0),
+        }
+    }
+
+    /// `KVM_SET_DEBUGREGS` (AMD: DR6/DR7 into the VMSA's state).
+    pub(crate) fn set_debug_regs(&self, dr6: u64, dr7: u64) -> Result<(), Errno> {
+        match &self.kind {
+            VcpuKind::Tdx { vcpu, .. } => vcpu.register_access(RegisterOp::DebugRegs),
+            VcpuKind::Amd { vcpu, .. } => vcpu.set_debug_regs(dr6, dr7),
+        }
+    }
+
+    /// Whether the guest has nothing left to run (no program, nothing pending).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.program.is_empty() && self.pending == Pending::None
+    }
+
     /// The model vCPU of a TDX vCPU (its vCPU-scope sub-commands).
     pub(crate) fn tdx_vcpu(&self) -> Option<&SimTdxVcpu> {
         match &self.kind {
@@ -1465,6 +1495,11 @@ impl SimVcpu {
                 GuestOp::Halt => {
                     self.program.pop_front();
                     return Ok(Exit::Hlt);
+                }
+                GuestOp::PowerOff => {
+                    self.program.clear();
+                    self.pending = Pending::Dead;
+                    return Ok(Exit::SystemEvent(SystemEvent::Shutdown));
                 }
             }
         }

@@ -139,7 +139,7 @@ impl Default for SoftwareHostBuilder {
             faults: FaultPlan::none(),
             trace: None,
             default_program: false,
-            workers: 4,
+            workers: 16,
         }
     }
 }
@@ -193,13 +193,14 @@ impl SoftwareHostBuilder {
         };
         self.faults.seed(self.seed);
         let real_kvm = std::fs::metadata("/dev/kvm").is_ok();
-        let (real_vm_types, vcpu_mmap_size) = match kvm_ioctls::Kvm::new() {
-            Ok(k) => {
+        let real = kvm_ioctls::Kvm::new().ok();
+        let (real_vm_types, vcpu_mmap_size) = match &real {
+            Some(k) => {
                 let types = k.check_extension_raw(u64::from(kvm_coco_uapi::KVM_CAP_VM_TYPES));
                 let size = k.get_vcpu_mmap_size().unwrap_or(3 * 4096);
                 (if types > 0 { types as u64 } else { 1 }, size)
             }
-            Err(_) => (0, 3 * 4096),
+            None => (0, 3 * 4096),
         };
         let setup = |what| move |errno| HostError::Setup { what, errno };
         let wake = sys::eventfd().map_err(setup("eventfd"))?;
@@ -211,6 +212,7 @@ impl SoftwareHostBuilder {
             trace,
             default_program: self.default_program,
             real_kvm,
+            real,
             real_vm_types,
             vcpu_mmap_size,
             amd: OnceLock::new(),
@@ -259,6 +261,8 @@ pub(crate) struct Shared {
     trace: Option<Trace>,
     default_program: bool,
     real_kvm: bool,
+    /// The supervisor's own handle on the real `/dev/kvm`, for the generic capabilities.
+    real: Option<kvm_ioctls::Kvm>,
     real_vm_types: u64,
     vcpu_mmap_size: usize,
     amd: OnceLock<AmdState>,
@@ -314,10 +318,15 @@ impl Shared {
         self.serves_amd().then(|| self.amd())
     }
 
-    /// `KVM_CHECK_EXTENSION` on the stand-in `/dev/kvm` (no real KVM): the capabilities a
-    /// launch needs.
+    /// `KVM_CHECK_EXTENSION` for a capability the model does not define: the real KVM's
+    /// answer where there is one, else the capabilities a launch needs.
     fn system_cap(&self, cap: u32) -> i64 {
         use kvm_coco_uapi::*;
+        if let Some(k) = &self.real
+            && cap != KVM_CAP_VM_TYPES
+        {
+            return i64::from(k.check_extension_raw(u64::from(cap)));
+        }
         match cap {
             KVM_CAP_VM_TYPES => self.served.iter().fold(0, |t, v| t | 1 << v.abi_value()),
             KVM_CAP_USER_MEMORY2 | KVM_CAP_GUEST_MEMFD | KVM_CAP_MEMORY_FAULT_INFO => 1,

@@ -9,7 +9,7 @@ use kvm_coco_uapi::{
     KVM_EXIT_HLT, KVM_EXIT_HYPERCALL, KVM_EXIT_HYPERCALL_LONG_MODE, KVM_EXIT_MEMORY_FAULT,
     KVM_EXIT_SHUTDOWN, KVM_EXIT_SNP_REQ_CERTS, KVM_EXIT_SYSTEM_EVENT, KVM_EXIT_TDX,
     KVM_HC_MAP_GPA_RANGE, KVM_RUN_EXIT_REASON_OFFSET, KVM_RUN_EXIT_UNION_OFFSET,
-    KVM_RUN_EXIT_UNION_SIZE, KVM_RUN_IMMEDIATE_EXIT_OFFSET, KVM_SYSTEM_EVENT_SEV_TERM,
+    KVM_RUN_EXIT_UNION_SIZE, KVM_RUN_IMMEDIATE_EXIT_OFFSET, KVM_SYSTEM_EVENT_SEV_TERM, KVM_SYSTEM_EVENT_SHUTDOWN,
     KVM_SYSTEM_EVENT_TDX_FATAL, TDVMCALL_GET_QUOTE,
 };
 
@@ -95,6 +95,10 @@ pub(crate) fn encode(page: &RunPage, exit: &Exit<'_>) -> Option<Errno> {
             put(&mut arm, 24, q.args.gpa);
             put(&mut arm, 32, q.args.size);
             (KVM_EXIT_TDX, None)
+        }
+        Exit::SystemEvent(SystemEvent::Shutdown) => {
+            arm[0..4].copy_from_slice(&KVM_SYSTEM_EVENT_SHUTDOWN.to_le_bytes());
+            (KVM_EXIT_SYSTEM_EVENT, None)
         }
         Exit::SystemEvent(SystemEvent::SevTerm { ghcb_gpa }) => {
             arm[0..4].copy_from_slice(&KVM_SYSTEM_EVENT_SEV_TERM.to_le_bytes());

@@ -28,7 +28,7 @@ use super::faults::FaultAction;
 use super::run;
 use super::sys::{self, Answer, Notif, ProcessMemory, RunPage};
 use super::trace::TraceLine;
-use crate::error::Errno;
+use crate::error::{Errno, RegisterOp};
 use crate::launch::backend::LaunchVcpu;
 use crate::launch::sim::{HostMemory, SimVcpu};
 use crate::launch::{GuestOp, GuestOutcome};
@@ -78,6 +78,8 @@ pub(crate) struct ServedVm {
 /// A served vCPU: its `kvm_run` page and the model vCPU with its guest program.
 pub(crate) struct ServedVcpu {
     pub page: RunPage,
+    /// What `KVM_SET_CPUID2` set (`kvm_cpuid2` and its entries), for `KVM_GET_CPUID2`.
+    pub cpuid: Mutex<Vec<u8>>,
     pub sim: Mutex<SimVcpu>,
     /// Whether a guest program was ever loaded (else the default one runs).
     pub loaded: Mutex<bool>,
@@ -175,6 +177,85 @@ const KVM_GET_SREGS: u32 = io_rw(2, 0x83, size_of::<kvm_sregs>());
 const KVM_SET_SREGS: u32 = io_rw(1, 0x84, size_of::<kvm_sregs>());
 /// `KVM_SET_USER_MEMORY_REGION` (the original, without guest_memfd).
 const KVM_SET_USER_MEMORY_REGION: u32 = io_rw(1, 0x46, 32);
+/// `struct kvm_sregs2` (320 bytes): the segments, tables and control registers of
+/// `kvm_sregs` (its first 280 bytes), then `flags` and the PDPTRs instead of the interrupt
+/// bitmap.
+const SREGS2_LEN: usize = 320;
+const SREGS_COMMON: usize = 280;
+const KVM_GET_SREGS2: u32 = io_rw(2, 0xcc, SREGS2_LEN);
+const KVM_SET_SREGS2: u32 = io_rw(1, 0xcd, SREGS2_LEN);
+const KVM_GET_CPUID2: u32 = io_rw(3, 0x91, size_of::<KvmCpuid2>());
+/// `struct kvm_msrs` header: `nmsrs`, `pad`.
+const KVM_GET_MSRS: u32 = io_rw(3, 0x88, 8);
+const KVM_SET_MSRS: u32 = io_rw(1, 0x89, 8);
+const KVM_GET_FPU: u32 = io_rw(2, 0x8c, 416);
+const KVM_SET_FPU: u32 = io_rw(1, 0x8d, 416);
+const KVM_GET_DEBUGREGS: u32 = io_rw(2, 0xa1, 128);
+const KVM_SET_DEBUGREGS: u32 = io_rw(1, 0xa2, 128);
+const KVM_GET_XSAVE: u32 = io_rw(2, 0xa4, 4096);
+const KVM_SET_XSAVE: u32 = io_rw(1, 0xa5, 4096);
+const KVM_GET_XCRS: u32 = io_rw(2, 0xa6, 392);
+const KVM_SET_XCRS: u32 = io_rw(1, 0xa7, 392);
+const KVM_GET_XSAVE2: u32 = io_rw(2, 0xcf, 4096);
+const KVM_GET_TSC_KHZ: u32 = io_rw(0, 0xa3, 0);
+/// The TSC frequency the model reports (2 GHz).
+const DEFAULT_TSC_KHZ: u32 = 2_000_000;
+const KVM_CAP_SREGS2: u32 = 200;
+const KVM_CAP_XSAVE2: u32 = 208;
+const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: u32 = 168;
+const KVM_CAP_DIRTY_LOG_RING: u32 = 192;
+const KVM_CAP_DIRTY_LOG_RING_ACQ_REL: u32 = 223;
+
+/// VM ioctls (by number) accepted without a model: the in-kernel irqchip, PIT, clocks,
+/// eventfds, coalesced MMIO, MSR filter, identity map and TSS addresses.
+const VM_GENERIC: &[(u32, &str)] = &[
+    (0x42, "KVM_GET_DIRTY_LOG"),
+    (0x44, "KVM_SET_NR_MMU_PAGES"),
+    (0x47, "KVM_SET_TSS_ADDR"),
+    (0x48, "KVM_SET_IDENTITY_MAP_ADDR"),
+    (0x60, "KVM_CREATE_IRQCHIP"),
+    (0x61, "KVM_IRQ_LINE"),
+    (0x62, "KVM_GET_IRQCHIP"),
+    (0x63, "KVM_SET_IRQCHIP"),
+    (0x67, "KVM_REGISTER_COALESCED_MMIO / KVM_IRQ_LINE_STATUS"),
+    (0x68, "KVM_UNREGISTER_COALESCED_MMIO"),
+    (0x6a, "KVM_SET_GSI_ROUTING"),
+    (0x76, "KVM_IRQFD"),
+    (0x77, "KVM_CREATE_PIT2"),
+    (0x78, "KVM_SET_BOOT_CPU_ID"),
+    (0x79, "KVM_IOEVENTFD"),
+    (0x7b, "KVM_SET_CLOCK"),
+    (0x7c, "KVM_GET_CLOCK"),
+    (0x9f, "KVM_GET_PIT2"),
+    (0xa0, "KVM_SET_PIT2"),
+    (0xa5, "KVM_SIGNAL_MSI"),
+    (0xb2, "KVM_SET_PMU_EVENT_FILTER"),
+    (0xc6, "KVM_X86_SET_MSR_FILTER"),
+];
+
+/// vCPU ioctls (by number) accepted without a model: interrupt and event state, the local
+/// APIC, MP state, MCE set-up, the signal mask, guest debugging, paravirtual clock.
+const VCPU_GENERIC: &[(u32, &str)] = &[
+    (0x86, "KVM_INTERRUPT"),
+    (0x8b, "KVM_SET_SIGNAL_MASK"),
+    (0x8e, "KVM_GET_LAPIC"),
+    (0x8f, "KVM_SET_LAPIC"),
+    (0x92, "KVM_TPR_ACCESS_REPORTING"),
+    (0x93, "KVM_SET_VAPIC_ADDR"),
+    (0x98, "KVM_GET_MP_STATE"),
+    (0x99, "KVM_SET_MP_STATE"),
+    (0x9a, "KVM_NMI"),
+    (0x9b, "KVM_SET_GUEST_DEBUG"),
+    (0x9c, "KVM_X86_SETUP_MCE"),
+    (0x9e, "KVM_X86_SET_MCE"),
+    (0x9f, "KVM_GET_VCPU_EVENTS"),
+    (0xa0, "KVM_SET_VCPU_EVENTS"),
+    (0xa3, "KVM_ENABLE_CAP"),
+    (0xad, "KVM_KVMCLOCK_CTRL"),
+    (0xb7, "KVM_SMI"),
+    (0xbe, "KVM_GET_NESTED_STATE"),
+    (0xbf, "KVM_SET_NESTED_STATE"),
+];
 
 fn read<T: FromBytes>(pm: &ProcessMemory, addr: u64) -> Result<T, Errno> {
     let mut buf = vec![0u8; size_of::<T>()];
@@ -526,7 +607,20 @@ impl Call<'_> {
                 })
             }
             KVM_ENABLE_CAP => {
-                read::<KvmEnableCap>(&self.pm, arg).and_then(|c| match (&vm.model, c.cap) {
+                let cap = read::<KvmEnableCap>(&self.pm, arg);
+                if let Ok(c) = &cap {
+                    self.line.arg_before = Some(hex(c.as_bytes()));
+                }
+                cap.and_then(|c| match (&vm.model, c.cap) {
+                    // Another capability the VM reports: accepted, nothing modelled.
+                    (_, cap)
+                        if !matches!(
+                            cap,
+                            KVM_CAP_EXIT_HYPERCALL | kvm_bindings::KVM_CAP_SPLIT_IRQCHIP
+                        ) && self.vm_cap(vm, cap) > 0 =>
+                    {
+                        Ok(0)
+                    }
                     (ModelVm::Tdx(m), kvm_bindings::KVM_CAP_SPLIT_IRQCHIP) => {
                         m.enable_split_irqchip().map(|()| 0)
                     }
@@ -548,7 +642,8 @@ impl Call<'_> {
                 }
                 ModelVm::Tdx(_) => Ok(0),
             },
-            _ => return self.unknown(),
+            KVM_GET_TSC_KHZ => Ok(i64::from(DEFAULT_TSC_KHZ)),
+            _ => return self.generic(req, arg, VM_GENERIC),
         };
         match r {
             Ok(v) => Answer::Value(v),
@@ -569,6 +664,10 @@ impl Call<'_> {
             KVM_CAP_EXIT_HYPERCALL => 1 << KVM_HC_MAP_GPA_RANGE,
             KVM_CAP_PRE_FAULT_MEMORY => 1,
             KVM_CAP_USER_MEMORY2 | KVM_CAP_MEMORY_FAULT_INFO => 1,
+            // Not modelled for served VMs: the VMM falls back to the older ioctls
+            // (KVM_SET_SREGS, KVM_GET_XSAVE), the dirty log is not tracked.
+            KVM_CAP_SREGS2 | KVM_CAP_XSAVE2 | KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2
+            | KVM_CAP_DIRTY_LOG_RING | KVM_CAP_DIRTY_LOG_RING_ACQ_REL => 0,
             c => self.sh.system_cap(c),
         }
     }
@@ -789,6 +888,7 @@ impl Call<'_> {
         };
         let vcpu = Arc::new(ServedVcpu {
             page,
+            cpuid: Mutex::new(Vec::new()),
             sim: Mutex::new(sim),
             loaded: Mutex::new(false),
         });
@@ -898,6 +998,114 @@ impl Call<'_> {
         Ok(0)
     }
 
+    /// The ioctls of a VM or vCPU that a VMM issues for devices and state the model does not
+    /// simulate (interrupt controllers, clocks, eventfds, …): accepted as the kernel accepts
+    /// them, with outputs zeroed. Anything else gets `ENOTTY` and a trace note.
+    fn generic(&mut self, req: u32, arg: u64, table: &[(u32, &'static str)]) -> Answer {
+        let nr = req & 0xff;
+        let Some((_, name)) = table.iter().find(|(n, _)| *n == nr) else {
+            return self.unknown();
+        };
+        self.line.ioctl = Some((*name).to_string());
+        self.line.note = Some("accepted, not modelled".into());
+        let dir = req >> 30;
+        let size = ((req >> 16) & 0x3fff) as usize;
+        // _IOR / _IOWR: the kernel writes the struct back; hand back zeros (except the
+        // count fields a VMM reads, kept as the VMM wrote them).
+        if dir & 2 != 0 && size > 0 && arg != 0 {
+            let mut b = vec![0u8; size];
+            if self.pm.read_at(arg, &mut b).is_err() {
+                return Answer::Error(EFAULT);
+            }
+            if dir == 2 {
+                b.fill(0);
+            }
+            if self.pm.write_at(arg, &b).is_err() {
+                return Answer::Error(EFAULT);
+            }
+        } else if dir & 1 != 0 && size > 0 && arg != 0 {
+            let mut b = vec![0u8; size];
+            if self.pm.read_at(arg, &mut b).is_err() {
+                return Answer::Error(EFAULT);
+            }
+        }
+        Answer::Value(0)
+    }
+
+    fn set_cpuid(&mut self, vcpu: &ServedVcpu, arg: u64) -> Result<i64, Errno> {
+        let (buf, ok) = self.tdx_buf::<KvmCpuid2>(arg);
+        if !ok {
+            return Err(EFAULT);
+        }
+        *lock(&vcpu.cpuid) = buf;
+        Ok(0)
+    }
+
+    /// `KVM_GET_CPUID2`: what `KVM_SET_CPUID2` set (`E2BIG` with the count written back when
+    /// the caller's `nent` is too small).
+    fn get_cpuid(&mut self, vcpu: &ServedVcpu, arg: u64) -> Result<i64, Errno> {
+        let hdr: KvmCpuid2 = read(&self.pm, arg)?;
+        let stored = lock(&vcpu.cpuid).clone();
+        let have = if stored.len() >= size_of::<KvmCpuid2>() {
+            (stored.len() - size_of::<KvmCpuid2>()) / size_of::<KvmCpuidEntry2>()
+        } else {
+            0
+        };
+        if (hdr.nent as usize) < have {
+            let mut h = hdr;
+            h.nent = have as u32;
+            write(&self.pm, arg, &h)?;
+            return Err(Errno::from_raw(libc::E2BIG));
+        }
+        if stored.is_empty() {
+            let mut h = hdr;
+            h.nent = 0;
+            write(&self.pm, arg, &h)?;
+            return Ok(0);
+        }
+        self.pm.write_at(arg, &stored)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_MSRS` / `KVM_GET_MSRS`: every MSR is accepted (the VMSA takes its values from
+    /// the reset state); the result is the count, as KVM returns.
+    fn msrs(&mut self, vcpu: &ServedVcpu, arg: u64) -> Result<i64, Errno> {
+        lock(&vcpu.sim).register_access(RegisterOp::Msrs)?;
+        let mut n = [0u8; 4];
+        self.pm.read_at(arg, &mut n)?;
+        Ok(i64::from(u32::from_le_bytes(n).min(4096)))
+    }
+
+    /// `KVM_SET_XCRS`: XCR0 goes into the state the VMSA is built from.
+    fn set_xcrs(&mut self, vcpu: &ServedVcpu, arg: u64) -> Result<i64, Errno> {
+        // struct kvm_xcrs { u32 nr_xcrs; u32 flags; struct { u32 xcr; u32 rsvd; u64 value; } xcrs[16]; ... }
+        let mut b = [0u8; 8 + 16 * 16];
+        self.pm.read_at(arg, &mut b)?;
+        let nr = u32::from_le_bytes(b[0..4].try_into().unwrap_or_default()).min(16) as usize;
+        let sim = lock(&vcpu.sim);
+        sim.register_access(RegisterOp::Xcrs)?;
+        for i in 0..nr {
+            let e = &b[8 + 16 * i..8 + 16 * (i + 1)];
+            let xcr = u32::from_le_bytes(e[0..4].try_into().unwrap_or_default());
+            let value = u64::from_le_bytes(e[8..16].try_into().unwrap_or_default());
+            if xcr == 0 {
+                sim.set_xcr0(value)?;
+            }
+        }
+        Ok(0)
+    }
+
+    /// `KVM_SET_DEBUGREGS`: DR6 and DR7 go into the VMSA's state.
+    fn set_debugregs(&mut self, vcpu: &ServedVcpu, arg: u64) -> Result<i64, Errno> {
+        // struct kvm_debugregs { u64 db[4]; u64 dr6; u64 dr7; u64 flags; u64 reserved[9]; }
+        let mut b = [0u8; 56];
+        self.pm.read_at(arg, &mut b)?;
+        let dr6 = u64::from_le_bytes(b[32..40].try_into().unwrap_or_default());
+        let dr7 = u64::from_le_bytes(b[40..48].try_into().unwrap_or_default());
+        lock(&vcpu.sim).set_debug_regs(dr6, dr7)?;
+        Ok(0)
+    }
+
     // ---- vCPU fds ----------------------------------------------------------------------
 
     fn vcpu(&mut self, vm: &Arc<ServedVm>, vcpu: &Arc<ServedVcpu>, req: u32, arg: u64) -> Answer {
@@ -924,11 +1132,44 @@ impl Call<'_> {
                     .map(|()| 0)
                     .map_err(|e| e.errno().unwrap_or(EIO))
             }),
-            KVM_SET_CPUID2 => Ok(0),
+            KVM_GET_SREGS2 => lock(&vcpu.sim)
+                .sregs()
+                .map_err(|e| e.errno().unwrap_or(EIO))
+                .and_then(|r| {
+                    let mut b = [0u8; SREGS2_LEN];
+                    b[..SREGS_COMMON].copy_from_slice(&r.as_bytes()[..SREGS_COMMON]);
+                    self.pm.write_at(arg, &b).map(|()| 0)
+                }),
+            KVM_SET_SREGS2 => {
+                let mut b = [0u8; SREGS2_LEN];
+                self.pm.read_at(arg, &mut b).and_then(|()| {
+                    let mut r = kvm_sregs::default();
+                    r.as_mut_bytes()[..SREGS_COMMON].copy_from_slice(&b[..SREGS_COMMON]);
+                    lock(&vcpu.sim)
+                        .set_sregs(&r)
+                        .map(|()| 0)
+                        .map_err(|e| e.errno().unwrap_or(EIO))
+                })
+            }
+            KVM_SET_CPUID2 => self.set_cpuid(vcpu, arg),
+            KVM_GET_CPUID2 => self.get_cpuid(vcpu, arg),
             KVM_PRE_FAULT_MEMORY => match &vm.model {
                 ModelVm::Amd(_) | ModelVm::Tdx(_) => Err(Errno::from_raw(libc::EOPNOTSUPP)),
             },
-            _ => return self.unknown(),
+            KVM_SET_MSRS | KVM_GET_MSRS => self.msrs(vcpu, arg),
+            KVM_SET_XCRS => self.set_xcrs(vcpu, arg),
+            KVM_SET_DEBUGREGS => self.set_debugregs(vcpu, arg),
+            KVM_GET_XSAVE2 => lock(&vcpu.sim)
+                .register_access(RegisterOp::Xsave)
+                .and_then(|()| self.pm.write_at(arg, &[0u8; 4096]))
+                .map(|()| 0),
+            KVM_SET_TSC_KHZ => Ok(0),
+            KVM_GET_XSAVE | KVM_SET_XSAVE => lock(&vcpu.sim).register_access(RegisterOp::Xsave).map(|()| 0),
+            KVM_GET_XCRS => lock(&vcpu.sim).register_access(RegisterOp::Xcrs).map(|()| 0),
+            KVM_GET_DEBUGREGS => lock(&vcpu.sim).register_access(RegisterOp::DebugRegs).map(|()| 0),
+            KVM_GET_FPU | KVM_SET_FPU => lock(&vcpu.sim).register_access(RegisterOp::Fpu).map(|()| 0),
+            KVM_GET_TSC_KHZ => Ok(i64::from(DEFAULT_TSC_KHZ)),
+            _ => return self.generic(req, arg, VCPU_GENERIC),
         };
         match r {
             Ok(v) => Answer::Value(v),
@@ -1008,6 +1249,13 @@ impl Call<'_> {
                 sim.load_program(ops);
             }
         }
+        if self.sh.default_program && sim.is_idle() {
+            // Nothing to run (an AP the stand-in guest never starts): KVM_RUN blocks, as for
+            // a vCPU waiting for INIT-SIPI, until the VMM kicks it (`immediate_exit`), the
+            // VM is destroyed or the caller dies.
+            drop(sim);
+            return self.block(vm, vcpu);
+        }
         let before = sim.outcomes().len();
         let r = match sim.run() {
             Ok(exit) => {
@@ -1030,9 +1278,28 @@ impl Call<'_> {
     }
 }
 
+impl Call<'_> {
+    fn block(&mut self, vm: &ServedVm, vcpu: &ServedVcpu) -> Answer {
+        self.line.note = Some("blocked: nothing to run".into());
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            if run::immediate_exit(&vcpu.page) {
+                return Answer::Error(EINTR);
+            }
+            if !lock(&self.sh.vms).contains_key(&vm.key) {
+                return Answer::Error(EIO);
+            }
+            if !sys::id_valid(self.listener, self.n.id) {
+                return Answer::Error(EINTR);
+            }
+        }
+    }
+}
+
 /// What a vCPU of an external program runs when nobody loaded a program: vCPU 0 asks for
-/// its attestation report (SNP report, or TDREPORT through GetQuote) and terminates; other
-/// vCPUs and SEV guests halt.
+/// its attestation report (SNP report, or TDREPORT through GetQuote) and powers the machine
+/// off; SEV and SEV-ES guests power off at once; other vCPUs wait (they are never started
+/// by the stand-in guest, as APs wait for their INIT-SIPI).
 fn default_program(vm: &ServedVm, id: u32) -> Vec<GuestOp> {
     let mut report_data = [0u8; 64];
     report_data[..16].copy_from_slice(b"kvm-coco simhost");
@@ -1044,7 +1311,7 @@ fn default_program(vm: &ServedVm, id: u32) -> Vec<GuestOp> {
                 certs_gpa: p,
                 npages: 1,
             },
-            GuestOp::Terminate { code: 0 },
+            GuestOp::PowerOff,
         ],
         (VmType::Tdx, 0, Some(p)) => vec![
             GuestOp::GetQuote {
@@ -1052,10 +1319,10 @@ fn default_program(vm: &ServedVm, id: u32) -> Vec<GuestOp> {
                 size: PAGE,
                 report_data,
             },
-            GuestOp::Terminate { code: 0 },
+            GuestOp::PowerOff,
         ],
-        (VmType::SevEs | VmType::Snp | VmType::Tdx, _, _) => vec![GuestOp::Terminate { code: 0 }],
-        _ => vec![GuestOp::Halt],
+        (_, 0, _) => vec![GuestOp::PowerOff],
+        _ => Vec::new(),
     }
 }
 

@@ -17,6 +17,11 @@ use crate::sim::user::UserMemory;
 
 /// `SEV_ISSUE_CMD` (`_IOWR('S', 0x0, struct sev_issue_cmd)`).
 pub(crate) const SEV_ISSUE_CMD: u32 = kvm_coco_uapi::sev_dev::SEV_ISSUE_CMD;
+/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19): once the supervisor has received a
+/// call, only a fatal signal interrupts the caller's wait. Without it a signal (a VMM kicking
+/// its vCPU threads) restarts a call the model already carried out, and a launch command
+/// would run twice.
+const SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: libc::c_ulong = 1 << 5;
 /// The ioctl type byte of every KVM ioctl.
 const KVMIO: u32 = 0xAE;
 /// `AUDIT_ARCH_X86_64`.
@@ -96,7 +101,7 @@ pub(crate) fn install_filter() -> Result<OwnedFd, Errno> {
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
             &raw const fprog,
         )
     };
@@ -212,6 +217,19 @@ pub(crate) fn addfd_send(
         )
     };
     if r < 0 { Err(last_errno()) } else { Ok(r) }
+}
+
+/// Whether notification `id` is still pending (its caller alive and waiting).
+pub(crate) fn id_valid(listener: &OwnedFd, id: u64) -> bool {
+    let mut id = id;
+    // SAFETY: the ioctl reads one `u64` from `id`, alive for the call.
+    unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_ID_VALID as _,
+            &raw mut id,
+        ) == 0
+    }
 }
 
 /// A new memfd of `len` bytes named `name` (close-on-exec in this process).
