@@ -1,5 +1,5 @@
-//! `cargo xtask hw-test [--json] [--dangerous]`: detects what this host can do and runs the
-//! hardware tiers that apply, saying precisely why the others are skipped.
+//! `cargo xtask hw-test [--json] [--dangerous] [--sim-host]`: detects what this host can do
+//! and runs the hardware tiers that apply, saying precisely why the others are skipped.
 //!
 //! The run has two halves:
 //!
@@ -14,12 +14,18 @@
 //!    backend (e.g. SNP report verification on real hardware) is "not run", never passed.
 //!
 //! The launch tiers (`sev/launch`, `sev-es/launch`, `snp/launch`, `tdx/launch`) drive
-//! kvm-coco's launch API on `/dev/kvm`; the `sim/<tee>` tiers run the same tier code on
-//! kvm-coco's software model, so the tier logic is exercised on every machine. They
-//! say "software model" in their result and prove nothing about the hardware.
+//! kvm-coco's launch API on `/dev/kvm` and psp-driver's `/dev/sev` ([`launch`]).
 //!
-//! Every `KVM_RUN` is bounded by a watchdog that kicks the vCPU thread with a signal.
-//! Destructive platform commands run only with `--dangerous`.
+//! With `--sim-host`, [`run`] starts kvm-coco's software host
+//! ([`SoftwareHost`]) and serves the thread that runs everything, detection included, before
+//! anything else: that thread's `/dev/kvm` and `/dev/sev` system calls are answered by the
+//! models of KVM, the PSP firmware and the TDX module. The same detection, plan and tier code
+//! then sees SEV, SEV-ES, SNP and TDX VM types and a `/dev/sev`, so every launch tier and the
+//! `/dev/sev` status tiers run on any Linux machine. Their results name the software host and
+//! prove nothing about hardware; the run fails if any of them does not pass.
+//!
+//! Every `KVM_RUN` of a real guest is bounded by a watchdog that kicks the vCPU thread with a
+//! signal. Destructive platform commands run only with `--dangerous`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,6 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kvm_coco::caps::Availability;
+use kvm_coco::sim::host::SoftwareHost;
 use kvm_coco::{
     Exit, GuestMapping, GuestMemfdFlags, Kvm, MemoryRegion, MemoryState, VmType, VmTypes,
 };
@@ -40,7 +47,7 @@ use serde::Serialize;
 mod launch;
 mod vcek;
 
-pub use launch::{FirmwareSource, LaunchTee};
+pub use launch::{FirmwareSource, LaunchTee, Target};
 
 /// The command-line options of `hw-test`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -55,11 +62,13 @@ pub struct Options {
     /// `--vcek <path>`: the VCEK the `snp/vcek` tier checks against this chip (else
     /// `$KVM_COCO_VCEK`).
     pub vcek: Option<std::path::PathBuf>,
+    /// `--sim-host`: run everything under kvm-coco's software host.
+    pub sim_host: bool,
 }
 
 impl Options {
-    /// Parses `--json`, `--dangerous`, `--firmware <path>` and `--vcek <path>` (or
-    /// `--firmware=<path>`, `--vcek=<path>`).
+    /// Parses `--json`, `--dangerous`, `--sim-host`, `--firmware <path>` and `--vcek <path>`
+    /// (or `--firmware=<path>`, `--vcek=<path>`).
     pub fn parse(args: &[String]) -> Result<Self, String> {
         let mut o = Options::default();
         let mut it = args.iter();
@@ -67,6 +76,7 @@ impl Options {
             match a.as_str() {
                 "--json" => o.json = true,
                 "--dangerous" => o.dangerous = true,
+                "--sim-host" => o.sim_host = true,
                 "--firmware" => match it.next() {
                     Some(p) => o.firmware = Some(p.into()),
                     None => return Err("hw-test: --firmware needs a path".to_owned()),
@@ -83,7 +93,7 @@ impl Options {
                 }
                 other => {
                     return Err(format!(
-                        "hw-test: unknown option `{other}` (expected --json, --dangerous, --firmware <path>, --vcek <path>)"
+                        "hw-test: unknown option `{other}` (expected --json, --dangerous, --sim-host, --firmware <path>, --vcek <path>)"
                     ));
                 }
             }
@@ -406,14 +416,9 @@ pub enum Check {
     TdxCapabilities,
     /// The given VCEK against AMD's root, this chip's ID and its reported TCB.
     SnpVcek,
-    /// A confidential launch through kvm-coco's launch API, on the real kernel or, with
-    /// `sim`, on the software model.
-    Launch {
-        /// The technology.
-        tee: LaunchTee,
-        /// Run on the software model (`SimBackend`) instead of `/dev/kvm`.
-        sim: bool,
-    },
+    /// A confidential launch of this technology through kvm-coco's launch API on
+    /// `/dev/kvm` ([`launch`]).
+    Launch(LaunchTee),
 }
 
 /// What a check found.
@@ -579,6 +584,17 @@ fn destructive(host: &Host, opts: &Options, what: &str, needs_snp: bool) -> Opti
     }
 }
 
+/// Why `snp/vcek` does not run under the software host.
+const SIM_HOST_NO_VCEK: &str = "the software host's chip has no VCEK issued by AMD (its report-signing key chains to the model's own ARK), so there is no AMD certificate to check against it";
+
+/// The destructive commands psp-driver's software firmware does not implement (it answers
+/// INVALID_COMMAND): under `--sim-host` their tiers are skipped, even with `--dangerous`.
+const SIM_FIRMWARE_LACKS: [(Check, &str); 3] = [
+    (Check::FactoryReset, "FACTORY_RESET"),
+    (Check::SnpSetConfig, "SNP_SET_CONFIG"),
+    (Check::SnpCommit, "SNP_COMMIT"),
+];
+
 /// Decides every tier for `host`. Pure: no I/O.
 pub fn plan(host: &Host, opts: &Options) -> Vec<Planned> {
     let mut out = Vec::new();
@@ -623,7 +639,7 @@ pub fn plan(host: &Host, opts: &Options) -> Vec<Planned> {
             name,
             match vm_type_absent(host, tee.vm_type()) {
                 Some(r) => Decision::Skip(r),
-                None => Decision::Run(Check::Launch { tee, sim: false }),
+                None => Decision::Run(Check::Launch(tee)),
             },
         );
     }
@@ -638,16 +654,6 @@ pub fn plan(host: &Host, opts: &Options) -> Vec<Planned> {
             (_, None) => Decision::Skip("/dev/kvm is not usable".to_owned()),
         },
     );
-
-    // The same launch tiers on the software model: runs everywhere.
-    for (name, tee) in [
-        ("sim/sev", LaunchTee::Sev),
-        ("sim/sev-es", LaunchTee::SevEs),
-        ("sim/snp", LaunchTee::Snp),
-        ("sim/tdx", LaunchTee::Tdx),
-    ] {
-        push(name, Decision::Run(Check::Launch { tee, sim: true }));
-    }
 
     // Non-destructive platform status.
     let snp_offered = vm_type_absent(host, VmType::Snp).is_none();
@@ -680,6 +686,7 @@ pub fn plan(host: &Host, opts: &Options) -> Vec<Planned> {
                     Err(e) => Decision::Skip(format!(
                         "SNP_PLATFORM_STATUS failed, so the reported TCB is unknown: {e}"
                     )),
+                    Ok(_) if opts.sim_host => Decision::Skip(SIM_HOST_NO_VCEK.to_owned()),
                     Ok(_) => Decision::Run(Check::SnpVcek),
                 },
             );
@@ -721,9 +728,17 @@ pub fn plan(host: &Host, opts: &Options) -> Vec<Planned> {
     ] {
         push(
             name,
-            match destructive(host, opts, what, snp) {
-                Some(r) => Decision::Skip(r),
-                None => Decision::Run(check),
+            match (
+                SIM_FIRMWARE_LACKS.iter().find(|(c, _)| *c == check),
+                opts.sim_host,
+            ) {
+                (Some((_, cmd)), true) => Decision::Skip(format!(
+                    "the software host's firmware does not implement {cmd} (it answers INVALID_COMMAND); on hardware: {what}"
+                )),
+                _ => match destructive(host, opts, what, snp) {
+                    Some(r) => Decision::Skip(r),
+                    None => Decision::Run(check),
+                },
             },
         );
     }
@@ -992,13 +1007,12 @@ fn dev_sev_rw() -> Result<DevSev, String> {
 fn sev_platform_status() -> Result<String, String> {
     let dev = DevSev::open_read_only(DEV_SEV_PATH).map_err(|e| chain(&e))?;
     let s = dev.platform_status().map_err(|e| chain(&e))?;
-    let state = s.platform_state();
-    if state.is_err() {
+    let Ok(state) = s.platform_state() else {
         return Err(format!(
             "PLATFORM_STATUS reports an unknown state {}",
             s.state
         ));
-    }
+    };
     Ok(format!(
         "PLATFORM_STATUS: API {}.{} build {}, state {:?}, {} guests, SEV-ES {}",
         s.api_major,
@@ -1116,10 +1130,10 @@ fn tdx_capabilities() -> Result<String, String> {
     }
 }
 
-/// Runs one check for real; `firmware` feeds the launch tiers.
-fn run_check(check: Check, firmware: &FirmwareSource) -> Outcome {
+/// Runs one check for real on `target`; `firmware` feeds the launch tiers.
+fn run_check(check: Check, firmware: &FirmwareSource, target: Target<'_>) -> Outcome {
     match check {
-        Check::Launch { tee, sim } => launch::run(tee, sim, firmware),
+        Check::Launch(tee) => launch::run(tee, firmware, target),
         Check::TdxCapabilities => tdx_capabilities().into(),
         other => run_simple(other).into(),
     }
@@ -1183,6 +1197,8 @@ pub struct Report<'a> {
     pub host: &'a Host,
     /// Whether `--dangerous` was given.
     pub dangerous: bool,
+    /// Whether the run was served by the software host (`--sim-host`).
+    pub sim_host: bool,
     /// One entry per tier.
     pub tiers: &'a [TierResult],
     /// Counts per status.
@@ -1211,6 +1227,7 @@ pub fn to_json(host: &Host, opts: &Options, results: &[TierResult]) -> serde_jso
     serde_json::to_value(Report {
         host,
         dangerous: opts.dangerous,
+        sim_host: opts.sim_host,
         tiers: results,
         summary: summary(results),
     })
@@ -1218,8 +1235,14 @@ pub fn to_json(host: &Host, opts: &Options, results: &[TierResult]) -> serde_jso
 }
 
 /// The host summary and the result table, as printed without `--json`.
-pub fn render_table(host: &Host, results: &[TierResult]) -> String {
+pub fn render_table(host: &Host, opts: &Options, results: &[TierResult]) -> String {
     let mut s = String::new();
+    if opts.sim_host {
+        let _ = writeln!(
+            s,
+            "software host: this run's /dev/kvm and /dev/sev system calls were answered by kvm-coco's models (seed {SIM_HOST_SEED}), not by hardware"
+        );
+    }
     let cpu = if host.cpu.model_name.is_empty() {
         host.cpu.vendor.clone()
     } else {
@@ -1307,20 +1330,101 @@ pub fn render_table(host: &Host, results: &[TierResult]) -> String {
     s
 }
 
-/// `cargo xtask hw-test`.
-pub fn run(args: &[String]) -> Result<(), String> {
-    let opts = Options::parse(args)?;
+/// The seed of the software host's chip identity and keys under `--sim-host`.
+pub const SIM_HOST_SEED: u64 = 1;
+
+/// The tiers a `--sim-host` run must pass: every tier the software host makes applicable
+/// (with `--dangerous`, the destructive `/dev/sev` commands its firmware implements too).
+pub fn sim_host_required(opts: &Options) -> Vec<&'static str> {
+    let mut tiers = vec![
+        "sev/launch",
+        "sev-es/launch",
+        "snp/launch",
+        "tdx/launch",
+        "tdx/capabilities",
+        "sev/platform-status",
+        "snp/platform-status",
+    ];
+    if opts.dangerous {
+        // The others are not implemented by the software firmware (SIM_FIRMWARE_LACKS).
+        tiers.extend(["sev/pek-gen", "sev/pdh-gen"]);
+    }
+    tiers
+}
+
+/// The required tiers of a `--sim-host` run that did not pass, each with its status.
+pub fn sim_host_shortfall(opts: &Options, results: &[TierResult]) -> Vec<String> {
+    sim_host_required(opts)
+        .into_iter()
+        .filter_map(|name| match results.iter().find(|r| r.name == name) {
+            None => Some(format!("{name} (not planned)")),
+            Some(r) if r.status != Status::Passed => {
+                Some(format!("{name} ({})", r.status.as_str()))
+            }
+            Some(_) => None,
+        })
+        .collect()
+}
+
+/// Detects the host, plans the tiers and runs them on `target`, on the calling thread (the
+/// thread the software host serves, for [`Target::SoftwareHost`]).
+pub fn detect_and_execute(
+    opts: &Options,
+    firmware: &FirmwareSource,
+    target: Target<'_>,
+) -> (Host, Vec<TierResult>) {
     let host = detect();
-    let planned = plan(&host, &opts);
-    let firmware = FirmwareSource::resolve(opts.firmware.as_deref());
+    let planned = plan(&host, opts);
     let vcek = opts
         .vcek
         .clone()
         .or_else(|| std::env::var_os("KVM_COCO_VCEK").map(Into::into));
     let results = execute(&planned, |c| match c {
         Check::SnpVcek => vcek::run(vcek.as_deref(), &host.cpu),
-        c => run_check(c, &firmware),
+        c => run_check(c, firmware, target),
     });
+    (host, results)
+}
+
+/// Starts kvm-coco's software host and runs `f` on a new thread that the host serves from
+/// its start (the threads `f` creates are served too). The host stops after `f` returns.
+///
+/// # Errors
+/// The host cannot start, or seccomp user notification is refused here; or `f` panicked.
+pub fn under_software_host<T: Send>(
+    seed: u64,
+    f: impl FnOnce(&SoftwareHost) -> T + Send,
+) -> Result<T, String> {
+    let host = SoftwareHost::builder()
+        .seed(seed)
+        .start()
+        .map_err(|e| format!("software host: {}", chain(&e)))?;
+    let host = &host;
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("hw-test-served".into())
+            .spawn_scoped(s, move || {
+                host.serve_current_thread()
+                    .map_err(|e| format!("software host: {}", chain(&e)))?;
+                Ok(f(host))
+            })
+            .map_err(|e| format!("cannot start the served thread: {e}"))?
+            .join()
+            .map_err(|_| "the thread served by the software host panicked".to_owned())?
+    })
+}
+
+/// `cargo xtask hw-test`.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let opts = Options::parse(args)?;
+    let firmware = FirmwareSource::resolve(opts.firmware.as_deref());
+    let (host, results) = if opts.sim_host {
+        under_software_host(SIM_HOST_SEED, |sim| {
+            detect_and_execute(&opts, &firmware, Target::SoftwareHost(sim))
+        })?
+    } else {
+        detect_and_execute(&opts, &firmware, Target::Hardware)
+    };
     // A closed stdout (e.g. piped into `head`) is not an error of the tests.
     let mut out = std::io::stdout().lock();
     if opts.json {
@@ -1328,17 +1432,25 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let text = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
         let _ = writeln!(out, "{text}");
     } else {
-        let _ = write!(out, "{}", render_table(&host, &results));
+        let _ = write!(out, "{}", render_table(&host, &opts, &results));
     }
     let failed = results
         .iter()
         .filter(|r| r.status == Status::Failed)
         .count();
     if failed > 0 {
-        Err(format!("hw-test: {failed} tier(s) failed"))
-    } else {
-        Ok(())
+        return Err(format!("hw-test: {failed} tier(s) failed"));
     }
+    if opts.sim_host {
+        let short = sim_host_shortfall(&opts, &results);
+        if !short.is_empty() {
+            return Err(format!(
+                "hw-test --sim-host: the software host offers these tiers but they did not pass: {}",
+                short.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 //! Commands:
 //! - `ci`: exactly the steps `.ci/run` performs, so CI can be run locally.
 //! - `uapi-check`: checks every layout and constant of `kvm-coco-uapi` against the real Linux headers.
-//! - `hw-test [--json] [--dangerous] [--firmware FILE] [--vcek FILE]`: detects the host's KVM,
-//!   SEV and TDX support and runs the hardware tiers that apply, explaining every skip.
+//! - `hw-test [--json] [--dangerous] [--sim-host] [--firmware FILE] [--vcek FILE]`: detects
+//!   the host's KVM, SEV and TDX support and runs the hardware tiers that apply, explaining
+//!   every skip; `--sim-host` runs them against kvm-coco's software host.
 //! - `bench [--quick]`: runs the criterion benchmarks, the `bench/compare` crate and
 //!   sev-snp-measure on the same inputs and prints one table of ratios.
 

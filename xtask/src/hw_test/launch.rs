@@ -1,30 +1,39 @@
-//! The confidential launch tiers: one tier body, generic over kvm-coco's launch
-//! [`Backend`], run on the real kernel ([`KvmBackend`]) and on the software model
-//! ([`SimBackend`]).
+//! The confidential launch tiers: one tier body over kvm-coco's [`KvmBackend`] on
+//! `/dev/kvm` and psp-driver's [`DevSev`], run on hardware or, with `--sim-host`, on the
+//! same system calls answered by kvm-coco's software host ([`SoftwareHost`]).
 //!
-//! Every tier builds a small launch plan from a firmware image, measures it offline
-//! ([`measure`]), executes the same plan through [`Launch`], and then checks:
+//! Every tier builds a small launch plan from a firmware image and measures it offline
+//! ([`measure`]): that digest is the expected value. It executes the same plan through
+//! [`Launch`] and compares the expected value with the measurement the platform itself
+//! reports — never with one the host recomputes:
 //!
-//! 1. the launcher's log against the offline log ([`LaunchLog::diff`](kvm_coco::measure::LaunchLog::diff));
-//! 2. the measurement the backend reports against the offline digest (SEV / SEV-ES:
-//!    `LAUNCH_MEASURE` verified by the guest owner with the session's TIK; SNP: the
-//!    firmware's launch digest; TDX: MRTD);
-//! 3. the attestation evidence (SNP: a signed attestation report from the guest, verified
-//!    against the ARK/ASK/VCEK chain; TDX: a TDREPORT from the guest, MAC-checked, whose
-//!    MRTD is compared).
+//! - SEV / SEV-ES: `LAUNCH_MEASURE`, verified by the guest owner (a session built from the
+//!   PDH that `/dev/sev` exports, handed over at `LAUNCH_START`; the measurement's HMAC
+//!   under the session's TIK must bind the expected digest).
+//! - SNP: the `MEASUREMENT` of the guest's own attestation report (SNP_GUEST_REQUEST from
+//!   vCPU 0), whose signature is verified up to the platform's ARK.
+//! - TDX: `MRTD` in the TD's own TDREPORT (TDG.MR.REPORT from vCPU 0), MAC-checked by the
+//!   TDX module.
 //!
-//! A check the backend cannot perform is reported as unavailable, never as passed.
+//! The SNP and TDX measurements exist only inside the guest. Under the software host the
+//! tier loads a guest program into vCPU 0 ([`SoftwareHost::load_program`]) and answers its
+//! exits; on hardware no guest agent is booted, so the tier is "not run" and says what
+//! completed, the expected value, and that the platform's value is not observable from the
+//! host.
+//!
+//! The launcher's log is also compared with the offline log: a host-side record of what was
+//! submitted, checked for its own sake and never taken for the platform's measurement.
 
 use std::path::{Path, PathBuf};
 
 use kvm_coco::launch::backend::Backend;
 use kvm_coco::launch::{
-    Finished, GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, LaunchError, LaunchVcpu,
-    SevEsInit, SevInit, SevSession, SimBackend, SnpInit, TdxInit,
+    Finished, GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, LaunchError, SevEsInit,
+    SevInit, SevSession, SnpInit, TdxInit,
 };
 use kvm_coco::measure::plan::PlanInputs;
-use kvm_coco::measure::vcpu::cpu_type_sig;
-use kvm_coco::measure::{FirmwareImage, LaunchPlan, MeasureOptions, measure};
+use kvm_coco::measure::{FirmwareImage, LaunchLog, LaunchPlan, MeasureOptions, measure};
+use kvm_coco::sim::host::SoftwareHost;
 use kvm_coco::sim::tdx::TdReport;
 use kvm_coco::{Access, CertsReply, Exit, Kvm, MapGpaReply, SystemEvent, TdVmCallStatus, TdxExit};
 use psp_driver::owner::cert::SevCert;
@@ -72,6 +81,26 @@ impl LaunchTee {
     }
 }
 
+/// What answers the tiers' `/dev/kvm` and `/dev/sev` system calls.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    /// The real kernel and firmware.
+    Hardware,
+    /// kvm-coco's software host, serving the thread that runs the tiers: its guest programs
+    /// are how the tiers obtain the guest's own evidence.
+    SoftwareHost(&'a SoftwareHost),
+}
+
+impl Target<'_> {
+    /// How a tier's result names the platform.
+    fn label(self) -> &'static str {
+        match self {
+            Target::Hardware => "hardware",
+            Target::SoftwareHost(_) => "software host (kvm-coco's models, not hardware)",
+        }
+    }
+}
+
 /// Where the firmware image of the launch tiers comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FirmwareSource {
@@ -107,14 +136,14 @@ impl FirmwareSource {
 
 /// A failed step: which one and why.
 #[derive(Debug)]
-struct Failure {
+pub(super) struct Failure {
     step: &'static str,
     error: String,
     /// The host cannot run this VM type after all: a skip, not a failure.
     skip: bool,
 }
 
-type StepResult<T> = Result<T, Failure>;
+pub(super) type StepResult<T> = Result<T, Failure>;
 
 fn at<T, E: std::error::Error>(step: &'static str, r: Result<T, E>) -> StepResult<T> {
     r.map_err(|e| Failure {
@@ -132,90 +161,15 @@ fn fail<T>(step: &'static str, error: impl Into<String>) -> StepResult<T> {
     })
 }
 
-/// The result of one evidence check.
-enum Evidence {
-    /// Performed, with what held.
-    Checked(String),
-    /// The backend cannot perform it, with why.
-    Unavailable(String),
-}
-
-/// What a launch tier needs beyond [`Backend`]: creation, the SEV platform's identity for
-/// the guest owner, the backend-reported measurement and the attestation evidence.
-trait TierBackend: Backend + Sized {
-    /// How the result names the backend.
-    const LABEL: &'static str;
-
-    /// A fresh VM of `tee`'s type.
-    fn create(tee: LaunchTee) -> Result<Self, LaunchError>;
-
-    /// The CPUID(1).EAX signature the plan's VMSAs carry (SEV-ES, SNP).
-    fn vcpu_sig() -> Option<u32>;
-
-    /// The platform's PDH certificate and firmware version (the inputs the guest owner
-    /// needs to build a session and verify `LAUNCH_MEASURE`).
-    fn sev_platform(&self) -> Result<(SevCert, FwVersion), String>;
-
-    /// The measurement as the backend holds it (SNP launch digest, TDX MRTD).
-    fn reported_digest(&self, tee: LaunchTee) -> Result<Vec<u8>, String>;
-
-    /// Runs the finished guest to obtain its attestation evidence and verifies it against
-    /// `expected` (the offline digest).
-    fn attest(
-        launch: Launch<Finished, Self>,
-        tee: LaunchTee,
-        expected: &[u8],
-    ) -> StepResult<Evidence>;
-}
-
-impl TierBackend for KvmBackend {
-    const LABEL: &'static str = "hardware";
-
-    fn create(tee: LaunchTee) -> Result<Self, LaunchError> {
-        let kvm = Kvm::open()?;
-        KvmBackend::new(&kvm, tee.vm_type())
-    }
-
-    fn vcpu_sig() -> Option<u32> {
-        // The host's own signature, as with QEMU's `-cpu host`.
-        Some(std::arch::x86_64::__cpuid(1).eax)
-    }
-
-    fn sev_platform(&self) -> Result<(SevCert, FwVersion), String> {
-        let dev = DevSev::open()
-            .or_else(|_| DevSev::open_read_only(DEV_SEV_PATH))
-            .map_err(|e| chain(&e))?;
-        platform_pdh(&dev)
-    }
-
-    fn reported_digest(&self, tee: LaunchTee) -> Result<Vec<u8>, String> {
-        Err(match tee {
-            LaunchTee::Tdx => {
-                "KVM does not expose MRTD to the host; it is only in the guest's TDREPORT"
-            }
-            _ => "the SNP launch digest is only in the guest's attestation report",
-        }
-        .to_owned())
-    }
-
-    fn attest(
-        _launch: Launch<Finished, Self>,
-        tee: LaunchTee,
-        _expected: &[u8],
-    ) -> StepResult<Evidence> {
-        Ok(Evidence::Unavailable(match tee {
-            LaunchTee::Snp => "report verification not available on the real backend: obtaining an attestation report needs a guest that issues SNP_GUEST_REQUEST, which this build does not boot".to_owned(),
-            LaunchTee::Tdx => "TDREPORT verification not available on the real backend: MRTD is obtained by a guest (TDG.MR.REPORT), which this build does not boot".to_owned(),
-            _ => "no attestation report for SEV / SEV-ES".to_owned(),
-        }))
-    }
-}
-
-/// The PDH certificate and firmware version, read through [`Platform`] (PLATFORM_STATUS,
-/// PDH_CERT_EXPORT): one code path for `/dev/sev` and the software firmware.
-fn platform_pdh<P: Platform>(platform: &P) -> Result<(SevCert, FwVersion), String> {
-    let status = platform.platform_status().map_err(|e| chain(&e))?;
-    let export = platform.pdh_cert_export().map_err(|e| chain(&e))?;
+/// The PDH certificate and firmware version of `/dev/sev`, read through [`Platform`]
+/// (PLATFORM_STATUS, PDH_CERT_EXPORT): what the guest owner needs to build a session and
+/// verify `LAUNCH_MEASURE`.
+fn sev_platform() -> Result<(SevCert, FwVersion), String> {
+    let dev = DevSev::open()
+        .or_else(|_| DevSev::open_read_only(DEV_SEV_PATH))
+        .map_err(|e| chain(&e))?;
+    let status = dev.platform_status().map_err(|e| chain(&e))?;
+    let export = dev.pdh_cert_export().map_err(|e| chain(&e))?;
     let len = std::mem::size_of::<SevCert>();
     let pdh = export
         .pdh_cert
@@ -237,115 +191,110 @@ fn platform_pdh<P: Platform>(platform: &P) -> Result<(SevCert, FwVersion), Strin
     ))
 }
 
-/// Shared memory for the certificate table / quote buffer of the sim guest.
+/// Shared memory for the guest's certificate table / quote buffer.
 const SHARED_GPA: u64 = 0x100_0000;
 const SHARED_SIZE: u64 = 0x8000;
-
-impl TierBackend for SimBackend {
-    const LABEL: &'static str = "software model";
-
-    fn create(tee: LaunchTee) -> Result<Self, LaunchError> {
-        match tee {
-            LaunchTee::Sev => SimBackend::sev(),
-            LaunchTee::SevEs => SimBackend::sev_es(),
-            LaunchTee::Snp => SimBackend::snp(),
-            LaunchTee::Tdx => Ok(SimBackend::tdx()),
-        }
-    }
-
-    fn vcpu_sig() -> Option<u32> {
-        cpu_type_sig("EPYC-v4")
-    }
-
-    fn sev_platform(&self) -> Result<(SevCert, FwVersion), String> {
-        let host = self
-            .sev_host()
-            .ok_or("the simulated VM has no SEV platform")?;
-        // The software firmware's `Platform` runs the `/dev/sev` ioctl path.
-        platform_pdh(&**host.psp())
-    }
-
-    fn reported_digest(&self, tee: LaunchTee) -> Result<Vec<u8>, String> {
-        let d = match tee {
-            LaunchTee::Snp => self.snp_launch_digest(),
-            LaunchTee::Tdx => self.tdx_mrtd(),
-            _ => None,
-        };
-        d.map(|d| d.to_vec())
-            .ok_or_else(|| "the model holds no launch digest for this VM".to_owned())
-    }
-
-    fn attest(
-        launch: Launch<Finished, Self>,
-        tee: LaunchTee,
-        expected: &[u8],
-    ) -> StepResult<Evidence> {
-        match tee {
-            LaunchTee::Snp => sim_snp_report(launch, expected),
-            LaunchTee::Tdx => sim_tdreport(launch, expected),
-            _ => Ok(Evidence::Unavailable(
-                "no attestation report for SEV / SEV-ES".to_owned(),
-            )),
-        }
-    }
-}
 
 /// REPORT_DATA / REPORTDATA the guest binds into its evidence.
 const REPORT_DATA: [u8; 64] = [0x6b; 64];
 
-fn sim_snp_report(launch: Launch<Finished, SimBackend>, expected: &[u8]) -> StepResult<Evidence> {
-    let step = "attestation report";
-    let Some(host) = launch.backend().sev_host().cloned() else {
-        return fail(step, "the simulated VM has no SEV platform");
-    };
+/// Most exits a tier's guest program takes (a few per operation).
+const MAX_EXITS: usize = 16;
+
+/// Loads `ops` into vCPU 0 through the software host and runs it, answering its exits as a
+/// VMM does, until it terminates; returns what the guest observed. The model answers each
+/// `KVM_RUN` with the program's next exit without blocking, so the loop is bounded by the
+/// number of exits rather than by a watchdog.
+fn run_guest(
+    host: &SoftwareHost,
+    launch: Launch<Finished, KvmBackend>,
+    step: &'static str,
+    ops: Vec<GuestOp>,
+) -> StepResult<Vec<GuestOutcome>> {
     let (mut backend, mut vcpus) = launch.into_parts();
     let Some(vcpu) = vcpus.first_mut() else {
         return fail(step, "no vCPU");
     };
-    vcpu.load_program([
-        GuestOp::SnpReport {
-            report_data: REPORT_DATA,
-            certs_gpa: SHARED_GPA,
-            npages: 2,
-        },
-        GuestOp::Terminate { code: 0 },
-    ]);
-    let mut done = false;
-    for _ in 0..16 {
+    at(step, host.load_program(&*vcpu, ops))?;
+    let mut exits = Vec::new();
+    for _ in 0..MAX_EXITS {
         match at(step, vcpu.run())? {
-            Exit::SnpReqCerts(mut r) => r.reply(CertsReply::Success),
+            Exit::SnpReqCerts(mut r) => {
+                exits.push("SnpReqCerts");
+                r.reply(CertsReply::Success);
+            }
             Exit::MapGpaRange(mut m) => {
+                exits.push("MapGpaRange");
                 let (gpa, size, private) = (m.gpa, m.size(), m.access() == Access::Private);
                 at(step, backend.set_private(gpa, size, private))?;
                 m.reply(MapGpaReply::Success);
             }
             Exit::MemoryFault(f) => {
+                exits.push("MemoryFault");
                 let (gpa, size, private) = (f.gpa, f.size, f.access() == Access::Private);
                 at(step, backend.set_private(gpa, size, private))?;
             }
-            Exit::SystemEvent(SystemEvent::SevTerm { .. }) => {
-                done = true;
-                break;
+            Exit::Tdx(TdxExit::GetQuote(mut q)) => {
+                exits.push("GetQuote");
+                q.reply(TdVmCallStatus::Success);
             }
-            other => return fail(step, format!("unexpected exit {other:?}")),
+            Exit::SystemEvent(SystemEvent::SevTerm { .. } | SystemEvent::TdxFatal { .. }) => {
+                return at(step, host.outcomes(&*vcpu));
+            }
+            other => {
+                return fail(
+                    step,
+                    format!("unexpected exit {other:?} after [{}]", exits.join(", ")),
+                );
+            }
         }
     }
-    if !done {
-        return fail(step, "the guest did not terminate within 16 exits");
-    }
-    let report = vcpu.outcomes().iter().find_map(|o| match o {
+    fail(
+        step,
+        format!(
+            "the guest did not terminate within {MAX_EXITS} exits ([{}])",
+            exits.join(", ")
+        ),
+    )
+}
+
+/// SNP: the guest's own attestation report, its signature up to the platform's ARK, its
+/// MEASUREMENT against `expected`.
+fn guest_snp_report(
+    host: &SoftwareHost,
+    launch: Launch<Finished, KvmBackend>,
+    expected: &[u8],
+) -> StepResult<String> {
+    let step = "attestation report";
+    let outcomes = run_guest(
+        host,
+        launch,
+        step,
+        vec![
+            GuestOp::SnpReport {
+                report_data: REPORT_DATA,
+                certs_gpa: SHARED_GPA,
+                npages: 2,
+            },
+            GuestOp::Terminate { code: 0 },
+        ],
+    )?;
+    let report = outcomes.iter().find_map(|o| match o {
         GuestOutcome::SnpReport { report, .. } => report.clone(),
         _ => None,
     });
     let Some(bytes) = report else {
-        return fail(step, "the guest obtained no report");
+        return fail(step, format!("the guest obtained no report: {outcomes:?}"));
     };
     let report = AttestationReport::read_from_bytes(&bytes).map_err(|_| Failure {
         step,
         error: format!("the report has {} bytes", bytes.len()),
         skip: false,
     })?;
-    let certs = host.firmware().certs().snp;
+    let Some(sev) = host.sev_host() else {
+        return fail(step, "the software host has no AMD platform");
+    };
+    let certs = sev.firmware().certs().snp;
     let ark = at("report signature", certs.ark.public_key())?;
     at(
         "report signature",
@@ -355,7 +304,7 @@ fn sim_snp_report(launch: Launch<Finished, SimBackend>, expected: &[u8]) -> Step
         return fail(
             "report measurement",
             format!(
-                "report MEASUREMENT {} differs from the offline digest {}",
+                "the guest's report has MEASUREMENT {}, the offline digest is {}",
                 hex::encode(report.measurement),
                 hex::encode(expected)
             ),
@@ -364,64 +313,47 @@ fn sim_snp_report(launch: Launch<Finished, SimBackend>, expected: &[u8]) -> Step
     if report.report_data != REPORT_DATA {
         return fail("report data", "REPORT_DATA is not what the guest bound");
     }
-    Ok(Evidence::Checked(
-        "attestation report signed by the VCEK (ARK→ASK→VCEK verified), MEASUREMENT = offline, REPORT_DATA bound".to_owned(),
+    Ok(format!(
+        "the guest's own attestation report (SNP_GUEST_REQUEST from vCPU 0; signature verified ARK→ASK→VCEK of the platform) has MEASUREMENT = offline {}, REPORT_DATA bound",
+        hex::encode(expected)
     ))
 }
 
-fn sim_tdreport(launch: Launch<Finished, SimBackend>, expected: &[u8]) -> StepResult<Evidence> {
+/// TDX: the TD's own TDREPORT, its MAC checked by the TDX module, its MRTD against
+/// `expected`.
+fn guest_tdreport(
+    host: &SoftwareHost,
+    launch: Launch<Finished, KvmBackend>,
+    expected: &[u8],
+) -> StepResult<String> {
     let step = "TDREPORT";
-    let Some(module) = launch.backend().tdx_vm().map(|vm| vm.module().clone()) else {
-        return fail(step, "the simulated VM is not a TD");
-    };
-    let (mut backend, mut vcpus) = launch.into_parts();
-    let Some(vcpu) = vcpus.first_mut() else {
-        return fail(step, "no vCPU");
-    };
-    vcpu.load_program([
-        GuestOp::MapGpa {
-            gpa: SHARED_GPA,
-            npages: 2,
-            private: false,
-        },
-        GuestOp::GetQuote {
-            gpa: SHARED_GPA,
-            size: 0x2000,
-            report_data: REPORT_DATA,
-        },
-        GuestOp::Terminate { code: 0 },
-    ]);
-    let mut done = false;
-    for _ in 0..16 {
-        match at(step, vcpu.run())? {
-            Exit::MapGpaRange(mut m) => {
-                let (gpa, size, private) = (m.gpa, m.size(), m.access() == Access::Private);
-                at(step, backend.set_private(gpa, size, private))?;
-                m.reply(MapGpaReply::Success);
-            }
-            Exit::MemoryFault(f) => {
-                let (gpa, size, private) = (f.gpa, f.size, f.access() == Access::Private);
-                at(step, backend.set_private(gpa, size, private))?;
-            }
-            Exit::Tdx(TdxExit::GetQuote(mut q)) => q.reply(TdVmCallStatus::Success),
-            Exit::SystemEvent(SystemEvent::TdxFatal { .. }) => {
-                done = true;
-                break;
-            }
-            other => return fail(step, format!("unexpected exit {other:?}")),
-        }
-    }
-    if !done {
-        return fail(step, "the guest did not terminate within 16 exits");
-    }
-    let report = vcpu.outcomes().iter().find_map(|o| match o {
+    let outcomes = run_guest(
+        host,
+        launch,
+        step,
+        vec![
+            GuestOp::MapGpa {
+                gpa: SHARED_GPA,
+                npages: 2,
+                private: false,
+            },
+            GuestOp::GetQuote {
+                gpa: SHARED_GPA,
+                size: 0x2000,
+                report_data: REPORT_DATA,
+            },
+            GuestOp::Terminate { code: 0 },
+        ],
+    )?;
+    let report = outcomes.iter().find_map(|o| match o {
         GuestOutcome::TdReport(r) => TdReport::read_from_bytes(r).ok(),
         _ => None,
     });
     let Some(report) = report else {
-        return fail(step, "the guest obtained no TDREPORT");
+        return fail(step, format!("the TD obtained no TDREPORT: {outcomes:?}"));
     };
-    let verified = module
+    let verified = host
+        .tdx_module()
         .lock()
         .map_err(|_| Failure {
             step,
@@ -434,18 +366,33 @@ fn sim_tdreport(launch: Launch<Finished, SimBackend>, expected: &[u8]) -> StepRe
         return fail(
             "TDREPORT MRTD",
             format!(
-                "TDREPORT MRTD {} differs from the offline MRTD {}",
+                "the TD's TDREPORT has MRTD {}, the offline MRTD is {}",
                 hex::encode(report.td_info.mrtd),
                 hex::encode(expected)
             ),
         );
     }
     if report.report_mac.report_data != REPORT_DATA {
-        return fail("TDREPORT data", "REPORTDATA is not what the guest bound");
+        return fail("TDREPORT data", "REPORTDATA is not what the TD bound");
     }
-    Ok(Evidence::Checked(
-        "TDREPORT MAC verified by the TDX module, its MRTD = offline, REPORTDATA bound".to_owned(),
+    Ok(format!(
+        "the TD's own TDREPORT (TDG.MR.REPORT from vCPU 0; MAC verified by the TDX module) has MRTD = offline {}, REPORTDATA bound",
+        hex::encode(expected)
     ))
+}
+
+/// Why the SNP / TDX measurement is not checked on hardware, with the expected value.
+fn not_observable(tee: LaunchTee, expected: &[u8]) -> String {
+    match tee {
+        LaunchTee::Tdx => format!(
+            "MRTD not compared: it is only in the TD's own TDREPORT (TDG.MR.REPORT), KVM does not expose it to the host and hw-test boots no guest agent to ask for it; expected MRTD (offline) {}",
+            hex::encode(expected)
+        ),
+        _ => format!(
+            "MEASUREMENT not compared: it is only in an attestation report the guest itself requests (SNP_GUEST_REQUEST), the host cannot read it and hw-test boots no guest agent to ask for it; expected MEASUREMENT (offline) {}",
+            hex::encode(expected)
+        ),
+    }
 }
 
 /// A seed for the guest owner's keys (TEK, TIK, ECDH key), from the kernel's CSPRNG.
@@ -502,7 +449,7 @@ fn firmware_for(
     }
 }
 
-fn build_plan<'a>(
+pub(super) fn build_plan<'a>(
     fw: &'a FirmwareImage<'a>,
     tee: LaunchTee,
     vcpu_sig: Option<u32>,
@@ -520,9 +467,25 @@ fn build_plan<'a>(
     .map_err(|e| chain(&e))
 }
 
-/// One launch tier on backend `B`.
-fn launch_tier<B: TierBackend>(tee: LaunchTee, firmware: &FirmwareSource) -> Outcome {
-    match launch_steps::<B>(tee, firmware) {
+/// The CPUID(1).EAX signature the plan's VMSAs carry (SEV-ES, SNP): the host's own, as
+/// with QEMU's `-cpu host`.
+pub(super) fn vcpu_sig() -> Option<u32> {
+    Some(std::arch::x86_64::__cpuid(1).eax)
+}
+
+fn create_backend(tee: LaunchTee) -> Result<KvmBackend, LaunchError> {
+    let kvm = Kvm::open()?;
+    KvmBackend::new(&kvm, tee.vm_type())
+}
+
+/// Runs the `tee` launch tier on `target`.
+pub fn run(tee: LaunchTee, firmware: &FirmwareSource, target: Target<'_>) -> Outcome {
+    outcome(launch_steps(tee, firmware, target))
+}
+
+/// A tier's outcome from the result of its steps.
+pub(super) fn outcome(steps: StepResult<Result<String, String>>) -> Outcome {
+    match steps {
         Ok(Ok(detail)) => Outcome::Passed(detail),
         Ok(Err(partial)) => Outcome::NotRun(partial),
         Err(Failure {
@@ -532,15 +495,17 @@ fn launch_tier<B: TierBackend>(tee: LaunchTee, firmware: &FirmwareSource) -> Out
     }
 }
 
-/// `Ok(Ok(detail))`: every check ran and held; `Ok(Err(reason))`: the launch ran and
-/// held but a check is unavailable on this backend; `Err`: a step failed.
-fn launch_steps<B: TierBackend>(
+/// `Ok(Ok(detail))`: every check ran and held; `Ok(Err(reason))`: the launch ran and what
+/// ran held, but the platform's measurement could not be compared; `Err`: a step failed.
+fn launch_steps(
     tee: LaunchTee,
     firmware: &FirmwareSource,
+    target: Target<'_>,
 ) -> StepResult<Result<String, String>> {
-    let (image, fw_note) = firmware_for(firmware, tee, B::vcpu_sig())?;
+    let sig = vcpu_sig();
+    let (image, fw_note) = firmware_for(firmware, tee, sig)?;
     let fw = at("firmware", FirmwareImage::parse(&image))?;
-    let plan = build_plan(&fw, tee, B::vcpu_sig()).map_err(|error| Failure {
+    let plan = build_plan(&fw, tee, sig).map_err(|error| Failure {
         step: "plan",
         error,
         skip: false,
@@ -559,8 +524,21 @@ fn launch_steps<B: TierBackend>(
         return fail("offline measure", "no log");
     };
     let expected = offline.digest.as_bytes().to_vec();
+    launch_and_compare(tee, &plan, &fw_note, &expected, offline_log, target)
+}
 
-    let backend = match B::create(tee) {
+/// Launches `plan` on `target` and compares the platform's measurement with `expected` (and
+/// the launcher's log with `offline_log`); the result as for [`launch_steps`].
+pub(super) fn launch_and_compare(
+    tee: LaunchTee,
+    plan: &LaunchPlan<'_>,
+    fw_note: &str,
+    expected: &[u8],
+    offline_log: &LaunchLog,
+    target: Target<'_>,
+) -> StepResult<Result<String, String>> {
+    let sig = vcpu_sig();
+    let backend = match create_backend(tee) {
         Ok(b) => b,
         Err(e) if e.is_not_supported_on_host() => {
             return Err(Failure {
@@ -579,7 +557,7 @@ fn launch_steps<B: TierBackend>(
     };
     let owner = match tee {
         LaunchTee::Sev | LaunchTee::SevEs => {
-            let (pdh, fwv) = backend.sev_platform().map_err(|error| Failure {
+            let (pdh, fwv) = sev_platform().map_err(|error| Failure {
                 step: "PDH_CERT_EXPORT",
                 error,
                 skip: false,
@@ -609,27 +587,26 @@ fn launch_steps<B: TierBackend>(
     };
 
     let mut launch = at("init", Launch::new(backend, params))?;
-    at("add memory", launch.add_plan_memory(&plan))?;
+    at("add memory", launch.add_plan_memory(plan))?;
     if matches!(tee, LaunchTee::Snp | LaunchTee::Tdx) {
         at("add memory", launch.add_memory(SHARED_GPA, SHARED_SIZE))?;
     }
     at("create vCPU", launch.create_vcpu(0).map(|_| ()))?;
     let mut launch = at("launch start", launch.start())?;
-    at("add plan", launch.add_plan(&plan))?;
+    at("add plan", launch.add_plan(plan))?;
     let launch = at("measure", launch.measure())?;
 
-    let vcpu = match (tee, B::vcpu_sig()) {
+    let vcpu = match (tee, sig) {
         (LaunchTee::SevEs | LaunchTee::Snp, Some(sig)) => format!("1 vCPU, signature {sig:#x}"),
         _ => "1 vCPU".to_owned(),
     };
     let mut checks = vec![format!(
-        "{} launch on the {} ({fw_note}, {vcpu}, plan of {} step{})",
+        "{} launch on the {}: {fw_note}, {vcpu}, plan of {} step{}",
         tee.name(),
-        B::LABEL,
+        target.label(),
         plan.steps.len(),
         if plan.steps.len() == 1 { "" } else { "s" }
     )];
-    let mut unavailable = Vec::new();
 
     if let Some((session, fwv)) = &owner {
         let Some(m) = launch.sev_launch_measure() else {
@@ -638,7 +615,7 @@ fn launch_steps<B: TierBackend>(
         let mut blob = [0u8; 48];
         blob[..32].copy_from_slice(&m.measure);
         blob[32..].copy_from_slice(&m.mnonce);
-        let Ok(ld) = <[u8; 32]>::try_from(expected.as_slice()) else {
+        let Ok(ld) = <[u8; 32]>::try_from(expected) else {
             return fail("offline measure", "the SEV digest is not 32 bytes");
         };
         at(
@@ -646,7 +623,7 @@ fn launch_steps<B: TierBackend>(
             verify_launch_measure(&session.keys().tik, *fwv, policy, &ld, &blob),
         )?;
         checks.push(format!(
-            "LAUNCH_MEASURE verified by the guest owner (TIK, API {}.{} build {}) against offline digest {}",
+            "the platform's LAUNCH_MEASURE verified by the guest owner (session from the PDH of /dev/sev, TIK, API {}.{} build {}) against offline digest {}",
             fwv.api_major,
             fwv.api_minor,
             fwv.build,
@@ -659,7 +636,7 @@ fn launch_steps<B: TierBackend>(
         return fail("launch log", d.to_string());
     }
     checks.push(format!(
-        "launch log = offline log ({} entr{})",
+        "launch completed; the launcher's log = offline log ({} entr{}; host-side record, not the platform's measurement)",
         offline_log.entries.len(),
         if offline_log.entries.len() == 1 {
             "y"
@@ -669,49 +646,20 @@ fn launch_steps<B: TierBackend>(
     ));
 
     if matches!(tee, LaunchTee::Snp | LaunchTee::Tdx) {
-        let what = if tee == LaunchTee::Tdx {
-            "MRTD"
-        } else {
-            "launch digest"
-        };
-        match launch.backend().reported_digest(tee) {
-            Ok(d) if d == expected => {
-                checks.push(format!("backend {what} = offline {}", hex::encode(&d)));
+        match target {
+            Target::SoftwareHost(host) => checks.push(if tee == LaunchTee::Snp {
+                guest_snp_report(host, launch, expected)?
+            } else {
+                guest_tdreport(host, launch, expected)?
+            }),
+            Target::Hardware => {
+                return Ok(Err(format!(
+                    "{}; what ran and held: {}",
+                    not_observable(tee, expected),
+                    checks.join("; ")
+                )));
             }
-            Ok(d) => {
-                return fail(
-                    "measurement",
-                    format!(
-                        "backend {what} {} differs from offline {}",
-                        hex::encode(&d),
-                        hex::encode(&expected)
-                    ),
-                );
-            }
-            Err(why) => unavailable.push(format!("{what} comparison not available: {why}")),
-        }
-        match B::attest(launch, tee, &expected)? {
-            Evidence::Checked(s) => checks.push(s),
-            Evidence::Unavailable(s) => unavailable.push(s),
         }
     }
-
-    let ran = checks.join("; ");
-    if unavailable.is_empty() {
-        Ok(Ok(ran))
-    } else {
-        Ok(Err(format!(
-            "{}; what ran and held: {ran}",
-            unavailable.join("; ")
-        )))
-    }
-}
-
-/// Runs the `tee` launch tier on the real kernel (`sim == false`) or the software model.
-pub fn run(tee: LaunchTee, sim: bool, firmware: &FirmwareSource) -> Outcome {
-    if sim {
-        launch_tier::<SimBackend>(tee, firmware)
-    } else {
-        launch_tier::<KvmBackend>(tee, firmware)
-    }
+    Ok(Ok(checks.join("; ")))
 }

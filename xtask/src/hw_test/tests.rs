@@ -146,6 +146,9 @@ fn options_parse() {
             .unwrap_err()
             .contains("needs a path")
     );
+    let o = Options::parse(&["--sim-host".into(), "--dangerous".into()]).unwrap();
+    assert!(o.sim_host && o.dangerous && !o.json);
+    assert!(!Options::parse(&["--json".into()]).unwrap().sim_host);
     assert_eq!(Options::parse(&[]).unwrap(), Options::default());
     assert!(
         Options::parse(&["--force".into()])
@@ -187,19 +190,13 @@ fn ci_machine_runs_default_and_skips_every_confidential_tier() {
     );
     assert!(tdx.contains("this CPU is AuthenticAMD (AMD EPYC)"), "{tdx}");
     assert!(skip_reason(&plan, "sw-protected/memory").contains("KVM_X86_SW_PROTECTED_VM (1)"));
-    // The software-model tiers run on every host.
-    for (name, tee) in [
-        ("sim/sev", LaunchTee::Sev),
-        ("sim/sev-es", LaunchTee::SevEs),
-        ("sim/snp", LaunchTee::Snp),
-        ("sim/tdx", LaunchTee::Tdx),
-    ] {
-        assert_eq!(
-            decision(&plan, name),
-            &Decision::Run(Check::Launch { tee, sim: true }),
-            "{name}"
-        );
-    }
+    // No tier of a separate software backend: without --sim-host, nothing confidential runs.
+    assert!(plan.iter().all(|p| !p.name.starts_with("sim/")), "{plan:?}");
+    assert!(
+        plan.iter()
+            .all(|p| !matches!(p.decision, Decision::Run(Check::Launch(_)))),
+        "{plan:?}"
+    );
     for name in ["sev/platform-status", "snp/platform-status", "snp/vcek"] {
         assert!(
             skip_reason(&plan, name).contains("/dev/sev does not exist"),
@@ -245,7 +242,7 @@ fn snp_host_runs_the_real_amd_launch_tiers() {
     ] {
         assert_eq!(
             decision(&plan, name),
-            &Decision::Run(Check::Launch { tee, sim: false }),
+            &Decision::Run(Check::Launch(tee)),
             "{name}"
         );
     }
@@ -316,10 +313,7 @@ fn tdx_host_runs_the_real_tdx_tiers_and_skips_amd() {
     let plan = plan(&tdx_host(), &Options::default());
     assert_eq!(
         decision(&plan, "tdx/launch"),
-        &Decision::Run(Check::Launch {
-            tee: LaunchTee::Tdx,
-            sim: false
-        })
+        &Decision::Run(Check::Launch(LaunchTee::Tdx))
     );
     assert_eq!(
         decision(&plan, "tdx/capabilities"),
@@ -360,14 +354,10 @@ fn execute_maps_outcomes_and_json_has_the_table_shape() {
     let planned = plan(&host, &opts);
     let results = execute(&planned, |c| match c {
         Check::SnpPlatformStatus => Outcome::Failed("SNP_PLATFORM_STATUS failed: EIO".into()),
-        Check::Launch {
-            tee: LaunchTee::Snp,
-            sim: false,
-        } => Outcome::NotRun("report verification not available on the real backend".into()),
-        Check::Launch {
-            tee: LaunchTee::Sev,
-            sim: false,
-        } => Outcome::Skipped("cannot open /dev/sev".into()),
+        Check::Launch(LaunchTee::Snp) => {
+            Outcome::NotRun("report verification not available on the real backend".into())
+        }
+        Check::Launch(LaunchTee::Sev) => Outcome::Skipped("cannot open /dev/sev".into()),
         other => Outcome::Passed(format!("{other:?} ok")),
     });
     assert_eq!(results.len(), planned.len());
@@ -384,7 +374,7 @@ fn execute_maps_outcomes_and_json_has_the_table_shape() {
         "report verification not available on the real backend"
     );
     assert_eq!(get("sev/launch").status, Status::Skipped);
-    assert_eq!(get("sim/snp").status, Status::Passed);
+    assert_eq!(get("tdx/launch").status, Status::Skipped);
     assert_eq!(get("snp/commit").status, Status::Skipped);
     assert_eq!(get("snp/commit").duration_ms, 0.0);
 
@@ -422,6 +412,12 @@ fn execute_maps_outcomes_and_json_has_the_table_shape() {
     assert_eq!(v["host"]["kvm"]["tdx"]["ok"], false);
     assert!(v["host"]["kvm"]["tdx"]["error"].is_string());
     assert_eq!(v["dangerous"], false);
+    assert_eq!(v["sim_host"], false);
+    let sim = Options {
+        sim_host: true,
+        ..Options::default()
+    };
+    assert_eq!(to_json(&host, &sim, &results)["sim_host"], true);
 }
 
 #[test]
@@ -431,7 +427,7 @@ fn table_lists_every_tier_with_status_and_reason() {
     let results = execute(&planned, |_| -> Result<String, String> {
         Err("boom".into())
     });
-    let table = render_table(&host, &results);
+    let table = render_table(&host, &Options::default(), &results);
     assert!(
         table.contains("/dev/kvm: API 12, VM types [default] (0x1)"),
         "{table}"
@@ -446,37 +442,18 @@ fn table_lists_every_tier_with_status_and_reason() {
         assert!(line.contains(r.status.as_str()), "{line}");
         assert!(line.ends_with(&r.reason), "{line}");
     }
-    // default/guest, default/capabilities and the four sim tiers ran (and "failed").
-    assert!(table.contains("0 passed, 6 failed,"), "{table}");
-}
-
-/// The launch tiers on the software model, with the built-in firmware: every
-/// comparison (launch log, backend measurement, LAUNCH_MEASURE / report / TDREPORT) must
-/// hold, and the result must say it is the software model.
-#[test]
-fn sim_launch_tiers_pass_on_the_software_model() {
-    for (tee, evidence) in [
-        (LaunchTee::Sev, "LAUNCH_MEASURE verified by the guest owner"),
-        (
-            LaunchTee::SevEs,
-            "LAUNCH_MEASURE verified by the guest owner",
-        ),
-        (LaunchTee::Snp, "attestation report signed by the VCEK"),
-        (LaunchTee::Tdx, "TDREPORT MAC verified"),
-    ] {
-        match run_check(Check::Launch { tee, sim: true }, &FirmwareSource::BuiltIn) {
-            Outcome::Passed(detail) => {
-                assert!(detail.contains("on the software model"), "{detail}");
-                assert!(detail.contains("built-in 64 KiB image"), "{detail}");
-                assert!(detail.contains("launch log = offline log"), "{detail}");
-                assert!(detail.contains(evidence), "{tee:?}: {detail}");
-                if matches!(tee, LaunchTee::Snp | LaunchTee::Tdx) {
-                    assert!(detail.contains("= offline"), "{detail}");
-                }
-            }
-            other => panic!("{tee:?}: {other:?}"),
-        }
-    }
+    // Only default/guest and default/capabilities ran (and "failed").
+    assert!(table.contains("0 passed, 2 failed,"), "{table}");
+    assert!(!table.contains("software host"), "{table}");
+    let sim = Options {
+        sim_host: true,
+        ..Options::default()
+    };
+    let table = render_table(&host, &sim, &results);
+    assert!(
+        table.starts_with("software host: this run's /dev/kvm and /dev/sev system calls were answered by kvm-coco's models"),
+        "{table}"
+    );
 }
 
 /// Firmware selection: an explicit image is used as given (and a bad one fails the tier at
@@ -487,31 +464,34 @@ fn launch_tier_firmware_selection() {
     let dir = std::env::temp_dir().join(format!("hw-test-fw-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let missing = dir.join("missing.fd");
-    match run_check(
-        Check::Launch {
-            tee: LaunchTee::Sev,
-            sim: true,
-        },
-        &FirmwareSource::Explicit(missing.clone()),
-    ) {
-        Outcome::Failed(r) => assert!(r.starts_with("firmware: cannot read"), "{r}"),
-        other => panic!("{other:?}"),
-    }
     // 64 KiB of zeros: no OVMF footer table, so no TDVF metadata.
     let blank = dir.join("blank.fd");
     std::fs::write(&blank, vec![0u8; 0x10000]).unwrap();
-    let tdx = Check::Launch {
-        tee: LaunchTee::Tdx,
-        sim: true,
-    };
-    match run_check(tdx, &FirmwareSource::Explicit(blank.clone())) {
+    let (missing_sev, blank_explicit, blank_installed) = served(|sim| {
+        let t = Target::SoftwareHost(sim);
+        let tdx = Check::Launch(LaunchTee::Tdx);
+        (
+            run_check(
+                Check::Launch(LaunchTee::Sev),
+                &FirmwareSource::Explicit(missing.clone()),
+                t,
+            ),
+            run_check(tdx, &FirmwareSource::Explicit(blank.clone()), t),
+            run_check(tdx, &FirmwareSource::Installed(blank.clone()), t),
+        )
+    });
+    match missing_sev {
+        Outcome::Failed(r) => assert!(r.starts_with("firmware: cannot read"), "{r}"),
+        other => panic!("{other:?}"),
+    }
+    match blank_explicit {
         Outcome::Failed(r) => assert!(
             r.starts_with("firmware: ") || r.starts_with("plan: "),
             "{r}"
         ),
         other => panic!("{other:?}"),
     }
-    match run_check(tdx, &FirmwareSource::Installed(blank.clone())) {
+    match blank_installed {
         Outcome::Passed(r) => {
             assert!(r.contains("built-in 64 KiB image"), "{r}");
             assert!(
@@ -544,13 +524,375 @@ fn real_launch_tier_without_the_vm_type_is_not_a_pass() {
         return;
     }
     match run_check(
-        Check::Launch {
-            tee: LaunchTee::Snp,
-            sim: false,
-        },
+        Check::Launch(LaunchTee::Snp),
         &FirmwareSource::BuiltIn,
+        Target::Hardware,
     ) {
         Outcome::Skipped(r) => assert!(r.contains("not supported on this host"), "{r}"),
         other => panic!("{other:?}"),
     }
+}
+
+/// Runs `f` on a thread served by a fresh software host (the `--sim-host` seed).
+fn served<T: Send>(f: impl FnOnce(&SoftwareHost) -> T + Send) -> T {
+    under_software_host(SIM_HOST_SEED, f).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// What detection reports on a thread the software host serves, on this project's CI
+/// machine kind.
+fn sim_served_host() -> Host {
+    let mut host = ci_machine();
+    host.kvm = KvmHost::Available {
+        api_version: 12,
+        vm_types_bits: 0x3d,
+        vm_types: ["default", "sev", "sev-es", "snp", "tdx"]
+            .map(String::from)
+            .to_vec(),
+        tdx: Ok(
+            "supported_attrs=0x10000000 supported_xfam=0x602ff 6 configurable CPUID leaves".into(),
+        ),
+    };
+    host.sev = SevHost::Present {
+        platform_status: Ok("API 1.55 build 25, state 0, 0 guests, flags 0x0".into()),
+        snp_platform_status: Ok("API 1.55 build 25, state 0".into()),
+    };
+    host
+}
+
+#[test]
+fn sim_host_plan_runs_every_launch_and_status_tier() {
+    let host = sim_served_host();
+    let sim = Options {
+        sim_host: true,
+        ..Options::default()
+    };
+    let plan = plan(&host, &sim);
+    for (name, tee) in [
+        ("sev/launch", LaunchTee::Sev),
+        ("sev-es/launch", LaunchTee::SevEs),
+        ("snp/launch", LaunchTee::Snp),
+        ("tdx/launch", LaunchTee::Tdx),
+    ] {
+        assert_eq!(
+            decision(&plan, name),
+            &Decision::Run(Check::Launch(tee)),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        decision(&plan, "tdx/capabilities"),
+        &Decision::Run(Check::TdxCapabilities)
+    );
+    assert_eq!(
+        decision(&plan, "sev/platform-status"),
+        &Decision::Run(Check::SevPlatformStatus)
+    );
+    assert_eq!(
+        decision(&plan, "snp/platform-status"),
+        &Decision::Run(Check::SnpPlatformStatus)
+    );
+    assert_eq!(skip_reason(&plan, "snp/vcek"), SIM_HOST_NO_VCEK);
+    assert!(plan.iter().all(|p| !p.name.starts_with("sim/")), "{plan:?}");
+    // Destructive tiers stay behind --dangerous.
+    for name in ["sev/pek-gen", "sev/pdh-gen"] {
+        let r = skip_reason(&plan, name);
+        assert!(r.ends_with("pass --dangerous to run it"), "{name}: {r}");
+    }
+    for (name, cmd) in [
+        ("sev/factory-reset", "FACTORY_RESET"),
+        ("snp/set-config", "SNP_SET_CONFIG"),
+        ("snp/commit", "SNP_COMMIT"),
+    ] {
+        let r = skip_reason(&plan, name);
+        assert!(
+            r.starts_with(&format!(
+                "the software host's firmware does not implement {cmd}"
+            )),
+            "{name}: {r}"
+        );
+    }
+    for name in sim_host_required(&sim) {
+        assert!(
+            matches!(decision(&plan, name), Decision::Run(_)),
+            "{name} is required under --sim-host but not planned to run"
+        );
+    }
+
+    let dangerous = Options {
+        dangerous: true,
+        ..sim.clone()
+    };
+    let plan = super::plan(&host, &dangerous);
+    assert_eq!(
+        decision(&plan, "sev/pek-gen"),
+        &Decision::Run(Check::PekGen)
+    );
+    assert_eq!(
+        decision(&plan, "sev/pdh-gen"),
+        &Decision::Run(Check::PdhGen)
+    );
+    assert!(skip_reason(&plan, "snp/commit").contains("does not implement SNP_COMMIT"));
+    let required = sim_host_required(&dangerous);
+    assert!(required.contains(&"sev/pek-gen") && !required.contains(&"snp/commit"));
+    for name in required {
+        assert!(
+            matches!(decision(&plan, name), Decision::Run(_)),
+            "{name} is required under --sim-host --dangerous but not planned to run"
+        );
+    }
+
+    // The same host without the flag: the VCEK and the destructive commands are the
+    // hardware's, planned as before.
+    let plan = super::plan(
+        &host,
+        &Options {
+            dangerous: true,
+            ..Options::default()
+        },
+    );
+    assert_eq!(decision(&plan, "snp/vcek"), &Decision::Run(Check::SnpVcek));
+    assert_eq!(
+        decision(&plan, "snp/commit"),
+        &Decision::Run(Check::SnpCommit)
+    );
+}
+
+#[test]
+fn sim_host_shortfall_names_the_tiers_that_did_not_pass() {
+    let host = sim_served_host();
+    let opts = Options {
+        sim_host: true,
+        ..Options::default()
+    };
+    let planned = plan(&host, &opts);
+    let all_pass = execute(&planned, |c| Outcome::Passed(format!("{c:?}")));
+    assert_eq!(sim_host_shortfall(&opts, &all_pass), Vec::<String>::new());
+    let some_not = execute(&planned, |c| match c {
+        Check::Launch(LaunchTee::Snp) => Outcome::NotRun("no guest".into()),
+        Check::Launch(LaunchTee::Tdx) => Outcome::Skipped("no TDX".into()),
+        Check::SevPlatformStatus => Outcome::Failed("EIO".into()),
+        c => Outcome::Passed(format!("{c:?}")),
+    });
+    assert_eq!(
+        sim_host_shortfall(&opts, &some_not),
+        [
+            "snp/launch (not run)",
+            "tdx/launch (skipped)",
+            "sev/platform-status (failed)"
+        ]
+    );
+    let missing: Vec<TierResult> = all_pass
+        .into_iter()
+        .filter(|r| r.name != "sev-es/launch")
+        .collect();
+    assert_eq!(
+        sim_host_shortfall(&opts, &missing),
+        ["sev-es/launch (not planned)"]
+    );
+}
+
+/// `--sim-host` end to end: detection on the served thread sees the software host's VM
+/// types and `/dev/sev`, and every tier it offers runs the hardware tier code and passes,
+/// with the platform's own measurement compared.
+#[test]
+fn sim_host_run_passes_every_tier_the_software_host_offers() {
+    let opts = Options {
+        sim_host: true,
+        dangerous: true,
+        ..Options::default()
+    };
+    let (host, results) = served(|sim| {
+        detect_and_execute(&opts, &FirmwareSource::BuiltIn, Target::SoftwareHost(sim))
+    });
+    match &host.kvm {
+        KvmHost::Available { vm_types, tdx, .. } => {
+            for t in ["sev", "sev-es", "snp", "tdx"] {
+                assert!(vm_types.iter().any(|v| v == t), "{t}: {vm_types:?}");
+            }
+            assert!(tdx.is_ok(), "{tdx:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(
+            host.sev,
+            SevHost::Present {
+                platform_status: Ok(_),
+                snp_platform_status: Ok(_)
+            }
+        ),
+        "{:?}",
+        host.sev
+    );
+    assert_eq!(
+        sim_host_shortfall(&opts, &results),
+        Vec::<String>::new(),
+        "{results:#?}"
+    );
+    let reason = |n: &str| &results.iter().find(|r| r.name == n).unwrap().reason;
+    for (name, evidence) in [
+        (
+            "sev/launch",
+            "the platform's LAUNCH_MEASURE verified by the guest owner",
+        ),
+        (
+            "sev-es/launch",
+            "the platform's LAUNCH_MEASURE verified by the guest owner",
+        ),
+        ("snp/launch", "the guest's own attestation report"),
+        ("tdx/launch", "the TD's own TDREPORT"),
+    ] {
+        let r = reason(name);
+        assert!(r.contains("on the software host"), "{name}: {r}");
+        assert!(r.contains("built-in 64 KiB image"), "{name}: {r}");
+        assert!(r.contains(evidence), "{name}: {r}");
+        assert!(
+            r.contains("the launcher's log = offline log"),
+            "{name}: {r}"
+        );
+    }
+    assert!(reason("snp/launch").contains("MEASUREMENT = offline"));
+    assert!(reason("tdx/launch").contains("MRTD = offline"));
+    assert_eq!(reason("snp/vcek"), SIM_HOST_NO_VCEK);
+    // The real default VM tiers need the real /dev/kvm; nothing else may fail.
+    for r in &results {
+        let real_kvm_missing =
+            r.name.starts_with("default/") && !std::path::Path::new("/dev/kvm").exists();
+        assert!(
+            r.status != Status::Failed || real_kvm_missing,
+            "{}: {}",
+            r.name,
+            r.reason
+        );
+    }
+    // The serving stayed on the served thread: this one still sees the machine itself.
+    if !std::path::Path::new(DEV_SEV_PATH).exists() {
+        assert!(matches!(detect().sev, SevHost::Unavailable { .. }));
+    }
+}
+
+/// Launches `tee` on the built-in image with the offline digest as the expected value,
+/// optionally with one bit of it flipped.
+fn launch_expecting(tee: LaunchTee, target: Target<'_>, flip: bool) -> (Outcome, String) {
+    use kvm_coco::measure::{FirmwareImage, MeasureOptions, measure};
+    let image = kvm_coco::measure::synthetic::syn64k();
+    let fw = FirmwareImage::parse(&image).unwrap();
+    let plan = launch::build_plan(&fw, tee, launch::vcpu_sig()).unwrap();
+    let offline = measure(
+        &plan,
+        &MeasureOptions {
+            log: true,
+            progress: None,
+        },
+    )
+    .unwrap();
+    let digest = offline.digest.as_bytes().to_vec();
+    let mut expected = digest.clone();
+    if flip {
+        expected[0] ^= 1;
+    }
+    let steps = launch::launch_and_compare(
+        tee,
+        &plan,
+        "built-in image",
+        &expected,
+        offline.log.as_ref().unwrap(),
+        target,
+    );
+    (launch::outcome(steps), hex::encode(digest))
+}
+
+/// The tiers compare the platform's own measurement with the expected value: an expected
+/// value one bit off fails every tier at that comparison, and the failure shows the
+/// platform's value — the offline digest, read back from the guest's evidence.
+#[test]
+fn sim_host_tiers_fail_when_the_platform_measurement_differs() {
+    served(|sim| {
+        for (tee, step) in [
+            (LaunchTee::Sev, "LAUNCH_MEASURE verification: "),
+            (LaunchTee::SevEs, "LAUNCH_MEASURE verification: "),
+            (
+                LaunchTee::Snp,
+                "report measurement: the guest's report has MEASUREMENT ",
+            ),
+            (LaunchTee::Tdx, "TDREPORT MRTD: the TD's TDREPORT has MRTD "),
+        ] {
+            let target = Target::SoftwareHost(sim);
+            let (good, digest) = launch_expecting(tee, target, false);
+            assert!(matches!(good, Outcome::Passed(_)), "{tee:?}: {good:?}");
+            match launch_expecting(tee, target, true).0 {
+                Outcome::Failed(r) => {
+                    assert!(r.starts_with(step), "{tee:?}: {r}");
+                    if matches!(tee, LaunchTee::Snp | LaunchTee::Tdx) {
+                        assert!(r.starts_with(&format!("{step}{digest}")), "{tee:?}: {r}");
+                    }
+                }
+                other => panic!("{tee:?}: {other:?}"),
+            }
+        }
+    });
+}
+
+/// The hardware path (no guest program can be loaded) on a launch that completes: SEV
+/// checks LAUNCH_MEASURE as under the software host; SNP and TDX are "not run", naming the
+/// expected value and saying the platform's value is not observable from the host.
+#[test]
+fn hardware_path_says_what_it_verified_and_what_it_cannot() {
+    served(|sim| {
+        let _ = sim;
+        let (sev, _) = launch_expecting(LaunchTee::Sev, Target::Hardware, false);
+        match sev {
+            Outcome::Passed(r) => {
+                assert!(r.contains("SEV launch on the hardware"), "{r}");
+                assert!(
+                    r.contains("LAUNCH_MEASURE verified by the guest owner"),
+                    "{r}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        for (tee, what) in [(LaunchTee::Snp, "MEASUREMENT"), (LaunchTee::Tdx, "MRTD")] {
+            let (out, digest) = launch_expecting(tee, Target::Hardware, false);
+            match out {
+                Outcome::NotRun(r) => {
+                    assert!(r.starts_with(&format!("{what} not compared: ")), "{r}");
+                    assert!(r.contains("hw-test boots no guest agent"), "{r}");
+                    assert!(
+                        r.contains(&format!("expected {what} (offline) {digest}")),
+                        "{r}"
+                    );
+                    assert!(r.contains("what ran and held: "), "{r}");
+                    assert!(r.contains("on the hardware"), "{r}");
+                    assert!(r.contains("launch completed"), "{r}");
+                    assert!(!r.contains(&format!("{what} = offline")), "{r}");
+                }
+                other => panic!("{tee:?}: {other:?}"),
+            }
+        }
+    });
+}
+
+/// The destructive commands the `--sim-host` plan skips are those the software firmware
+/// refuses as unimplemented; the others pass on it.
+#[test]
+fn sim_firmware_lacks_exactly_the_skipped_commands() {
+    served(|sim| {
+        // SNP initialized, as in a run (SNP_SET_CONFIG needs it).
+        let snp = launch::run(
+            LaunchTee::Snp,
+            &FirmwareSource::BuiltIn,
+            Target::SoftwareHost(sim),
+        );
+        assert!(matches!(snp, Outcome::Passed(_)), "{snp:?}");
+        for (check, cmd) in SIM_FIRMWARE_LACKS {
+            match run_simple(check) {
+                Err(e) => assert!(e.contains("INVALID_COMMAND"), "{cmd}: {e}"),
+                Ok(r) => panic!("{cmd} is implemented now ({r}): run its tier under --sim-host"),
+            }
+        }
+        for check in [Check::PekGen, Check::PdhGen] {
+            let r = run_simple(check);
+            assert!(r.is_ok(), "{check:?}: {r:?}");
+        }
+    });
 }
