@@ -202,9 +202,9 @@ const REPORT_DATA: [u8; 64] = [0x6b; 64];
 const MAX_EXITS: usize = 16;
 
 /// Loads `ops` into vCPU 0 through the software host and runs it, answering its exits as a
-/// VMM does, until it terminates; returns what the guest observed. The model answers each
-/// `KVM_RUN` with the program's next exit without blocking, so the loop is bounded by the
-/// number of exits rather than by a watchdog.
+/// VMM does, until it terminates; returns what the guest observed. While a loaded program
+/// has operations left, the model answers each `KVM_RUN` with its next exit, so the loop is
+/// bounded by the number of exits rather than by a watchdog.
 fn run_guest(
     host: &SoftwareHost,
     launch: Launch<Finished, KvmBackend>,
