@@ -1,14 +1,27 @@
-//! `vmm-cli launch`: runs a confidential launch through kvm-coco's launch API.
+//! `vmm-cli launch`: runs a confidential launch through kvm-coco's launch API on
+//! [`KvmBackend`], the one code path for every host.
 //!
-//! With no arguments it launches the built-in 64 KiB firmware image as a one-vCPU SNP
-//! guest on the simulated backend, prints the launch measurement (checked against the
-//! offline calculation), has the guest request an attestation report and verifies it
-//! against the simulated ARK → ASK → VCEK chain.
+//! Where this machine's KVM offers the VM type, the launch runs on it. Where it does not
+//! (`--backend auto`), or on request (`--backend sim`), a software host
+//! ([`kvm_coco::sim::host`]) is started in this process and serves this thread: its
+//! `/dev/kvm` and `/dev/sev` system calls are answered by the models of KVM, the PSP firmware
+//! and the TDX module, and the same launch runs unchanged. `--backend kvm` never falls back.
 //!
-//! `--backend auto` uses real KVM where the host offers the VM type and the simulated
-//! backend otherwise (saying so on stderr). `--backend kvm` on a host without the VM type
-//! runs the built-in plain real-mode guest on an ordinary (default) VM instead, with a
-//! watchdog.
+//! On the software host, vCPU 0 of an SNP guest or a TD then runs a guest program that asks
+//! for its attestation evidence (an SNP report; a TDREPORT and a quote), answered through the
+//! typed exits as a VMM does on hardware. The evidence is verified (the SNP report against the
+//! software firmware's ARK → ASK → VCEK, the TDREPORT by the TDX module) and its measurement
+//! is compared with the expected one.
+//!
+//! Measurements: the launch log's digest is only the expected value, computed by the host.
+//! `matches` is printed only when a value the platform reported was compared with it: the SNP
+//! report's MEASUREMENT or the TDREPORT's MRTD. SEV and SEV-ES print the firmware's
+//! LAUNCH_MEASURE, an HMAC under the guest owner's TIK that only the guest owner can check.
+//! On this machine's KVM an SNP guest or a TD obtains its evidence itself, so its measurement
+//! is not observable from the host.
+//!
+//! `--tee none` runs a built-in plain real-mode guest on a default VM of this machine's KVM,
+//! with a watchdog.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -17,17 +30,19 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use kvm_coco::launch::backend::Backend;
 use kvm_coco::launch::{
-    Finished, GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, LaunchError, LaunchVcpu,
-    SevEsInit, SevInit, SimBackend, SnpIdentity, SnpInit, TdxInit, plan_memory,
+    Finished, GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, LaunchError, SevEsInit,
+    SevInit, SnpIdentity, SnpInit, TdxInit, plan_memory,
 };
 use kvm_coco::measure::calc::{self, MeasureOptions};
 use kvm_coco::measure::firmware::FirmwareImage;
 use kvm_coco::measure::hashes::DirectBoot;
 use kvm_coco::measure::plan::{LaunchPlan, PlanInputs};
-use kvm_coco::sim::sev::SimSevConfig;
-use kvm_coco::sim::tdx::{SimKvmConfig, SimTdxModule, TdReport};
+use kvm_coco::sim::host::SoftwareHost;
+use kvm_coco::sim::tdx::report::TDREPORT_SIZE;
+use kvm_coco::sim::tdx::{SimTdxModule, TdReport};
 use kvm_coco::{
-    Access, Exit, GuestMapping, Kvm, MapGpaReply, MemoryRegion, TdVmCallStatus, TdxExit, VmType,
+    Access, CertsReply, Exit, GuestMapping, Kvm, MapGpaReply, MemoryRegion, TdVmCallStatus,
+    TdxExit, Vcpu, VmType,
 };
 use psp_driver::owner::snp::verify_report;
 use psp_driver::report::AttestationReport;
@@ -35,7 +50,7 @@ use psp_driver::sim::SimConfig;
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::tee::{Tee, TeeConfig};
-use crate::util::{self, error_chain, print_json, seed_bytes};
+use crate::util::{self, error_chain, print_json};
 use crate::{CliError, Outcome, cli_err};
 
 /// Where the guest's shared buffer for attestation requests lives (above 4 GiB, clear of
@@ -49,27 +64,63 @@ const MAX_MEMORY: u64 = 0xF000_0000;
 const WATCHDOG: Duration = Duration::from_secs(10);
 /// REPORT_DATA / REPORTDATA the guest binds into its evidence.
 const REPORT_DATA: &[u8] = b"vmm-cli launch";
+/// Exits the attestation guest program may take before it must have halted.
+const MAX_EXITS: usize = 64;
+/// Offset of the TDREPORT (in) and the quote (out) in the GetQuote buffer, after its header
+/// (version, status, input length, output length).
+const QUOTE_DATA: u64 = 24;
 
-/// Which backend runs the launch.
+/// Which host answers the launch's system calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
-    /// Real KVM where the host offers the VM type, else the simulated backend.
+    /// This machine's KVM where it offers the VM type, else the software host.
     Auto,
-    /// Real `/dev/kvm` (a plain guest on a default VM if the type is not offered).
+    /// This machine's KVM only: fails where it does not offer the VM type.
     Kvm,
-    /// The software model of KVM and the firmware.
+    /// The software host in this process (models of KVM, the PSP firmware and the TDX
+    /// module answer the same system calls).
     Sim,
+}
+
+/// What `launch --tee` may name: a technology, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LaunchTee {
+    /// AMD SEV.
+    Sev,
+    /// AMD SEV-ES.
+    SevEs,
+    /// AMD SEV-SNP.
+    Snp,
+    /// Intel TDX.
+    Tdx,
+    /// No confidential computing: a built-in plain real-mode guest on a default VM of this
+    /// machine's KVM.
+    #[value(name = "none")]
+    Plain,
+}
+
+impl LaunchTee {
+    /// The technology, `None` for a plain guest.
+    fn tee(self) -> Option<Tee> {
+        match self {
+            Self::Sev => Some(Tee::Sev),
+            Self::SevEs => Some(Tee::SevEs),
+            Self::Snp => Some(Tee::Snp),
+            Self::Tdx => Some(Tee::Tdx),
+            Self::Plain => None,
+        }
+    }
 }
 
 /// Options of `vmm-cli launch`.
 #[derive(Debug, Args)]
 pub struct LaunchArgs {
-    /// Backend.
+    /// Which host runs the launch.
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
-    /// Technology.
+    /// Technology (`none`: a plain guest on this machine's KVM).
     #[arg(long, value_enum, default_value = "snp")]
-    tee: Tee,
+    tee: LaunchTee,
     /// The technology-specific options.
     #[command(flatten)]
     opts: crate::tee::TeeOptions,
@@ -77,7 +128,7 @@ pub struct LaunchArgs {
     #[arg(long, value_name = "N", default_value = "1", value_parser = util::int::<u32>)]
     vcpus: u32,
     /// The vCPUs' CPUID signature (family/model/stepping, CPUID(1).EAX) placed in the
-    /// initial VMSAs (SEV-ES, SNP); default 0xa10f11, the simulated host's.
+    /// initial VMSAs (SEV-ES, SNP); default 0xa10f11, the software host's.
     #[arg(long, value_name = "SIG", value_parser = util::int::<u32>)]
     vcpu_sig: Option<u32>,
     /// Guest RAM below the firmware, e.g. 16M.
@@ -107,18 +158,19 @@ pub struct LaunchArgs {
     /// TDX MRCONFIGID (up to 48 bytes of hex).
     #[arg(long, value_name = "HEX")]
     mrconfigid: Option<String>,
-    /// Write the SNP attestation report or the TDX TDREPORT to FILE.
+    /// On the software host: write the SNP attestation report or the TDX TDREPORT the guest
+    /// obtained to FILE.
     #[arg(long, value_name = "FILE")]
     report_out: Option<PathBuf>,
-    /// TDX on the simulated backend: write the TD quote v4 the model quoting enclave made
-    /// from the guest's TDREPORT to FILE.
+    /// TDX on the software host: write the TD quote v4 the model quoting enclave made from
+    /// the guest's TDREPORT to FILE.
     #[arg(long, value_name = "FILE")]
     quote_out: Option<PathBuf>,
     /// Write the launch log (every measured step) as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
-    /// Seed of the simulated platform (keys, report ids); `vmm-cli report --sim-chain
-    /// --seed N` verifies against the same platform.
+    /// Seed of the software host (firmware identity, keys, report ids; default 0);
+    /// `vmm-cli report --sim-chain --seed N` verifies against the same platform.
     #[arg(long, value_name = "N", value_parser = util::int::<u64>)]
     seed: Option<u64>,
     /// Print JSON instead of text.
@@ -171,15 +223,63 @@ fn check_options(a: &LaunchArgs, cfg: &TeeConfig) -> Result<(), CliError> {
             "--report-out: SEV and SEV-ES guests have no attestation report (the LAUNCH_MEASURE value is printed)"
         ));
     }
-    if a.quote_out.is_some() && (cfg.tee != Tee::Tdx || a.backend == BackendChoice::Kvm) {
-        return Err(cli_err!(
-            "--quote-out applies to --tee tdx on the simulated backend"
-        ));
+    if a.quote_out.is_some() && cfg.tee != Tee::Tdx {
+        return Err(cli_err!("--quote-out applies to --tee tdx"));
     }
-    if a.seed.is_some() && a.backend == BackendChoice::Kvm {
-        return Err(cli_err!("--seed applies to the simulated backend"));
+    if a.backend == BackendChoice::Kvm {
+        if let Some(opt) = evidence_option(a) {
+            return Err(cli_err!(
+                "{opt} needs the software host: on this machine's KVM the guest obtains its evidence itself"
+            ));
+        }
+        if a.seed.is_some() {
+            return Err(cli_err!("--seed applies to the software host"));
+        }
     }
     Ok(())
+}
+
+/// The first option that asks for evidence only the software host obtains.
+fn evidence_option(a: &LaunchArgs) -> Option<&'static str> {
+    if a.report_out.is_some() {
+        Some("--report-out")
+    } else if a.quote_out.is_some() {
+        Some("--quote-out")
+    } else {
+        None
+    }
+}
+
+/// `--tee none` takes only `--backend auto|kvm`, `--memory` and `--json`.
+fn check_plain_options(a: &LaunchArgs) -> Result<(), CliError> {
+    let o = &a.opts;
+    let given = [
+        ("--backend sim", a.backend == BackendChoice::Sim),
+        ("--policy", o.policy.is_some()),
+        ("--vmsa-features", o.vmsa_features.is_some()),
+        ("--attributes", o.attributes.is_some()),
+        ("--xfam", o.xfam.is_some()),
+        ("--vcpus", a.vcpus != 1),
+        ("--vcpu-sig", a.vcpu_sig.is_some()),
+        ("--firmware", a.firmware.is_some()),
+        ("--kernel", a.kernel.is_some()),
+        ("--initrd", a.initrd.is_some()),
+        ("--append", a.append.is_some()),
+        ("--id-block", a.id_block.is_some()),
+        ("--id-auth", a.id_auth.is_some()),
+        ("--host-data", a.host_data.is_some()),
+        ("--mrconfigid", a.mrconfigid.is_some()),
+        ("--report-out", a.report_out.is_some()),
+        ("--quote-out", a.quote_out.is_some()),
+        ("--log", a.log.is_some()),
+        ("--seed", a.seed.is_some()),
+    ];
+    match given.iter().find(|(_, g)| *g) {
+        Some((opt, _)) => Err(cli_err!(
+            "{opt} does not apply to --tee none (a plain one-vCPU guest on a default VM of this machine's KVM)"
+        )),
+        None => Ok(()),
+    }
 }
 
 fn init_params(a: &LaunchArgs, cfg: &TeeConfig) -> Result<InitParams, CliError> {
@@ -268,13 +368,13 @@ fn ram_gaps(plan: &LaunchPlan<'_>, memory: u64) -> Vec<(u64, u64)> {
     out
 }
 
-fn execute<B: Backend>(
-    backend: B,
+fn execute(
+    backend: KvmBackend,
     params: InitParams,
     plan: &LaunchPlan<'_>,
     ram: &[(u64, u64)],
     vcpus: u32,
-) -> Result<Launch<Finished, B>, LaunchError> {
+) -> Result<Launch<Finished, KvmBackend>, LaunchError> {
     let mut l = Launch::new(backend, params)?;
     l.add_plan_memory(plan)?;
     for &(gpa, size) in ram {
@@ -289,32 +389,34 @@ fn execute<B: Backend>(
     l.measure()?.finish()
 }
 
-/// Evidence the simulated guest obtained.
+/// Evidence the guest obtained.
 enum Evidence {
+    /// An SNP attestation report.
     Snp(Box<AttestationReport>),
+    /// A TDREPORT, and the quote the guest received (if any).
     Td(Box<TdReport>, Option<Vec<u8>>),
 }
 
-/// Runs the simulated guest's attestation request and returns the evidence.
+/// Loads the attestation program into `vcpu`, runs it with the VMM's exit handling and
+/// returns the evidence the guest observed.
 fn guest_evidence(
-    backend: &mut SimBackend,
-    vcpu: &mut kvm_coco::launch::SimVcpu,
+    host: &SoftwareHost,
+    backend: &mut KvmBackend,
+    vcpu: &mut Vcpu,
     tee: Tee,
-    module: Option<&SharedModule>,
 ) -> Result<Evidence, String> {
-    let mut quote_bytes = None;
     let mut report_data = [0u8; 64];
     report_data[..REPORT_DATA.len()].copy_from_slice(REPORT_DATA);
-    match tee {
-        Tee::Snp => vcpu.load_program([
+    let program = match tee {
+        Tee::Snp => vec![
             GuestOp::SnpReport {
                 report_data,
                 certs_gpa: SHARED_GPA,
                 npages: 0,
             },
             GuestOp::Halt,
-        ]),
-        _ => vcpu.load_program([
+        ],
+        _ => vec![
             GuestOp::MapGpa {
                 gpa: SHARED_GPA,
                 npages: SHARED_SIZE / 4096,
@@ -326,15 +428,33 @@ fn guest_evidence(
                 report_data,
             },
             GuestOp::Halt,
-        ]),
-    }
-    for _ in 0..64 {
+        ],
+    };
+    host.load_program(&*vcpu, program)
+        .map_err(|e| error_chain(&e))?;
+    let module = host.tdx_module();
+    let mut halted = false;
+    for _ in 0..MAX_EXITS {
         match vcpu.run().map_err(|e| error_chain(&e))? {
-            Exit::Hlt => break,
+            Exit::Hlt => {
+                halted = true;
+                break;
+            }
+            Exit::SnpReqCerts(mut r) => {
+                // No certificate table is served: an empty one (the all-zero terminator).
+                let status = if r.npages == 0 {
+                    CertsReply::Success
+                } else {
+                    match backend.write_shared(r.gpa, &[0; 24]) {
+                        Ok(()) => CertsReply::Success,
+                        Err(_) => CertsReply::Failed,
+                    }
+                };
+                r.reply(status);
+            }
             Exit::MemoryFault(f) => {
-                let private = f.access() == Access::Private;
                 backend
-                    .set_private(f.gpa, f.size, private)
+                    .set_private(f.gpa, f.size, f.access() == Access::Private)
                     .map_err(|e| error_chain(&e))?;
             }
             Exit::MapGpaRange(mut m) => {
@@ -347,83 +467,100 @@ fn guest_evidence(
                 });
             }
             Exit::Tdx(TdxExit::GetQuote(mut q)) => {
-                // The quoting service: read the TDREPORT after the 24-byte header, quote it
-                // with the model's quoting enclave, write the quote back.
-                let gpa = q.args.gpa;
-                let mut raw = vec![0u8; 1024];
-                backend
-                    .read_shared(gpa + 24, &mut raw)
-                    .map_err(|e| error_chain(&e))?;
-                let status = match (TdReport::read_from_bytes(&raw), module) {
-                    (Ok(r), Some(m)) => {
-                        match m.lock().map_err(|_| "quoting enclave poisoned")?.quote(&r) {
-                            Ok(quote) => {
-                                let bytes = quote.to_bytes();
-                                quote_bytes = Some(bytes.clone());
-                                backend
-                                    .write_shared(gpa + 24, &bytes)
-                                    .map_err(|e| error_chain(&e))?;
-                                backend
-                                    .write_shared(gpa + 16, &0u32.to_le_bytes())
-                                    .map_err(|e| error_chain(&e))?;
-                                backend
-                                    .write_shared(gpa + 20, &(bytes.len() as u32).to_le_bytes())
-                                    .map_err(|e| error_chain(&e))?;
-                                TdVmCallStatus::Success
-                            }
-                            Err(_) => TdVmCallStatus::InvalidOperand,
-                        }
-                    }
-                    _ => TdVmCallStatus::InvalidOperand,
-                };
+                let status = serve_quote(backend, module, q.args.gpa, q.args.size)?;
                 q.reply(status);
             }
+            Exit::SystemEvent(e) => return Err(format!("the guest stopped: {e:?}")),
             other => return Err(format!("unexpected guest exit {other:?}")),
         }
     }
-    for o in vcpu.outcomes() {
+    if !halted {
+        return Err(format!("the guest did not halt within {MAX_EXITS} exits"));
+    }
+    let outcomes = host.outcomes(&*vcpu).map_err(|e| error_chain(&e))?;
+    let mut td = None;
+    let mut quote = None;
+    let mut refused = None;
+    for o in outcomes {
         match o {
             GuestOutcome::SnpReport {
                 report: Some(r), ..
             } => {
-                return AttestationReport::read_from_bytes(r)
+                return AttestationReport::read_from_bytes(&r)
                     .map(|r| Evidence::Snp(Box::new(r)))
                     .map_err(|_| "the guest received a malformed report".into());
             }
+            GuestOutcome::SnpReport {
+                report: None,
+                exitinfo2,
+                ..
+            } => {
+                refused = Some(format!(
+                    "the guest's report request failed (SW_EXITINFO2 {})",
+                    exitinfo2.map_or_else(|| "none".into(), |x| format!("{x:#x}"))
+                ));
+            }
             GuestOutcome::TdReport(r) => {
-                return TdReport::from_slice(r)
-                    .map(|r| Evidence::Td(Box::new(r), quote_bytes))
-                    .map_err(|e| e.to_string());
+                td = Some(TdReport::from_slice(&r).map_err(|e| e.to_string())?);
+            }
+            GuestOutcome::Quote { ret: 0, buffer } => {
+                let n = buffer
+                    .get(20..24)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+                let start = QUOTE_DATA as usize;
+                quote = n
+                    .and_then(|n| buffer.get(start..start + n))
+                    .map(<[u8]>::to_vec);
             }
             _ => {}
         }
     }
-    Err("the guest obtained no attestation evidence".into())
+    match td {
+        Some(r) => Ok(Evidence::Td(Box::new(r), quote)),
+        None => Err(refused.unwrap_or_else(|| "the guest obtained no attestation evidence".into())),
+    }
 }
 
-/// The simulated TDX module shared with the quoting service.
-type SharedModule = Arc<Mutex<SimTdxModule>>;
-
-fn sim_backend(
-    tee: Tee,
-    seed: Option<u64>,
-) -> Result<(SimBackend, Option<SharedModule>), LaunchError> {
-    if tee == Tee::Tdx {
-        let module = Arc::new(Mutex::new(crate::report::sim_tdx_module(seed)));
-        return Ok((
-            SimBackend::tdx_with(module.clone(), SimKvmConfig::default()),
-            Some(module),
-        ));
+/// The quoting service of a TDVMCALL GetQuote: reads the TDREPORT after the buffer's header,
+/// quotes it with the TDX module's model quoting enclave and writes the quote back.
+fn serve_quote(
+    backend: &mut KvmBackend,
+    module: &Mutex<SimTdxModule>,
+    gpa: u64,
+    size: u64,
+) -> Result<TdVmCallStatus, String> {
+    let mut raw = vec![0u8; TDREPORT_SIZE];
+    backend
+        .read_shared(gpa + QUOTE_DATA, &mut raw)
+        .map_err(|e| error_chain(&e))?;
+    let Ok(report) = TdReport::from_slice(&raw) else {
+        return Ok(TdVmCallStatus::InvalidOperand);
+    };
+    let quote = match module
+        .lock()
+        .map_err(|_| "the TDX module model is poisoned")?
+        .quote(&report)
+    {
+        Ok(q) => q.to_bytes(),
+        Err(_) => return Ok(TdVmCallStatus::InvalidOperand),
+    };
+    let Ok(len) = u32::try_from(quote.len()) else {
+        return Ok(TdVmCallStatus::InvalidOperand);
+    };
+    if QUOTE_DATA + u64::from(len) > size {
+        return Ok(TdVmCallStatus::InvalidOperand);
     }
-    let mut cfg = SimSevConfig::default();
-    if let Some(s) = seed {
-        cfg.firmware.seed = seed_bytes(s);
-    }
-    Ok((SimBackend::amd(cfg, tee.vm_type())?, None))
+    let w = |backend: &mut KvmBackend, at: u64, data: &[u8]| {
+        backend.write_shared(at, data).map_err(|e| error_chain(&e))
+    };
+    w(backend, gpa + QUOTE_DATA, &quote)?;
+    w(backend, gpa + 16, &0u32.to_le_bytes())?;
+    w(backend, gpa + 20, &len.to_le_bytes())?;
+    Ok(TdVmCallStatus::Success)
 }
 
 /// Runs the built-in plain real-mode guest on a default VM, with a watchdog.
-fn plain_guest(kvm: &Kvm, memory: u64, json: bool, reason: &str) -> Outcome {
+fn plain_guest(kvm: &Kvm, memory: u64, json: bool) -> Outcome {
     std::thread::spawn(|| {
         std::thread::sleep(WATCHDOG);
         eprintln!(
@@ -462,15 +599,15 @@ fn plain_guest(kvm: &Kvm, memory: u64, json: bool, reason: &str) -> Outcome {
             let ok = out == [crate::builtin::REAL_MODE_OUTPUT];
             if json {
                 print_json(&serde_json::json!({
-                    "backend": "kvm",
+                    "host": "kvm",
+                    "tee": "none",
                     "vm_type": "default",
-                    "note": reason,
                     "serial": String::from_utf8_lossy(&out),
                     "halted_at": format!("{rip:#x}"),
                     "ok": ok,
                 }));
             } else {
-                println!("backend:  kvm (plain guest on a default VM)");
+                println!("host:     kvm (plain guest on a default VM)");
                 println!("serial:   {:?}", String::from_utf8_lossy(&out));
                 println!("halted:   rip {rip:#x}");
             }
@@ -487,12 +624,86 @@ fn plain_guest(kvm: &Kvm, memory: u64, json: bool, reason: &str) -> Outcome {
     }
 }
 
+/// `vmm-cli launch --tee none`.
+fn run_plain(a: &LaunchArgs) -> Result<Outcome, CliError> {
+    check_plain_options(a)?;
+    match Kvm::open() {
+        Ok(kvm) => Ok(plain_guest(&kvm, a.memory, a.json)),
+        Err(e) => Ok(failed(crate::check::kvm_open_reason(&e))),
+    }
+}
+
+/// Where the launch runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostKind {
+    /// This machine's KVM.
+    Kvm,
+    /// The software host in this process, with its seed.
+    Software(u64),
+}
+
+/// How the expected measurement fared against the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// The platform-reported value was compared and is equal.
+    Matches,
+    /// The platform-reported value was compared and differs.
+    Differs,
+    /// LAUNCH_MEASURE: only the guest owner (with the TIK) can check it.
+    OwnerVerifiable,
+    /// On this machine's KVM: the evidence goes to the guest, not the host.
+    NotObservable,
+    /// The guest obtained no evidence (the failure is in the verification).
+    NotObtained,
+}
+
+impl Check {
+    /// The JSON value.
+    fn key(self) -> &'static str {
+        match self {
+            Self::Matches => "matches",
+            Self::Differs => "differs",
+            Self::OwnerVerifiable => "verifiable by the guest owner",
+            Self::NotObservable => "not observable from the host",
+            Self::NotObtained => "not compared",
+        }
+    }
+
+    /// The text line.
+    fn text(self) -> &'static str {
+        match self {
+            Self::Matches => "matches: the platform-reported value equals the expected one",
+            Self::Differs => "DIFFERS: the platform-reported value is not the expected one",
+            Self::OwnerVerifiable => {
+                "verifiable by the guest owner: LAUNCH_MEASURE is an HMAC under the owner's TIK, which the host does not hold"
+            }
+            Self::NotObservable => {
+                "not observable from the host: on this machine's KVM the guest obtains its attestation report itself"
+            }
+            Self::NotObtained => "not compared: the guest obtained no evidence",
+        }
+    }
+}
+
+/// A value the platform reported.
+struct PlatformValue {
+    /// Where it was read.
+    source: &'static str,
+    /// The value (hex).
+    value: String,
+    /// LAUNCH_MEASURE's nonce (hex).
+    mnonce: Option<String>,
+}
+
 /// What to print.
 struct Summary {
-    backend: &'static str,
-    measurement: String,
-    offline_match: bool,
-    sev_measure: Option<(String, String)>,
+    host: HostKind,
+    /// The launch log's digest (hex).
+    expected: String,
+    /// The offline calculator's digest (hex).
+    offline: String,
+    platform: Option<PlatformValue>,
+    check: Check,
     evidence: Option<serde_json::Value>,
     evidence_text: Vec<String>,
     verified: Option<Result<String, String>>,
@@ -502,9 +713,55 @@ fn read_opt(what: &str, p: Option<&Path>) -> Result<Option<Vec<u8>>, CliError> {
     p.map(|p| util::read(what, p)).transpose()
 }
 
+/// Decides where the launch runs: `Ok(None)` this machine's KVM, `Ok(Some(why))` the
+/// software host (with the reason for the note), `Err` the outcome when `--backend kvm` cannot
+/// run.
+fn choose_host(backend: BackendChoice, vm_type: VmType) -> Result<Option<String>, Outcome> {
+    if backend == BackendChoice::Sim {
+        return Ok(Some("--backend sim".into()));
+    }
+    let why = match Kvm::open() {
+        Ok(kvm) if kvm.supported_vm_types().contains(vm_type) => return Ok(None),
+        Ok(kvm) => format!(
+            "KVM offers VM types [{}]; {vm_type} ({}) is not among them",
+            kvm.supported_vm_types(),
+            vm_type.abi_value()
+        ),
+        Err(e) => crate::check::kvm_open_reason(&e),
+    };
+    if backend == BackendChoice::Kvm {
+        return Err(failed(format!(
+            "--backend kvm: {why}; the launch needs it (--backend auto falls back to the software host, --tee none runs a plain guest)"
+        )));
+    }
+    Ok(Some(why))
+}
+
+/// Starts the software host and serves this thread with it.
+fn start_software_host(seed: u64, tee: Tee) -> Result<SoftwareHost, String> {
+    let host = SoftwareHost::builder()
+        .seed(seed)
+        .start()
+        .map_err(|e| error_chain(&e))?;
+    host.serve_current_thread().map_err(|e| error_chain(&e))?;
+    if tee == Tee::Tdx {
+        // The host's TDX module is made with the module's default seed; seed it as
+        // `vmm-cli report --sim-chain --seed` does, before any TD exists.
+        *host
+            .tdx_module()
+            .lock()
+            .map_err(|_| "the TDX module model is poisoned")? =
+            crate::report::sim_tdx_module(Some(seed));
+    }
+    Ok(host)
+}
+
 /// Runs `vmm-cli launch`.
 pub(crate) fn run(a: &LaunchArgs) -> Result<Outcome, CliError> {
-    let cfg = a.opts.validate(a.tee)?;
+    let Some(tee) = a.tee.tee() else {
+        return run_plain(a);
+    };
+    let cfg = a.opts.validate(tee)?;
     check_options(a, &cfg)?;
     let params = init_params(a, &cfg)?;
     let image = match &a.firmware {
@@ -518,10 +775,9 @@ pub(crate) fn run(a: &LaunchArgs) -> Result<Outcome, CliError> {
     let fw = FirmwareImage::parse(&image).map_err(|e| cli_err!("firmware '{fw_name}': {e}"))?;
     let kernel = read_opt("kernel", a.kernel.as_deref())?;
     let initrd = read_opt("initrd", a.initrd.as_deref())?;
-    let sim_fms = SimConfig::default().fms;
     let mut inputs = PlanInputs::new(&fw);
     inputs.vcpus = a.vcpus;
-    inputs.vcpu_sig = Some(a.vcpu_sig.unwrap_or(sim_fms));
+    inputs.vcpu_sig = Some(a.vcpu_sig.unwrap_or(SimConfig::default().fms));
     inputs.guest_features = cfg.vmsa_features | u64::from(cfg.tee == Tee::Snp);
     inputs.boot = kernel.as_deref().map(|k| DirectBoot {
         kernel: k,
@@ -544,207 +800,259 @@ pub(crate) fn run(a: &LaunchArgs) -> Result<Outcome, CliError> {
     )
     .map_err(|e| cli_err!("{e}"))?;
     let ram = ram_gaps(&plan, a.memory);
-    let vm_type = cfg.tee.vm_type();
 
-    // Choose the backend.
-    let use_kvm = match a.backend {
-        BackendChoice::Sim => false,
-        BackendChoice::Kvm | BackendChoice::Auto => match Kvm::open() {
-            Ok(kvm) if kvm.supported_vm_types().contains(vm_type) => true,
-            Ok(kvm) => {
-                let why = format!(
-                    "KVM offers VM types [{}]; {vm_type} ({}) is not among them",
-                    kvm.supported_vm_types(),
-                    vm_type.abi_value()
-                );
-                if a.backend == BackendChoice::Kvm {
-                    let note =
-                        format!("{why}: running the built-in plain guest on a default VM instead");
-                    eprintln!("note: {note}");
-                    return Ok(plain_guest(&kvm, a.memory, a.json, &note));
-                }
-                eprintln!("note: {why}: using the simulated backend");
-                false
-            }
-            Err(e) => {
-                let why = crate::check::kvm_open_reason(&e);
-                if a.backend == BackendChoice::Kvm {
-                    return Ok(failed(format!("--backend kvm: {why}")));
-                }
-                eprintln!("note: {why}: using the simulated backend");
-                false
-            }
-        },
+    let software = match choose_host(a.backend, cfg.tee.vm_type()) {
+        Ok(s) => s,
+        Err(outcome) => return Ok(outcome),
     };
-
-    let summary = if use_kvm {
-        let kvm = match Kvm::open() {
-            Ok(k) => k,
-            Err(e) => return Ok(failed(crate::check::kvm_open_reason(&e))),
-        };
-        let backend = match KvmBackend::new(&kvm, vm_type) {
-            Ok(b) => b,
-            Err(e) => return Ok(failed(error_chain(&e))),
-        };
-        let l = match execute(backend, params, &plan, &ram, a.vcpus) {
-            Ok(l) => l,
-            Err(e) => return Ok(failed(format!("launch failed: {}", error_chain(&e)))),
-        };
-        write_log(a, &l)?;
-        Summary {
-            backend: "kvm",
-            measurement: hex::encode(&l.log().digest),
-            offline_match: l.log().digest == offline.digest.as_bytes(),
-            sev_measure: l
-                .sev_launch_measure()
-                .map(|m| (hex::encode(m.measure), hex::encode(m.mnonce))),
-            evidence: None,
-            evidence_text: vec!["attestation evidence comes from the running guest (not produced by this command on real hardware)".into()],
-            verified: None,
+    let host = match software {
+        None => {
+            if let Some(opt) = evidence_option(a) {
+                return Err(cli_err!(
+                    "{opt} needs the software host: this machine's KVM offers {}, and there the guest obtains its evidence itself",
+                    cfg.tee.name()
+                ));
+            }
+            None
         }
-    } else {
-        let (backend, module) = match sim_backend(cfg.tee, a.seed) {
-            Ok(b) => b,
-            Err(e) => return Ok(failed(error_chain(&e))),
-        };
-        let l = match execute(backend, params, &plan, &ram, a.vcpus) {
-            Ok(l) => l,
-            Err(e) => return Ok(failed(format!("launch failed: {}", error_chain(&e)))),
-        };
-        write_log(a, &l)?;
-        let measurement = hex::encode(&l.log().digest);
-        let offline_match = l.log().digest == offline.digest.as_bytes();
-        let sev_measure = l
-            .sev_launch_measure()
-            .map(|m| (hex::encode(m.measure), hex::encode(m.mnonce)));
-        let host = l.backend().sev_host().cloned();
-        let (mut backend, mut vcpus) = l.into_parts();
-        let mut s = Summary {
-            backend: "sim",
-            measurement,
-            offline_match,
-            sev_measure,
-            evidence: None,
-            evidence_text: Vec::new(),
-            verified: None,
-        };
-        if matches!(cfg.tee, Tee::Snp | Tee::Tdx) {
+        Some(why) => {
+            let seed = a.seed.unwrap_or(0);
+            match start_software_host(seed, cfg.tee) {
+                Ok(h) => {
+                    eprintln!(
+                        "note: {why}: using the software host in this process (models of KVM, the PSP firmware and the TDX module; seed {seed})"
+                    );
+                    Some((h, seed))
+                }
+                Err(e) => return Ok(failed(format!("{why}; the software host cannot run: {e}"))),
+            }
+        }
+    };
+    let outcome = launch(
+        a,
+        &cfg,
+        &fw_name,
+        params,
+        &plan,
+        &ram,
+        offline.digest.as_bytes(),
+        host.as_ref().map(|(h, s)| (h, *s)),
+    );
+    // The launch's files are closed; the host may stop.
+    drop(host);
+    outcome
+}
+
+/// The launch through [`KvmBackend`], on whichever host answers, and its evidence.
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    a: &LaunchArgs,
+    cfg: &TeeConfig,
+    fw_name: &str,
+    params: InitParams,
+    plan: &LaunchPlan<'_>,
+    ram: &[(u64, u64)],
+    offline: &[u8],
+    host: Option<(&SoftwareHost, u64)>,
+) -> Result<Outcome, CliError> {
+    let on_host = |what: String| match host {
+        Some(_) => format!("software host: {what}"),
+        None => what,
+    };
+    let kvm = match Kvm::open() {
+        Ok(k) => k,
+        Err(e) => return Ok(failed(on_host(crate::check::kvm_open_reason(&e)))),
+    };
+    let backend = match KvmBackend::new(&kvm, cfg.tee.vm_type()) {
+        Ok(b) => b,
+        Err(e) => return Ok(failed(on_host(error_chain(&e)))),
+    };
+    let l = match execute(backend, params, plan, ram, a.vcpus) {
+        Ok(l) => l,
+        Err(e) => return Ok(failed(format!("launch failed: {}", error_chain(&e)))),
+    };
+    if let Some(p) = &a.log {
+        util::write("log", p, l.log().to_json().as_bytes())?;
+    }
+    let expected = l.log().digest.to_vec();
+    let mut s = Summary {
+        host: host.map_or(HostKind::Kvm, |(_, seed)| HostKind::Software(seed)),
+        expected: hex::encode(&expected),
+        offline: hex::encode(offline),
+        platform: None,
+        check: Check::NotObservable,
+        evidence: None,
+        evidence_text: Vec::new(),
+        verified: None,
+    };
+    match (cfg.tee, host) {
+        (Tee::Sev | Tee::SevEs, _) => {
+            if let Some(m) = l.sev_launch_measure() {
+                s.platform = Some(PlatformValue {
+                    source: "LAUNCH_MEASURE",
+                    value: hex::encode(m.measure),
+                    mnonce: Some(hex::encode(m.mnonce)),
+                });
+                s.check = Check::OwnerVerifiable;
+            }
+        }
+        (_, None) => {}
+        (tee, Some((host, _))) => {
+            let (mut backend, mut vcpus) = l.into_parts();
             let Some(vcpu) = vcpus.first_mut() else {
                 return Ok(failed("no vCPU"));
             };
-            match guest_evidence(&mut backend, vcpu, cfg.tee, module.as_ref()) {
-                Ok(Evidence::Snp(r)) => {
-                    let chain_ok = host
-                        .as_ref()
-                        .map(|h| verify_report(&r, &h.firmware().certs().snp, None));
-                    s.verified = Some(match chain_ok {
-                        Some(Ok(())) if hex::encode(r.measurement) == s.measurement => {
-                            Ok("signature verified against the simulated ARK/ASK/VCEK; measurement matches".into())
-                        }
-                        Some(Ok(())) => Err("the report's measurement differs from the launch digest".into()),
-                        Some(Err(e)) => Err(e.to_string()),
-                        None => Err("no simulated AMD host".into()),
-                    });
-                    let rows = crate::report::snp_rows(&r, None);
-                    s.evidence_text = rows
-                        .iter()
-                        .filter(|(k, _)| {
-                            matches!(
-                                *k,
-                                "version"
-                                    | "policy"
-                                    | "measurement"
-                                    | "report_data"
-                                    | "host_data"
-                                    | "reported_tcb"
-                                    | "signing_key"
-                            )
-                        })
-                        .map(|(k, v)| format!("{k}: {v}"))
-                        .collect();
-                    s.evidence = Some(serde_json::Value::Object(
-                        rows.into_iter()
-                            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
-                            .collect(),
-                    ));
-                    if let Some(p) = &a.report_out {
-                        util::write("report", p, r.as_bytes())?;
-                    }
-                }
+            s.check = Check::NotObtained;
+            match guest_evidence(host, &mut backend, vcpu, tee) {
+                Ok(Evidence::Snp(r)) => snp_evidence(a, host, &r, &expected, &mut s)?,
                 Ok(Evidence::Td(r, quote)) => {
-                    if let (Some(p), Some(q)) = (&a.quote_out, &quote) {
-                        util::write("quote", p, q)?;
-                    }
-                    let v = module.as_ref().map(|m| {
-                        m.lock()
-                            .map_err(|_| "TDX module poisoned".to_string())
-                            .and_then(|m| m.verify_report(&r).map_err(|e| e.to_string()))
-                    });
-                    s.verified = Some(match v {
-                        Some(Ok(())) if hex::encode(r.td_info.mrtd) == s.measurement => Ok(
-                            "TDREPORT MAC verified by the simulated TDX module; MRTD matches"
-                                .into(),
-                        ),
-                        Some(Ok(())) => {
-                            Err("the TDREPORT's MRTD differs from the launch digest".into())
-                        }
-                        Some(Err(e)) => Err(e),
-                        None => Err("no simulated TDX module".into()),
-                    });
-                    s.evidence_text = vec![
-                        format!("mrtd: {}", hex::encode(r.td_info.mrtd)),
-                        format!("attributes: {:#x}", r.td_info.attributes.get()),
-                        format!("xfam: {:#x}", r.td_info.xfam.get()),
-                        format!("report_data: {}", hex::encode(r.report_mac.report_data)),
-                    ];
-                    s.evidence = Some(serde_json::json!({
-                        "type": "TDX TDREPORT",
-                        "mrtd": hex::encode(r.td_info.mrtd),
-                        "mrconfigid": hex::encode(r.td_info.mrconfigid),
-                        "attributes": format!("{:#x}", r.td_info.attributes.get()),
-                        "xfam": format!("{:#x}", r.td_info.xfam.get()),
-                        "report_data": hex::encode(r.report_mac.report_data),
-                    }));
-                    if let Some(p) = &a.report_out {
-                        util::write("TDREPORT", p, r.as_bytes())?;
-                    }
+                    td_evidence(a, host, &r, quote.as_deref(), &expected, &mut s)?;
                 }
                 Err(e) => s.verified = Some(Err(format!("attestation failed: {e}"))),
             }
         }
-        s
-    };
-    Ok(print_summary(a, &cfg, &fw_name, &summary))
+    }
+    Ok(print_summary(a, cfg, fw_name, &s))
 }
 
-fn write_log<B: Backend>(a: &LaunchArgs, l: &Launch<Finished, B>) -> Result<(), CliError> {
-    if let Some(p) = &a.log {
-        util::write("log", p, l.log().to_json().as_bytes())?;
+fn compare(platform: &[u8], expected: &[u8]) -> Check {
+    if platform == expected {
+        Check::Matches
+    } else {
+        Check::Differs
+    }
+}
+
+/// Verifies the guest's SNP report and records it.
+fn snp_evidence(
+    a: &LaunchArgs,
+    host: &SoftwareHost,
+    r: &AttestationReport,
+    expected: &[u8],
+    s: &mut Summary,
+) -> Result<(), CliError> {
+    s.verified = Some(match host.sev_host() {
+        Some(h) => verify_report(r, &h.firmware().certs().snp, None)
+            .map(|()| {
+                "signature verified against the software host's ARK/ASK/VCEK (simulated chain)"
+                    .to_string()
+            })
+            .map_err(|e| e.to_string()),
+        None => Err("the software host has no AMD firmware model".into()),
+    });
+    s.platform = Some(PlatformValue {
+        source: "SNP attestation report MEASUREMENT",
+        value: hex::encode(r.measurement),
+        mnonce: None,
+    });
+    s.check = compare(&r.measurement, expected);
+    let rows = crate::report::snp_rows(r, None);
+    s.evidence_text = rows
+        .iter()
+        .filter(|(k, _)| {
+            matches!(
+                *k,
+                "version" | "policy" | "report_data" | "host_data" | "reported_tcb" | "signing_key"
+            )
+        })
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    s.evidence = Some(serde_json::Value::Object(
+        rows.into_iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+            .collect(),
+    ));
+    if let Some(p) = &a.report_out {
+        util::write("report", p, r.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Verifies the guest's TDREPORT and records it (and its quote).
+fn td_evidence(
+    a: &LaunchArgs,
+    host: &SoftwareHost,
+    r: &TdReport,
+    quote: Option<&[u8]>,
+    expected: &[u8],
+    s: &mut Summary,
+) -> Result<(), CliError> {
+    let v = host
+        .tdx_module()
+        .lock()
+        .map_err(|_| "the TDX module model is poisoned".to_string())
+        .and_then(|m| m.verify_report(r).map_err(|e| e.to_string()));
+    s.verified = Some(v.map(|()| "TDREPORT MAC verified by the software host's TDX module".into()));
+    s.platform = Some(PlatformValue {
+        source: "TDREPORT MRTD",
+        value: hex::encode(r.td_info.mrtd),
+        mnonce: None,
+    });
+    s.check = compare(&r.td_info.mrtd, expected);
+    s.evidence_text = vec![
+        format!("attributes: {:#x}", r.td_info.attributes.get()),
+        format!("xfam: {:#x}", r.td_info.xfam.get()),
+        format!("mrconfigid: {}", hex::encode(r.td_info.mrconfigid)),
+        format!("report_data: {}", hex::encode(r.report_mac.report_data)),
+    ];
+    s.evidence = Some(serde_json::json!({
+        "type": "TDX TDREPORT",
+        "mrtd": hex::encode(r.td_info.mrtd),
+        "mrconfigid": hex::encode(r.td_info.mrconfigid),
+        "attributes": format!("{:#x}", r.td_info.attributes.get()),
+        "xfam": format!("{:#x}", r.td_info.xfam.get()),
+        "report_data": hex::encode(r.report_mac.report_data),
+        "quote_bytes": quote.map(<[u8]>::len),
+    }));
+    if let Some(p) = &a.report_out {
+        util::write("TDREPORT", p, r.as_bytes())?;
+    }
+    if let Some(p) = &a.quote_out {
+        match quote {
+            Some(q) => util::write("quote", p, q)?,
+            None => {
+                s.verified = Some(Err("the guest obtained no quote".into()));
+            }
+        }
     }
     Ok(())
 }
 
 fn print_summary(a: &LaunchArgs, cfg: &TeeConfig, fw_name: &str, s: &Summary) -> Outcome {
-    let ok = s.offline_match && !matches!(s.verified, Some(Err(_)));
+    let offline_agrees = s.expected == s.offline;
+    let seed = match s.host {
+        HostKind::Kvm => None,
+        HostKind::Software(seed) => Some(seed),
+    };
     if a.json {
         print_json(&serde_json::json!({
-            "backend": s.backend,
+            "host": if seed.is_some() { "software" } else { "kvm" },
+            "seed": seed,
             "tee": cfg.tee.name(),
             "policy": cfg.tee.is_amd().then(|| format!("{:#x}", cfg.policy())),
             "vcpus": a.vcpus,
             "firmware": fw_name,
-            "measurement": s.measurement,
-            "offline_match": s.offline_match,
-            "launch_measure": s.sev_measure.as_ref().map(|(m, n)| serde_json::json!({"measure": m, "mnonce": n})),
+            "expected_measurement": s.expected,
+            "offline_measurement": s.offline,
+            "platform_measurement": s.platform.as_ref().map(|p| serde_json::json!({
+                "source": p.source,
+                "value": p.value,
+                "mnonce": p.mnonce,
+            })),
+            "measurement_check": s.check.key(),
             "evidence": s.evidence,
             "verification": s.verified.as_ref().map(|v| match v {
                 Ok(m) => serde_json::json!({"status": "verified", "message": m}),
                 Err(m) => serde_json::json!({"status": "failed", "message": m}),
             }),
             "report_out": a.report_out.as_ref().map(|p| p.display().to_string()),
+            "quote_out": a.quote_out.as_ref().map(|p| p.display().to_string()),
         }));
     } else {
-        println!("backend:      {}", s.backend);
+        match seed {
+            Some(seed) => println!("host:         software host in this process (seed {seed})"),
+            None => println!("host:         kvm"),
+        }
         println!(
             "guest:        {} ({} vCPU), firmware: {fw_name}",
             cfg.tee.name(),
@@ -753,18 +1061,20 @@ fn print_summary(a: &LaunchArgs, cfg: &TeeConfig, fw_name: &str, s: &Summary) ->
         if cfg.tee.is_amd() {
             println!("policy:       {:#x}", cfg.policy());
         }
-        println!("measurement:  {}", s.measurement);
         println!(
-            "offline:      {}",
-            if s.offline_match {
-                "matches the offline calculation"
-            } else {
-                "DIFFERS from the offline calculation"
-            }
+            "expected:     {} (launch log, computed by the host)",
+            s.expected
         );
-        if let Some((m, n)) = &s.sev_measure {
-            println!("LAUNCH_MEASURE: {m} (mnonce {n})");
+        if !offline_agrees {
+            println!("offline:      {} DIFFERS from the launch log", s.offline);
         }
+        if let Some(p) = &s.platform {
+            match &p.mnonce {
+                Some(n) => println!("platform:     {} ({}, mnonce {n})", p.value, p.source),
+                None => println!("platform:     {} ({})", p.value, p.source),
+            }
+        }
+        println!("measurement:  {}", s.check.text());
         for line in &s.evidence_text {
             println!("evidence:     {line}");
         }
@@ -776,10 +1086,65 @@ fn print_summary(a: &LaunchArgs, cfg: &TeeConfig, fw_name: &str, s: &Summary) ->
         if let Some(p) = &a.report_out {
             println!("report:       written to {}", p.display());
         }
+        if let Some(p) = &a.quote_out {
+            println!("quote:        written to {}", p.display());
+        }
     }
-    if ok {
-        Outcome::Success
+    match verdict(s) {
+        Ok(()) => Outcome::Success,
+        Err(why) => failed(why),
+    }
+}
+
+/// Whether the launch succeeded: the launch log agrees with the offline calculation, a
+/// platform-reported measurement that was compared matches, and the evidence verified.
+fn verdict(s: &Summary) -> Result<(), &'static str> {
+    if s.expected != s.offline {
+        Err("the launch log's digest differs from the offline calculation")
+    } else if s.check == Check::Differs {
+        Err("the platform-reported measurement differs from the expected one")
+    } else if matches!(s.verified, Some(Err(_))) || s.check == Check::NotObtained {
+        Err("the launch completed but its evidence did not verify")
     } else {
-        failed("the launch completed but its evidence did not verify")
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(check: Check, verified: Option<Result<String, String>>) -> Summary {
+        Summary {
+            host: HostKind::Software(0),
+            expected: "aa".into(),
+            offline: "aa".into(),
+            platform: None,
+            check,
+            evidence: None,
+            evidence_text: Vec::new(),
+            verified,
+        }
+    }
+
+    #[test]
+    fn only_a_compared_equal_or_uncomparable_measurement_with_verified_evidence_succeeds() {
+        let ok = || Some(Ok(String::new()));
+        assert_eq!(verdict(&summary(Check::Matches, ok())), Ok(()));
+        assert_eq!(verdict(&summary(Check::OwnerVerifiable, None)), Ok(()));
+        assert_eq!(verdict(&summary(Check::NotObservable, None)), Ok(()));
+        assert!(verdict(&summary(Check::Differs, ok())).is_err());
+        assert!(verdict(&summary(Check::NotObtained, None)).is_err());
+        assert!(verdict(&summary(Check::Matches, Some(Err("bad".into())))).is_err());
+        let mut s = summary(Check::Matches, ok());
+        s.offline = "ab".into();
+        assert!(verdict(&s).is_err());
+    }
+
+    #[test]
+    fn the_measurement_is_compared_byte_for_byte() {
+        assert_eq!(compare(&[1, 2], &[1, 2]), Check::Matches);
+        assert_eq!(compare(&[1, 2], &[1, 3]), Check::Differs);
+        assert_eq!(compare(&[1, 2], &[1, 2, 0]), Check::Differs);
     }
 }

@@ -7,9 +7,10 @@
 //! * an Intel TDX TDREPORT (exactly 1024 bytes, type byte 0x81).
 //!
 //! Verification:
-//! * `--sim-chain [--seed N]`: against the simulated platform of the software firmware
-//!   (the ARK → ASK → VCEK chain psp-driver's firmware derives from its seed, for SNP; the
-//!   software TDX module's report MAC and quoting key, for TDX);
+//! * `--sim-chain [--seed N]`: against the simulated platform of the software host seeded
+//!   with N (default 0), as `vmm-cli launch` and `vmm-cli sim-host` run it (the ARK → ASK →
+//!   VCEK chain psp-driver's firmware derives from its seed, for SNP; the software TDX
+//!   module's report MAC and quoting key, for TDX);
 //! * `--chain FILE...`: an SNP report against AMD's X.509 endorsement chain, as served by
 //!   AMD's Key Distribution Service: the ARK, the ASK (or ASVK) and the VCEK (or VLEK), as PEM
 //!   or DER files in any order, a KDS `cert_chain` bundle plus the VCEK, or the VCEK alone
@@ -127,13 +128,12 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Evidence, CliError> {
     ))
 }
 
-/// The simulated SNP chain of the software firmware seeded with `seed` (the firmware's
-/// default seed without one).
+/// The simulated SNP chain of the software host seeded with `seed` (default 0), as
+/// `vmm-cli launch --seed` and `vmm-cli sim-host --seed` run it: the software firmware's
+/// default 32-byte seed with `seed` little-endian in bytes 0..8.
 pub(crate) fn sim_snp_chain(seed: Option<u64>) -> SnpCertChain {
     let mut cfg = SimConfig::default();
-    if let Some(s) = seed {
-        cfg.seed = seed_bytes(s);
-    }
+    cfg.seed[..8].copy_from_slice(&seed.unwrap_or(0).to_le_bytes());
     SimFirmware::new(cfg, Arc::new(PhysMem::new())).certs().snp
 }
 

@@ -290,44 +290,154 @@ fn ssm(args: &str) -> String {
     measure_common::ssm_output(&args.split(' ').collect::<Vec<_>>())
 }
 
+/// The lines of `text` that start with `prefix`.
+fn lines_with<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.starts_with(prefix)).collect()
+}
+
+/// The value after `label` on its line of the text output.
+fn field<'a>(out: &'a str, label: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .unwrap_or_else(|| panic!("no '{label}' line in {out}"))
+        .trim()
+}
+
+/// Whether this host's KVM offers the VM type `name`.
+fn host_offers(name: &str) -> bool {
+    host_vm_types().is_some_and(|t| t.iter().any(|x| x == name))
+}
+
 #[test]
 fn launch_without_arguments_runs_the_builtin_snp_guest_and_verifies_its_report() {
+    // The README's set-up command.
     let o = run(&["launch"]);
-    let out = stdout(&o);
-    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
-    assert!(
-        out.contains("backend:      sim") || out.contains("backend:      kvm"),
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    if host_offers("snp") {
+        println!("skipped: this host offers SNP; the launch ran on its KVM");
+        assert_eq!(field(&out, "host:"), "kvm", "{out}");
+        assert!(
+            out.contains("measurement:  not observable from the host"),
+            "{out}"
+        );
+        return;
+    }
+    // Exactly one note, naming the software host; nothing else on stderr.
+    let notes = lines_with(&err, "note:");
+    assert_eq!(notes.len(), 1, "{err}");
+    assert!(notes[0].contains("using the software host"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(
+        field(&out, "host:"),
+        "software host in this process (seed 0)"
+    );
+    // The report's MEASUREMENT, compared with the launch log's expected value.
+    let expected = field(&out, "expected:").split(' ').next().unwrap();
+    let platform = field(&out, "platform:");
+    assert_eq!(
+        platform,
+        format!("{expected} (SNP attestation report MEASUREMENT)"),
         "{out}"
     );
-    assert!(out.contains("matches the offline calculation"), "{out}");
+    assert!(out.contains("measurement:  matches"), "{out}");
     assert!(out.contains("verified:     signature verified"), "{out}");
-    if !out.contains("backend:      kvm") {
-        assert!(stderr(&o).contains("simulated backend"), "{}", stderr(&o));
-    }
+    // REPORT_DATA is the text the command binds into the request.
+    assert!(
+        out.contains(&format!(
+            "evidence:     report_data: {}",
+            hex::encode(b"vmm-cli launch")
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn launch_sim_prints_one_note_and_the_same_result_in_json() {
+    let o = run(&["launch", "--backend", "sim", "--seed", "3", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(lines_with(&err, "note:").len(), 1, "{err}");
+    assert!(
+        err.contains("--backend sim: using the software host"),
+        "{err}"
+    );
+    let v = json(&o);
+    assert_eq!(v["host"], "software");
+    assert_eq!(v["seed"], 3);
+    assert_eq!(v["tee"], "snp");
+    assert_eq!(
+        v["platform_measurement"]["source"],
+        "SNP attestation report MEASUREMENT"
+    );
+    assert_eq!(
+        v["platform_measurement"]["value"],
+        v["expected_measurement"]
+    );
+    assert_eq!(v["evidence"]["measurement"], v["expected_measurement"]);
+    assert_eq!(v["measurement_check"], "matches");
+    assert_eq!(v["verification"]["status"], "verified");
+    // Nothing is called "measurement" without saying whose it is.
+    assert!(v.get("measurement").is_none(), "{v}");
+}
+
+/// `launch --backend sim --json <args>`, which must succeed.
+fn launch_json(args: &[&str]) -> serde_json::Value {
+    let o = bin()
+        .args(["launch", "--backend", "sim", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    json(&o)
 }
 
 #[test]
 fn launch_measurements_equal_sev_snp_measure() {
-    let m = |args: &[&str]| {
-        let o = bin()
-            .args(["launch", "--backend", "sim", "--json"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        json(&o)["measurement"].as_str().unwrap().to_owned()
-    };
-    assert_eq!(
-        m(&["--vcpus", "8", "--vcpu-sig", "10555152"]),
-        ssm("--mode snp --vcpus 8 --vcpu-sig 10555152 --ovmf syn64k.fd")
+    // SNP: both the expected value and the one the guest's report carries are
+    // sev-snp-measure's.
+    let v = launch_json(&["--vcpus", "8", "--vcpu-sig", "10555152"]);
+    let want = ssm("--mode snp --vcpus 8 --vcpu-sig 10555152 --ovmf syn64k.fd");
+    assert_eq!(v["expected_measurement"], want.as_str());
+    assert_eq!(v["platform_measurement"]["value"], want.as_str());
+    assert_eq!(v["measurement_check"], "matches");
+    let v = launch_json(&[
+        "--vcpus",
+        "2",
+        "--vcpu-sig",
+        "0xa10f10",
+        "--host-data",
+        "07",
+    ]);
+    let want = ssm("--mode snp --vcpus 2 --vcpu-type EPYC-Genoa --ovmf syn64k.fd");
+    assert_eq!(v["platform_measurement"]["value"], want.as_str());
+    assert!(
+        v["evidence"]["host_data"]
+            .as_str()
+            .unwrap()
+            .starts_with("0700")
     );
+    // SEV-ES and SEV: the expected value is sev-snp-measure's; the platform's value is
+    // LAUNCH_MEASURE, an HMAC the host cannot check, so nothing "matches".
+    for (args, want) in [
+        (
+            &["--tee", "sev-es", "--vcpus", "3", "--vcpu-sig", "0xa10f11"][..],
+            ssm("--mode seves --vcpus 3 --vcpu-sig 0xa10f11 --ovmf syn64k.fd"),
+        ),
+        // SEV: the launch digest of SYN64K is its SHA-256 (facts §8.1).
+        (&["--tee", "sev"][..], ssm("--mode sev --ovmf syn64k.fd")),
+    ] {
+        let v = launch_json(args);
+        assert_eq!(v["expected_measurement"], want.as_str(), "{args:?}");
+        assert_eq!(v["platform_measurement"]["source"], "LAUNCH_MEASURE");
+        let measure = v["platform_measurement"]["value"].as_str().unwrap();
+        let mnonce = v["platform_measurement"]["mnonce"].as_str().unwrap();
+        assert_eq!((measure.len(), mnonce.len()), (64, 32), "{v}");
+        assert_ne!(measure, want, "LAUNCH_MEASURE is an HMAC, not the digest");
+        assert_eq!(v["measurement_check"], "verifiable by the guest owner");
+    }
     assert_eq!(
-        m(&["--tee", "sev-es", "--vcpus", "3", "--vcpu-sig", "0xa10f11"]),
-        ssm("--mode seves --vcpus 3 --vcpu-sig 0xa10f11 --ovmf syn64k.fd")
-    );
-    // SEV: the launch digest of SYN64K is its SHA-256 (facts §8.1).
-    assert_eq!(
-        m(&["--tee", "sev"]),
+        ssm("--mode sev --ovmf syn64k.fd"),
         "dac893496e53bf1a5643d761be49395899612ebe0178de53d93e1d6c373736fb"
     );
 }
@@ -356,7 +466,9 @@ fn snp_report_round_trip_through_the_report_command() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v = json(&o);
     assert_eq!(v["verification"]["status"], "verified");
-    let measurement = v["measurement"].as_str().unwrap().to_owned();
+    assert_eq!(v["measurement_check"], "matches");
+    let measurement = v["expected_measurement"].as_str().unwrap().to_owned();
+    assert_eq!(v["platform_measurement"]["value"], measurement.as_str());
     assert_eq!(std::fs::metadata(&report).unwrap().len(), 0x4A0);
     let l: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&log).unwrap()).unwrap();
@@ -394,6 +506,14 @@ fn snp_report_round_trip_through_the_report_command() {
     assert_eq!(o.status.code(), Some(1));
 }
 
+/// The firmware seed of the software host started with `seed` (`SoftwareHost`'s documented
+/// derivation: psp-driver's default firmware seed with `seed` little-endian in bytes 0..8).
+fn host_firmware_seed(seed: u64) -> [u8; 32] {
+    let mut s = SimConfig::default().seed;
+    s[..8].copy_from_slice(&seed.to_le_bytes());
+    s
+}
+
 /// Writes the simulated chain (SEV certificate format) of the platform with `seed`.
 fn write_chain(seed: [u8; 32]) -> [PathBuf; 3] {
     let cfg = SimConfig {
@@ -415,8 +535,8 @@ fn report_verifies_against_user_supplied_sev_format_chain() {
     let report = tmp("chain.report");
     let o = run_args(["launch", "--backend", "sim", "--report-out"], [&report]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    // The default simulated platform's seed is psp-driver's default.
-    let [ark, ask, vcek] = write_chain(SimConfig::default().seed);
+    // The software host's firmware with the default seed 0.
+    let [ark, ask, vcek] = write_chain(host_firmware_seed(0));
     let o = run_report_chain(&report, &[], &[&ark, &ask, &vcek]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("verified against the given ARK/ASK/VCEK"));
@@ -424,8 +544,12 @@ fn report_verifies_against_user_supplied_sev_format_chain() {
     let [ark2, ask2, vcek2] = write_chain([9; 32]);
     let o = run_report_chain(&report, &[], &[&ark2, &ask2, &vcek2]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    // psp-driver's own default seed is another platform.
+    let [ark3, ask3, vcek3] = write_chain(SimConfig::default().seed);
+    let o = run_report_chain(&report, &[], &[&ark3, &ask3, &vcek3]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     // Wrong order: the ASK is not a root key.
-    let [ark, ask, vcek] = write_chain(SimConfig::default().seed);
+    let [ark, ask, vcek] = write_chain(host_firmware_seed(0));
     let o = run_report_chain(&report, &[], &[&ask, &ark, &vcek]);
     assert_eq!(o.status.code(), Some(1));
     // X.509 and wrong-size certificates: input errors.
@@ -482,9 +606,23 @@ fn tdx_launch_writes_a_tdreport_that_the_report_command_verifies() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v = json(&o);
-    let mrtd = v["measurement"].as_str().unwrap().to_owned();
-    // The built-in firmware is SYN64K: its MRTD by the separate reference calculator.
+    // The built-in firmware is SYN64K: its MRTD by the separate reference calculator, both
+    // expected and as the TD's own TDREPORT carries it.
+    let mrtd = v["expected_measurement"].as_str().unwrap().to_owned();
     assert_eq!(mrtd, measure_common::SYN64K_MRTD);
+    assert_eq!(v["platform_measurement"]["source"], "TDREPORT MRTD");
+    assert_eq!(
+        v["platform_measurement"]["value"],
+        measure_common::SYN64K_MRTD
+    );
+    assert_eq!(v["measurement_check"], "matches");
+    assert_eq!(v["verification"]["status"], "verified");
+    assert!(
+        v["evidence"]["mrconfigid"]
+            .as_str()
+            .unwrap()
+            .starts_with("010200")
+    );
     assert_eq!(std::fs::metadata(&report).unwrap().len(), 1024);
     let o = run_report(&report, &["--sim-chain", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
@@ -500,36 +638,73 @@ fn tdx_launch_writes_a_tdreport_that_the_report_command_verifies() {
 }
 
 #[test]
-fn sev_launches_print_the_launch_measure() {
+fn sev_launches_print_the_launch_measure_without_claiming_a_match() {
     for tee in ["sev", "sev-es"] {
         let o = run(&["launch", "--backend", "sim", "--tee", tee]);
+        let out = stdout(&o);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        assert!(stdout(&o).contains("LAUNCH_MEASURE:"), "{}", stdout(&o));
+        let platform = field(&out, "platform:");
+        assert!(platform.contains("(LAUNCH_MEASURE, mnonce "), "{out}");
+        assert!(
+            out.contains("measurement:  verifiable by the guest owner"),
+            "{out}"
+        );
+        assert!(!out.contains("matches"), "{out}");
+    }
+    // SEV: the expected digest is SYN64K's SHA-256, sev-snp-measure's value.
+    let o = run(&["launch", "--backend", "sim", "--tee", "sev"]);
+    assert!(
+        field(&stdout(&o), "expected:").starts_with(&ssm("--mode sev --ovmf syn64k.fd")),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn launch_backend_kvm_without_the_vm_type_fails_with_the_reason() {
+    for (tee, abi) in [("snp", 4), ("tdx", 5), ("sev", 2)] {
+        if host_offers(tee) {
+            println!("skipped {tee}: this host offers it");
+            continue;
+        }
+        let o = run(&["launch", "--backend", "kvm", "--tee", tee, "--json"]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        // Nothing was launched: no output, one line saying why, no note of a fallback.
+        assert_eq!(stdout(&o), "");
+        let lines: Vec<_> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(lines[0].starts_with("error: --backend kvm: "), "{err}");
+        if kvm_usable().is_ok() {
+            assert!(
+                lines[0].contains(&format!("{tee} ({abi}) is not among them")),
+                "{err}"
+            );
+        }
     }
 }
 
 #[test]
-fn launch_backend_kvm_runs_the_plain_guest_on_a_default_vm() {
-    match host_vm_types() {
-        None => {
-            println!("skipped: /dev/kvm is not usable");
-            let o = run(&["launch", "--backend", "kvm"]);
-            assert_eq!(o.status.code(), Some(1));
-            assert!(!stderr(&o).contains("panicked"));
-        }
-        Some(t) if t.iter().any(|x| x == "snp") => println!("skipped: this host offers SNP"),
-        Some(_) => {
-            let o = run(&["launch", "--backend", "kvm", "--json"]);
-            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-            let v = json(&o);
-            assert_eq!(v["vm_type"], "default");
-            assert_eq!(v["serial"], "K");
-            assert_eq!(v["halted_at"], "0x1007");
-            assert!(stderr(&o).contains("snp (4) is not among them"));
-            let o = run(&["launch", "--backend", "kvm"]);
-            assert!(stdout(&o).contains("serial:   \"K\""), "{}", stdout(&o));
-        }
+fn launch_tee_none_runs_the_plain_guest_on_a_default_vm() {
+    if let Err(e) = kvm_usable() {
+        println!("skipped: /dev/kvm: {e}");
+        let o = run(&["launch", "--tee", "none"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(!stderr(&o).contains("panicked"));
+        return;
     }
+    let o = run(&["launch", "--tee", "none", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["host"], "kvm");
+    assert_eq!(v["vm_type"], "default");
+    // The built-in program writes 'K' to COM1 and halts after its 7 bytes at 0x1000.
+    assert_eq!(v["serial"], "K");
+    assert_eq!(v["halted_at"], "0x1007");
+    assert_eq!(stderr(&o), "");
+    let o = run(&["launch", "--tee", "none", "--backend", "kvm"]);
+    assert!(stdout(&o).contains("serial:   \"K\""), "{}", stdout(&o));
 }
 
 #[test]
@@ -550,6 +725,31 @@ fn launch_rejects_bad_input_before_launching() {
     usage_error(&["launch", "--vcpus", "0"]);
     usage_error(&["launch", "--memory", "1T"]);
     usage_error(&["launch", "--backend", "qemu"]);
+    // Evidence and seeds belong to the software host.
+    let e = usage_error(&["launch", "--backend", "kvm", "--report-out", "/tmp/x"]);
+    assert!(e.contains("needs the software host"), "{e}");
+    usage_error(&[
+        "launch",
+        "--backend",
+        "kvm",
+        "--tee",
+        "tdx",
+        "--quote-out",
+        "/tmp/x",
+    ]);
+    usage_error(&["launch", "--backend", "kvm", "--seed", "1"]);
+    // A plain guest takes no confidential-computing options.
+    for extra in [
+        &["--backend", "sim"][..],
+        &["--policy", "0x30000"],
+        &["--seed", "1"],
+        &["--report-out", "/tmp/x"],
+        &["--vcpus", "2"],
+        &["--firmware", "/nonexistent"],
+    ] {
+        let e = usage_error(&[&["launch", "--tee", "none"][..], extra].concat());
+        assert!(e.contains("does not apply to --tee none"), "{extra:?}: {e}");
+    }
     usage_error(&["launch", "--firmware", "/nonexistent/OVMF.fd"]);
     usage_error(&["launch", "--kernel", "/nonexistent/vmlinuz"]);
     // Garbage and truncated firmware.
@@ -630,8 +830,13 @@ fn tdx_quote_round_trip() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let mrtd = json(&o)["measurement"].as_str().unwrap().to_owned();
+    let v = json(&o);
+    let mrtd = v["platform_measurement"]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(mrtd, measure_common::SYN64K_MRTD);
+    assert_eq!(v["quote_out"], quote.to_str().unwrap());
     let o = run_report(&quote, &["--sim-chain", "--seed", "5", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let r = json(&o);
@@ -665,7 +870,7 @@ fn unprivileged(args: &[&str]) -> Option<Output> {
 }
 
 #[test]
-fn without_kvm_access_check_and_caps_explain_and_launch_falls_back() {
+fn without_kvm_access_check_and_caps_explain_and_launch_says_why() {
     let Some(o) = unprivileged(&["check", "--tee", "snp"]) else {
         println!("skipped: needs root and setpriv to drop privileges");
         return;
@@ -680,10 +885,25 @@ fn without_kvm_access_check_and_caps_explain_and_launch_falls_back() {
     let o = unprivileged(&["caps", "--json"]).unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(json(&o)["kvm"]["available"], false);
+    // The software host is started, but it lets the kernel open the existing /dev/kvm,
+    // which refuses: the launch fails with that reason.
     let o = unprivileged(&["launch"]).unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stderr(&o).contains("permission denied"), "{}", stderr(&o));
-    assert!(stdout(&o).contains("verified:     signature verified"));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let notes = lines_with(&err, "note:");
+    assert_eq!(notes.len(), 1, "{err}");
+    assert!(
+        notes[0].contains("permission denied opening /dev/kvm"),
+        "{err}"
+    );
+    assert!(notes[0].contains("using the software host"), "{err}");
+    let errors = lines_with(&err, "error:");
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].starts_with("error: software host: permission denied opening /dev/kvm"),
+        "{err}"
+    );
 }
 
 #[test]
