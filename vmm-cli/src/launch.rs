@@ -714,11 +714,11 @@ fn read_opt(what: &str, p: Option<&Path>) -> Result<Option<Vec<u8>>, CliError> {
 }
 
 /// Decides where the launch runs: `Ok(None)` this machine's KVM, `Ok(Some(why))` the
-/// software host (with the reason for the note), `Err` the outcome when `--backend kvm` cannot
-/// run.
+/// software host (with the reason for the note, empty when it was asked for), `Err` the
+/// outcome when `--backend kvm` cannot run.
 fn choose_host(backend: BackendChoice, vm_type: VmType) -> Result<Option<String>, Outcome> {
     if backend == BackendChoice::Sim {
-        return Ok(Some("--backend sim".into()));
+        return Ok(Some(String::new()));
     }
     let why = match Kvm::open() {
         Ok(kvm) if kvm.supported_vm_types().contains(vm_type) => return Ok(None),
@@ -817,14 +817,19 @@ pub(crate) fn run(a: &LaunchArgs) -> Result<Outcome, CliError> {
         }
         Some(why) => {
             let seed = a.seed.unwrap_or(0);
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!("{why}: ")
+            };
             match start_software_host(seed, cfg.tee) {
                 Ok(h) => {
                     eprintln!(
-                        "note: {why}: using the software host in this process (models of KVM, the PSP firmware and the TDX module; seed {seed})"
+                        "note: {why}using the software host in this process (models of KVM, the PSP firmware and the TDX module; seed {seed})"
                     );
                     Some((h, seed))
                 }
-                Err(e) => return Ok(failed(format!("{why}; the software host cannot run: {e}"))),
+                Err(e) => return Ok(failed(format!("{why}the software host cannot run: {e}"))),
             }
         }
     };

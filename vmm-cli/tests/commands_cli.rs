@@ -359,7 +359,7 @@ fn launch_sim_prints_one_note_and_the_same_result_in_json() {
     let err = stderr(&o);
     assert_eq!(lines_with(&err, "note:").len(), 1, "{err}");
     assert!(
-        err.contains("--backend sim: using the software host"),
+        err.starts_with("note: using the software host in this process"),
         "{err}"
     );
     let v = json(&o);
@@ -390,6 +390,80 @@ fn launch_json(args: &[&str]) -> serde_json::Value {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
     json(&o)
+}
+
+#[test]
+fn launch_where_the_software_host_is_refused_exits_with_the_reason() {
+    // Under `sim-host` the program already has a seccomp listener; the kernel refuses a
+    // second one (EBUSY), so the launch's own software host cannot be served.
+    let exe = assert_cmd::cargo::cargo_bin("vmm-cli");
+    let o = bin()
+        .args(["sim-host", "--"])
+        .arg(&exe)
+        .args(["launch", "--backend", "sim"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}{}", stdout(&o));
+    assert_eq!(stdout(&o), "");
+    let lines: Vec<_> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("error: the software host cannot run: "),
+        "{err}"
+    );
+    assert!(lines[0].contains("seccomp user notification"), "{err}");
+}
+
+#[test]
+fn launch_on_a_kvm_that_offers_snp_claims_no_platform_measurement() {
+    // Under `sim-host` the KVM this program sees offers SNP, as on SNP hardware: the launch
+    // runs on it directly and boots no guest agent, so the host observes no report.
+    let exe = assert_cmd::cargo::cargo_bin("vmm-cli");
+    let o = bin()
+        .args(["sim-host", "--"])
+        .arg(&exe)
+        .args([
+            "launch",
+            "--backend",
+            "kvm",
+            "--vcpus",
+            "8",
+            "--vcpu-sig",
+            "10555152",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        "",
+        "no note: the software host of this launch is not used"
+    );
+    let v = json(&o);
+    assert_eq!(v["host"], "kvm");
+    assert_eq!(v["seed"], serde_json::Value::Null);
+    assert_eq!(
+        v["expected_measurement"],
+        ssm("--mode snp --vcpus 8 --vcpu-sig 10555152 --ovmf syn64k.fd").as_str()
+    );
+    assert_eq!(v["platform_measurement"], serde_json::Value::Null);
+    assert_eq!(v["measurement_check"], "not observable from the host");
+    assert_eq!(v["verification"], serde_json::Value::Null);
+    let o = bin()
+        .args(["sim-host", "--"])
+        .arg(&exe)
+        .arg("launch")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(!out.contains("matches"), "{out}");
+    assert!(
+        out.contains("measurement:  not observable from the host"),
+        "{out}"
+    );
 }
 
 #[test]
