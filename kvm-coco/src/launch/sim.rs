@@ -128,30 +128,10 @@ impl HostMemory {
         }
     }
 
-    /// A shared (not private) RAM page below the top `skip` shared pages of the highest RAM
-    /// range: where a default guest program puts its certificate or quote buffer, clear of
-    /// the message pages [`message_pages`](Self::message_pages) picks.
-    pub(crate) fn shared_page(&self, skip: usize) -> Option<u64> {
-        let (start, len) = self
-            .ram
-            .iter()
-            .copied()
-            .max_by_key(|&(s, l)| s.saturating_add(l))?;
-        let mut page = start.saturating_add(len) & !(PAGE - 1);
-        let mut seen = 0;
-        for _ in 0..4096 {
-            if page < start.saturating_add(PAGE) {
-                return None;
-            }
-            page -= PAGE;
-            if !self.is_private(page) {
-                if seen == skip {
-                    return Some(page);
-                }
-                seen += 1;
-            }
-        }
-        None
+    /// The largest RAM range `(gpa, size)`: where a default guest program keeps the pages
+    /// it shares with the VMM.
+    pub(crate) fn largest_ram(&self) -> Option<(u64, u64)> {
+        self.ram.iter().copied().max_by_key(|&(_, l)| l)
     }
 
     /// Two shared RAM pages for the guest's request and response messages (the pages the
@@ -1061,7 +1041,7 @@ impl SimVcpu {
 
     /// Whether the guest has nothing left to run (no program, nothing pending).
     pub(crate) fn is_idle(&self) -> bool {
-        self.program.is_empty() && self.pending == Pending::None
+        self.program.is_empty() && matches!(self.pending, Pending::None | Pending::Dead)
     }
 
     /// The model vCPU of a TDX vCPU (its vCPU-scope sub-commands).

@@ -80,6 +80,8 @@ pub(crate) struct ServedVcpu {
     pub page: RunPage,
     /// What `KVM_SET_CPUID2` set (`kvm_cpuid2` and its entries), for `KVM_GET_CPUID2`.
     pub cpuid: Mutex<Vec<u8>>,
+    /// The signal mask `KVM_SET_SIGNAL_MASK` set for the duration of `KVM_RUN`.
+    pub sigmask: Mutex<Option<u64>>,
     pub sim: Mutex<SimVcpu>,
     /// Whether a guest program was ever loaded (else the default one runs).
     pub loaded: Mutex<bool>,
@@ -184,6 +186,8 @@ const SREGS2_LEN: usize = 320;
 const SREGS_COMMON: usize = 280;
 const KVM_GET_SREGS2: u32 = io_rw(2, 0xcc, SREGS2_LEN);
 const KVM_SET_SREGS2: u32 = io_rw(1, 0xcd, SREGS2_LEN);
+/// `KVM_SET_SIGNAL_MASK` = `_IOW(KVMIO, 0x8b, struct kvm_signal_mask)` (4 bytes: `len`).
+const KVM_SET_SIGNAL_MASK: u32 = io_rw(1, 0x8b, 4);
 const KVM_GET_CPUID2: u32 = io_rw(3, 0x91, size_of::<KvmCpuid2>());
 /// `struct kvm_msrs` header: `nmsrs`, `pad`.
 const KVM_GET_MSRS: u32 = io_rw(3, 0x88, 8);
@@ -237,7 +241,6 @@ const VM_GENERIC: &[(u32, &str)] = &[
 /// APIC, MP state, MCE set-up, the signal mask, guest debugging, paravirtual clock.
 const VCPU_GENERIC: &[(u32, &str)] = &[
     (0x86, "KVM_INTERRUPT"),
-    (0x8b, "KVM_SET_SIGNAL_MASK"),
     (0x8e, "KVM_GET_LAPIC"),
     (0x8f, "KVM_SET_LAPIC"),
     (0x92, "KVM_TPR_ACCESS_REPORTING"),
@@ -666,8 +669,11 @@ impl Call<'_> {
             KVM_CAP_USER_MEMORY2 | KVM_CAP_MEMORY_FAULT_INFO => 1,
             // Not modelled for served VMs: the VMM falls back to the older ioctls
             // (KVM_SET_SREGS, KVM_GET_XSAVE), the dirty log is not tracked.
-            KVM_CAP_SREGS2 | KVM_CAP_XSAVE2 | KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2
-            | KVM_CAP_DIRTY_LOG_RING | KVM_CAP_DIRTY_LOG_RING_ACQ_REL => 0,
+            KVM_CAP_SREGS2
+            | KVM_CAP_XSAVE2
+            | KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2
+            | KVM_CAP_DIRTY_LOG_RING
+            | KVM_CAP_DIRTY_LOG_RING_ACQ_REL => 0,
             c => self.sh.system_cap(c),
         }
     }
@@ -889,6 +895,7 @@ impl Call<'_> {
         let vcpu = Arc::new(ServedVcpu {
             page,
             cpuid: Mutex::new(Vec::new()),
+            sigmask: Mutex::new(None),
             sim: Mutex::new(sim),
             loaded: Mutex::new(false),
         });
@@ -1032,6 +1039,40 @@ impl Call<'_> {
         Answer::Value(0)
     }
 
+    /// `KVM_SET_SIGNAL_MASK`: the mask `KVM_RUN` runs with (`arg` 0 clears it; `len` must be
+    /// 8, the kernel's sigset size).
+    fn set_sigmask(&mut self, vcpu: &ServedVcpu, arg: u64) -> Result<i64, Errno> {
+        if arg == 0 {
+            *lock(&vcpu.sigmask) = None;
+            return Ok(0);
+        }
+        let mut b = [0u8; 12];
+        self.pm.read_at(arg, &mut b)?;
+        if u32::from_le_bytes(b[..4].try_into().unwrap_or_default()) != 8 {
+            return Err(EINVAL);
+        }
+        *lock(&vcpu.sigmask) = Some(u64::from_le_bytes(b[4..].try_into().unwrap_or_default()));
+        Ok(0)
+    }
+
+    /// Whether the calling thread has a signal that `KVM_RUN` would return `EINTR` for: one
+    /// pending and not blocked by the run's signal mask (or by the thread's own mask).
+    fn signal_pending(&self, vcpu: &ServedVcpu) -> bool {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.n.pid)) else {
+            return false;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(0)
+        };
+        let pending = field("SigPnd:") | field("ShdPnd:");
+        let blocked = lock(&vcpu.sigmask).unwrap_or_else(|| field("SigBlk:"));
+        pending & !blocked != 0
+    }
+
     fn set_cpuid(&mut self, vcpu: &ServedVcpu, arg: u64) -> Result<i64, Errno> {
         let (buf, ok) = self.tdx_buf::<KvmCpuid2>(arg);
         if !ok {
@@ -1152,6 +1193,7 @@ impl Call<'_> {
                 })
             }
             KVM_SET_CPUID2 => self.set_cpuid(vcpu, arg),
+            KVM_SET_SIGNAL_MASK => self.set_sigmask(vcpu, arg),
             KVM_GET_CPUID2 => self.get_cpuid(vcpu, arg),
             KVM_PRE_FAULT_MEMORY => match &vm.model {
                 ModelVm::Amd(_) | ModelVm::Tdx(_) => Err(Errno::from_raw(libc::EOPNOTSUPP)),
@@ -1164,10 +1206,18 @@ impl Call<'_> {
                 .and_then(|()| self.pm.write_at(arg, &[0u8; 4096]))
                 .map(|()| 0),
             KVM_SET_TSC_KHZ => Ok(0),
-            KVM_GET_XSAVE | KVM_SET_XSAVE => lock(&vcpu.sim).register_access(RegisterOp::Xsave).map(|()| 0),
-            KVM_GET_XCRS => lock(&vcpu.sim).register_access(RegisterOp::Xcrs).map(|()| 0),
-            KVM_GET_DEBUGREGS => lock(&vcpu.sim).register_access(RegisterOp::DebugRegs).map(|()| 0),
-            KVM_GET_FPU | KVM_SET_FPU => lock(&vcpu.sim).register_access(RegisterOp::Fpu).map(|()| 0),
+            KVM_GET_XSAVE | KVM_SET_XSAVE => lock(&vcpu.sim)
+                .register_access(RegisterOp::Xsave)
+                .map(|()| 0),
+            KVM_GET_XCRS => lock(&vcpu.sim)
+                .register_access(RegisterOp::Xcrs)
+                .map(|()| 0),
+            KVM_GET_DEBUGREGS => lock(&vcpu.sim)
+                .register_access(RegisterOp::DebugRegs)
+                .map(|()| 0),
+            KVM_GET_FPU | KVM_SET_FPU => {
+                lock(&vcpu.sim).register_access(RegisterOp::Fpu).map(|()| 0)
+            }
             KVM_GET_TSC_KHZ => Ok(i64::from(DEFAULT_TSC_KHZ)),
             _ => return self.generic(req, arg, VCPU_GENERIC),
         };
@@ -1266,6 +1316,21 @@ impl Call<'_> {
             Err(e) => Answer::Error(e.errno().unwrap_or(EIO)),
         };
         for o in &sim.outcomes()[before..] {
+            if let GuestOutcome::SnpReport {
+                report: None,
+                exitinfo2,
+                rsp_status,
+                ..
+            } = o
+            {
+                let note = format!(
+                    "; the guest's report request failed (SW_EXITINFO2 {exitinfo2:?}, response status {rsp_status:?})"
+                );
+                self.line
+                    .note
+                    .get_or_insert_with(String::new)
+                    .push_str(&note);
+            }
             match o {
                 GuestOutcome::SnpReport {
                     report: Some(r), ..
@@ -1283,7 +1348,7 @@ impl Call<'_> {
         self.line.note = Some("blocked: nothing to run".into());
         loop {
             std::thread::sleep(std::time::Duration::from_millis(2));
-            if run::immediate_exit(&vcpu.page) {
+            if run::immediate_exit(&vcpu.page) || self.signal_pending(vcpu) {
                 return Answer::Error(EINTR);
             }
             if !lock(&self.sh.vms).contains_key(&vm.key) {
@@ -1296,16 +1361,26 @@ impl Call<'_> {
     }
 }
 
-/// What a vCPU of an external program runs when nobody loaded a program: vCPU 0 asks for
-/// its attestation report (SNP report, or TDREPORT through GetQuote) and powers the machine
-/// off; SEV and SEV-ES guests power off at once; other vCPUs wait (they are never started
-/// by the stand-in guest, as APs wait for their INIT-SIPI).
+/// What a vCPU of an external program runs when nobody loaded a program: vCPU 0 converts
+/// the top three pages of the largest RAM range to shared (a page-state change the VMM
+/// completes), asks for its attestation report there (SNP report with a one-page certificate
+/// buffer and the two message pages, or a TDREPORT through GetQuote) and powers the machine
+/// off; SEV and SEV-ES guests power off at once; other vCPUs wait (they are never started by
+/// the stand-in guest, as APs wait for their INIT-SIPI).
 fn default_program(vm: &ServedVm, id: u32) -> Vec<GuestOp> {
     let mut report_data = [0u8; 64];
     report_data[..16].copy_from_slice(b"kvm-coco simhost");
-    let page = lock(&vm.mem).shared_page(3);
-    match (vm.vm_type, id, page) {
+    let shared = lock(&vm.mem).largest_ram().and_then(|(start, size)| {
+        let top = start.checked_add(size)? & !(PAGE - 1);
+        top.checked_sub(3 * PAGE).filter(|b| *b >= start)
+    });
+    match (vm.vm_type, id, shared) {
         (VmType::Snp, 0, Some(p)) => vec![
+            GuestOp::MapGpa {
+                gpa: p,
+                npages: 3,
+                private: false,
+            },
             GuestOp::SnpReport {
                 report_data,
                 certs_gpa: p,
@@ -1314,9 +1389,14 @@ fn default_program(vm: &ServedVm, id: u32) -> Vec<GuestOp> {
             GuestOp::PowerOff,
         ],
         (VmType::Tdx, 0, Some(p)) => vec![
+            GuestOp::MapGpa {
+                gpa: p,
+                npages: 3,
+                private: false,
+            },
             GuestOp::GetQuote {
                 gpa: p,
-                size: PAGE,
+                size: 2 * PAGE,
                 report_data,
             },
             GuestOp::PowerOff,
