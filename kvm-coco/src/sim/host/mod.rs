@@ -219,6 +219,7 @@ impl SoftwareHostBuilder {
             tdx: Arc::new(Mutex::new(SimTdxModule::new(tdx_cfg))),
             objects: Mutex::new(HashMap::new()),
             vms: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
             reports: Mutex::new(Vec::new()),
             incoming: Mutex::new(Vec::new()),
             wake,
@@ -269,6 +270,9 @@ pub(crate) struct Shared {
     tdx: Arc<Mutex<SimTdxModule>>,
     objects: Mutex<Objects>,
     vms: Mutex<HashMap<Key, Arc<ServedVm>>>,
+    /// Files other than VMs (`/dev/sev`, a stand-in `/dev/kvm`): the host's end of each
+    /// one's socket pair, which hangs up when the caller's last copy is closed.
+    files: Mutex<HashMap<Key, OwnedFd>>,
     reports: Mutex<Vec<Vec<u8>>>,
     /// Listeners waiting to be polled: the listener and the process it serves.
     incoming: Mutex<Vec<(Arc<OwnedFd>, i32)>>,
@@ -395,6 +399,7 @@ fn manager(sh: &Arc<Shared>, workers: usize) {
         let vms: Vec<(Key, RawFd)> = lock(&sh.vms)
             .iter()
             .map(|(k, v)| (*k, v.hangup.as_raw_fd()))
+            .chain(lock(&sh.files).iter().map(|(k, f)| (*k, f.as_raw_fd())))
             .collect();
         let mut fds = vec![(sh.wake.as_raw_fd(), libc::POLLIN)];
         fds.extend(listeners.iter().map(|(l, _)| (l.as_raw_fd(), libc::POLLIN)));
@@ -429,6 +434,9 @@ fn manager(sh: &Arc<Shared>, workers: usize) {
             let idx = fds.len() - vms.len() + j;
             if rev[idx] & (libc::POLLHUP | libc::POLLIN | libc::POLLERR) != 0 {
                 sh.destroy_vm(key);
+                if lock(&sh.files).remove(&key).is_some() {
+                    lock(&sh.objects).remove(&key);
+                }
             }
         }
     }
@@ -628,19 +636,24 @@ impl SoftwareHost {
         }
     }
 
-    /// Waits (at most `timeout`) until every VM whose VM fd was closed has been destroyed;
-    /// returns whether the host is settled.
+    /// Waits (at most `timeout`) until every file whose last copy was closed has been
+    /// forgotten and every such VM destroyed; returns whether the host is settled.
     pub fn settle(&self, timeout: std::time::Duration) -> bool {
         let end = std::time::Instant::now() + timeout;
         loop {
             self.shared.wake();
             std::thread::sleep(std::time::Duration::from_millis(5));
+            let hung = |fd: RawFd| sys::poll(&[(fd, libc::POLLIN)], 0)[0] != 0;
             let hung: Vec<Key> = lock(&self.shared.vms)
                 .iter()
-                .filter(|(_, v)| {
-                    sys::poll(&[(v.hangup.as_fd().as_raw_fd(), libc::POLLIN)], 0)[0] != 0
-                })
+                .filter(|(_, v)| hung(v.hangup.as_fd().as_raw_fd()))
                 .map(|(k, _)| *k)
+                .chain(
+                    lock(&self.shared.files)
+                        .iter()
+                        .filter(|(_, f)| hung(f.as_raw_fd()))
+                        .map(|(k, _)| *k),
+                )
                 .collect();
             if hung.is_empty() {
                 return true;

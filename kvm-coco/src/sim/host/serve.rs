@@ -418,15 +418,24 @@ impl Call<'_> {
         } else {
             "kvm"
         };
-        self.line.path = Some(path.clone());
-        let fd = match sys::memfd(&format!("kvm-coco:{path}"), 0) {
-            Ok(f) => f,
+        self.line.path = Some(path);
+        // One end of a socket pair: the other tells the host when the caller's last copy is
+        // closed, and the file is forgotten.
+        let (ours, theirs) = match sys::socketpair() {
+            Ok(p) => p,
             Err(e) => return Answer::Error(e),
         };
-        match key_of(&fd) {
-            Ok(key) => self.hand_out(&fd, key, obj, cloexec),
-            Err(e) => Answer::Error(e),
+        let key = match key_of(&theirs) {
+            Ok(k) => k,
+            Err(e) => return Answer::Error(e),
+        };
+        lock(&self.sh.files).insert(key, ours);
+        self.sh.wake();
+        let a = self.hand_out(&theirs, key, obj, cloexec);
+        if a != DONE {
+            lock(&self.sh.files).remove(&key);
         }
+        a
     }
 
     fn ioctl(&mut self) -> Answer {
