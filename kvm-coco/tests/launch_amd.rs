@@ -1,6 +1,8 @@
-//! SEV, SEV-ES and SNP launches end to end on the simulated backend: the launcher executes
-//! the plan the offline calculator measures, the logs agree step by step, the firmware's
-//! measurement equals the offline one and sev-snp-measure's (committed vectors), and the
+//! SEV, SEV-ES and SNP launches end to end through `KvmBackend` on a thread served by the
+//! software host (every launch command is a real `/dev/kvm` or `/dev/sev` system call): the
+//! launcher executes the plan the offline calculator measures, the logs agree step by step,
+//! the platform's measurement — in the SNP guest's own report, or in LAUNCH_MEASURE checked by
+//! the guest owner — equals the offline one and sev-snp-measure's (committed vectors), and the
 //! guest-owner helpers of psp-driver verify what the host hands over.
 
 #[path = "measure_common/mod.rs"]
@@ -8,15 +10,20 @@ mod measure_common;
 
 use kvm_coco::launch::backend::Backend;
 use kvm_coco::launch::{
-    GuestOp, GuestOutcome, InitParams, Launch, LaunchError, LaunchSecret, LaunchVcpu, SevEsInit,
-    SevInit, SevSession, SimBackend, SnpInit,
+    GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, LaunchError, LaunchSecret, LaunchVcpu,
+    SevEsInit, SevInit, SevSession, SnpInit,
 };
 use kvm_coco::measure::plan::PlanInputs;
 use kvm_coco::measure::{FirmwareImage, LaunchPlan};
-use kvm_coco::{Access, CertsReply, Error, Exit, MapGpaReply, RegisterOp, SystemEvent};
+use kvm_coco::sim::host::SoftwareHost;
+use kvm_coco::{
+    Access, CertsReply, Error, Exit, Kvm, MapGpaReply, RegisterOp, SystemEvent, VmType,
+};
+use psp_driver::owner::cert::SevCert;
 use psp_driver::owner::session::{FwVersion, OwnerSession, build_secret, verify_launch_measure};
 use psp_driver::owner::snp::verify_report;
 use psp_driver::report::AttestationReport;
+use psp_driver::{DevSev, Platform};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use zerocopy::{FromBytes, IntoBytes};
@@ -25,8 +32,23 @@ use measure_common::{amd_inputs, offline, ssm_output as ssm};
 
 const SHARED: u64 = 0x100_0000;
 
+/// A software host serving this test's thread. Fails (never skips) where seccomp user
+/// notification is refused: every machine this project runs on has it.
+fn served() -> SoftwareHost {
+    let host = SoftwareHost::builder().seed(1).start().unwrap();
+    host.serve_current_thread()
+        .expect("seccomp user notification is required by the software host");
+    host
+}
+
+/// A launch backend: a VM of `vm_type` on the (served) `/dev/kvm`.
+fn backend(vm_type: VmType) -> KvmBackend {
+    KvmBackend::new(&Kvm::open().unwrap(), vm_type).unwrap()
+}
+
 #[test]
 fn snp_launch_report_verifies_and_matches_offline_and_sev_snp_measure() {
+    let host = served();
     let img = measure_common::syn64k();
     let fw = FirmwareImage::parse(&img).unwrap();
     let inputs = amd_inputs(&fw, 2, "EPYC-Genoa");
@@ -53,7 +75,7 @@ fn snp_launch_report_verifies_and_matches_offline_and_sev_snp_measure() {
         host_data: [7; 32],
         ..SnpInit::default()
     };
-    let mut launch = Launch::new(SimBackend::snp().unwrap(), InitParams::Snp(params)).unwrap();
+    let mut launch = Launch::new(backend(VmType::Snp), InitParams::Snp(params)).unwrap();
     launch.add_plan_memory(&plan).unwrap();
     launch.add_memory(SHARED, 0x8000).unwrap();
     launch.create_vcpu(0).unwrap();
@@ -63,10 +85,7 @@ fn snp_launch_report_verifies_and_matches_offline_and_sev_snp_measure() {
     let launch = launch.measure().unwrap().finish().unwrap();
 
     assert_eq!(launch.log().diff(off.log.as_ref().unwrap()), None);
-    let fw_ld = launch.backend().snp_launch_digest().unwrap();
-    assert_eq!(hex::encode(fw_ld), expected, "firmware vs sev-snp-measure");
 
-    let host = launch.backend().sev_host().unwrap().clone();
     let (mut backend, mut vcpus) = launch.into_parts();
     // Register state is protected once SNP_LAUNCH_FINISH measured the VMSAs.
     assert!(matches!(
@@ -78,30 +97,34 @@ fn snp_launch_report_verifies_and_matches_offline_and_sev_snp_measure() {
     ));
 
     let report_data = [0xa5u8; 64];
-    vcpus[0].load_program([
-        // Too small a certificate buffer first: the VMM asks for more pages.
-        GuestOp::SnpReport {
-            report_data,
-            certs_gpa: SHARED,
-            npages: 0,
-        },
-        GuestOp::SnpReport {
-            report_data,
-            certs_gpa: SHARED,
-            npages: 2,
-        },
-        GuestOp::MapGpa {
-            gpa: SHARED + 0x4000,
-            npages: 1,
-            private: true,
-        },
-        GuestOp::Read {
-            gpa: SHARED + 0x5000,
-            len: 8,
-            private: true,
-        },
-        GuestOp::Terminate { code: 3 },
-    ]);
+    host.load_program(
+        &vcpus[0],
+        [
+            // Too small a certificate buffer first: the VMM asks for more pages.
+            GuestOp::SnpReport {
+                report_data,
+                certs_gpa: SHARED,
+                npages: 0,
+            },
+            GuestOp::SnpReport {
+                report_data,
+                certs_gpa: SHARED,
+                npages: 2,
+            },
+            GuestOp::MapGpa {
+                gpa: SHARED + 0x4000,
+                npages: 1,
+                private: true,
+            },
+            GuestOp::Read {
+                gpa: SHARED + 0x5000,
+                len: 8,
+                private: true,
+            },
+            GuestOp::Terminate { code: 3 },
+        ],
+    )
+    .unwrap();
     let cert_table = b"certificate table for the guest";
     let (mut certs, mut maps, mut faults, mut term) = (0, 0, 0, false);
     for _ in 0..32 {
@@ -136,8 +159,8 @@ fn snp_launch_report_verifies_and_matches_offline_and_sev_snp_measure() {
     }
     assert_eq!((certs, maps, faults, term), (2, 1, 1, true));
 
-    let reports: Vec<_> = vcpus[0]
-        .outcomes()
+    let outcomes = host.outcomes(&vcpus[0]).unwrap();
+    let reports: Vec<_> = outcomes
         .iter()
         .filter_map(|o| match o {
             GuestOutcome::SnpReport {
@@ -160,13 +183,13 @@ fn snp_launch_report_verifies_and_matches_offline_and_sev_snp_measure() {
     assert_eq!(*ret, 0);
     assert_eq!(&certs[..cert_table.len()], cert_table);
     let report = AttestationReport::read_from_bytes(report.as_ref().unwrap()).unwrap();
-    let chain = host.firmware().certs().snp;
+    let chain = host.sev_host().unwrap().firmware().certs().snp;
     let ark = chain.ark.public_key().unwrap();
     verify_report(&report, &chain, Some(&ark)).unwrap();
     assert_eq!(
         hex::encode(report.measurement),
         expected,
-        "report vs sev-snp-measure"
+        "the guest's report vs sev-snp-measure"
     );
     assert_eq!(report.host_data, [7; 32]);
     assert_eq!(report.report_data, report_data);
@@ -179,17 +202,15 @@ fn snp_launch_report_verifies_and_matches_offline_and_sev_snp_measure() {
 
 #[test]
 fn snp_misuse_gets_the_kernels_errno() {
+    let _host = served();
     let img = measure_common::syn64k();
     let fw = FirmwareImage::parse(&img).unwrap();
     let inputs = amd_inputs(&fw, 1, "EPYC-v4");
     let plan = LaunchPlan::snp(&inputs).unwrap();
 
     // A page populated twice: the firmware refuses it (EIO with its status).
-    let mut launch = Launch::new(
-        SimBackend::snp().unwrap(),
-        InitParams::Snp(SnpInit::default()),
-    )
-    .unwrap();
+    let mut launch =
+        Launch::new(backend(VmType::Snp), InitParams::Snp(SnpInit::default())).unwrap();
     launch.add_plan_memory(&plan).unwrap();
     launch.create_vcpu(0).unwrap();
     let mut started = launch.start().unwrap();
@@ -216,7 +237,7 @@ fn snp_misuse_gets_the_kernels_errno() {
 
     // The policy is checked with the uAPI rules before SNP_LAUNCH_START.
     let e = Launch::new(
-        SimBackend::snp().unwrap(),
+        backend(VmType::Snp),
         InitParams::Snp(SnpInit {
             policy: kvm_coco_uapi::SnpPolicy::SMT,
             ..SnpInit::default()
@@ -232,8 +253,11 @@ struct Owner {
 }
 
 impl Owner {
-    fn new(backend: &SimBackend, policy: u32) -> Self {
-        let pdh = backend.sev_host().unwrap().firmware().certs().pdh;
+    /// The owner's session with the platform whose PDH `/dev/sev` exports (psp-driver's
+    /// `DevSev`, on the served thread).
+    fn new(policy: u32) -> Self {
+        let export = DevSev::open().unwrap().pdh_cert_export().unwrap();
+        let pdh = SevCert::read_from_bytes(&export.pdh_cert).unwrap();
         let mut rng = ChaCha20Rng::from_seed([9; 32]);
         Self {
             session: OwnerSession::new(&mut rng, &pdh, policy).unwrap(),
@@ -247,18 +271,20 @@ impl Owner {
         }
     }
 
-    fn fw(backend: &SimBackend) -> FwVersion {
-        let c = backend.sev_host().unwrap().firmware().config();
+    /// The firmware version `/dev/sev` reports (PLATFORM_STATUS).
+    fn fw() -> FwVersion {
+        let st = DevSev::open().unwrap().platform_status().unwrap();
         FwVersion {
-            api_major: c.api_major,
-            api_minor: c.api_minor,
-            build: c.build,
+            api_major: st.api_major,
+            api_minor: st.api_minor,
+            build: st.build,
         }
     }
 }
 
 #[test]
 fn sev_launch_measure_verifies_and_the_guest_reads_the_secret() {
+    let host = served();
     let img = measure_common::syn64k();
     let fw = FirmwareImage::parse(&img).unwrap();
     let plan = LaunchPlan::sev(&PlanInputs::new(&fw)).unwrap();
@@ -268,16 +294,15 @@ fn sev_launch_measure_verifies_and_the_guest_reads_the_secret() {
         ssm(&["--mode", "sev", "--ovmf", "syn64k.fd"])
     );
 
-    let backend = SimBackend::sev().unwrap();
     // NODBG: the host cannot DBG_DECRYPT, yet the guest reads its own memory.
     let policy = 1;
-    let owner = Owner::new(&backend, policy);
-    let fwv = Owner::fw(&backend);
+    let owner = Owner::new(policy);
+    let fwv = Owner::fw();
     let params = SevInit {
         policy,
         session: Some(owner.transport()),
     };
-    let mut launch = Launch::new(backend, InitParams::Sev(params)).unwrap();
+    let mut launch = Launch::new(backend(VmType::Sev), InitParams::Sev(params)).unwrap();
     launch.add_plan_memory(&plan).unwrap();
     launch.add_memory(0x80_0000, 0x10000).unwrap();
     launch.create_vcpu(0).unwrap();
@@ -321,21 +346,25 @@ fn sev_launch_measure_verifies_and_the_guest_reads_the_secret() {
     assert_eq!(launch.log().diff(off.log.as_ref().unwrap()), None);
 
     let (backend, mut vcpus) = launch.into_parts();
-    // The host sees ciphertext where the secret went.
+    // The VMM sees ciphertext where the secret went (its own mapping of the guest RAM).
     let mut host_view = [0u8; 32];
     backend.read_shared(0x80_5000, &mut host_view).unwrap();
     assert_ne!(host_view, secret);
-    vcpus[0].load_program([
-        GuestOp::Read {
-            gpa: 0x80_5000,
-            len: 32,
-            private: true,
-        },
-        GuestOp::Halt,
-    ]);
+    host.load_program(
+        &vcpus[0],
+        [
+            GuestOp::Read {
+                gpa: 0x80_5000,
+                len: 32,
+                private: true,
+            },
+            GuestOp::Halt,
+        ],
+    )
+    .unwrap();
     assert!(matches!(vcpus[0].run().unwrap(), Exit::Hlt));
     assert_eq!(
-        vcpus[0].outcomes(),
+        host.outcomes(&vcpus[0]).unwrap(),
         [GuestOutcome::Read {
             gpa: 0x80_5000,
             private: true,
@@ -365,12 +394,11 @@ fn sev_es_launch(vcpus: u32, vcpu_type: &str) {
         ])
     );
 
-    let backend = SimBackend::sev_es().unwrap();
     let policy = 0x4; // ES
-    let owner = Owner::new(&backend, policy);
-    let fwv = Owner::fw(&backend);
+    let owner = Owner::new(policy);
+    let fwv = Owner::fw();
     let mut launch = Launch::new(
-        backend,
+        backend(VmType::SevEs),
         InitParams::SevEs(SevEsInit {
             policy,
             session: Some(owner.transport()),
@@ -398,7 +426,7 @@ fn sev_es_launch(vcpus: u32, vcpu_type: &str) {
     for id in 0..vcpus {
         match launch.vcpu_mut(id).unwrap().set_regs(&Default::default()) {
             Err(Error::ProtectedState { op, vm_type }) => {
-                assert_eq!((op, vm_type), (RegisterOp::Regs, kvm_coco::VmType::SevEs));
+                assert_eq!((op, vm_type), (RegisterOp::Regs, VmType::SevEs));
             }
             other => panic!("vCPU {id}: {other:?}"),
         }
@@ -418,6 +446,7 @@ fn sev_es_launch(vcpus: u32, vcpu_type: &str) {
 
 #[test]
 fn sev_es_measures_every_vcpu_vmsa() {
+    let _host = served();
     sev_es_launch(1, "EPYC-Milan");
     sev_es_launch(2, "EPYC-Genoa");
     sev_es_launch(64, "EPYC-v4");
@@ -425,12 +454,13 @@ fn sev_es_measures_every_vcpu_vmsa() {
 
 #[test]
 fn sev_es_vcpu_count_must_match_the_plan() {
+    let _host = served();
     let img = measure_common::syn64k();
     let fw = FirmwareImage::parse(&img).unwrap();
     let inputs = amd_inputs(&fw, 2, "EPYC-Milan");
     let plan = LaunchPlan::sev_es(&inputs).unwrap();
     let mut launch = Launch::new(
-        SimBackend::sev_es().unwrap(),
+        backend(VmType::SevEs),
         InitParams::SevEs(SevEsInit {
             policy: 0x4,
             ..SevEsInit::default()
@@ -450,16 +480,14 @@ fn sev_es_vcpu_count_must_match_the_plan() {
 
 #[test]
 fn sev_out_of_order_is_refused_by_the_firmware() {
+    let _host = served();
     // LAUNCH_SECRET after LAUNCH_FINISH cannot be written with the typestate; through the
     // escape hatch the firmware refuses it: EIO, INVALID_GUEST_STATE.
     let img = measure_common::syn64k();
     let fw = FirmwareImage::parse(&img).unwrap();
     let plan = LaunchPlan::sev(&PlanInputs::new(&fw)).unwrap();
-    let mut launch = Launch::new(
-        SimBackend::sev().unwrap(),
-        InitParams::Sev(SevInit::default()),
-    )
-    .unwrap();
+    let mut launch =
+        Launch::new(backend(VmType::Sev), InitParams::Sev(SevInit::default())).unwrap();
     launch.add_plan_memory(&plan).unwrap();
     let mut launch = launch.start().unwrap();
     launch.add_plan(&plan).unwrap();
@@ -479,13 +507,10 @@ fn sev_out_of_order_is_refused_by_the_firmware() {
     assert!(e.to_string().contains("INVALID_GUEST_STATE"), "{e}");
     assert_eq!(e.hint, Some(kvm_coco::ops::HINT_OUT_OF_ORDER));
     // SEV measures everything: an unmeasured region does not exist there.
-    let mut launch = Launch::new(
-        SimBackend::sev().unwrap(),
-        InitParams::Sev(SevInit::default()),
-    )
-    .unwrap()
-    .start()
-    .unwrap();
+    let mut launch = Launch::new(backend(VmType::Sev), InitParams::Sev(SevInit::default()))
+        .unwrap()
+        .start()
+        .unwrap();
     let e = launch
         .add(&kvm_coco::measure::Step {
             gpa: 0x1000,
@@ -512,16 +537,14 @@ fn cpuid_entry(page: &mut [u8], i: usize, leaf: u32, sub: u32, regs: [u32; 4]) {
 
 #[test]
 fn snp_cpuid_page_rejection_names_the_corrected_leaves() {
+    let _host = served();
     let mut page = vec![0u8; 4096];
     page[0..4].copy_from_slice(&2u32.to_le_bytes());
     // Leaf 7.0 claims SGX (EBX bit 2), which the (simulated) hardware does not offer.
     cpuid_entry(&mut page, 0, 7, 0, [0, 0x0000_0205, 0, 0]);
     cpuid_entry(&mut page, 1, 1, 0, [0x00a1_0f11, 0, 0, 0]);
-    let mut launch = Launch::new(
-        SimBackend::snp().unwrap(),
-        InitParams::Snp(SnpInit::default()),
-    )
-    .unwrap();
+    let mut launch =
+        Launch::new(backend(VmType::Snp), InitParams::Snp(SnpInit::default())).unwrap();
     launch.add_memory(0x80_0000, 0x10000).unwrap();
     let mut launch = launch.start().unwrap();
     let e = launch
@@ -553,12 +576,13 @@ fn snp_cpuid_page_rejection_names_the_corrected_leaves() {
 
 #[test]
 fn debug_access_follows_the_policy() {
+    let _host = served();
     let img = measure_common::syn64k();
     let fw = FirmwareImage::parse(&img).unwrap();
     let plan = LaunchPlan::sev(&PlanInputs::new(&fw)).unwrap();
     let run = |policy: u32| {
         let mut l = Launch::new(
-            SimBackend::sev().unwrap(),
+            backend(VmType::Sev),
             InitParams::Sev(SevInit {
                 policy,
                 session: None,
@@ -588,11 +612,7 @@ fn debug_access_follows_the_policy() {
         Err(LaunchError::DebugNotAllowed { policy: 1 })
     ));
     // SNP: not available.
-    let mut l = Launch::new(
-        SimBackend::snp().unwrap(),
-        InitParams::Snp(SnpInit::default()),
-    )
-    .unwrap();
+    let mut l = Launch::new(backend(VmType::Snp), InitParams::Snp(SnpInit::default())).unwrap();
     assert!(matches!(
         l.debug_read(0, &mut buf),
         Err(LaunchError::NotAvailable { .. })
