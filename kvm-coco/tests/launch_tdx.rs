@@ -1,24 +1,43 @@
-//! TDX launch end to end on the simulated backend: the plan the offline calculator
-//! measures is executed by the launcher, the logs agree step by step, and a scripted guest
-//! obtains a TDREPORT (through GetQuote) whose MRTD equals the offline MRTD.
+//! TDX launch end to end through `KvmBackend` on a thread served by the software host (every
+//! launch command is a real `/dev/kvm` system call): the plan the offline calculator measures
+//! is executed by the launcher, the logs agree step by step, and a scripted guest obtains a
+//! TDREPORT (through GetQuote) whose MRTD equals the offline MRTD and mrtd_ref.py's.
 
 #[path = "measure_common/mod.rs"]
 mod measure_common;
 
 use kvm_coco::launch::backend::Backend;
 use kvm_coco::launch::{
-    GuestOp, GuestOutcome, InitParams, Launch, LaunchError, LaunchVcpu, SimBackend, TdxInit,
+    GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, LaunchError, TdxInit,
 };
 use kvm_coco::measure::{FirmwareImage, LaunchPlan};
-use kvm_coco::sim::tdx::{TdQuote, TdReport};
-use kvm_coco::{Error, Exit, MapGpaReply, RegisterOp, SystemEvent, TdVmCallStatus, TdxExit};
+use kvm_coco::sim::host::SoftwareHost;
+use kvm_coco::sim::tdx::{TdHandle, TdQuote, TdReport};
+use kvm_coco::{
+    Error, Exit, Kvm, MapGpaReply, RegisterOp, SystemEvent, TdVmCallStatus, TdxExit, VmType,
+};
 use zerocopy::FromBytes;
 
 const QUOTE_GPA: u64 = 0x100_0000;
 const SHARED_SIZE: u64 = 0x8000;
 
+/// A software host serving this test's thread. Fails (never skips) where seccomp user
+/// notification is refused: every machine this project runs on has it.
+fn served() -> SoftwareHost {
+    let host = SoftwareHost::builder().seed(1).start().unwrap();
+    host.serve_current_thread()
+        .expect("seccomp user notification is required by the software host");
+    host
+}
+
+/// A TD on the (served) `/dev/kvm`.
+fn backend() -> KvmBackend {
+    KvmBackend::new(&Kvm::open().unwrap(), VmType::Tdx).unwrap()
+}
+
 #[test]
 fn tdx_launch_matches_offline_and_the_guest_sees_mrtd() {
+    let host = served();
     let img = measure_common::syn64k();
     let fw = FirmwareImage::parse(&img).unwrap();
     let plan = LaunchPlan::tdx(&fw).unwrap();
@@ -29,7 +48,7 @@ fn tdx_launch_matches_offline_and_the_guest_sees_mrtd() {
         "offline MRTD vs mrtd_ref.py"
     );
 
-    let mut launch = Launch::new(SimBackend::tdx(), InitParams::Tdx(TdxInit::default())).unwrap();
+    let mut launch = Launch::new(backend(), InitParams::Tdx(TdxInit::default())).unwrap();
     launch.add_plan_memory(&plan).unwrap();
     launch.add_memory(QUOTE_GPA, SHARED_SIZE).unwrap();
     launch.create_vcpu(0).unwrap();
@@ -54,42 +73,42 @@ fn tdx_launch_matches_offline_and_the_guest_sees_mrtd() {
     let offline_log = offline.log.as_ref().unwrap();
     assert_eq!(launch.log().diff(offline_log), None);
     assert!(!launch.log().entries.is_empty());
-    let mrtd = launch.backend().tdx_mrtd().expect("finalized");
-    assert_eq!(&mrtd[..], offline.digest.as_bytes());
     assert_eq!(launch.log().digest, offline.digest.as_bytes());
 
     // The guest program.
     let report_data = [0x5au8; 64];
     let bfv_head = img[..64].to_vec();
-    let tdx_vm = launch.backend().tdx_vm().unwrap().clone();
     let (mut backend, mut vcpus) = launch.into_parts();
-    let vcpu = &mut vcpus[0];
-    vcpu.load_program([
-        // A private access to shared memory: memory fault, converted, retried.
-        GuestOp::Read {
-            gpa: QUOTE_GPA + 0x4000,
-            len: 8,
-            private: true,
-        },
-        GuestOp::MapGpa {
-            gpa: QUOTE_GPA,
-            npages: 2,
-            private: false,
-        },
-        GuestOp::GetQuote {
-            gpa: QUOTE_GPA,
-            size: 0x2000,
-            report_data,
-        },
-        GuestOp::Read {
-            gpa: 0xFFFF_0000,
-            len: 64,
-            private: true,
-        },
-        GuestOp::Terminate { code: 0x1234 },
-    ]);
+    host.load_program(
+        &vcpus[0],
+        [
+            // A private access to shared memory: memory fault, converted, retried.
+            GuestOp::Read {
+                gpa: QUOTE_GPA + 0x4000,
+                len: 8,
+                private: true,
+            },
+            GuestOp::MapGpa {
+                gpa: QUOTE_GPA,
+                npages: 2,
+                private: false,
+            },
+            GuestOp::GetQuote {
+                gpa: QUOTE_GPA,
+                size: 0x2000,
+                report_data,
+            },
+            GuestOp::Read {
+                gpa: 0xFFFF_0000,
+                len: 64,
+                private: true,
+            },
+            GuestOp::Terminate { code: 0x1234 },
+        ],
+    )
+    .unwrap();
 
-    let module = tdx_vm.module().clone();
+    let module = host.tdx_module().clone();
     let (mut faults, mut maps, mut quotes, mut fatal) = (0, 0, 0, None);
     for _ in 0..32 {
         // The VMM's side: typed exits, typed replies.
@@ -133,7 +152,7 @@ fn tdx_launch_matches_offline_and_the_guest_sees_mrtd() {
     }
     assert_eq!((faults, maps, quotes, fatal), (1, 1, 1, Some(0x1234)));
 
-    let outcomes = vcpus[0].outcomes().to_vec();
+    let outcomes = host.outcomes(&vcpus[0]).unwrap();
     let report = outcomes
         .iter()
         .find_map(|o| match o {
@@ -142,6 +161,11 @@ fn tdx_launch_matches_offline_and_the_guest_sees_mrtd() {
         })
         .expect("a TDREPORT");
     assert_eq!(report.td_info.mrtd[..], *offline.digest.as_bytes());
+    assert_eq!(
+        hex::encode(report.td_info.mrtd),
+        measure_common::SYN64K_MRTD,
+        "the TD's own MRTD vs mrtd_ref.py"
+    );
     assert_eq!(report.report_mac.report_data, report_data);
     module.lock().unwrap().verify_report(&report).unwrap();
 
@@ -159,13 +183,23 @@ fn tdx_launch_matches_offline_and_the_guest_sees_mrtd() {
     assert_eq!(quote.body.mrtd[..], *offline.digest.as_bytes());
     module.lock().unwrap().verify_quote(&quote).unwrap();
 
-    // The guest reads its private firmware pages decrypted; the host sees ciphertext.
+    // The guest reads its private firmware pages decrypted; the host sees ciphertext in the
+    // physical page behind them (the TDX module's view of the TD's private memory: the one
+    // TD this host created).
     assert!(outcomes.contains(&GuestOutcome::Read {
         gpa: 0xFFFF_0000,
         private: true,
         data: bfv_head.clone(),
     }));
-    let host_view = tdx_vm.host_read_private(0xFFFF_0000).unwrap();
+    let host_view = {
+        let m = module.lock().unwrap();
+        let tds: Vec<TdHandle> = (0..16)
+            .map(TdHandle)
+            .filter(|&td| m.lifecycle(td).is_some())
+            .collect();
+        assert_eq!(tds.len(), 1, "one TD on this host");
+        m.host_read_private(tds[0], 0xFFFF_0000).unwrap()
+    };
     assert_ne!(&host_view[..64], &bfv_head[..]);
     assert!(matches!(
         outcomes.first(),
@@ -177,18 +211,19 @@ fn tdx_launch_matches_offline_and_the_guest_sees_mrtd() {
 
 #[test]
 fn tdx_misuse_gets_the_kernels_errno() {
+    let _host = served();
     let img = measure_common::syn64k();
     let fw = FirmwareImage::parse(&img).unwrap();
     let plan = LaunchPlan::tdx(&fw).unwrap();
 
     // INIT_MEM_REGION is a vCPU ioctl: without a vCPU the launcher says so.
-    let mut launch = Launch::new(SimBackend::tdx(), InitParams::Tdx(TdxInit::default())).unwrap();
+    let mut launch = Launch::new(backend(), InitParams::Tdx(TdxInit::default())).unwrap();
     launch.add_plan_memory(&plan).unwrap();
     let mut started = launch.start().unwrap();
     assert!(matches!(started.add_plan(&plan), Err(LaunchError::NoVcpu)));
 
     // A page populated twice: the kernel's EEXIST through the typed error.
-    let mut launch = Launch::new(SimBackend::tdx(), InitParams::Tdx(TdxInit::default())).unwrap();
+    let mut launch = Launch::new(backend(), InitParams::Tdx(TdxInit::default())).unwrap();
     launch.add_plan_memory(&plan).unwrap();
     launch.create_vcpu(0).unwrap();
     let mut started = launch.start().unwrap();
@@ -205,7 +240,7 @@ fn tdx_misuse_gets_the_kernels_errno() {
     assert!(err.hint.is_some());
 
     // SEV verbs do not exist for a TD.
-    let launch = Launch::new(SimBackend::tdx(), InitParams::Tdx(TdxInit::default())).unwrap();
+    let launch = Launch::new(backend(), InitParams::Tdx(TdxInit::default())).unwrap();
     let mut measured = launch.start().unwrap().measure().unwrap();
     let e = measured
         .inject_secret(&kvm_coco::launch::LaunchSecret {
@@ -228,20 +263,21 @@ fn tdx_misuse_gets_the_kernels_errno() {
 
 #[test]
 fn tdx_parameters_are_checked_before_init_vm() {
+    let _host = served();
     // XFAM with a bit the module does not allow, and a GPAW of 40.
     let mut p = TdxInit::default();
     p.cpuid[0].eax = 40 << 16;
-    let e = Launch::new(SimBackend::tdx(), InitParams::Tdx(p)).unwrap_err();
+    let e = Launch::new(backend(), InitParams::Tdx(p)).unwrap_err();
     assert!(matches!(e, LaunchError::Params(_)), "{e}");
     let p = TdxInit {
         attributes: 1 << 0, // DEBUG: not in KVM 7.3's supported attributes
         ..TdxInit::default()
     };
-    let e = Launch::new(SimBackend::tdx(), InitParams::Tdx(p)).unwrap_err();
+    let e = Launch::new(backend(), InitParams::Tdx(p)).unwrap_err();
     assert!(e.to_string().contains("invalid launch parameters"), "{e}");
     // Parameters for another VM type.
     let e = Launch::new(
-        SimBackend::tdx(),
+        backend(),
         InitParams::Snp(kvm_coco::launch::SnpInit::default()),
     )
     .unwrap_err();
