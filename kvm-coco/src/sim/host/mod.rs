@@ -372,8 +372,19 @@ impl Shared {
 
 type Job = (Arc<OwnedFd>, Notif, i32);
 
-/// The supervisor: polls the listeners, the VMs' hang-up sockets and the wake eventfd; hands
-/// notifications to the workers.
+/// Whether a call may take long (a guest run, a firmware command): it goes to a worker, so
+/// the supervisor keeps answering other threads' calls meanwhile. Everything else is
+/// answered on the supervisor thread itself, which saves a thread switch per call.
+fn is_slow(n: &Notif) -> bool {
+    n.nr == libc::SYS_ioctl
+        && matches!(
+            n.args[1] as u32,
+            kvm_coco_uapi::KVM_RUN | kvm_coco_uapi::KVM_MEMORY_ENCRYPT_OP | sys::SEV_ISSUE_CMD
+        )
+}
+
+/// The supervisor: polls the listeners, the VMs' hang-up sockets and the wake eventfd;
+/// answers quick calls itself and hands slow ones to the workers.
 fn manager(sh: &Arc<Shared>, workers: usize) {
     let (tx, rx): (Sender<Job>, Receiver<Job>) = mpsc::channel();
     let rx = Arc::new(Mutex::new(rx));
@@ -413,9 +424,10 @@ fn manager(sh: &Arc<Shared>, workers: usize) {
             let r = rev[1 + i];
             if r & libc::POLLIN != 0 {
                 match sys::recv(l) {
-                    Ok(n) => {
+                    Ok(n) if is_slow(&n) => {
                         let _ = tx.send((l.clone(), n, *pid));
                     }
+                    Ok(n) => sh.serve(l, n, *pid),
                     Err(e) if e.raw() == libc::ENOENT || e.raw() == libc::EINTR => {}
                     Err(_) => gone.push(i),
                 }
