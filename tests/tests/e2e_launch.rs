@@ -1,16 +1,17 @@
 //! End to end through the public API, as a VMM crate uses it: an SNP launch of a hand-built
-//! plan with an owner-signed ID block on the simulated backend, the guest's attestation
-//! report checked by the owner, and the ID block check failing for a wrong digest.
+//! plan with an owner-signed ID block through `KvmBackend`, on a thread served by the software
+//! host (every launch command a real `/dev/kvm` or `/dev/sev` system call), the guest's
+//! attestation report checked by the owner, and the ID block check failing for a wrong digest.
 
 use kvm_coco::launch::{
-    GuestOp, GuestOutcome, InitParams, Launch, LaunchError, LaunchVcpu, SimBackend, SnpIdentity,
-    SnpInit,
+    GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, LaunchError, SnpIdentity, SnpInit,
 };
 use kvm_coco::measure::plan::{Data, LaunchPlan, Origin, PageKind, Step, Tee};
 use kvm_coco::measure::vcpu::{VmmType, cpu_type_sig};
 use kvm_coco::measure::vmsa::{BSP_EIP, InitialVmsa};
 use kvm_coco::measure::{MeasureOptions, measure};
-use kvm_coco::{Exit, SystemEvent};
+use kvm_coco::sim::host::SoftwareHost;
+use kvm_coco::{Exit, Kvm, SystemEvent, VmType};
 use p384::ecdsa::SigningKey;
 use psp_driver::digest::SNP_VMSA_GPA;
 use psp_driver::owner::snp::{IdBlock, key_digest, sign_id_block, verify_report};
@@ -19,6 +20,15 @@ use std::sync::Arc;
 use zerocopy::{FromBytes, IntoBytes};
 
 const POLICY: u64 = 0x3_0000;
+
+/// A software host serving this test's thread. Fails (never skips) where seccomp user
+/// notification is refused: every machine this project runs on has it.
+fn served() -> SoftwareHost {
+    let host = SoftwareHost::builder().seed(1).start().unwrap();
+    host.serve_current_thread()
+        .expect("seccomp user notification is required by the software host");
+    host
+}
 
 /// A small SNP image: 8 KiB of code at the top of 4 GiB, a zero page, the secrets and CPUID
 /// pages, and the boot vCPU's VMSA (QEMU's reset state, SNP_ACTIVE).
@@ -75,14 +85,17 @@ fn identity(ld: [u8; 48], key: &SigningKey) -> SnpIdentity {
 fn launch(
     plan: &LaunchPlan<'_>,
     identity: SnpIdentity,
-) -> Result<Launch<kvm_coco::launch::Finished, SimBackend>, LaunchError> {
+) -> Result<Launch<kvm_coco::launch::Finished, KvmBackend>, LaunchError> {
     let params = SnpInit {
         identity: Some(identity),
         host_data: *b"host data bound into the report!",
         ..SnpInit::default()
     };
-    let mut l = Launch::new(SimBackend::snp()?, InitParams::Snp(params))?;
+    let backend = KvmBackend::new(&Kvm::open()?, VmType::Snp)?;
+    let mut l = Launch::new(backend, InitParams::Snp(params))?;
     l.add_plan_memory(plan)?;
+    // Shared RAM for the guest's request and response messages.
+    l.add_memory(0x100_0000, 0x4000)?;
     l.create_vcpu(0)?;
     let mut l = l.start()?;
     l.add_plan(plan)?;
@@ -91,6 +104,7 @@ fn launch(
 
 #[test]
 fn snp_id_block_launch_and_report() {
+    let host = served();
     let code: Vec<u8> = (0..0x1800u32).map(|i| (i * 7 % 251) as u8).collect();
     let plan = plan(&code);
     let off = measure(
@@ -122,30 +136,37 @@ fn snp_id_block_launch_and_report() {
 
     let done = launch(&plan, identity(ld, &id_key)).unwrap();
     assert_eq!(done.log().diff(off.log.as_ref().unwrap()), None);
-    let host = done.backend().sev_host().unwrap().clone();
     let (_backend, mut vcpus) = done.into_parts();
-    vcpus[0].load_program([
-        GuestOp::SnpReport {
-            report_data: [1; 64],
-            certs_gpa: 0x80_0000,
-            npages: 0,
-        },
-        GuestOp::Terminate { code: 0 },
-    ]);
+    host.load_program(
+        &vcpus[0],
+        [
+            GuestOp::SnpReport {
+                report_data: [1; 64],
+                certs_gpa: 0x80_0000,
+                npages: 0,
+            },
+            GuestOp::Terminate { code: 0 },
+        ],
+    )
+    .unwrap();
     // Certificate requests are not enabled: the report comes without an exit.
     assert!(matches!(
         vcpus[0].run().unwrap(),
         Exit::SystemEvent(SystemEvent::SevTerm { .. })
     ));
+    let outcomes = host.outcomes(&vcpus[0]).unwrap();
+    // The guest sealed its request under VMPCK0 and KVM issued SNP_GUEST_REQUEST for it.
     let Some(GuestOutcome::SnpReport {
         report: Some(bytes),
+        exitinfo2: Some(0),
+        rsp_status: Some(0),
         ..
-    }) = vcpus[0].outcomes().first()
+    }) = outcomes.first()
     else {
-        panic!("{:?}", vcpus[0].outcomes());
+        panic!("{outcomes:?}");
     };
     let report = AttestationReport::read_from_bytes(bytes).unwrap();
-    let chain = host.firmware().certs().snp;
+    let chain = host.sev_host().unwrap().firmware().certs().snp;
     verify_report(&report, &chain, Some(&chain.ark.public_key().unwrap())).unwrap();
     assert_eq!(report.measurement, ld);
     assert_eq!(&report.host_data, b"host data bound into the report!");
