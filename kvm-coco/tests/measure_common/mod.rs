@@ -272,20 +272,19 @@ pub fn amd_inputs<'a>(
     }
 }
 
-/// A finished SNP launch of `plan` on the simulated backend into a 4 GiB guest with four
-/// vCPUs: 3 GiB of RAM below the PCI hole, the `fw_len`-byte flash ending at 4 GiB, 1 GiB
-/// of RAM above 4 GiB.
+/// A finished SNP launch of `plan` through [`KvmBackend`](kvm_coco::launch::KvmBackend) into
+/// a 4 GiB guest with four vCPUs: 3 GiB of RAM below the PCI hole, the `fw_len`-byte flash
+/// ending at 4 GiB, 1 GiB of RAM above 4 GiB. The calling thread must be served by a
+/// [`SoftwareHost`](kvm_coco::sim::host::SoftwareHost) (or run on SNP hardware).
 pub fn snp_4gib_launch(
     plan: &kvm_coco::measure::LaunchPlan<'_>,
     fw_len: u64,
-) -> kvm_coco::launch::Launch<kvm_coco::launch::Finished, kvm_coco::launch::SimBackend> {
-    use kvm_coco::launch::{InitParams, Launch, SimBackend, SnpInit};
+) -> kvm_coco::launch::Launch<kvm_coco::launch::Finished, kvm_coco::launch::KvmBackend> {
+    use kvm_coco::launch::{InitParams, KvmBackend, Launch, SnpInit};
     const GIB: u64 = 1 << 30;
-    let mut launch = Launch::new(
-        SimBackend::snp().unwrap(),
-        InitParams::Snp(SnpInit::default()),
-    )
-    .unwrap();
+    let kvm = kvm_coco::Kvm::open().unwrap();
+    let backend = KvmBackend::new(&kvm, kvm_coco::VmType::Snp).unwrap();
+    let mut launch = Launch::new(backend, InitParams::Snp(SnpInit::default())).unwrap();
     launch.add_memory(0, 3 * GIB).unwrap();
     launch.add_memory(4 * GIB - fw_len, fw_len).unwrap();
     launch.add_memory(4 * GIB, GIB).unwrap();
@@ -295,4 +294,112 @@ pub fn snp_4gib_launch(
     let mut launch = launch.start().unwrap();
     launch.add_plan(plan).unwrap();
     launch.measure().unwrap().finish().unwrap()
+}
+
+/// The attestation report the SNP guest behind `vcpu` obtains for `report_data` (a guest
+/// program: one report request without a certificate buffer, then termination), checked
+/// against the host's ARK/ASK/VCEK chain. The launch must not have enabled certificate
+/// requests (the request then completes without an exit).
+pub fn guest_snp_report(
+    host: &kvm_coco::sim::host::SoftwareHost,
+    vcpu: &mut kvm_coco::Vcpu,
+    report_data: [u8; 64],
+) -> psp_driver::report::AttestationReport {
+    use kvm_coco::launch::{GuestOp, GuestOutcome};
+    use kvm_coco::{Exit, SystemEvent};
+    use zerocopy::FromBytes;
+    host.load_program(
+        &*vcpu,
+        [
+            GuestOp::SnpReport {
+                report_data,
+                certs_gpa: 0,
+                npages: 0,
+            },
+            GuestOp::Terminate { code: 0 },
+        ],
+    )
+    .unwrap();
+    match vcpu.run().unwrap() {
+        Exit::SystemEvent(SystemEvent::SevTerm { .. }) => {}
+        other => panic!("unexpected exit {other:?}"),
+    }
+    let outcomes = host.outcomes(&*vcpu).unwrap();
+    let bytes = outcomes
+        .iter()
+        .find_map(|o| match o {
+            GuestOutcome::SnpReport {
+                report: Some(r), ..
+            } => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the guest obtained no report: {outcomes:?}"));
+    let report = psp_driver::report::AttestationReport::read_from_bytes(&bytes).unwrap();
+    let chain = host.sev_host().unwrap().firmware().certs().snp;
+    let ark = chain.ark.public_key().unwrap();
+    psp_driver::owner::snp::verify_report(&report, &chain, Some(&ark)).unwrap();
+    assert_eq!(report.report_data, report_data);
+    report
+}
+
+/// The TDREPORT the TD behind `vcpu` obtains for `report_data` (a guest program: share two
+/// pages at `shared_gpa`, GetQuote there, terminate; the VMM converts the pages and answers
+/// the GetQuote), its MAC checked by the host's TDX module.
+pub fn guest_td_report<B: kvm_coco::launch::Backend>(
+    host: &kvm_coco::sim::host::SoftwareHost,
+    backend: &mut B,
+    vcpu: &mut kvm_coco::Vcpu,
+    shared_gpa: u64,
+    report_data: [u8; 64],
+) -> kvm_coco::sim::tdx::TdReport {
+    use kvm_coco::launch::{GuestOp, GuestOutcome};
+    use kvm_coco::{Access, Exit, MapGpaReply, SystemEvent, TdVmCallStatus, TdxExit};
+    use zerocopy::FromBytes;
+    host.load_program(
+        &*vcpu,
+        [
+            GuestOp::MapGpa {
+                gpa: shared_gpa,
+                npages: 2,
+                private: false,
+            },
+            GuestOp::GetQuote {
+                gpa: shared_gpa,
+                size: 0x2000,
+                report_data,
+            },
+            GuestOp::Terminate { code: 0 },
+        ],
+    )
+    .unwrap();
+    for _ in 0..8 {
+        match vcpu.run().unwrap() {
+            Exit::MapGpaRange(mut m) => {
+                backend
+                    .set_private(m.gpa, m.size(), m.access() == Access::Private)
+                    .unwrap();
+                m.reply(MapGpaReply::Success);
+            }
+            Exit::Tdx(TdxExit::GetQuote(mut q)) => q.reply(TdVmCallStatus::Success),
+            Exit::SystemEvent(SystemEvent::TdxFatal { .. }) => break,
+            other => panic!("unexpected exit {other:?}"),
+        }
+    }
+    let outcomes = host.outcomes(&*vcpu).unwrap();
+    let report = outcomes
+        .iter()
+        .find_map(|o| match o {
+            GuestOutcome::TdReport(r) => {
+                Some(kvm_coco::sim::tdx::TdReport::read_from_bytes(r).unwrap())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the TD obtained no TDREPORT: {outcomes:?}"));
+    host.tdx_module()
+        .lock()
+        .unwrap()
+        .verify_report(&report)
+        .unwrap();
+    assert_eq!(report.report_mac.report_data, report_data);
+    report
 }
