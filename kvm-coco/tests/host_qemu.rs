@@ -196,3 +196,116 @@ fn qemu_snp_one_vcpu_report_carries_sev_snp_measures_digest() {
 fn qemu_snp_four_vcpus_report_carries_sev_snp_measures_digest() {
     check_snp(4);
 }
+
+/// QEMU 11.1 (the first with `tdx-guest`), from a Debian trixie tree made by `.ci/run`
+/// (`target/trixie-qemu/root`, or `$KVM_COCO_QEMU_TDX_ROOT`), run with that tree's own
+/// dynamic loader and libraries.
+fn qemu_tdx_tree() -> Option<PathBuf> {
+    let root = std::env::var_os("KVM_COCO_QEMU_TDX_ROOT").map_or_else(
+        || measure_common::workspace().join("target/trixie-qemu/root"),
+        PathBuf::from,
+    );
+    root.join("usr/bin/qemu-system-x86_64")
+        .exists()
+        .then_some(root)
+}
+
+#[test]
+fn qemu_tdx_tdreport_carries_the_independent_mrtd() {
+    let Some(root) = qemu_tdx_tree() else {
+        return missing("no QEMU 11.1 tree at target/trixie-qemu/root (.ci/run makes it)");
+    };
+    let Some((ovmf, img)) = measure_common::debian_ovmf() else {
+        return missing("Debian's OVMF.fd not found");
+    };
+    // The independent MRTD calculation (facts §5.1), a separate Python implementation.
+    let out = Command::new("python3")
+        .arg(measure_common::workspace().join("kvm-coco/tests/mrtd_ref.py"))
+        .arg(&ovmf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mrtd_ref.py: {out:?}");
+    let expected = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(expected.len(), 96, "{expected}");
+    drop(img);
+
+    let dir = measure_common::scratch("host_qemu_tdx");
+    let trace = dir.join("trace.jsonl");
+    let host = SoftwareHost::builder()
+        .serve([VmType::Tdx])
+        .trace(&trace)
+        .default_guest_program(true)
+        .start()
+        .unwrap();
+    let libs = format!(
+        "{0}/lib/x86_64-linux-gnu:{0}/usr/lib/x86_64-linux-gnu",
+        root.display()
+    );
+    let mut cmd = Command::new(root.join("lib64/ld-linux-x86-64.so.2"));
+    cmd.arg("--library-path")
+        .arg(libs)
+        .arg(root.join("usr/bin/qemu-system-x86_64"))
+        .arg("-L")
+        .arg(root.join("usr/share/qemu"))
+        .arg("-L")
+        .arg(root.join("usr/share/seabios"))
+        .args([
+            "-machine",
+            "q35,kernel-irqchip=split,confidential-guest-support=tdx0",
+            "-object",
+            "tdx-guest,id=tdx0",
+            "-nographic",
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-smp",
+            "1",
+            "-m",
+            "512M",
+            "-nodefaults",
+            "-serial",
+            "none",
+            "-monitor",
+            "none",
+        ])
+        .arg("-bios")
+        .arg(&ovmf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = host.spawn(&mut cmd).unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!(
+                "QEMU (TDX) did not exit within 120 s; trace in {}",
+                trace.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(status.success(), "QEMU exited with {status:?}: {stderr}");
+    let reports = host.reports();
+    let report = reports.last().expect("the TD obtained a TDREPORT");
+    let report = kvm_coco::sim::tdx::TdReport::read_from_bytes(report).unwrap();
+    host.tdx_module()
+        .lock()
+        .unwrap()
+        .verify_report(&report)
+        .unwrap();
+    assert_eq!(
+        hex::encode(report.td_info.mrtd),
+        expected,
+        "the TD's own MRTD vs mrtd_ref.py for the same OVMF"
+    );
+}

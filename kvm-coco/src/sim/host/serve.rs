@@ -474,6 +474,9 @@ impl Call<'_> {
 
     fn system(&mut self, req: u32, arg: u64, real: bool) -> Answer {
         match req {
+            KVM_GET_SUPPORTED_CPUID if real && self.sh.served.contains(VmType::Tdx) => {
+                self.supported_cpuid(arg)
+            }
             KVM_CHECK_EXTENSION if arg == u64::from(KVM_CAP_VM_TYPES) => {
                 Answer::Value(self.vm_types() as i64)
             }
@@ -521,6 +524,45 @@ impl Call<'_> {
             KVM_GET_VCPU_MMAP_SIZE => Answer::Value(self.sh.vcpu_mmap_size as i64),
             KVM_CHECK_EXTENSION => Answer::Value(self.sh.system_cap(arg as u32)),
             _ => self.unknown(),
+        }
+    }
+
+    /// `KVM_GET_SUPPORTED_CPUID` on a real KVM while TDX is served: the real answer, with
+    /// CPUID 0x80000008 EAX[23:16] (GuestPhysBits) filled in from the physical address width
+    /// where the host leaves it 0 (KVM without two-dimensional paging). A TDX host always has
+    /// EPT, and KVM_TDX_INIT_VM refuses a guest physical address width other than 48 or 52.
+    fn supported_cpuid(&mut self, arg: u64) -> Answer {
+        const ENTRY: usize = size_of::<KvmCpuidEntry2>();
+        let Some(kvm) = &self.sh.real else {
+            return Answer::Continue;
+        };
+        let mut hdr: KvmCpuid2 = match read(&self.pm, arg) {
+            Ok(h) => h,
+            Err(e) => return Answer::Error(e),
+        };
+        let Ok(cpuid) = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES) else {
+            return Answer::Continue;
+        };
+        let mut entries: Vec<kvm_bindings::kvm_cpuid_entry2> = cpuid.as_slice().to_vec();
+        for e in &mut entries {
+            if e.function == 0x8000_0008 && (e.eax >> 16) & 0xff == 0 {
+                e.eax |= (e.eax & 0xff) << 16;
+            }
+        }
+        if (hdr.nent as usize) < entries.len() {
+            hdr.nent = entries.len() as u32;
+            let _ = write(&self.pm, arg, &hdr);
+            return Answer::Error(Errno::from_raw(libc::E2BIG));
+        }
+        hdr.nent = entries.len() as u32;
+        let mut out = hdr.as_bytes().to_vec();
+        for e in &entries {
+            out.extend_from_slice(&e.as_bytes()[..ENTRY]);
+        }
+        self.line.note = Some("the real KVM's answer, GuestPhysBits filled in".into());
+        match self.pm.write_at(arg, &out) {
+            Ok(()) => Answer::Value(0),
+            Err(e) => Answer::Error(e),
         }
     }
 
@@ -1118,9 +1160,13 @@ impl Call<'_> {
     }
 
     /// `KVM_SET_MSRS` / `KVM_GET_MSRS`: every MSR is accepted (the VMSA takes its values from
-    /// the reset state); the result is the count, as KVM returns.
-    fn msrs(&mut self, vcpu: &ServedVcpu, arg: u64) -> Result<i64, Errno> {
-        lock(&vcpu.sim).register_access(RegisterOp::Msrs)?;
+    /// the reset state); the result is the count, as KVM returns. On a TD the host-initiated
+    /// accesses KVM emulates itself are accepted as well (the TD's real MSRs are the TDX
+    /// module's).
+    fn msrs(&mut self, vm: &ServedVm, vcpu: &ServedVcpu, arg: u64) -> Result<i64, Errno> {
+        if !matches!(vm.model, ModelVm::Tdx(_)) {
+            lock(&vcpu.sim).register_access(RegisterOp::Msrs)?;
+        }
         let mut n = [0u8; 4];
         self.pm.read_at(arg, &mut n)?;
         Ok(i64::from(u32::from_le_bytes(n).min(4096)))
@@ -1204,10 +1250,25 @@ impl Call<'_> {
             KVM_SET_CPUID2 => self.set_cpuid(vcpu, arg),
             KVM_SET_SIGNAL_MASK => self.set_sigmask(vcpu, arg),
             KVM_GET_CPUID2 => self.get_cpuid(vcpu, arg),
-            KVM_PRE_FAULT_MEMORY => match &vm.model {
-                ModelVm::Amd(_) | ModelVm::Tdx(_) => Err(Errno::from_raw(libc::EOPNOTSUPP)),
-            },
-            KVM_SET_MSRS | KVM_GET_MSRS => self.msrs(vcpu, arg),
+            // Pre-faulting maps nothing the model tracks: allowed where KVM allows it (SNP
+            // after SNP_LAUNCH_FINISH, TDX after FINALIZE_VM), with the range written back as
+            // done.
+            KVM_PRE_FAULT_MEMORY => {
+                let allowed = match &vm.model {
+                    ModelVm::Amd(m) => m.pre_fault_allowed(),
+                    ModelVm::Tdx(m) => m.td_state() == crate::sim::tdx::TdState::Runnable,
+                };
+                if allowed {
+                    read::<KvmPreFaultMemory>(&self.pm, arg).and_then(|mut p| {
+                        p.gpa = p.gpa.saturating_add(p.size);
+                        p.size = 0;
+                        write(&self.pm, arg, &p).map(|()| 0)
+                    })
+                } else {
+                    Err(Errno::from_raw(libc::EOPNOTSUPP))
+                }
+            }
+            KVM_SET_MSRS | KVM_GET_MSRS => self.msrs(vm, vcpu, arg),
             KVM_SET_XCRS => self.set_xcrs(vcpu, arg),
             KVM_SET_DEBUGREGS => self.set_debugregs(vcpu, arg),
             KVM_GET_XSAVE2 => lock(&vcpu.sim)
