@@ -738,21 +738,12 @@ fn choose_host(backend: BackendChoice, vm_type: VmType) -> Result<Option<String>
 }
 
 /// Starts the software host and serves this thread with it.
-fn start_software_host(seed: u64, tee: Tee) -> Result<SoftwareHost, String> {
+fn start_software_host(seed: u64) -> Result<SoftwareHost, String> {
     let host = SoftwareHost::builder()
         .seed(seed)
         .start()
         .map_err(|e| error_chain(&e))?;
     host.serve_current_thread().map_err(|e| error_chain(&e))?;
-    if tee == Tee::Tdx {
-        // The host's TDX module is made with the module's default seed; seed it as
-        // `vmm-cli report --sim-chain --seed` does, before any TD exists.
-        *host
-            .tdx_module()
-            .lock()
-            .map_err(|_| "the TDX module model is poisoned")? =
-            crate::report::sim_tdx_module(Some(seed));
-    }
     Ok(host)
 }
 
@@ -822,7 +813,7 @@ pub(crate) fn run(a: &LaunchArgs) -> Result<Outcome, CliError> {
             } else {
                 format!("{why}: ")
             };
-            match start_software_host(seed, cfg.tee) {
+            match start_software_host(seed) {
                 Ok(h) => {
                     eprintln!(
                         "note: {why}using the software host in this process (models of KVM, the PSP firmware and the TDX module; seed {seed})"

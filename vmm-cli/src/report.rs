@@ -35,7 +35,7 @@ use psp_driver::report::{AttestationReport, REPORT_LEN, SIG_ALGO_ECDSA_P384_SHA3
 use psp_driver::sim::{PhysMem, SimConfig, SimFirmware};
 use zerocopy::FromBytes;
 
-use crate::util::{self, error_chain, print_json, seed_bytes};
+use crate::util::{self, error_chain, print_json};
 use crate::{CliError, Outcome, cli_err};
 
 /// Options of `vmm-cli report`.
@@ -137,12 +137,11 @@ pub(crate) fn sim_snp_chain(seed: Option<u64>) -> SnpCertChain {
     SimFirmware::new(cfg, Arc::new(PhysMem::new())).certs().snp
 }
 
-/// The software TDX module seeded like `vmm-cli launch --seed`.
+/// The software TDX module seeded like `vmm-cli launch --seed` and `sim-host --seed`: the
+/// seed in the first 8 bytes of the module's default seed (no seed: 0).
 pub(crate) fn sim_tdx_module(seed: Option<u64>) -> SimTdxModule {
     let mut cfg = TdxModuleConfig::default();
-    if let Some(s) = seed {
-        cfg.seed = seed_bytes(s);
-    }
+    cfg.seed[..8].copy_from_slice(&seed.unwrap_or(0).to_le_bytes());
     SimTdxModule::new(cfg)
 }
 

@@ -72,13 +72,6 @@ pub(crate) fn print_json(v: &serde_json::Value) {
     );
 }
 
-/// A 32-byte simulation seed from `--seed N`: N little-endian in bytes 0..8, zeros after.
-pub(crate) fn seed_bytes(n: u64) -> [u8; 32] {
-    let mut s = [0u8; 32];
-    s[..8].copy_from_slice(&n.to_le_bytes());
-    s
-}
-
 /// An error with its `source()` chain on one line (`outer: cause: cause`), each cause
 /// skipped when the text before already contains it.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

@@ -131,6 +131,22 @@ pub trait MemBacking: Send + Sync + core::fmt::Debug {
         });
         if ok { Ok(()) } else { Err(bad) }
     }
+    /// Copies `buf.len()` bytes at offset `off` into `buf` (a read-only
+    /// [`with_range_mut`](Self::with_range_mut), which a backing may do more cheaply).
+    ///
+    /// # Errors
+    /// As [`with_range_mut`](Self::with_range_mut).
+    fn read_range(&self, off: usize, buf: &mut [u8]) -> Result<(), MemError> {
+        self.with_range_mut(off, buf.len(), &mut |src| buf.copy_from_slice(src))
+    }
+    /// Copies `data` to offset `off` (a write-only [`with_range_mut`](Self::with_range_mut),
+    /// which a backing may do without reading the range first).
+    ///
+    /// # Errors
+    /// As [`with_range_mut`](Self::with_range_mut).
+    fn write_range(&self, off: usize, data: &[u8]) -> Result<(), MemError> {
+        self.with_range_mut(off, data.len(), &mut |dst| dst.copy_from_slice(data))
+    }
 }
 
 /// A simple [`MemBacking`]: a heap buffer behind a mutex.
@@ -246,10 +262,9 @@ impl PhysMem {
         if let Some(r) = Self::region_for(&g, pa, len)? {
             drop(g);
             let off = (pa - r.base) as usize;
-            let n = buf.len();
             return r
                 .backing
-                .with_range_mut(off, n, &mut |src| buf.copy_from_slice(src))
+                .read_range(off, buf)
                 .map_err(|_| MemError::InvalidRange { pa, len });
         }
         for (pfn, off, r) in page_pieces(pa, buf.len()) {
@@ -281,7 +296,7 @@ impl PhysMem {
             let off = (pa - r.base) as usize;
             return r
                 .backing
-                .with_range_mut(off, buf.len(), &mut |dst| dst.copy_from_slice(buf))
+                .write_range(off, buf)
                 .map_err(|_| MemError::InvalidRange { pa, len });
         }
         for (pfn, off, r) in page_pieces(pa, buf.len()) {

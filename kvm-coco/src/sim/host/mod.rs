@@ -204,7 +204,11 @@ impl SoftwareHostBuilder {
         };
         let setup = |what| move |errno| HostError::Setup { what, errno };
         let wake = sys::eventfd().map_err(setup("eventfd"))?;
-        let tdx_cfg = TdxModuleConfig::default();
+        // The seed goes into the first 8 bytes of each model's default seed (firmware identity
+        // and keys, TDX module MAC key and quoting key), the way `vmm-cli report --sim-chain
+        // --seed` rebuilds the simulated chains.
+        let mut tdx_cfg = TdxModuleConfig::default();
+        tdx_cfg.seed[..8].copy_from_slice(&self.seed.to_le_bytes());
         let shared = Arc::new(Shared {
             served: self.served,
             seed: self.seed,

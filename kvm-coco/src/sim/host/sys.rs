@@ -491,6 +491,22 @@ impl MemBacking for ProcessMemory {
     /// [`with_range_mut`](MemBacking::with_range_mut).
     fn with_mut(&self, _f: &mut dyn FnMut(&mut [u8])) {}
 
+    fn read_range(&self, off: usize, buf: &mut [u8]) -> Result<(), MemError> {
+        self.read_at(off as u64, buf)
+            .map_err(|_| MemError::InvalidRange {
+                pa: off as u64,
+                len: buf.len() as u64,
+            })
+    }
+
+    fn write_range(&self, off: usize, data: &[u8]) -> Result<(), MemError> {
+        self.write_at(off as u64, data)
+            .map_err(|_| MemError::InvalidRange {
+                pa: off as u64,
+                len: data.len() as u64,
+            })
+    }
+
     fn with_range_mut(
         &self,
         off: usize,
