@@ -32,7 +32,8 @@ impl LogBuilder {
         }
     }
 
-    /// One 4 KiB page of an SNP or TDX operation.
+    /// One 4 KiB page of an SNP or TDX operation; `precomputed` is the page's SNP content
+    /// digest when the caller already has it.
     pub(crate) fn page(
         &mut self,
         step: usize,
@@ -40,14 +41,15 @@ impl LogBuilder {
         kind: PageKind,
         origin: Origin,
         page: &[u8; PAGE_SIZE],
+        precomputed: Option<&[u8; SNP_DIGEST_SIZE]>,
     ) {
         let contents = match self.tee {
             Tee::Snp => {
                 let t = kind.snp_page_type();
-                let c = if t.measures_contents() {
-                    snp_page_contents(t, page)
-                } else {
-                    [0; SNP_DIGEST_SIZE]
+                let c = match precomputed {
+                    Some(c) if t.measures_contents() => *c,
+                    _ if t.measures_contents() => snp_page_contents(t, page),
+                    _ => [0; SNP_DIGEST_SIZE],
                 };
                 self.snp.update(t, gpa, &c);
                 t.measures_contents().then(|| c.to_vec())

@@ -69,7 +69,8 @@ use std::sync::Arc;
 use kvm_coco_uapi::{
     KvmSevInit, KvmSevSnpLaunchFinish, KvmSevSnpLaunchStart, KvmTdxInitVm, TdxInitVmBuf,
 };
-use psp_driver::digest::{PAGE_SIZE, SNP_VMSA_GPA};
+use psp_driver::digest::{PAGE_SIZE, SNP_DIGEST_SIZE, SNP_VMSA_GPA, snp_page_contents};
+use rayon::prelude::*;
 
 use crate::caps::TdxCaps;
 use crate::error::{Errno, Error};
@@ -98,6 +99,21 @@ pub use params::{
 pub use sim::{SimBackend, SimVcpu};
 
 use self::log::LogBuilder;
+
+/// The SNP content digest of every page of step `s` (its content read through `src`), in
+/// parallel.
+fn snp_contents(s: &Step<'_>, src: Source<'_>) -> Vec<[u8; SNP_DIGEST_SIZE]> {
+    let t = s.kind.snp_page_type();
+    let pages = s.len / PAGE_SIZE as u64;
+    (0..pages)
+        .into_par_iter()
+        .map(|i| {
+            let mut page = [0u8; PAGE_SIZE];
+            src.page(s.gpa + i * PAGE_SIZE as u64, &mut page);
+            snp_page_contents(t, &page)
+        })
+        .collect()
+}
 
 /// How often an `EAGAIN` (or `EBUSY` for FINALIZE) is retried before giving up.
 pub const MAX_RETRIES: u32 = 16;
@@ -807,6 +823,7 @@ impl<B: Backend> Launch<Started, B> {
         before: Remaining,
         after: u64,
         page: &mut [u8; PAGE_SIZE],
+        contents: &[[u8; SNP_DIGEST_SIZE]],
     ) {
         let mut gpa = before.gpa;
         while gpa < after && gpa < before.gpa + before.len {
@@ -814,7 +831,9 @@ impl<B: Backend> Launch<Started, B> {
             if s.kind == PageKind::Zero {
                 page.fill(0);
             }
-            self.log.page(index, gpa, s.kind, s.origin, page);
+            let i = ((gpa - s.gpa) / PAGE_SIZE as u64) as usize;
+            self.log
+                .page(index, gpa, s.kind, s.origin, page, contents.get(i));
             gpa += PAGE_SIZE as u64;
         }
     }
@@ -860,16 +879,32 @@ impl<B: Backend> Launch<Started, B> {
         };
         let mut busy = 0;
         let mut page = [0u8; PAGE_SIZE];
+        // The log's content digests are hashed on the other cores while the kernel (or the
+        // firmware) works through the first call, not after it.
+        let mut contents: Vec<[u8; SNP_DIGEST_SIZE]> = Vec::new();
         while range.len > 0 {
             let before = range;
             let mut corrected = [0u8; PAGE_SIZE];
-            let r = self.backend.snp_launch_update(
-                &mut range,
-                page_type,
-                src,
-                (page_type == SnpPageType::Cpuid).then_some(&mut corrected),
-            );
-            self.log_consumed(s, index, src, before, range.gpa, &mut page);
+            let backend = &mut self.backend;
+            let mut update = || {
+                backend.snp_launch_update(
+                    &mut range,
+                    page_type,
+                    src,
+                    (page_type == SnpPageType::Cpuid).then_some(&mut corrected),
+                )
+            };
+            let r = if contents.is_empty() && s.kind.snp_page_type().measures_contents() {
+                std::thread::scope(|scope| {
+                    let hashing = scope.spawn(|| snp_contents(s, src));
+                    let r = update();
+                    contents = hashing.join().unwrap_or_default();
+                    r
+                })
+            } else {
+                update()
+            };
+            self.log_consumed(s, index, src, before, range.gpa, &mut page, &contents);
             match r {
                 Ok(()) if range.len > 0 && range.gpa == before.gpa => {
                     return Err(LaunchError::IncompleteRange {
@@ -935,7 +970,7 @@ impl<B: Backend> Launch<Started, B> {
             let r = self
                 .backend
                 .tdx_init_mem_region(&self.vcpus[0], &mut range, measure, src);
-            self.log_consumed(s, index, src, before, range.gpa, &mut page);
+            self.log_consumed(s, index, src, before, range.gpa, &mut page, &[]);
             let progressed = range.gpa != before.gpa;
             match r {
                 Ok(()) if range.len > 0 && !progressed => {
@@ -1086,7 +1121,7 @@ impl<B: Backend> Launch<Measured, B> {
                     let n = page.len().min(PAGE_SIZE);
                     p[..n].copy_from_slice(&page[..n]);
                     self.log
-                        .page(index, SNP_VMSA_GPA, PageKind::Vmsa, origin, &p);
+                        .page(index, SNP_VMSA_GPA, PageKind::Vmsa, origin, &p, None);
                 }
             }
             InitParams::Tdx(_) => {
