@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kvm_coco::launch::{GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, SevEsInit, SnpInit};
+use kvm_coco::launch::{
+    GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, SevEsInit, SnpInit, TdxInit,
+};
 use kvm_coco::measure::{FirmwareImage, LaunchPlan, PageKind};
 use kvm_coco::sim::host::SoftwareHost;
 use kvm_coco::{Exit, Kvm, SystemEvent, VmType};
@@ -54,7 +56,7 @@ fn counts() -> ProcessCounts {
     }
 }
 
-/// One SNP or SEV-ES launch of SYN64K; `abandon_at` 0 = finish and attest, 1 = drop after
+/// One SNP, SEV-ES or TDX launch of SYN64K; `abandon_at` 0 = finish and attest, 1 = drop after
 /// LAUNCH_START, 2 = drop after the first measured region.
 fn lifecycle(host: &SoftwareHost, vm_type: VmType, abandon_at: u32, expected: &str) -> bool {
     let img = measure_common::syn64k();
@@ -64,6 +66,10 @@ fn lifecycle(host: &SoftwareHost, vm_type: VmType, abandon_at: u32, expected: &s
         VmType::Snp => (
             LaunchPlan::snp(&inputs).unwrap(),
             InitParams::Snp(SnpInit::default()),
+        ),
+        VmType::Tdx => (
+            LaunchPlan::tdx(&fw).unwrap(),
+            InitParams::Tdx(TdxInit::default()),
         ),
         _ => (
             LaunchPlan::sev_es(&inputs).unwrap(),
@@ -170,10 +176,12 @@ fn two_hundred_launches_across_threads_leak_nothing() {
                     let finished = finished.clone();
                     std::thread::spawn(move || {
                         for i in 0..50u32 {
-                            let vm_type = if (i + w) % 3 == 0 {
-                                VmType::SevEs
-                            } else {
-                                VmType::Snp
+                            // SNP, SEV-ES and TDX (more TDs than the module has key IDs, so
+                            // a TD's HKID must come back when its VM is destroyed).
+                            let vm_type = match (i + w) % 4 {
+                                0 => VmType::SevEs,
+                                1 => VmType::Tdx,
+                                _ => VmType::Snp,
                             };
                             // Every fifth launch is abandoned, at two different points.
                             let abandon = if i % 5 == 4 { 1 + (i / 5) % 2 } else { 0 };

@@ -189,11 +189,8 @@ fn tdx_populate_survives_eagain_and_partial_progress() {
 }
 
 #[test]
-#[ignore = "the software host's fault plan has no EINTR action (eagain, partial=K, busy and \
-            fw=S only): an INIT_MEM_REGION interrupted by a signal after partial progress \
-            cannot be injected"]
 fn tdx_populate_survives_eintr_after_progress() {
-    let (host, trace) = served("init_mem_region:eintr", "tdx_eintr");
+    let (host, trace) = served("init_mem_region:eintr@2", "tdx_eintr");
     tdx_run(&host).unwrap();
     let calls = trace_of(host, trace, "KVM_TDX_INIT_MEM_REGION");
     assert!(calls.iter().any(|l| failed_with(l, "EINTR")));
@@ -215,10 +212,6 @@ fn tdx_init_vm_eagain_is_retried() {
 }
 
 #[test]
-#[ignore = "software host: with several rules for one command, a rule's @N counts only the \
-            calls no earlier rule faulted (FaultPlan::check stops at the first rule that \
-            hits), so init_vm:eagain@1,init_vm:eagain@2,init_vm:eagain@3 faults the 1st, \
-            3rd and 5th INIT_VM instead of the first three"]
 fn tdx_init_vm_eagain_three_times_is_retried() {
     let (host, trace) = served(
         "init_vm:eagain@1,init_vm:eagain@2,init_vm:eagain@3",
@@ -274,9 +267,6 @@ fn tdx_capabilities_are_read_once_when_the_module_s_leaves_fit() {
 /// The `KVM_TDX_CAPABILITIES` trace of a launch whose capability reads fail with `E2BIG`
 /// until the buffer holds 64 entries: the launcher doubles from 8.
 #[test]
-#[ignore = "the software host's fault plan has no E2BIG action (eagain and partial=K give \
-            EAGAIN, busy EBUSY, fw=S is ignored for TDX) and its TDX module (6 CPUID leaves) \
-            cannot be configured: KVM_TDX_CAPABILITIES never asks for a larger buffer"]
 fn tdx_capabilities_grow_on_e2big() {
     let (host, trace) = served(
         "capabilities:e2big@1,capabilities:e2big@2,capabilities:e2big@3",
@@ -295,8 +285,6 @@ fn tdx_capabilities_grow_on_e2big() {
 }
 
 #[test]
-#[ignore = "the software host's fault plan has no E2BIG action and its TDX module cannot be \
-            configured with more than 256 CPUID leaves"]
 fn tdx_capabilities_beyond_256_entries_surface_e2big() {
     let (host, trace) = served("capabilities:e2big", "tdx_caps_e2big");
     let e = tdx_run(&host).unwrap_err();
@@ -338,11 +326,8 @@ fn tdx_populate_that_stays_busy_gives_up() {
 }
 
 #[test]
-#[ignore = "the software host's fault plan cannot make a populate command succeed without \
-            progress (no such action): the launcher's IncompleteRange check cannot be reached \
-            through real system calls"]
 fn a_kernel_that_stops_early_is_reported() {
-    let (host, _) = served("init_mem_region:stuck", "tdx_stuck");
+    let (host, _) = served("init_mem_region:stall", "tdx_stuck");
     assert!(matches!(
         tdx_run(&host),
         Err(LaunchError::IncompleteRange {
@@ -353,11 +338,8 @@ fn a_kernel_that_stops_early_is_reported() {
 }
 
 #[test]
-#[ignore = "the software host's fault plan cannot make a populate command succeed without \
-            progress (no such action): the launcher's IncompleteRange check cannot be reached \
-            through real system calls"]
 fn an_snp_kernel_that_stops_early_is_reported() {
-    let (host, _) = served("snp_launch_update:stuck", "snp_stuck");
+    let (host, _) = served("snp_launch_update:stall", "snp_stuck");
     assert!(matches!(
         snp_run(&host, "syn64k.fd"),
         Err(LaunchError::IncompleteRange {
@@ -435,14 +417,10 @@ fn snp_one_page_per_launch_update_still_measures_what_sev_snp_measure_expects() 
     check_resumed(&calls, 0, 4096, 16, 1);
 }
 
-// The launcher's SNP populate loop counts every EAGAIN towards MAX_RETRIES and resets the
-// count only on success, also when the call made progress (its TDX loop resets on progress;
-// QEMU retries as long as EAGAIN comes): a region of more than 16 pages populated one page
-// per call, or of 16 pages with one EAGAIN before progress, ends in LaunchError::Busy.
+// EAGAIN after progress is not a retry of the same work: a region populated one page per call
+// completes whatever its size, and only EAGAIN without progress counts towards MAX_RETRIES.
 
 #[test]
-#[ignore = "launcher: add_snp counts EAGAIN answers that made progress towards MAX_RETRIES \
-            (16), so a 32-page region populated one page per call ends in LaunchError::Busy"]
 fn snp_one_page_per_launch_update_on_a_32_page_region() {
     // SYN128K's firmware volume is one 32-page region.
     let (host, trace) = served("snp_launch_update:partial=1", "snp_partial_128k");
@@ -474,9 +452,6 @@ fn snp_populate_retries_eagain_before_progress() {
 }
 
 #[test]
-#[ignore = "launcher: add_snp counts EAGAIN answers that made progress towards MAX_RETRIES \
-            (16), so SYN64K's 16-page region with any EAGAIN before progress among its one-page \
-            calls ends in LaunchError::Busy"]
 fn snp_populate_survives_eagain_and_partial_progress() {
     let (host, trace) = served(
         "snp_launch_update:eagain%30,snp_launch_update:partial=1",

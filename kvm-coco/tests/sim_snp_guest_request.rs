@@ -472,10 +472,6 @@ fn a_request_replayed_after_later_traffic_is_still_refused() {
 }
 
 #[test]
-#[ignore = "software host: KVM_RUN of an SEV-ES guest asking for an SNP report fails with EIO \
-            (the scripted guest, without VMPCK, asks the firmware model for a report of a VM \
-            that has no SNP guest context) instead of snp_handle_guest_req's EINVAL for a \
-            non-SNP VM"]
 fn a_guest_request_on_a_non_snp_vm_fails_kvm_run() {
     let host = served();
     let img = syn64k();

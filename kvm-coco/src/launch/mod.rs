@@ -820,11 +820,11 @@ impl<B: Backend> Launch<Started, B> {
         s: &Step<'_>,
         index: usize,
         src: Source<'_>,
-        before: Remaining,
-        after: u64,
-        page: &mut [u8; PAGE_SIZE],
+        (before, after): (Remaining, u64),
         contents: &[[u8; SNP_DIGEST_SIZE]],
     ) {
+        let mut page = [0u8; PAGE_SIZE];
+        let page = &mut page;
         let mut gpa = before.gpa;
         while gpa < after && gpa < before.gpa + before.len {
             src.page(gpa, page);
@@ -904,7 +904,7 @@ impl<B: Backend> Launch<Started, B> {
             } else {
                 update()
             };
-            self.log_consumed(s, index, src, before, range.gpa, &mut page, &contents);
+            self.log_consumed(s, index, src, (before, range.gpa), &contents);
             match r {
                 Ok(()) if range.len > 0 && range.gpa == before.gpa => {
                     return Err(LaunchError::IncompleteRange {
@@ -915,7 +915,9 @@ impl<B: Backend> Launch<Started, B> {
                 }
                 Ok(()) => busy = 0,
                 Err(e) if e.errno.raw() == libc::EAGAIN => {
-                    busy += 1;
+                    // Progress resets the count, as in the TDX loop: only calls that made
+                    // none are retries of the same work.
+                    busy = if range.gpa == before.gpa { busy + 1 } else { 0 };
                     if busy >= MAX_RETRIES {
                         return Err(LaunchError::Busy {
                             command: "KVM_SEV_SNP_LAUNCH_UPDATE",
@@ -964,13 +966,12 @@ impl<B: Backend> Launch<Started, B> {
             len: s.len,
         };
         let mut stalls = 0;
-        let mut page = [0u8; PAGE_SIZE];
         while range.len > 0 {
             let before = range;
             let r = self
                 .backend
                 .tdx_init_mem_region(&self.vcpus[0], &mut range, measure, src);
-            self.log_consumed(s, index, src, before, range.gpa, &mut page, &[]);
+            self.log_consumed(s, index, src, (before, range.gpa), &[]);
             let progressed = range.gpa != before.gpa;
             match r {
                 Ok(()) if range.len > 0 && !progressed => {

@@ -1102,7 +1102,9 @@ impl SimVcpu {
                 // No secrets page (so no VMPCK) or no shared page for the messages: the
                 // report comes from the firmware model without the guest message layer
                 // (recorded as `exitinfo2: None`).
-                let gctx = vm.snp_context().ok_or(Self::run_error(libc::EIO))?;
+                // snp_handle_guest_req: a VM that is not an SNP guest fails KVM_RUN with
+                // EINVAL.
+                let gctx = vm.snp_context().ok_or(Self::run_error(libc::EINVAL))?;
                 let r = host
                     .firmware()
                     .guest_report(gctx, &report_data, 0)

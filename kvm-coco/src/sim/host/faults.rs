@@ -12,8 +12,10 @@
 //!   `launch_update_data`, … or `*` for every served `KVM_MEMORY_ENCRYPT_OP`.
 //! - `ACTION` is `eagain` (fail with `EAGAIN` before any progress), `partial=K` (do at most
 //!   `K` pages, then fail with `EAGAIN` with the progress written back, as the kernel does
-//!   when it is interrupted), `busy` (`EBUSY`: the PSP is busy with another command) or
-//!   `fw=S` (fail with `EIO` and firmware status `S`, decimal or `0x` hex; SEV only).
+//!   when it is interrupted), `eintr` (fail with `EINTR`: a signal arrived), `stall` (return
+//!   success without any progress), `e2big` (fail with `E2BIG`: the buffer is too small),
+//!   `busy` (`EBUSY`: the PSP is busy with another command) or `fw=S` (fail with `EIO` and
+//!   firmware status `S` — SEV `error` or TDX `hw_error` — decimal or `0x` hex).
 //! - `@N` applies the rule to the `N`th matching call only (1-based); `%P` to each matching
 //!   call with probability `P` percent, drawn from the host's seed; neither: every call.
 //!
@@ -41,6 +43,12 @@ pub enum FaultAction {
     Partial(u64),
     /// `EBUSY`.
     Busy,
+    /// `EINTR` before any progress.
+    Interrupted,
+    /// Success with no progress (the struct is written back unchanged).
+    Stall,
+    /// `E2BIG`.
+    TooBig,
     /// `EIO` with this firmware status in `kvm_sev_cmd.error`.
     FirmwareStatus(u32),
 }
@@ -145,6 +153,9 @@ impl FromStr for FaultPlan {
             let action = match action.trim().to_ascii_lowercase().as_str() {
                 "eagain" => FaultAction::Again,
                 "busy" => FaultAction::Busy,
+                "eintr" => FaultAction::Interrupted,
+                "stall" => FaultAction::Stall,
+                "e2big" => FaultAction::TooBig,
                 a => {
                     if let Some(k) = a.strip_prefix("partial=") {
                         FaultAction::Partial(
@@ -196,24 +207,27 @@ impl FaultPlan {
         z ^ (z >> 31)
     }
 
-    /// The fault to inject into this call of `command` (its kernel name), if any.
+    /// The fault to inject into this call of `command` (its kernel name), if any: the
+    /// first rule that applies. Every matching rule counts the call, whether or not an
+    /// earlier rule applied, so `@N` always means the `N`th call of the command.
     pub(crate) fn check(&self, command: &str) -> Option<FaultAction> {
         let name = normalize(command);
+        let mut hit = None;
         for r in &self.rules {
             if r.command != "*" && r.command != name {
                 continue;
             }
             let n = r.seen.fetch_add(1, Ordering::Relaxed) + 1;
-            let hit = match r.when {
+            let applies = match r.when {
                 FaultWhen::Always => true,
                 FaultWhen::Nth(k) => n == k,
                 FaultWhen::Percent(p) => self.draw() % 100 < u64::from(p),
             };
-            if hit {
-                return Some(r.action);
+            if applies && hit.is_none() {
+                hit = Some(r.action);
             }
         }
-        None
+        hit
     }
 }
 
@@ -223,6 +237,9 @@ impl fmt::Display for FaultAction {
             Self::Again => f.write_str("eagain"),
             Self::Partial(k) => write!(f, "partial={k}"),
             Self::Busy => f.write_str("busy"),
+            Self::Interrupted => f.write_str("eintr"),
+            Self::Stall => f.write_str("stall"),
+            Self::TooBig => f.write_str("e2big"),
             Self::FirmwareStatus(s) => write!(f, "fw={s:#x}"),
         }
     }
@@ -249,6 +266,23 @@ mod tests {
             (FaultAction::FirmwareStatus(0x10), FaultWhen::Percent(50))
         );
         assert_eq!(r[3].action, FaultAction::Busy);
+    }
+
+    #[test]
+    fn nth_counts_every_call_of_the_command() {
+        let p: FaultPlan = "init_vm:eagain@1,init_vm:eagain@2,init_vm:eintr@3"
+            .parse()
+            .unwrap();
+        let hits: Vec<_> = (0..4).map(|_| p.check("KVM_TDX_INIT_VM")).collect();
+        assert_eq!(
+            hits,
+            [
+                Some(FaultAction::Again),
+                Some(FaultAction::Again),
+                Some(FaultAction::Interrupted),
+                None
+            ]
+        );
     }
 
     #[test]

@@ -358,24 +358,50 @@ impl Shared {
             Answer::Value(v) if v == i64::MIN => None,
             a => Some(a),
         };
-        if let Some(a) = answer {
-            let _ = sys::respond(listener, n.id, a);
-            match a {
-                Answer::Value(v) => call.line.result = Some(v),
-                Answer::Error(e) => call.line.errno = Some(e.to_string()),
-                Answer::Continue => {}
+        match answer {
+            Some(Answer::Value(v)) => call.line.result = Some(v),
+            Some(Answer::Error(e)) => call.line.errno = Some(e.to_string()),
+            _ => {}
+        }
+        // Not the host's (the real kernel answers): no trace line. Otherwise the line is
+        // written before the caller is answered, so the trace is in call order and complete
+        // once the caller goes on.
+        if !(matches!(answer, Some(Answer::Continue)) && call.line.note.is_none()) {
+            self.served_calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(t) = &self.trace {
+                call.line.us = start.elapsed().as_micros() as u64;
+                t.write(&call.line);
             }
         }
-        if matches!(answer, Some(Answer::Continue)) && call.line.note.is_none() {
-            // Not the host's: the real kernel answered; no trace line.
-            return;
+        if let Some(a) = answer {
+            let _ = sys::respond(listener, n.id, a);
         }
-        self.served_calls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = &self.trace {
-            call.line.us = start.elapsed().as_micros() as u64;
-            t.write(&call.line);
+    }
+}
+
+/// The result of an injected fault that needs no model call (`partial` and a firmware
+/// status are the caller's).
+fn plain_fault(f: FaultAction) -> Option<Result<(), Errno>> {
+    match f {
+        FaultAction::Again => Some(Err(EAGAIN)),
+        FaultAction::Interrupted => Some(Err(EINTR)),
+        FaultAction::Busy => Some(Err(EBUSY)),
+        FaultAction::TooBig => Some(Err(Errno::from_raw(libc::E2BIG))),
+        FaultAction::Stall => Some(Ok(())),
+        FaultAction::Partial(_) | FaultAction::FirmwareStatus(_) => None,
+    }
+}
+
+/// An injected fault on a TDX command: a firmware status becomes `hw_error` with `EIO`;
+/// `None` for `partial`.
+fn tdx_fault(f: FaultAction, cmd: &mut KvmTdxCmd) -> Option<Result<(), Errno>> {
+    match f {
+        FaultAction::FirmwareStatus(s) => {
+            cmd.hw_error = u64::from(s);
+            Some(Err(EIO))
         }
+        f => plain_fault(f),
     }
 }
 
@@ -814,16 +840,22 @@ impl Call<'_> {
         payload: &mut [u8],
         f: FaultAction,
     ) -> Result<(), Errno> {
+        if let Some(r) = plain_fault(f) {
+            return r;
+        }
         match f {
-            FaultAction::Again => Err(EAGAIN),
-            FaultAction::Busy => Err(EBUSY),
             FaultAction::FirmwareStatus(s) => {
                 cmd.error = s;
                 Err(EIO)
             }
-            FaultAction::Partial(k) => {
+            _ => {
                 // SNP_LAUNCH_UPDATE: do at most k pages, then EAGAIN with the progress
                 // written back (other commands: no partial form, plain EAGAIN).
+                let k = if let FaultAction::Partial(k) = f {
+                    k
+                } else {
+                    0
+                };
                 let Ok(mut upd) = KvmSevSnpLaunchUpdate::read_from_bytes(payload) else {
                     return Err(EAGAIN);
                 };
@@ -858,15 +890,11 @@ impl Call<'_> {
         let original = data.clone();
         self.line.arg_before = Some(hex(&data));
         let r = match self.sh.faults.check(name) {
-            Some(f @ (FaultAction::Again | FaultAction::Partial(_))) => {
+            Some(f) => {
                 self.line.fault = Some(f.to_string());
-                Err(EAGAIN)
+                tdx_fault(f, &mut cmd).unwrap_or(Err(EAGAIN))
             }
-            Some(FaultAction::Busy) => {
-                self.line.fault = Some("busy".into());
-                Err(EBUSY)
-            }
-            _ => m.tdx_ioctl(&mut cmd, &mut data),
+            None => m.tdx_ioctl(&mut cmd, &mut data),
         };
         self.finish_tdx(arg, &cmd, data_ok, &original, &data, r)
     }
@@ -1344,11 +1372,11 @@ impl Call<'_> {
                     _ => tv.tdx_ioctl(&mut cmd, &mut data, &self.pm),
                 }
             }
-            Some(f @ (FaultAction::Again | FaultAction::Partial(_))) => {
+            Some(f) => {
                 self.line.fault = Some(f.to_string());
-                Err(EAGAIN)
+                tdx_fault(f, &mut cmd).unwrap_or(Err(EAGAIN))
             }
-            _ => tv.tdx_ioctl(&mut cmd, &mut data, &self.pm),
+            None => tv.tdx_ioctl(&mut cmd, &mut data, &self.pm),
         };
         drop(sim);
         self.finish_tdx(arg, &cmd, data_ok, &original, &data, r)

@@ -167,6 +167,16 @@ struct VmInner {
     st: Mutex<VmState>,
 }
 
+impl Drop for VmInner {
+    /// `tdx_vm_destroy`: the TD is torn down and its HKID freed when the VM goes.
+    fn drop(&mut self) {
+        let st = self.st.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(td) = st.td.take() {
+            lock(&self.module).teardown(td);
+        }
+    }
+}
+
 /// A simulated TDX VM (`KVM_CREATE_VM(KVM_X86_TDX_VM)`). See the [module docs](self).
 ///
 /// ```
