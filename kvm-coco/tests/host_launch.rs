@@ -9,10 +9,9 @@
 mod measure_common;
 
 use kvm_coco::launch::backend::Backend;
-use kvm_coco::launch::{
-    GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, SevEsInit, SevInit, SevSession, SnpInit,
-};
+use kvm_coco::launch::{InitParams, KvmBackend, Launch, SevEsInit, SevInit, SevSession, SnpInit};
 use kvm_coco::measure::{FirmwareImage, LaunchPlan};
+use kvm_coco::sim::guest::{GuestOp, GuestOutcome};
 use kvm_coco::sim::host::SoftwareHost;
 use kvm_coco::{Access, CertsReply, Exit, Kvm, MapGpaReply, SystemEvent, VmType};
 use psp_driver::owner::cert::SevCert;

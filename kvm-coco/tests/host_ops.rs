@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use kvm_coco::launch::backend::Backend;
 use kvm_coco::launch::{
-    GuestOp, InitParams, KvmBackend, Launch, LaunchError, LaunchVcpu, SnpIdentity, SnpInit, TdxInit,
+    InitParams, KvmBackend, Launch, LaunchError, LaunchVcpu, SnpIdentity, SnpInit, TdxInit,
 };
 use kvm_coco::measure::{FirmwareImage, LaunchPlan};
 use kvm_coco::ops::tdx::read_capabilities_growing;
@@ -26,6 +26,7 @@ use kvm_coco::ops::{
     Command, EncryptOpError, Family, FirmwareStatus, HINT_NOT_CONFIDENTIAL, HINT_OUT_OF_ORDER,
     NoPayload, Payload, Scope, SubCommand,
 };
+use kvm_coco::sim::guest::GuestOp;
 use kvm_coco::sim::host::SoftwareHost;
 use kvm_coco::{Exit, GuestMapping, Kvm, MemoryRegion, SystemEvent, Vm, VmType};
 use kvm_coco_uapi::{

@@ -9,10 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kvm_coco::launch::{
-    GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, SevEsInit, SnpInit, TdxInit,
-};
+use kvm_coco::launch::{InitParams, KvmBackend, Launch, SevEsInit, SnpInit, TdxInit};
 use kvm_coco::measure::{FirmwareImage, LaunchPlan, PageKind};
+use kvm_coco::sim::guest::{GuestOp, GuestOutcome};
 use kvm_coco::sim::host::SoftwareHost;
 use kvm_coco::{Exit, Kvm, SystemEvent, VmType};
 use psp_driver::report::AttestationReport;

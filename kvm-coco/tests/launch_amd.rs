@@ -10,11 +10,12 @@ mod measure_common;
 
 use kvm_coco::launch::backend::Backend;
 use kvm_coco::launch::{
-    GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, LaunchError, LaunchSecret, LaunchVcpu,
-    SevEsInit, SevInit, SevSession, SnpInit,
+    InitParams, KvmBackend, Launch, LaunchError, LaunchSecret, LaunchVcpu, SevEsInit, SevInit,
+    SevSession, SnpInit,
 };
 use kvm_coco::measure::plan::PlanInputs;
 use kvm_coco::measure::{FirmwareImage, LaunchPlan};
+use kvm_coco::sim::guest::{GuestOp, GuestOutcome};
 use kvm_coco::sim::host::SoftwareHost;
 use kvm_coco::{
     Access, CertsReply, Error, Exit, Kvm, MapGpaReply, RegisterOp, SystemEvent, VmType,

@@ -7,10 +7,9 @@
 mod measure_common;
 
 use kvm_coco::launch::backend::Backend;
-use kvm_coco::launch::{
-    GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, LaunchError, TdxInit,
-};
+use kvm_coco::launch::{InitParams, KvmBackend, Launch, LaunchError, TdxInit};
 use kvm_coco::measure::{FirmwareImage, LaunchPlan};
+use kvm_coco::sim::guest::{GuestOp, GuestOutcome};
 use kvm_coco::sim::host::SoftwareHost;
 use kvm_coco::sim::tdx::{TdHandle, TdQuote, TdReport};
 use kvm_coco::{

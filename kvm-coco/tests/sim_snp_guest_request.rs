@@ -13,11 +13,12 @@
 mod measure_common;
 
 use kvm_coco::launch::backend::Backend;
-use kvm_coco::launch::{GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, SnpInit};
+use kvm_coco::launch::{InitParams, KvmBackend, Launch, SnpInit};
 use kvm_coco::measure::plan::PlanInputs;
 use kvm_coco::measure::synthetic::syn64k;
 use kvm_coco::measure::vcpu::cpu_type_sig;
 use kvm_coco::measure::{FirmwareImage, LaunchPlan, PageKind};
+use kvm_coco::sim::guest::{GuestOp, GuestOutcome};
 use kvm_coco::sim::host::SoftwareHost;
 use kvm_coco::{CertsReply, Exit, Kvm, SystemEvent, Vcpu, VmType};
 use psp_driver::owner::guest_msg::{

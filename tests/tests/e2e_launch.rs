@@ -3,13 +3,12 @@
 //! host (every launch command a real `/dev/kvm` or `/dev/sev` system call), the guest's
 //! attestation report checked by the owner, and the ID block check failing for a wrong digest.
 
-use kvm_coco::launch::{
-    GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, LaunchError, SnpIdentity, SnpInit,
-};
+use kvm_coco::launch::{InitParams, KvmBackend, Launch, LaunchError, SnpIdentity, SnpInit};
 use kvm_coco::measure::plan::{Data, LaunchPlan, Origin, PageKind, Step, Tee};
 use kvm_coco::measure::vcpu::{VmmType, cpu_type_sig};
 use kvm_coco::measure::vmsa::{BSP_EIP, InitialVmsa};
 use kvm_coco::measure::{MeasureOptions, measure};
+use kvm_coco::sim::guest::{GuestOp, GuestOutcome};
 use kvm_coco::sim::host::SoftwareHost;
 use kvm_coco::{Exit, Kvm, SystemEvent, VmType};
 use p384::ecdsa::SigningKey;

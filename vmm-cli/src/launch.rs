@@ -30,13 +30,14 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use kvm_coco::launch::backend::Backend;
 use kvm_coco::launch::{
-    Finished, GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, LaunchError, SevEsInit,
-    SevInit, SnpIdentity, SnpInit, TdxInit, plan_memory,
+    Finished, InitParams, KvmBackend, Launch, LaunchError, SevEsInit, SevInit, SnpIdentity,
+    SnpInit, TdxInit, plan_memory,
 };
 use kvm_coco::measure::calc::{self, MeasureOptions};
 use kvm_coco::measure::firmware::FirmwareImage;
 use kvm_coco::measure::hashes::DirectBoot;
 use kvm_coco::measure::plan::{LaunchPlan, PlanInputs};
+use kvm_coco::sim::guest::{GuestOp, GuestOutcome};
 use kvm_coco::sim::host::SoftwareHost;
 use kvm_coco::sim::tdx::report::TDREPORT_SIZE;
 use kvm_coco::sim::tdx::{SimTdxModule, TdReport};

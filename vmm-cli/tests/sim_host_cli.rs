@@ -5,6 +5,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The tests that start QEMU or count what is left in `/dev/shm` run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn exe() -> std::path::PathBuf {
     assert_cmd::cargo::cargo_bin("vmm-cli")
 }
@@ -131,6 +134,7 @@ fn ssm_vector(args: &[&str]) -> String {
 
 #[test]
 fn qemu_under_sim_host_writes_a_report_that_verifies() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let qemu_ok = Command::new("qemu-system-x86_64")
         .arg("--version")
         .output()
@@ -226,6 +230,7 @@ fn qemu_under_sim_host_writes_a_report_that_verifies() {
 
 #[test]
 fn fifty_programs_killed_at_random_points_leave_nothing_behind() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sim_host_kills");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

@@ -81,22 +81,16 @@ use crate::ops::{EncryptOpError, FirmwareStatus};
 use crate::vm_type::VmType;
 
 pub mod backend;
-pub mod guest;
 mod kvm;
 mod log;
 pub mod params;
-#[cfg(feature = "sim")]
-pub(crate) mod sim;
 
 pub use backend::{Backend, LaunchVcpu, Remaining, SnpPageType, Source};
-pub use guest::{GuestOp, GuestOutcome};
 pub use kvm::KvmBackend;
 pub use params::{
     HostLimits, InitParams, ParamError, SevEsInit, SevInit, SevSession, SnpIdentity, SnpInit,
     TdxInit,
 };
-#[cfg(feature = "sim")]
-pub use sim::{SimBackend, SimVcpu};
 
 use self::log::LogBuilder;
 

@@ -18,6 +18,8 @@
 // the model forbids it.
 
 #[cfg(feature = "sim")]
+pub mod guest;
+#[cfg(feature = "sim")]
 pub mod host;
 #[cfg(feature = "sim")]
 pub(crate) mod ranges;

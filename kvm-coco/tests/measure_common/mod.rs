@@ -305,7 +305,7 @@ pub fn guest_snp_report(
     vcpu: &mut kvm_coco::Vcpu,
     report_data: [u8; 64],
 ) -> psp_driver::report::AttestationReport {
-    use kvm_coco::launch::{GuestOp, GuestOutcome};
+    use kvm_coco::sim::guest::{GuestOp, GuestOutcome};
     use kvm_coco::{Exit, SystemEvent};
     use zerocopy::FromBytes;
     host.load_program(
@@ -352,7 +352,7 @@ pub fn guest_td_report<B: kvm_coco::launch::Backend>(
     shared_gpa: u64,
     report_data: [u8; 64],
 ) -> kvm_coco::sim::tdx::TdReport {
-    use kvm_coco::launch::{GuestOp, GuestOutcome};
+    use kvm_coco::sim::guest::{GuestOp, GuestOutcome};
     use kvm_coco::{Access, Exit, MapGpaReply, SystemEvent, TdVmCallStatus, TdxExit};
     use zerocopy::FromBytes;
     host.load_program(

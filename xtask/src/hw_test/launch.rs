@@ -28,11 +28,12 @@ use std::path::{Path, PathBuf};
 
 use kvm_coco::launch::backend::Backend;
 use kvm_coco::launch::{
-    Finished, GuestOp, GuestOutcome, InitParams, KvmBackend, Launch, LaunchError, SevEsInit,
-    SevInit, SevSession, SnpInit, TdxInit,
+    Finished, InitParams, KvmBackend, Launch, LaunchError, SevEsInit, SevInit, SevSession, SnpInit,
+    TdxInit,
 };
 use kvm_coco::measure::plan::PlanInputs;
 use kvm_coco::measure::{FirmwareImage, LaunchLog, LaunchPlan, MeasureOptions, measure};
+use kvm_coco::sim::guest::{GuestOp, GuestOutcome};
 use kvm_coco::sim::host::SoftwareHost;
 use kvm_coco::sim::tdx::TdReport;
 use kvm_coco::{Access, CertsReply, Exit, Kvm, MapGpaReply, SystemEvent, TdVmCallStatus, TdxExit};

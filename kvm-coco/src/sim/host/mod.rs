@@ -66,7 +66,7 @@ use self::serve::{Key, Obj, Objects, ServedVm, lock};
 use self::sys::Notif;
 use self::trace::Trace;
 use crate::error::Errno;
-use crate::launch::{GuestOp, GuestOutcome};
+use crate::sim::guest::{GuestOp, GuestOutcome};
 use crate::sim::sev::{SimSevConfig, SimSevHost};
 use crate::sim::tdx::{SimTdxModule, TdxModuleConfig};
 use crate::vm_type::{VmType, VmTypes};

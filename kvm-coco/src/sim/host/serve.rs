@@ -30,8 +30,8 @@ use super::sys::{self, Answer, Notif, ProcessMemory, RunPage};
 use super::trace::TraceLine;
 use crate::error::{Errno, RegisterOp};
 use crate::launch::backend::LaunchVcpu;
-use crate::launch::sim::{HostMemory, SimVcpu};
-use crate::launch::{GuestOp, GuestOutcome};
+use crate::sim::guest::{GuestOp, GuestOutcome};
+use crate::sim::guest::{HostMemory, SimVcpu};
 use crate::sim::sev::SimSevVm;
 use crate::sim::tdx::{SimKvmConfig, SimTdxVm};
 use crate::vm_type::VmType;
@@ -625,7 +625,7 @@ impl Call<'_> {
             key,
             vm_type: t,
             model,
-            mem: Arc::new(Mutex::new(HostMemory::over(user))),
+            mem: Arc::new(Mutex::new(HostMemory::new(user))),
             vcpus: Mutex::new(Vec::new()),
             files: Mutex::new(Vec::new()),
             hangup: ours,

@@ -1,67 +1,192 @@
-//! The simulated backend: the launch API over the in-process models of the kernel and the
-//! firmware ([`crate::sim`]), with scripted guests ([`super::guest`]) behind the vCPUs.
+//! The model's guest programs: what a confidential guest does once it runs, scripted, and
+//! the vCPU that runs it behind the software host's `KVM_RUN`.
+//!
+//! A served vCPU runs a list of [`GuestOp`]s, each doing what a real guest does at that
+//! point: a page-state change (which exits as [`Exit::MapGpaRange`](crate::Exit::MapGpaRange)),
+//! a memory access that faults when its private/shared kind differs from the page's attribute
+//! ([`Exit::MemoryFault`](crate::Exit::MemoryFault)), an SNP attestation-report request
+//! through the guest message layer ([`Exit::SnpReqCerts`](crate::Exit::SnpReqCerts) when the
+//! VMM enabled certificate requests), a TDX GetQuote ([`Exit::Tdx`](crate::Exit::Tdx)), a
+//! termination or power-off request ([`Exit::SystemEvent`](crate::Exit::SystemEvent)). The VMM
+//! handles each exit with the same typed replies as on real KVM; what the guest observed is
+//! recorded as [`GuestOutcome`]s ([`SoftwareHost::outcomes`](crate::sim::host::SoftwareHost::outcomes)).
+//! Programs are loaded with [`SoftwareHost::load_program`](crate::sim::host::SoftwareHost::load_program).
+
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
-use kvm_coco_uapi::sev::{
-    KVM_SEV_DBG_DECRYPT, KVM_SEV_DBG_ENCRYPT, KVM_SEV_INIT2, KVM_SEV_LAUNCH_FINISH,
-    KVM_SEV_LAUNCH_MEASURE, KVM_SEV_LAUNCH_SECRET, KVM_SEV_LAUNCH_START,
-    KVM_SEV_LAUNCH_UPDATE_DATA, KVM_SEV_LAUNCH_UPDATE_VMSA, KVM_SEV_SNP_ENABLE_REQ_CERTS,
-    KVM_SEV_SNP_LAUNCH_FINISH, KVM_SEV_SNP_LAUNCH_START, KVM_SEV_SNP_LAUNCH_UPDATE,
-};
-use kvm_coco_uapi::{
-    KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_X86_SEV_ES_VM, KVM_X86_SEV_VM, KVM_X86_SNP_VM,
-    KvmMemoryAttributes, KvmSevDbg, KvmSevInit, KvmSevLaunchMeasure, KvmSevLaunchSecret,
-    KvmSevLaunchStart, KvmSevLaunchUpdateData, KvmSevSnpLaunchFinish, KvmSevSnpLaunchStart,
-    KvmUserspaceMemoryRegion2, SevCmdId, SevRetCode, TdxCapabilitiesBuf, TdxInitVmBuf,
-};
 use psp_driver::owner::guest_msg::{MSG_REPORT_REQ, MSG_REPORT_RSP, MsgReportReq, open, seal};
 use zerocopy::{FromZeros, IntoBytes};
 use zeroize::Zeroizing;
 
-use super::LaunchError;
-use super::backend::{Backend, LaunchVcpu, Remaining, SnpPageType, Source};
-use super::guest::{GuestOp, GuestOutcome};
-use super::params::{HostLimits, SevSession, SnpIdentity};
 use crate::error::{Errno, Error, RegisterOp};
 use crate::exit::{Exit, GetQuote, MapGpaRange, MemoryFault, SystemEvent, TdxExit, TdxReply};
-use crate::ops::{EncryptOpError, FirmwareStatus, sev_hint, tdx_hint};
+use crate::launch::backend::LaunchVcpu;
 use crate::sim::ranges;
-use crate::sim::sev::{KvmSevError, SimSevConfig, SimSevHost, SimSevVcpu, SimSevVm};
-use crate::sim::tdx::{
-    KvmTdxError, SimKvmConfig, SimTdxModule, SimTdxVcpu, SimTdxVm, TdxModuleConfig, UserMemory,
-};
+use crate::sim::sev::{SimSevHost, SimSevVcpu, SimSevVm};
+use crate::sim::tdx::{SimTdxVcpu, SimTdxVm, UserMemory};
 use crate::vcpu::StateProtection;
 use crate::vm_type::VmType;
 
 const PAGE: u64 = 4096;
-/// Where the simulated process "maps" a region's content: a synthetic user address per
-/// GPA, so the model reads the borrowed bytes without a copy.
-const UADDR_BASE: u64 = 1 << 60;
+
+/// One guest operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GuestOp {
+    /// A page-state change request for `npages` pages at `gpa` (guest MAP_GPA_RANGE
+    /// hypercall, SNP page state change, TDX MapGPA).
+    MapGpa {
+        /// First page.
+        gpa: u64,
+        /// Page count.
+        npages: u64,
+        /// Convert to private (else shared).
+        private: bool,
+    },
+    /// Reads `len` bytes at `gpa` as private (encrypted, guest key) or shared memory. If
+    /// the page's attribute differs, the access exits as a memory fault and is retried
+    /// on the next run. The bytes read are recorded.
+    Read {
+        /// Address.
+        gpa: u64,
+        /// Length (within one page).
+        len: usize,
+        /// A private access.
+        private: bool,
+    },
+    /// Writes `data` to shared memory at `gpa` (faults if the page is private).
+    WriteShared {
+        /// Address.
+        gpa: u64,
+        /// Bytes.
+        data: Vec<u8>,
+    },
+    /// TDX: TDG.MR.REPORT binding `report_data`, written into the shared quote buffer at
+    /// `gpa` (GHCI layout: version 1, status 0, in_len, out_len, then the TDREPORT), then
+    /// the GetQuote TDVMCALL for `[gpa, gpa+size)`. Afterwards the guest reads the buffer
+    /// back.
+    GetQuote {
+        /// Shared buffer.
+        gpa: u64,
+        /// Its size.
+        size: u64,
+        /// REPORTDATA.
+        report_data: [u8; 64],
+    },
+    /// SNP: an extended guest request for an attestation report binding `report_data`,
+    /// with a certificate buffer of `npages` pages at `certs_gpa` (shared). The guest seals
+    /// `MSG_REPORT_REQ` (VMPL 0, KEY_SEL 0) under VMPCK0 from its secrets page with its
+    /// next message sequence number, in a shared request page near the top of RAM. With
+    /// certificate requests enabled it exits as
+    /// [`Exit::SnpReqCerts`](crate::Exit::SnpReqCerts); once answered, KVM issues
+    /// SNP_GUEST_REQUEST and the guest opens the response under VMPCK0 and records the
+    /// report, the certificate buffer and the error codes it saw
+    /// ([`GuestOutcome::SnpReport`], which also says when the guest had no secrets page or
+    /// no shared page to use). A `certs_gpa` that is not 4 KiB aligned is refused by KVM as
+    /// bad input (no exit, no report).
+    SnpReport {
+        /// REPORT_DATA.
+        report_data: [u8; 64],
+        /// Certificate buffer.
+        certs_gpa: u64,
+        /// Its size in pages.
+        npages: u64,
+    },
+    /// SEV-ES / SNP: request termination through the GHCB (`SEV_TERM`); TDX:
+    /// `TDVMCALL_REPORT_FATAL_ERROR` (`TDX_FATAL`).
+    Terminate {
+        /// The error code (SNP reason code / TDX R12).
+        code: u64,
+    },
+    /// `HLT`: the vCPU exits with [`Exit::Hlt`](crate::Exit::Hlt).
+    Halt,
+    /// Powers the machine off (an ACPI shutdown the VMM completes): the vCPU exits with
+    /// [`SystemEvent::Shutdown`](crate::SystemEvent::Shutdown) and runs nothing more.
+    PowerOff,
+}
+
+/// What the guest observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GuestOutcome {
+    /// A page-state change completed with the VMM's raw reply.
+    MapGpa {
+        /// First page.
+        gpa: u64,
+        /// The reply (0, `EINVAL`, `EAGAIN`).
+        ret: u64,
+    },
+    /// Bytes read.
+    Read {
+        /// Address.
+        gpa: u64,
+        /// A private access.
+        private: bool,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// The TDREPORT the guest obtained (1024 bytes).
+    TdReport(Vec<u8>),
+    /// The GetQuote completed: the TDVMCALL status and the buffer as the guest reads it.
+    Quote {
+        /// TDVMCALL status.
+        ret: u64,
+        /// The shared buffer.
+        buffer: Vec<u8>,
+    },
+    /// The SNP extended guest request completed.
+    SnpReport {
+        /// The VMM's reply to the certificate request (0, `ENOSPC`, `EAGAIN`, `EIO`).
+        certs_ret: u64,
+        /// Pages the VMM asked for (`ENOSPC`).
+        npages: u64,
+        /// The attestation report (1184 bytes) if the request went to the firmware.
+        report: Option<Vec<u8>>,
+        /// The certificate buffer as the guest reads it.
+        certs: Vec<u8>,
+        /// `SW_EXITINFO2` as the guest reads it back from the GHCB:
+        /// `SNP_GUEST_ERR(vmm_err, fw_err)` = `(vmm_err << 32) | fw_err`, 0 on success
+        /// (`fw_err` is the SNP_GUEST_REQUEST firmware status; `vmm_err` 1, 2 or `!0`
+        /// follow `certs_ret` ENOSPC, EAGAIN, EIO); `GHCB_ERR_INVALID_INPUT` (5) if KVM
+        /// refused the request as bad input. `None` if the guest could not use the guest
+        /// message layer (no secrets page, hence no VMPCK; or no shared RAM page for its
+        /// request and response): the simulated backend then takes the report from the
+        /// firmware model directly.
+        exitinfo2: Option<u64>,
+        /// STATUS of the `MSG_REPORT_RSP` the guest decrypted with VMPCK0 (0, or a
+        /// firmware status such as INVALID_KEY); `None` if no response was decrypted.
+        rsp_status: Option<u32>,
+    },
+    /// The guest asked to terminate.
+    Terminated {
+        /// Its code.
+        code: u64,
+    },
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Guest memory as the host sees it: RAM ranges, the private attribute, and the shared
-/// pages written so far (sparse; private pages live in the firmware model). It also holds
-/// what an SNP guest knows about itself: where its secrets page is and the last guest
-/// message sequence number it used with VMPCK0 (Linux keeps that counter in the guest-OS
-/// area of the secrets page).
-#[derive(Default)]
+/// Guest memory as the software host sees it: the VMM's memslots (where shared guest memory
+/// is, in the VMM's own address space), the private attribute, and what an SNP guest knows
+/// about itself: where its secrets page is and the last guest message sequence number it
+/// used with VMPCK0 (Linux keeps that counter in the guest-OS area of the secrets page).
+/// Private pages live in the firmware and TDX module models.
 pub(crate) struct HostMemory {
+    /// RAM ranges `(gpa, size)`.
     pub(crate) ram: Vec<(u64, u64)>,
     private: BTreeMap<u64, u64>,
-    shared: BTreeMap<u64, Box<[u8; 4096]>>,
     pub(crate) secrets: Option<u64>,
     msg_seqno: u64,
-    /// A real VMM's memory (the software host): shared guest memory is read and written at
-    /// the user address of its memslot (`slots`: gpa, size, user address) instead of the
-    /// sparse page store.
-    pub(crate) user: Option<Arc<dyn UserMemory + Send + Sync>>,
+    /// The VMM's memory.
+    user: Arc<dyn UserMemory + Send + Sync>,
+    /// The memslots: gpa, size, user address.
     pub(crate) slots: Vec<(u64, u64, u64)>,
 }
 
@@ -77,28 +202,25 @@ impl fmt::Debug for HostMemory {
 }
 
 impl HostMemory {
-    /// The memory of a real VMM process (see [`user`](Self::user)).
-    pub(crate) fn over(user: Arc<dyn UserMemory + Send + Sync>) -> Self {
+    /// The guest memory of a VMM whose address space is `user`.
+    pub(crate) fn new(user: Arc<dyn UserMemory + Send + Sync>) -> Self {
         Self {
-            user: Some(user),
-            ..Self::default()
+            ram: Vec::new(),
+            private: BTreeMap::new(),
+            secrets: None,
+            msg_seqno: 0,
+            user,
+            slots: Vec::new(),
         }
     }
 
-    /// The user address of `[gpa, gpa+len)` in the memslots of a real VMM.
+    /// The user address of `[gpa, gpa+len)` in the VMM's memslots.
     fn user_addr(&self, gpa: u64, len: u64) -> Option<u64> {
         let end = gpa.checked_add(len)?;
         self.slots
             .iter()
             .find(|&&(s, l, _)| gpa >= s && end <= s + l)
             .map(|&(s, _, u)| u + (gpa - s))
-    }
-
-    fn in_ram(&self, gpa: u64, len: u64) -> bool {
-        let Some(end) = gpa.checked_add(len) else {
-            return false;
-        };
-        self.ram.iter().any(|&(s, l)| gpa >= s && end <= s + l)
     }
 
     fn is_private(&self, gpa: u64) -> bool {
@@ -109,22 +231,21 @@ impl HostMemory {
         ranges::set(&mut self.private, start, end, on);
     }
 
+    /// Reads shared guest memory through the VMM's mapping (zeros outside its memslots or
+    /// where the VMM's memory is unmapped).
     fn read(&self, gpa: u64, buf: &mut [u8]) {
-        if let Some(user) = &self.user {
-            let ok = self
-                .user_addr(gpa, buf.len() as u64)
-                .is_some_and(|u| user.read(u, buf).is_ok());
-            if !ok {
-                buf.fill(0);
-            }
-            return;
+        let ok = self
+            .user_addr(gpa, buf.len() as u64)
+            .is_some_and(|u| self.user.read(u, buf).is_ok());
+        if !ok {
+            buf.fill(0);
         }
-        for (i, b) in buf.iter_mut().enumerate() {
-            let a = gpa + i as u64;
-            *b = self
-                .shared
-                .get(&(a & !(PAGE - 1)))
-                .map_or(0, |p| p[(a & (PAGE - 1)) as usize]);
+    }
+
+    /// Writes shared guest memory through the VMM's mapping (nothing outside its memslots).
+    fn write(&self, gpa: u64, data: &[u8]) {
+        if let Some(u) = self.user_addr(gpa, data.len() as u64) {
+            let _ = self.user.write(u, data);
         }
     }
 
@@ -158,720 +279,6 @@ impl HostMemory {
             }
         }
         None
-    }
-
-    fn write(&mut self, gpa: u64, data: &[u8]) {
-        if let Some(user) = &self.user {
-            if let Some(u) = self.user_addr(gpa, data.len() as u64) {
-                let _ = user.write(u, data);
-            }
-            return;
-        }
-        for (i, b) in data.iter().enumerate() {
-            let a = gpa + i as u64;
-            let p = self
-                .shared
-                .entry(a & !(PAGE - 1))
-                .or_insert_with(|| Box::new([0; 4096]));
-            p[(a & (PAGE - 1)) as usize] = *b;
-        }
-    }
-}
-
-/// A [`Source`] seen as user memory at `UADDR_BASE + gpa`, zero past its bytes.
-struct SourceUser<'a>(Source<'a>);
-
-impl UserMemory for SourceUser<'_> {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
-        let gpa = addr
-            .checked_sub(UADDR_BASE)
-            .ok_or(Errno::from_raw(libc::EFAULT))?;
-        buf.fill(0);
-        let Some(off) = gpa
-            .checked_sub(self.0.gpa)
-            .and_then(|o| usize::try_from(o).ok())
-        else {
-            return Ok(());
-        };
-        if let Some(src) = self.0.bytes.get(off..) {
-            let n = src.len().min(buf.len());
-            buf[..n].copy_from_slice(&src[..n]);
-        }
-        Ok(())
-    }
-}
-
-/// The AMD model: the simulated host, the VM and the `/dev/sev` fd of the VMM process.
-struct Amd {
-    host: Arc<SimSevHost>,
-    vm: SimSevVm,
-    sev_fd: i32,
-    /// `(gpa, size, uaddr)` of each RAM slot.
-    ram: Vec<(u64, u64, u64)>,
-}
-
-impl Amd {
-    fn uaddr(&self, gpa: u64, len: u64) -> Option<u64> {
-        let end = gpa.checked_add(len)?;
-        self.ram
-            .iter()
-            .find(|&&(s, l, _)| gpa >= s && end <= s + l)
-            .map(|&(s, _, u)| u + (gpa - s))
-    }
-
-    /// Copies the zero-padded content of `[gpa, gpa+len)` into the VMM's guest RAM, as
-    /// QEMU has the image in guest RAM before the launch commands.
-    fn stage(&self, gpa: u64, len: u64, src: Source<'_>) -> Result<u64, Errno> {
-        let uaddr = self.uaddr(gpa, len).ok_or(Errno::from_raw(libc::EFAULT))?;
-        let mut page = [0u8; 4096];
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(PAGE);
-            src.page(gpa + done, &mut page);
-            self.host.write_user(uaddr + done, &page[..n as usize])?;
-            done += n;
-        }
-        Ok(uaddr)
-    }
-}
-
-enum Model {
-    Tdx(SimTdxVm),
-    Amd(Amd),
-}
-
-fn sev_name(id: u32) -> &'static str {
-    SevCmdId::ALL
-        .iter()
-        .find(|c| **c as u32 == id)
-        .map_or("KVM_MEMORY_ENCRYPT_OP", |c| c.name())
-}
-
-fn sev_err(vm_type: VmType, e: KvmSevError) -> EncryptOpError {
-    EncryptOpError {
-        command: sev_name(e.id),
-        errno: e.errno,
-        firmware: if e.error == 0 {
-            FirmwareStatus::None
-        } else {
-            FirmwareStatus::Sev(SevRetCode::from_raw(e.error))
-        },
-        vm_type,
-        hint: sev_hint(vm_type, e.id, e.errno.raw(), e.error),
-    }
-}
-
-fn sev_errno(vm_type: VmType, id: u32, errno: Errno) -> EncryptOpError {
-    sev_err(
-        vm_type,
-        KvmSevError {
-            id,
-            errno,
-            error: 0,
-        },
-    )
-}
-
-/// The simulated backend: the launch commands go to the in-process models of KVM and the
-/// firmware ([`crate::sim::tdx`] for TDX, [`crate::sim::sev`] for SEV, SEV-ES and SNP), and
-/// its vCPUs ([`SimVcpu`]) run scripted guest programs ([`GuestOp`]).
-///
-/// Region contents are handed to the TDX model without a copy (a synthetic user address per
-/// GPA); the AMD model copies them into the simulated VMM's guest RAM first, as QEMU has the
-/// image in guest RAM before the launch commands.
-///
-/// ```
-/// use kvm_coco::launch::{InitParams, Launch, SimBackend, TdxInit};
-/// let launch = Launch::new(SimBackend::tdx(), InitParams::Tdx(TdxInit::default()))?;
-/// assert_eq!(launch.vm_type(), kvm_coco::VmType::Tdx);
-/// # Ok::<(), kvm_coco::launch::LaunchError>(())
-/// ```
-pub struct SimBackend {
-    model: Model,
-    mem: Arc<Mutex<HostMemory>>,
-}
-
-impl fmt::Debug for SimBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SimBackend")
-            .field("vm_type", &self.vm_type())
-            .finish_non_exhaustive()
-    }
-}
-
-impl SimBackend {
-    /// A TDX VM on a default simulated TDX module and KVM.
-    pub fn tdx() -> Self {
-        let module = Arc::new(Mutex::new(SimTdxModule::new(TdxModuleConfig::default())));
-        Self::tdx_with(module, SimKvmConfig::default())
-    }
-
-    /// A TDX VM on `module` with KVM settings `kvm`.
-    pub fn tdx_with(module: Arc<Mutex<SimTdxModule>>, kvm: SimKvmConfig) -> Self {
-        Self {
-            model: Model::Tdx(SimTdxVm::new(module, kvm)),
-            mem: Arc::default(),
-        }
-    }
-
-    /// An SEV VM on a default simulated AMD host.
-    ///
-    /// # Errors
-    /// [`LaunchError::NotSupportedOnHost`] if the model refuses the configuration.
-    pub fn sev() -> Result<Self, LaunchError> {
-        Self::amd(SimSevConfig::default(), VmType::Sev)
-    }
-
-    /// An SEV-ES VM on a default simulated AMD host.
-    ///
-    /// # Errors
-    /// As [`sev`](Self::sev).
-    pub fn sev_es() -> Result<Self, LaunchError> {
-        Self::amd(SimSevConfig::default(), VmType::SevEs)
-    }
-
-    /// An SNP VM on a default simulated AMD host.
-    ///
-    /// # Errors
-    /// As [`sev`](Self::sev).
-    pub fn snp() -> Result<Self, LaunchError> {
-        Self::amd(SimSevConfig::default(), VmType::Snp)
-    }
-
-    /// A VM of `vm_type` (SEV, SEV-ES or SNP) on a new simulated AMD host with `cfg`.
-    ///
-    /// # Errors
-    /// [`LaunchError::NotSupportedOnHost`] if the host or the type is refused.
-    pub fn amd(cfg: SimSevConfig, vm_type: VmType) -> Result<Self, LaunchError> {
-        let host = SimSevHost::new(cfg).map_err(|e| LaunchError::NotSupportedOnHost {
-            vm_type,
-            reason: format!("simulated AMD host: {e}"),
-        })?;
-        Self::amd_on(&host, vm_type)
-    }
-
-    /// A VM of `vm_type` on an existing simulated AMD host (several VMs may share it).
-    ///
-    /// # Errors
-    /// [`LaunchError::NotSupportedOnHost`] if the host does not offer the type.
-    pub fn amd_on(host: &Arc<SimSevHost>, vm_type: VmType) -> Result<Self, LaunchError> {
-        let abi = match vm_type {
-            VmType::Sev => KVM_X86_SEV_VM,
-            VmType::SevEs => KVM_X86_SEV_ES_VM,
-            VmType::Snp => KVM_X86_SNP_VM,
-            _ => {
-                return Err(LaunchError::NotSupportedOnHost {
-                    vm_type,
-                    reason: "the simulated AMD host runs SEV, SEV-ES and SNP VMs".into(),
-                });
-            }
-        };
-        let vm = SimSevVm::new(host, abi).map_err(|e| LaunchError::NotSupportedOnHost {
-            vm_type,
-            reason: format!("KVM_CREATE_VM: {e}"),
-        })?;
-        Ok(Self {
-            model: Model::Amd(Amd {
-                host: host.clone(),
-                vm,
-                sev_fd: host.open_dev_sev(),
-                ram: Vec::new(),
-            }),
-            mem: Arc::default(),
-        })
-    }
-
-    /// The simulated TD (TDX backends).
-    pub fn tdx_vm(&self) -> Option<&SimTdxVm> {
-        match &self.model {
-            Model::Tdx(vm) => Some(vm),
-            Model::Amd(_) => None,
-        }
-    }
-
-    /// The simulated AMD VM (SEV, SEV-ES, SNP backends).
-    pub fn sev_vm(&self) -> Option<&SimSevVm> {
-        match &self.model {
-            Model::Amd(a) => Some(&a.vm),
-            Model::Tdx(_) => None,
-        }
-    }
-
-    /// The simulated AMD host.
-    pub fn sev_host(&self) -> Option<&Arc<SimSevHost>> {
-        match &self.model {
-            Model::Amd(a) => Some(&a.host),
-            Model::Tdx(_) => None,
-        }
-    }
-
-    /// The SNP launch digest as the firmware holds it (GCTX.LD).
-    pub fn snp_launch_digest(&self) -> Option<[u8; 48]> {
-        let a = self.amd_model()?;
-        a.host.firmware().snp_launch_digest(a.vm.snp_context()?)
-    }
-
-    fn amd_model(&self) -> Option<&Amd> {
-        match &self.model {
-            Model::Amd(a) => Some(a),
-            Model::Tdx(_) => None,
-        }
-    }
-
-    fn amd_for(&self, id: u32) -> Result<&Amd, EncryptOpError> {
-        self.amd_model().ok_or_else(|| self.not_amd(sev_name(id)))
-    }
-
-    fn amd_cmd<T: zerocopy::IntoBytes + zerocopy::FromBytes + zerocopy::KnownLayout>(
-        &self,
-        id: u32,
-        arg: &mut T,
-    ) -> Result<(), EncryptOpError> {
-        let a = self.amd_for(id)?;
-        a.vm.sev_cmd(id, a.sev_fd, arg)
-            .map_err(|e| sev_err(self.vm_type(), e))
-    }
-
-    fn amd_none(&self, id: u32) -> Result<(), EncryptOpError> {
-        let a = self.amd_for(id)?;
-        a.vm.sev_cmd_none(id, a.sev_fd)
-            .map_err(|e| sev_err(self.vm_type(), e))
-    }
-
-    /// MRTD as the TDX module holds it, once finalized.
-    pub fn tdx_mrtd(&self) -> Option<[u8; 48]> {
-        self.tdx_vm()?.mrtd()
-    }
-
-    fn not_amd(&self, command: &'static str) -> EncryptOpError {
-        // A TD answers every SEV sub-command with ENOTTY (wrong vendor).
-        EncryptOpError {
-            command,
-            errno: Errno::from_raw(libc::ENOTTY),
-            firmware: FirmwareStatus::None,
-            vm_type: self.vm_type(),
-            hint: Some("SEV command on a TDX VM: use the TDX sub-commands"),
-        }
-    }
-
-    fn tdx_model(&self, command: &'static str) -> Result<&SimTdxVm, EncryptOpError> {
-        if !matches!(self.model, Model::Tdx(_)) {
-            // An AMD VM answers TDX sub-commands with ENOTTY.
-            return Err(EncryptOpError {
-                command,
-                errno: Errno::from_raw(libc::ENOTTY),
-                firmware: FirmwareStatus::None,
-                vm_type: self.vm_type(),
-                hint: Some("TDX command on a VM that is not a TD"),
-            });
-        }
-        self.tdx_vm().ok_or_else(|| self.not_amd(command))
-    }
-}
-
-fn tdx_err(e: KvmTdxError) -> EncryptOpError {
-    EncryptOpError {
-        command: e.cmd.name(),
-        errno: e.errno,
-        firmware: if e.hw_error.is_success() {
-            FirmwareStatus::None
-        } else {
-            FirmwareStatus::Tdx(e.hw_error.raw())
-        },
-        vm_type: VmType::Tdx,
-        hint: tdx_hint(VmType::Tdx, e.cmd as u32, e.errno.raw()),
-    }
-}
-
-fn core(op: &'static str, errno: Errno) -> LaunchError {
-    LaunchError::Core(Error::Ioctl { op, errno })
-}
-
-impl Backend for SimBackend {
-    type Vcpu = SimVcpu;
-
-    fn vm_type(&self) -> VmType {
-        match &self.model {
-            Model::Tdx(_) => VmType::Tdx,
-            Model::Amd(a) => match a.vm.vm_type() {
-                KVM_X86_SEV_ES_VM => VmType::SevEs,
-                KVM_X86_SNP_VM => VmType::Snp,
-                _ => VmType::Sev,
-            },
-        }
-    }
-
-    fn host_limits(&self) -> Result<HostLimits, LaunchError> {
-        Ok(match &self.model {
-            Model::Tdx(_) => HostLimits::default(),
-            Model::Amd(a) => HostLimits {
-                vmsa_features: a.host.config().supported_vmsa_features,
-                snp_policy_bits: a.host.snp_policy_bits(),
-                tdx: None,
-            },
-        })
-    }
-
-    fn add_memory(&mut self, gpa: u64, size: u64) -> Result<(), LaunchError> {
-        const OP: &str = "KVM_SET_USER_MEMORY_REGION2";
-        match &mut self.model {
-            Model::Tdx(vm) => vm
-                .add_guest_memfd_region(gpa, size)
-                .map_err(|e| core(OP, e))?,
-            Model::Amd(a) => {
-                let uaddr = a.host.mmap(size).map_err(|e| core("mmap", e))?;
-                let mut r = KvmUserspaceMemoryRegion2 {
-                    slot: a.ram.len() as u32,
-                    guest_phys_addr: gpa,
-                    memory_size: size,
-                    userspace_addr: uaddr,
-                    ..Default::default()
-                };
-                if a.vm.has_private_mem() {
-                    let fd =
-                        a.vm.create_guest_memfd(size, 0)
-                            .map_err(|e| core("KVM_CREATE_GUEST_MEMFD", e))?;
-                    r.flags = kvm_coco_uapi::KVM_MEM_GUEST_MEMFD;
-                    r.guest_memfd = fd as u32;
-                }
-                a.vm.set_user_memory_region2(&r).map_err(|e| core(OP, e))?;
-                a.ram.push((gpa, size, uaddr));
-            }
-        }
-        lock(&self.mem).ram.push((gpa, size));
-        Ok(())
-    }
-
-    fn set_private(&mut self, gpa: u64, size: u64, private: bool) -> Result<(), LaunchError> {
-        const OP: &str = "KVM_SET_MEMORY_ATTRIBUTES";
-        let a = KvmMemoryAttributes {
-            address: gpa,
-            size,
-            attributes: if private {
-                KVM_MEMORY_ATTRIBUTE_PRIVATE
-            } else {
-                0
-            },
-            flags: 0,
-        };
-        match &self.model {
-            Model::Tdx(vm) => vm.set_memory_attributes(&a).map_err(|e| core(OP, e))?,
-            Model::Amd(m) => m.vm.set_memory_attributes(&a).map_err(|e| core(OP, e))?,
-        }
-        lock(&self.mem).set_private(gpa, gpa + size, private);
-        Ok(())
-    }
-
-    fn read_shared(&self, gpa: u64, buf: &mut [u8]) -> Result<(), LaunchError> {
-        let len = buf.len() as u64;
-        match &self.model {
-            Model::Amd(a) => {
-                a.vm.host_read(gpa, buf)
-                    .map_err(|_| LaunchError::NoMemory { gpa, len })
-            }
-            Model::Tdx(_) => {
-                let m = lock(&self.mem);
-                if !m.in_ram(gpa, len) {
-                    return Err(LaunchError::NoMemory { gpa, len });
-                }
-                m.read(gpa, buf);
-                Ok(())
-            }
-        }
-    }
-
-    fn write_shared(&mut self, gpa: u64, data: &[u8]) -> Result<(), LaunchError> {
-        let len = data.len() as u64;
-        match &self.model {
-            Model::Amd(a) => {
-                a.vm.host_write(gpa, data)
-                    .map_err(|_| LaunchError::NoMemory { gpa, len })
-            }
-            Model::Tdx(_) => {
-                let mut m = lock(&self.mem);
-                if !m.in_ram(gpa, len) {
-                    return Err(LaunchError::NoMemory { gpa, len });
-                }
-                m.write(gpa, data);
-                Ok(())
-            }
-        }
-    }
-
-    fn enable_map_gpa_range_exits(&mut self) -> Result<(), LaunchError> {
-        Ok(())
-    }
-
-    fn enable_split_irqchip(&mut self) -> Result<(), LaunchError> {
-        match &self.model {
-            Model::Tdx(vm) => vm
-                .enable_split_irqchip()
-                .map_err(|e| core("KVM_ENABLE_CAP", e)),
-            Model::Amd(_) => Ok(()),
-        }
-    }
-
-    fn create_vcpu(&mut self, id: u32) -> Result<SimVcpu, LaunchError> {
-        const OP: &str = "KVM_CREATE_VCPU";
-        let kind = match &self.model {
-            Model::Tdx(vm) => VcpuKind::Tdx {
-                vm: vm.clone(),
-                vcpu: vm.create_vcpu(id).map_err(|e| core(OP, e))?,
-            },
-            Model::Amd(a) => VcpuKind::Amd {
-                host: a.host.clone(),
-                vm: a.vm.clone(),
-                vcpu: a.vm.create_vcpu(id).map_err(|e| core(OP, e))?,
-            },
-        };
-        Ok(SimVcpu::with_kind(self.vm_type(), kind, self.mem.clone()))
-    }
-
-    fn sev_init2(&mut self, init: &mut KvmSevInit) -> Result<(), EncryptOpError> {
-        self.amd_cmd(KVM_SEV_INIT2, init)
-    }
-
-    fn sev_launch_start(
-        &mut self,
-        policy: u32,
-        session: Option<&SevSession>,
-    ) -> Result<u32, EncryptOpError> {
-        let vm_type = self.vm_type();
-        let a = self.amd_for(KVM_SEV_LAUNCH_START)?;
-        let mut start = KvmSevLaunchStart {
-            policy,
-            ..Default::default()
-        };
-        if let Some(s) = session {
-            let map = |b: &[u8]| {
-                a.host
-                    .mmap_bytes(b)
-                    .map_err(|e| sev_errno(vm_type, KVM_SEV_LAUNCH_START, e))
-            };
-            start.dh_uaddr = map(&s.dh_cert)?;
-            start.dh_len = s.dh_cert.len() as u32;
-            start.session_uaddr = map(&s.session)?;
-            start.session_len = s.session.len() as u32;
-        }
-        self.amd_cmd(KVM_SEV_LAUNCH_START, &mut start)?;
-        Ok(start.handle)
-    }
-
-    fn sev_launch_update_data(
-        &mut self,
-        gpa: u64,
-        len: u64,
-        src: Source<'_>,
-    ) -> Result<(), EncryptOpError> {
-        let vm_type = self.vm_type();
-        let id = KVM_SEV_LAUNCH_UPDATE_DATA;
-        let a = self.amd_for(id)?;
-        let uaddr = a
-            .stage(gpa, len, src)
-            .map_err(|e| sev_errno(vm_type, id, e))?;
-        let mut d = KvmSevLaunchUpdateData {
-            uaddr,
-            len: u32::try_from(len).unwrap_or(u32::MAX),
-            ..Default::default()
-        };
-        self.amd_cmd(id, &mut d)
-    }
-
-    fn sev_launch_update_vmsa(&mut self) -> Result<(), EncryptOpError> {
-        self.amd_none(KVM_SEV_LAUNCH_UPDATE_VMSA)
-    }
-
-    fn sev_launch_measure(&mut self) -> Result<Vec<u8>, EncryptOpError> {
-        let vm_type = self.vm_type();
-        let id = KVM_SEV_LAUNCH_MEASURE;
-        // Length probe (uaddr 0), then the fetch, as the kernel documents.
-        let mut m = KvmSevLaunchMeasure::default();
-        let probe = self.amd_cmd(id, &mut m);
-        if m.len == 0 {
-            probe?;
-        }
-        let a = self.amd_for(id)?;
-        let uaddr = a
-            .host
-            .mmap(u64::from(m.len))
-            .map_err(|e| sev_errno(vm_type, id, e))?;
-        m.uaddr = uaddr;
-        self.amd_cmd(id, &mut m)?;
-        let a = self.amd_for(id)?;
-        a.host
-            .read_user_vec(uaddr, m.len as usize)
-            .map_err(|e| sev_errno(vm_type, id, e))
-    }
-
-    fn sev_launch_secret(
-        &mut self,
-        header: &[u8],
-        packet: &[u8],
-        gpa: u64,
-    ) -> Result<(), EncryptOpError> {
-        let vm_type = self.vm_type();
-        let id = KVM_SEV_LAUNCH_SECRET;
-        let a = self.amd_for(id)?;
-        let err = |e| sev_errno(vm_type, id, e);
-        let mut s = KvmSevLaunchSecret {
-            hdr_uaddr: a.host.mmap_bytes(header).map_err(err)?,
-            hdr_len: header.len() as u32,
-            guest_uaddr: a
-                .uaddr(gpa, packet.len() as u64)
-                .ok_or(err(Errno::from_raw(libc::EFAULT)))?,
-            guest_len: packet.len() as u32,
-            trans_uaddr: a.host.mmap_bytes(packet).map_err(err)?,
-            trans_len: packet.len() as u32,
-            ..Default::default()
-        };
-        self.amd_cmd(id, &mut s)
-    }
-
-    fn sev_launch_finish(&mut self) -> Result<(), EncryptOpError> {
-        self.amd_none(KVM_SEV_LAUNCH_FINISH)
-    }
-
-    fn sev_dbg_decrypt(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), EncryptOpError> {
-        let vm_type = self.vm_type();
-        let id = KVM_SEV_DBG_DECRYPT;
-        let a = self.amd_for(id)?;
-        let err = |e| sev_errno(vm_type, id, e);
-        let len = buf.len() as u64;
-        let mut d = KvmSevDbg {
-            src_uaddr: a
-                .uaddr(gpa, len)
-                .ok_or(err(Errno::from_raw(libc::EFAULT)))?,
-            dst_uaddr: a.host.mmap(len.max(1)).map_err(err)?,
-            len: u32::try_from(len).unwrap_or(u32::MAX),
-            ..Default::default()
-        };
-        self.amd_cmd(id, &mut d)?;
-        let a = self.amd_for(id)?;
-        a.host.read_user(d.dst_uaddr, buf).map_err(err)?;
-        let _ = a.host.munmap(d.dst_uaddr);
-        Ok(())
-    }
-
-    fn sev_dbg_encrypt(&mut self, gpa: u64, data: &[u8]) -> Result<(), EncryptOpError> {
-        let vm_type = self.vm_type();
-        let id = KVM_SEV_DBG_ENCRYPT;
-        let a = self.amd_for(id)?;
-        let err = |e| sev_errno(vm_type, id, e);
-        let len = data.len() as u64;
-        let mut d = KvmSevDbg {
-            src_uaddr: a.host.mmap_bytes(data).map_err(err)?,
-            dst_uaddr: a
-                .uaddr(gpa, len)
-                .ok_or(err(Errno::from_raw(libc::EFAULT)))?,
-            len: u32::try_from(len).unwrap_or(u32::MAX),
-            ..Default::default()
-        };
-        let r = self.amd_cmd(id, &mut d);
-        if let Some(a) = self.amd_model() {
-            let _ = a.host.munmap(d.src_uaddr);
-        }
-        r
-    }
-
-    fn snp_enable_req_certs(&mut self) -> Result<(), EncryptOpError> {
-        self.amd_none(KVM_SEV_SNP_ENABLE_REQ_CERTS)
-    }
-
-    fn snp_launch_start(&mut self, start: &mut KvmSevSnpLaunchStart) -> Result<(), EncryptOpError> {
-        self.amd_cmd(KVM_SEV_SNP_LAUNCH_START, start)
-    }
-
-    fn snp_launch_update(
-        &mut self,
-        range: &mut Remaining,
-        page_type: SnpPageType,
-        src: Source<'_>,
-        cpuid_out: Option<&mut [u8; 4096]>,
-    ) -> Result<(), EncryptOpError> {
-        let vm_type = self.vm_type();
-        let id = KVM_SEV_SNP_LAUNCH_UPDATE;
-        let a = self.amd_for(id)?;
-        let uaddr = a
-            .stage(range.gpa, range.len, src)
-            .map_err(|e| sev_errno(vm_type, id, e))?;
-        let mut u = range.snp_launch_update(uaddr, page_type);
-        let start = range.gpa;
-        let r = self.amd_cmd(id, &mut u);
-        range.consume_snp(&u);
-        if page_type == SnpPageType::Secrets && range.gpa > start {
-            // The guest finds its secrets page through the firmware's metadata (OVMF's
-            // SNP_SECRETS section): the scripted guest remembers where it went.
-            lock(&self.mem).secrets = Some(start);
-        }
-        if r.is_err()
-            && let Some(out) = cpuid_out
-            && let Some(a) = self.amd_model()
-            && let Some(ua) = a.uaddr(range.gpa, PAGE)
-        {
-            let _ = a.host.read_user(ua, out);
-        }
-        r
-    }
-
-    fn snp_launch_finish(
-        &mut self,
-        finish: &mut KvmSevSnpLaunchFinish,
-        identity: Option<&SnpIdentity>,
-    ) -> Result<(), EncryptOpError> {
-        let vm_type = self.vm_type();
-        let id = KVM_SEV_SNP_LAUNCH_FINISH;
-        if let Some(idn) = identity {
-            let a = self.amd_for(id)?;
-            let err = |e| sev_errno(vm_type, id, e);
-            finish.id_block_uaddr = a.host.mmap_bytes(&idn.id_block).map_err(err)?;
-            finish.id_auth_uaddr = a.host.mmap_bytes(&idn.id_auth[..]).map_err(err)?;
-        }
-        self.amd_cmd(id, finish)
-    }
-
-    fn tdx_capabilities(&mut self, buf: &mut TdxCapabilitiesBuf) -> Result<(), EncryptOpError> {
-        self.tdx_model("KVM_TDX_CAPABILITIES")?
-            .capabilities(buf)
-            .map_err(tdx_err)
-    }
-
-    fn tdx_init_vm(&mut self, init: &mut TdxInitVmBuf) -> Result<(), EncryptOpError> {
-        self.tdx_model("KVM_TDX_INIT_VM")?
-            .init_vm(init)
-            .map_err(tdx_err)
-    }
-
-    fn tdx_init_vcpu(&mut self, vcpu: &SimVcpu, rcx: u64) -> Result<(), EncryptOpError> {
-        self.tdx_model("KVM_TDX_INIT_VCPU")?;
-        match &vcpu.kind {
-            VcpuKind::Tdx { vcpu, .. } => vcpu.init(rcx).map_err(tdx_err),
-            VcpuKind::Amd { .. } => Err(self.not_amd("KVM_TDX_INIT_VCPU")),
-        }
-    }
-
-    fn tdx_init_mem_region(
-        &mut self,
-        vcpu: &SimVcpu,
-        range: &mut Remaining,
-        measure: bool,
-        src: Source<'_>,
-    ) -> Result<(), EncryptOpError> {
-        self.tdx_model("KVM_TDX_INIT_MEM_REGION")?;
-        let VcpuKind::Tdx { vcpu, .. } = &vcpu.kind else {
-            return Err(self.not_amd("KVM_TDX_INIT_MEM_REGION"));
-        };
-        let mut r = range.tdx_init_mem_region(UADDR_BASE + range.gpa);
-        let res = vcpu
-            .init_mem_region(&mut r, measure, &SourceUser(src))
-            .map_err(tdx_err);
-        range.consume_tdx(&r);
-        res
-    }
-
-    fn tdx_finalize_vm(&mut self) -> Result<(), EncryptOpError> {
-        self.tdx_model("KVM_TDX_FINALIZE_VM")?
-            .finalize()
-            .map_err(tdx_err)
     }
 }
 
@@ -954,7 +361,7 @@ struct Slots {
 /// [`run`](LaunchVcpu::run) executes the program until an operation needs the VMM and
 /// returns that exit, typed exactly as on real KVM; the reply written into the exit is what
 /// the guest sees next ([`outcomes`](Self::outcomes)).
-pub struct SimVcpu {
+pub(crate) struct SimVcpu {
     id: u32,
     vm_type: VmType,
     protection: StateProtection,
