@@ -38,7 +38,8 @@ pub(crate) struct SimHostArgs {
     /// Write one JSON line per served call to FILE.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
-    /// Inject faults: COMMAND:ACTION[@N|%P],... (ACTION: eagain, partial=K, busy, fw=STATUS).
+    /// Inject faults: `COMMAND:ACTION[@N|%P],...` (ACTION: eagain, partial=K, eintr, stall,
+    /// e2big, busy, fw=STATUS).
     #[arg(long, value_name = "SPEC")]
     faults: Option<String>,
     /// Write the last attestation report a guest obtained (SNP report or TDREPORT) to FILE.

@@ -3,8 +3,8 @@
 //! kernel's in/out conventions kept visible so the launcher can apply QEMU's retry and
 //! range-consumption rules once for every backend.
 //!
-//! Two implementations exist: [`KvmBackend`](super::KvmBackend) over `/dev/kvm` and
-//! [`SimBackend`](super::SimBackend) over the software models in [`crate::sim`].
+//! [`KvmBackend`](super::KvmBackend) implements it over `/dev/kvm` and `/dev/sev` with real
+//! system calls; on a machine without the hardware the software host answers those calls.
 
 use std::fmt;
 

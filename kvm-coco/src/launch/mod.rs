@@ -1,5 +1,6 @@
 //! The vendor-neutral launch API: one launcher for SEV, SEV-ES, SEV-SNP and TDX, over the
-//! real kernel ([`KvmBackend`]) or the software model ([`SimBackend`]).
+//! kernel ([`KvmBackend`]): the real one, or the software host ([`crate::sim::host`]) answering
+//! the same system calls.
 //!
 //! The verbs follow the maintainers' classification:
 //!
@@ -31,12 +32,21 @@
 //! format of the offline calculator, so [`LaunchLog::diff`] against
 //! [`measure::measure`](crate::measure::measure) of the same plan locates any mismatch.
 //!
-//! # Example: a TDX launch on the software model
+//! # Example: a TDX launch, on the software host where the machine has no TDX
 //!
 //! ```
-//! use kvm_coco::launch::{InitParams, Launch, SimBackend, TdxInit};
+//! use kvm_coco::launch::{InitParams, KvmBackend, Launch, TdxInit};
 //! use kvm_coco::measure::plan::{Data, LaunchPlan, Origin, PageKind, Step, Tee};
 //! use kvm_coco::measure::firmware::TdvfSectionType;
+//! use kvm_coco::sim::guest::{GuestOp, GuestOutcome};
+//! use kvm_coco::sim::host::SoftwareHost;
+//! use kvm_coco::sim::tdx::TdReport;
+//! use kvm_coco::{Exit, Kvm, TdVmCallStatus, TdxExit, VmType};
+//! use zerocopy::FromBytes;
+//!
+//! // This thread's /dev/kvm calls for confidential VMs now reach the software host.
+//! let host = SoftwareHost::builder().start()?;
+//! host.serve_current_thread()?;
 //!
 //! let image = vec![0x90u8; 0x2000];
 //! let plan = LaunchPlan {
@@ -48,18 +58,34 @@
 //!         origin: Origin::TdvfSection { index: 0, kind: TdvfSectionType::Bfv },
 //!     }],
 //! };
-//! let mut launch = Launch::new(SimBackend::tdx(), InitParams::Tdx(TdxInit::default()))?;
+//! let backend = KvmBackend::new(&Kvm::open()?, VmType::Tdx)?;
+//! let mut launch = Launch::new(backend, InitParams::Tdx(TdxInit::default()))?;
 //! launch.add_plan_memory(&plan)?;
+//! launch.add_memory(0x10_0000, 0x2000)?; // shared RAM for the quote buffer
 //! launch.create_vcpu(0)?;
 //! let mut launch = launch.start()?;
 //! launch.add_plan(&plan)?;
-//! let launch = launch.measure()?.finish()?;
+//! let (_backend, mut vcpus) = launch.measure()?.finish()?.into_parts();
 //!
+//! // The TD asks for its TDREPORT (GetQuote); the VMM answers the exit.
+//! let report_data = [0u8; 64];
+//! host.load_program(&vcpus[0], [GuestOp::GetQuote { gpa: 0x10_0000, size: 0x2000, report_data }])?;
+//! loop {
+//!     match vcpus[0].run()? {
+//!         Exit::Tdx(TdxExit::GetQuote(mut q)) => q.reply(TdVmCallStatus::Success),
+//!         Exit::Hlt => break,
+//!         other => panic!("unexpected exit {other:?}"),
+//!     }
+//! }
+//! let report = host.outcomes(&vcpus[0])?.into_iter().find_map(|o| match o {
+//!     GuestOutcome::TdReport(r) => TdReport::read_from_bytes(&r).ok(),
+//!     _ => None,
+//! });
+//! // The platform's measurement (the TD's own MRTD) equals the offline calculation.
 //! let offline = kvm_coco::measure::measure(&plan, &kvm_coco::measure::MeasureOptions {
-//!     log: true, progress: None,
+//!     log: false, progress: None,
 //! })?;
-//! assert_eq!(launch.log().diff(offline.log.as_ref().unwrap()), None);
-//! assert_eq!(launch.backend().tdx_mrtd().unwrap()[..], *offline.digest.as_bytes());
+//! assert_eq!(report.unwrap().td_info.mrtd[..], *offline.digest.as_bytes());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

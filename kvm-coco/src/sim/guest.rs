@@ -2,12 +2,12 @@
 //! the vCPU that runs it behind the software host's `KVM_RUN`.
 //!
 //! A served vCPU runs a list of [`GuestOp`]s, each doing what a real guest does at that
-//! point: a page-state change (which exits as [`Exit::MapGpaRange`](crate::Exit::MapGpaRange)),
+//! point: a page-state change (which exits as [`Exit::MapGpaRange`]),
 //! a memory access that faults when its private/shared kind differs from the page's attribute
-//! ([`Exit::MemoryFault`](crate::Exit::MemoryFault)), an SNP attestation-report request
-//! through the guest message layer ([`Exit::SnpReqCerts`](crate::Exit::SnpReqCerts) when the
-//! VMM enabled certificate requests), a TDX GetQuote ([`Exit::Tdx`](crate::Exit::Tdx)), a
-//! termination or power-off request ([`Exit::SystemEvent`](crate::Exit::SystemEvent)). The VMM
+//! ([`Exit::MemoryFault`]), an SNP attestation-report request
+//! through the guest message layer ([`Exit::SnpReqCerts`] when the
+//! VMM enabled certificate requests), a TDX GetQuote ([`Exit::Tdx`]), a
+//! termination or power-off request ([`Exit::SystemEvent`]). The VMM
 //! handles each exit with the same typed replies as on real KVM; what the guest observed is
 //! recorded as [`GuestOutcome`]s ([`SoftwareHost::outcomes`](crate::sim::host::SoftwareHost::outcomes)).
 //! Programs are loaded with [`SoftwareHost::load_program`](crate::sim::host::SoftwareHost::load_program).
@@ -83,7 +83,7 @@ pub enum GuestOp {
     /// `MSG_REPORT_REQ` (VMPL 0, KEY_SEL 0) under VMPCK0 from its secrets page with its
     /// next message sequence number, in a shared request page near the top of RAM. With
     /// certificate requests enabled it exits as
-    /// [`Exit::SnpReqCerts`](crate::Exit::SnpReqCerts); once answered, KVM issues
+    /// [`Exit::SnpReqCerts`]; once answered, KVM issues
     /// SNP_GUEST_REQUEST and the guest opens the response under VMPCK0 and records the
     /// report, the certificate buffer and the error codes it saw
     /// ([`GuestOutcome::SnpReport`], which also says when the guest had no secrets page or
@@ -103,10 +103,10 @@ pub enum GuestOp {
         /// The error code (SNP reason code / TDX R12).
         code: u64,
     },
-    /// `HLT`: the vCPU exits with [`Exit::Hlt`](crate::Exit::Hlt).
+    /// `HLT`: the vCPU exits with [`Exit::Hlt`].
     Halt,
     /// Powers the machine off (an ACPI shutdown the VMM completes): the vCPU exits with
-    /// [`SystemEvent::Shutdown`](crate::SystemEvent::Shutdown) and runs nothing more.
+    /// [`SystemEvent::Shutdown`] and runs nothing more.
     PowerOff,
 }
 

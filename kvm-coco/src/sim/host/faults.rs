@@ -1,31 +1,4 @@
-//! Fault plans: errors the software host injects into chosen calls, to test a VMM's retry
-//! loops and error paths.
-//!
-//! A plan is a list of rules, written as a spec string (`vmm-cli sim-host --faults`):
-//!
-//! ```text
-//! RULE[,RULE...]     RULE = COMMAND:ACTION[@N | %P]
-//! ```
-//!
-//! - `COMMAND` names a sub-command as the kernel spells it, case-insensitive, with or without
-//!   the `KVM_SEV_` / `KVM_TDX_` prefix: `snp_launch_update`, `init_vm`, `init_mem_region`,
-//!   `launch_update_data`, … or `*` for every served `KVM_MEMORY_ENCRYPT_OP`.
-//! - `ACTION` is `eagain` (fail with `EAGAIN` before any progress), `partial=K` (do at most
-//!   `K` pages, then fail with `EAGAIN` with the progress written back, as the kernel does
-//!   when it is interrupted), `eintr` (fail with `EINTR`: a signal arrived), `stall` (return
-//!   success without any progress), `e2big` (fail with `E2BIG`: the buffer is too small),
-//!   `busy` (`EBUSY`: the PSP is busy with another command) or `fw=S` (fail with `EIO` and
-//!   firmware status `S` — SEV `error` or TDX `hw_error` — decimal or `0x` hex).
-//! - `@N` applies the rule to the `N`th matching call only (1-based); `%P` to each matching
-//!   call with probability `P` percent, drawn from the host's seed; neither: every call.
-//!
-//! ```
-//! use kvm_coco::sim::host::FaultPlan;
-//! let plan: FaultPlan = "snp_launch_update:partial=1,init_vm:eagain@1".parse()?;
-//! assert_eq!(plan.rules().len(), 2);
-//! assert!("snp_launch_update:explode".parse::<FaultPlan>().is_err());
-//! # Ok::<(), kvm_coco::sim::host::FaultSpecError>(())
-//! ```
+//! Fault plans: errors the software host injects into chosen calls ([`FaultPlan`]).
 
 #![forbid(unsafe_code)]
 
@@ -89,7 +62,34 @@ impl FaultRule {
     }
 }
 
-/// An injection plan: see the [module docs](self).
+/// Fault plans: errors the software host injects into chosen calls, to test a VMM's retry
+/// loops and error paths.
+///
+/// A plan is a list of rules, written as a spec string (`vmm-cli sim-host --faults`):
+///
+/// ```text
+/// RULE[,RULE...]     RULE = COMMAND:ACTION[@N | %P]
+/// ```
+///
+/// - `COMMAND` names a sub-command as the kernel spells it, case-insensitive, with or without
+///   the `KVM_SEV_` / `KVM_TDX_` prefix: `snp_launch_update`, `init_vm`, `init_mem_region`,
+///   `launch_update_data`, … or `*` for every served `KVM_MEMORY_ENCRYPT_OP`.
+/// - `ACTION` is `eagain` (fail with `EAGAIN` before any progress), `partial=K` (do at most
+///   `K` pages, then fail with `EAGAIN` with the progress written back, as the kernel does
+///   when it is interrupted), `eintr` (fail with `EINTR`: a signal arrived), `stall` (return
+///   success without any progress), `e2big` (fail with `E2BIG`: the buffer is too small),
+///   `busy` (`EBUSY`: the PSP is busy with another command) or `fw=S` (fail with `EIO` and
+///   firmware status `S` — SEV `error` or TDX `hw_error` — decimal or `0x` hex).
+/// - `@N` applies the rule to the `N`th matching call only (1-based); `%P` to each matching
+///   call with probability `P` percent, drawn from the host's seed; neither: every call.
+///
+/// ```
+/// use kvm_coco::sim::host::FaultPlan;
+/// let plan: FaultPlan = "snp_launch_update:partial=1,init_vm:eagain@1".parse()?;
+/// assert_eq!(plan.rules().len(), 2);
+/// assert!("snp_launch_update:explode".parse::<FaultPlan>().is_err());
+/// # Ok::<(), kvm_coco::sim::host::FaultSpecError>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct FaultPlan {
     rules: Vec<FaultRule>,
