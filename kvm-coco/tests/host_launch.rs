@@ -382,3 +382,59 @@ fn tdx_launch_through_kvm_backend_and_the_tdreport_carries_mrtd() {
         data: img[..64].to_vec(),
     }));
 }
+
+/// `KvmBackend` registers SEV and SEV-ES guest RAM (`KVM_MEMORY_ENCRYPT_REG_REGION`) as QEMU
+/// does; the software host warns in its trace when a guest runs with RAM that is not
+/// registered.
+#[test]
+fn sev_ram_is_registered_and_unregistered_ram_is_reported() {
+    use kvm_coco::{GuestMapping, MemoryRegion};
+    use std::sync::Arc;
+
+    let dir = measure_common::scratch("host_sev_reg_region");
+    let trace = dir.join("trace.jsonl");
+    let host = SoftwareHost::builder().trace(&trace).start().unwrap();
+    host.serve_current_thread().unwrap();
+    let img = measure_common::syn64k();
+    let fw = FirmwareImage::parse(&img).unwrap();
+    let plan = LaunchPlan::sev(&kvm_coco::measure::PlanInputs::new(&fw)).unwrap();
+    let kvm = Kvm::open().unwrap();
+
+    // Through the launcher: every RAM slot registered before LAUNCH_UPDATE_DATA.
+    let backend = KvmBackend::new(&kvm, VmType::Sev).unwrap();
+    let mut launch = Launch::new(backend, InitParams::Sev(SevInit::default())).unwrap();
+    launch.add_plan_memory(&plan).unwrap();
+    launch.create_vcpu(0).unwrap();
+    let mut launch = launch.start().unwrap();
+    launch.add_plan(&plan).unwrap();
+    let (_backend, mut vcpus) = launch.measure().unwrap().finish().unwrap().into_parts();
+    host.load_program(&vcpus[0], [GuestOp::Halt]).unwrap();
+    assert!(matches!(vcpus[0].run().unwrap(), Exit::Hlt));
+
+    // A VMM that forgets it: the same guest RAM, never registered.
+    let vm = kvm.create_vm(VmType::Sev).unwrap();
+    let mut init = kvm_coco_uapi::KvmSevInit::default();
+    vm.sev_init2(&mut init).unwrap();
+    let mem = Arc::new(GuestMapping::anonymous(0x10_0000).unwrap());
+    vm.set_memory_region(MemoryRegion::new(0, 0x10_0000, mem))
+        .unwrap();
+    let mut vcpu = vm.create_vcpu(0).unwrap();
+    host.load_program(&vcpu, [GuestOp::Halt]).unwrap();
+    assert!(matches!(vcpu.run().unwrap(), Exit::Hlt));
+
+    // Each trace line is written before the call it describes returns.
+    let runs: Vec<serde_json::Value> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["ioctl"] == "KVM_RUN")
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let note = |i: usize| runs[i]["note"].as_str().unwrap_or("").to_string();
+    assert!(!note(0).contains("not registered"), "{}", note(0));
+    assert!(
+        note(1).contains("guest RAM 0x100000+0x100000 not registered"),
+        "{}",
+        note(1)
+    );
+}

@@ -166,6 +166,18 @@ impl KvmBackend {
     }
 }
 
+impl Drop for KvmBackend {
+    /// Unregisters the SEV / SEV-ES RAM registered in [`add_memory`](Backend::add_memory)
+    /// before the mappings go (QEMU's `sev_ram_block_removed`).
+    fn drop(&mut self) {
+        if matches!(self.vm.vm_type(), VmType::Sev | VmType::SevEs) {
+            for (_, m) in &self.regions {
+                let _ = self.vm.unregister_encrypted_region(m, 0, m.len() as u64);
+            }
+        }
+    }
+}
+
 impl LaunchVcpu for Vcpu {
     fn id(&self) -> u32 {
         Vcpu::id(self) as u32
@@ -226,6 +238,11 @@ impl Backend for KvmBackend {
         }
         self.vm.set_memory_region(region)?;
         self.next_slot += 1;
+        // SEV / SEV-ES guest RAM is pinned for the guest's life, as QEMU registers every RAM
+        // block (sev_ram_block_added): the kernel must not move or swap encrypted pages.
+        if matches!(self.vm.vm_type(), VmType::Sev | VmType::SevEs) {
+            self.vm.register_encrypted_region(&mapping, 0, size)?;
+        }
         self.regions.push((gpa, mapping));
         Ok(())
     }

@@ -1404,11 +1404,15 @@ impl Call<'_> {
             drop(sim);
             return self.block(vm, vcpu);
         }
+        let unregistered = unregistered_ram(vm);
         let before = sim.outcomes().len();
         let r = match sim.run() {
             Ok(exit) => {
                 let errno = run::encode(&vcpu.page, &exit);
-                self.line.note = Some(format!("exit {exit:?}"));
+                self.line.note = Some(match &unregistered {
+                    Some(w) => format!("exit {exit:?}; {w}"),
+                    None => format!("exit {exit:?}"),
+                });
                 errno.map_or(Answer::Value(0), Answer::Error)
             }
             Err(e) => Answer::Error(e.errno().unwrap_or(EIO)),
@@ -1457,6 +1461,36 @@ impl Call<'_> {
             }
         }
     }
+}
+
+/// For an SEV or SEV-ES guest, a warning naming the guest RAM that was never registered with
+/// `KVM_MEMORY_ENCRYPT_REG_REGION`: the kernel does not keep those encrypted pages pinned
+/// while the guest runs, so they may move under it.
+fn unregistered_ram(vm: &ServedVm) -> Option<String> {
+    let ModelVm::Amd(m) = &vm.model else {
+        return None;
+    };
+    if !matches!(vm.vm_type, VmType::Sev | VmType::SevEs) {
+        return None;
+    }
+    let regions = m.registered_regions();
+    let covered = |uaddr: u64, size: u64| {
+        regions
+            .iter()
+            .any(|r| uaddr >= r.addr && uaddr + size <= r.addr.saturating_add(r.size))
+    };
+    let missing: Vec<String> = lock(&vm.mem)
+        .slots
+        .iter()
+        .filter(|&&(_, size, uaddr)| !covered(uaddr, size))
+        .map(|&(gpa, size, _)| format!("{gpa:#x}+{size:#x}"))
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "warning: guest RAM {} not registered with KVM_MEMORY_ENCRYPT_REG_REGION (not pinned while the guest runs)",
+            missing.join(", ")
+        )
+    })
 }
 
 /// What a vCPU of an external program runs when nobody loaded a program: vCPU 0 converts
