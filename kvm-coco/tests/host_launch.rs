@@ -9,7 +9,9 @@
 mod measure_common;
 
 use kvm_coco::launch::backend::Backend;
-use kvm_coco::launch::{InitParams, KvmBackend, Launch, SevEsInit, SevInit, SevSession, SnpInit};
+use kvm_coco::launch::{
+    InitParams, KvmBackend, Launch, PlatformMeasurement, SevEsInit, SevInit, SevSession, SnpInit,
+};
 use kvm_coco::measure::{FirmwareImage, LaunchPlan};
 use kvm_coco::sim::guest::{GuestOp, GuestOutcome};
 use kvm_coco::sim::host::SoftwareHost;
@@ -88,6 +90,12 @@ fn snp_launch_through_kvm_backend_reports_sev_snp_measures_digest() {
     let mut launch = launch.start().unwrap();
     launch.add_plan(&plan).unwrap();
     let launch = launch.measure().unwrap().finish().unwrap();
+    // SNP: the host cannot observe the platform's measurement; only the guest's report has it.
+    assert_eq!(
+        launch.platform_measurement(),
+        PlatformMeasurement::NotObservable
+    );
+    let expected_bytes = launch.expected_measurement().to_vec();
     let (mut backend, mut vcpus) = launch.into_parts();
 
     let report_data = [0xa5u8; 64];
@@ -182,6 +190,9 @@ fn snp_launch_through_kvm_backend_reports_sev_snp_measures_digest() {
         expected,
         "the guest's report vs sev-snp-measure"
     );
+    let platform = PlatformMeasurement::from_snp_report(&report);
+    assert_eq!(platform.matches(&expected_bytes), Some(true));
+    assert_eq!(platform.matches(&[0; 48]), Some(false));
     assert_eq!(report.host_data, [7; 32]);
     assert_eq!(report.report_data, report_data);
 }
@@ -249,6 +260,11 @@ fn sev_owner_checks_launch_measure(vm_type: VmType, mode: &str, policy: u32) {
     launch.add_plan(&plan).unwrap();
     let launch = launch.measure().unwrap();
     let m = *launch.sev_launch_measure().unwrap();
+    // The host cannot compare LAUNCH_MEASURE itself: only the owner (below) can.
+    assert_eq!(
+        PlatformMeasurement::LaunchMeasure(m).matches(&[0; 32]),
+        None
+    );
     let mut blob = [0u8; 48];
     blob[..32].copy_from_slice(&m.measure);
     blob[32..].copy_from_slice(&m.mnonce);
@@ -361,6 +377,18 @@ fn tdx_launch_through_kvm_backend_and_the_tdreport_carries_mrtd() {
         hex::encode(report.td_info.mrtd),
         measure_common::SYN64K_MRTD,
         "the TD's own MRTD vs mrtd_ref.py"
+    );
+    let raw = outcomes
+        .iter()
+        .find_map(|o| match o {
+            GuestOutcome::TdReport(r) => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let mrtd = hex::decode(measure_common::SYN64K_MRTD).unwrap();
+    assert_eq!(
+        PlatformMeasurement::from_td_report(&raw).and_then(|p| p.matches(&mrtd)),
+        Some(true)
     );
     module.lock().unwrap().verify_report(&report).unwrap();
     let quote = outcomes

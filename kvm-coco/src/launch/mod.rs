@@ -175,6 +175,59 @@ pub struct SevLaunchMeasure {
     pub mnonce: [u8; 16],
 }
 
+/// The platform's own measurement of a launch, with where it came from. Only this is ever
+/// "the measurement"; the launch log's digest is the expected value
+/// ([`Launch::expected_measurement`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PlatformMeasurement {
+    /// SEV / SEV-ES `LAUNCH_MEASURE`: an HMAC of the launch digest under the guest owner's
+    /// TIK; the host cannot compare it, the owner can
+    /// (`psp_driver::owner::session::verify_launch_measure`).
+    LaunchMeasure(SevLaunchMeasure),
+    /// `MEASUREMENT` of an SNP attestation report the guest obtained.
+    SnpReport([u8; 48]),
+    /// `MRTD` of a TDREPORT the TD obtained.
+    TdReport([u8; 48]),
+    /// Not observable from the host: SNP and TDX measurements reach the host only inside
+    /// the guest's report.
+    NotObservable,
+}
+
+impl PlatformMeasurement {
+    /// The `MEASUREMENT` field (offset 0x90, 48 bytes) of an SNP attestation report.
+    pub fn from_snp_report(report: &psp_driver::report::AttestationReport) -> Self {
+        Self::SnpReport(report.measurement)
+    }
+
+    /// The MRTD of a TDREPORT (1024 bytes; `TDINFO_STRUCT` at 0x200, its `MRTD` at 0x10).
+    pub fn from_td_report(report: &[u8]) -> Option<Self> {
+        const MRTD: usize = 0x210;
+        let m: [u8; 48] = report.get(MRTD..MRTD + 48)?.try_into().ok()?;
+        Some(Self::TdReport(m))
+    }
+
+    /// Whether the platform's measurement equals `expected`: `Some` only when the host can
+    /// tell (a report's measurement), `None` for `LAUNCH_MEASURE` (the owner's check) and
+    /// when nothing was observed.
+    pub fn matches(&self, expected: &[u8]) -> Option<bool> {
+        match self {
+            Self::SnpReport(m) | Self::TdReport(m) => Some(m[..] == *expected),
+            Self::LaunchMeasure(_) | Self::NotObservable => None,
+        }
+    }
+
+    /// Where the value comes from, for people.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Self::LaunchMeasure(_) => "LAUNCH_MEASURE (verifiable by the guest owner)",
+            Self::SnpReport(_) => "MEASUREMENT of the guest's SNP attestation report",
+            Self::TdReport(_) => "MRTD of the TD's TDREPORT",
+            Self::NotObservable => "not observable from the host",
+        }
+    }
+}
+
 /// A LAUNCH_SECRET packet built by the guest owner
 /// (`psp_driver::owner::session::build_secret`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1158,10 +1211,30 @@ impl<B: Backend> Launch<Measured, B> {
 
 impl<B: Backend> Launch<Finished, B> {
     /// The launch log: every operation with its content and running digest, final digest
-    /// last. Compare it with the offline log of the same plan with [`LaunchLog::diff`].
+    /// last. It is what the host handed over, hashed on the host: the *expected*
+    /// measurement, never the platform's. Compare it with the offline log of the same plan
+    /// with [`LaunchLog::diff`] to locate a mismatch.
     pub fn log(&self) -> &LaunchLog {
         // Set by `finish`, the only way into this state.
         &self.final_log
+    }
+
+    /// The measurement the host computed from what it handed over (the log's final
+    /// digest): the value the platform's measurement should equal.
+    pub fn expected_measurement(&self) -> &[u8] {
+        &self.final_log.digest
+    }
+
+    /// Where the platform's own measurement of this launch can be read from the host:
+    /// `LAUNCH_MEASURE` for SEV and SEV-ES (an HMAC only the guest owner can check), nothing
+    /// for SNP and TDX, whose measurement only the guest's attestation report or TDREPORT
+    /// carries ([`PlatformMeasurement::from_snp_report`],
+    /// [`PlatformMeasurement::from_td_report`]).
+    pub fn platform_measurement(&self) -> PlatformMeasurement {
+        match &self.sev_measure {
+            Some(m) => PlatformMeasurement::LaunchMeasure(*m),
+            None => PlatformMeasurement::NotObservable,
+        }
     }
 
     /// The vCPUs, mutably (to run them).
