@@ -407,7 +407,11 @@ impl Kvm {
                 });
             }
         };
-        match vm.tdx_capabilities() {
+        match vm
+            .tdx()
+            .map_err(crate::ops::EncryptOpError::from)
+            .and_then(|td| td.capabilities())
+        {
             Ok(buf) => Availability::Available(TdxCaps::from(&buf)),
             Err(e) => Availability::Unavailable(Unavailable::Failed {
                 what: "KVM_TDX_CAPABILITIES",

@@ -3,12 +3,12 @@
 //!
 //! Every variant names the operation that failed and, where the kernel answered, the
 //! [`Errno`] it answered with. Sub-commands of `KVM_MEMORY_ENCRYPT_OP` have their own error
-//! type, [`EncryptOpError`], which this enum wraps.
+//! types, [`EncryptOpError`] and [`FamilyMismatch`], which this enum wraps.
 
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::ops::EncryptOpError;
+use crate::ops::{EncryptOpError, FamilyMismatch};
 use crate::vm_type::{VmType, VmTypes};
 
 /// Result type of the core layer.
@@ -274,6 +274,12 @@ pub enum Error {
     /// A `KVM_MEMORY_ENCRYPT_OP` sub-command failed.
     #[error(transparent)]
     EncryptOp(#[from] EncryptOpError),
+
+    /// A VM or vCPU was viewed as the target of a sub-command family its type does not
+    /// accept ([`Vm::sev`](crate::Vm::sev), [`Vm::tdx`](crate::Vm::tdx),
+    /// [`Vcpu::tdx`](crate::Vcpu::tdx)); refused before any system call.
+    #[error(transparent)]
+    FamilyMismatch(#[from] FamilyMismatch),
 }
 
 impl Error {

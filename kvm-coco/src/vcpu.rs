@@ -191,13 +191,13 @@ impl Vcpu {
         self.protection.is_protected()
     }
 
-    /// Records that this vCPU's state is now protected. [`Vm::sev_launch_update_vmsa`]
-    /// (SEV-ES) and [`Vm::snp_launch_finish`] (SNP) do it for every vCPU of the VM; a launch
-    /// flow driving the kernel another way calls this (or
+    /// Records that this vCPU's state is now protected. [`SevVm::launch_update_vmsa`]
+    /// (SEV-ES) and [`SevVm::snp_launch_finish`] (SNP) do it for every vCPU of the VM; a
+    /// launch flow driving the kernel another way calls this (or
     /// [`Vm::mark_vcpus_state_protected`]) itself.
     ///
-    /// [`Vm::sev_launch_update_vmsa`]: crate::Vm::sev_launch_update_vmsa
-    /// [`Vm::snp_launch_finish`]: crate::Vm::snp_launch_finish
+    /// [`SevVm::launch_update_vmsa`]: crate::ops::SevVm::launch_update_vmsa
+    /// [`SevVm::snp_launch_finish`]: crate::ops::SevVm::snp_launch_finish
     /// [`Vm::mark_vcpus_state_protected`]: crate::Vm::mark_vcpus_state_protected
     pub fn mark_state_protected(&self) {
         self.protection.mark_protected();

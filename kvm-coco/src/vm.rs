@@ -1,7 +1,7 @@
 //! VMs: vCPU creation, memory slots, guest_memfd and memory attributes.
 //!
-//! The `KVM_MEMORY_ENCRYPT_OP` sub-commands are methods of [`Vm`] too, defined in
-//! [`crate::ops`].
+//! The `KVM_MEMORY_ENCRYPT_OP` sub-commands are issued through the views [`Vm::sev`] and
+//! [`Vm::tdx`] make, defined in [`crate::ops`].
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -123,8 +123,11 @@ impl Vm {
     }
 
     /// Marks the state of every live vCPU of this VM as protected (see
-    /// [`Vcpu::mark_state_protected`]). Called by [`Vm::sev_launch_update_vmsa`] and
-    /// [`Vm::snp_launch_finish`] on success.
+    /// [`Vcpu::mark_state_protected`]). Called by [`SevVm::launch_update_vmsa`] and
+    /// [`SevVm::snp_launch_finish`] on success.
+    ///
+    /// [`SevVm::launch_update_vmsa`]: crate::ops::SevVm::launch_update_vmsa
+    /// [`SevVm::snp_launch_finish`]: crate::ops::SevVm::snp_launch_finish
     ///
     /// ```no_run
     /// let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::SevEs)?;

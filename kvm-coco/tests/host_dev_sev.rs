@@ -83,7 +83,7 @@ fn check_refused(e: &DevSevError, cmd: SevPlatformCmd, errno: i32, hint: &str) {
 /// A launched SEV guest (the platform becomes WORKING); kept alive by the returned VM.
 fn sev_guest(kvm: &Kvm) -> (Vm, Arc<GuestMapping>) {
     let vm = kvm.create_vm(VmType::Sev).unwrap();
-    vm.sev_init2(&mut KvmSevInit::default()).unwrap();
+    vm.sev().unwrap().init2(&mut KvmSevInit::default()).unwrap();
     let mem = Arc::new(GuestMapping::anonymous(0x1000).unwrap());
     vm.set_memory_region(MemoryRegion::new(0, 0x10_0000, mem.clone()))
         .unwrap();
@@ -94,14 +94,19 @@ fn sev_guest(kvm: &Kvm) -> (Vm, Arc<GuestMapping>) {
         .unwrap();
     let mut start = KvmSevLaunchStart::default();
     // SAFETY: no DH certificate or session blob is passed.
-    unsafe { vm.sev_launch_start(&mut start, std::os::fd::AsFd::as_fd(&sev)) }.unwrap();
+    unsafe {
+        vm.sev()
+            .unwrap()
+            .launch_start(&mut start, std::os::fd::AsFd::as_fd(&sev))
+    }
+    .unwrap();
     (vm, mem)
 }
 
 /// An SNP VM after INIT2: SNP is initialized on the platform (KVM's `sev_platform_init`).
 fn snp_initialized(kvm: &Kvm) -> Vm {
     let vm = kvm.create_vm(VmType::Snp).unwrap();
-    vm.sev_init2(&mut KvmSevInit::default()).unwrap();
+    vm.sev().unwrap().init2(&mut KvmSevInit::default()).unwrap();
     vm
 }
 

@@ -442,7 +442,7 @@ fn sev_ram_is_registered_and_unregistered_ram_is_reported() {
     // A VMM that forgets it: the same guest RAM, never registered.
     let vm = kvm.create_vm(VmType::Sev).unwrap();
     let mut init = kvm_coco_uapi::KvmSevInit::default();
-    vm.sev_init2(&mut init).unwrap();
+    vm.sev().unwrap().init2(&mut init).unwrap();
     let mem = Arc::new(GuestMapping::anonymous(0x10_0000).unwrap());
     vm.set_memory_region(MemoryRegion::new(0, 0x10_0000, mem))
         .unwrap();

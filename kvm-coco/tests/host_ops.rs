@@ -23,8 +23,8 @@ use kvm_coco::launch::{
 use kvm_coco::measure::{FirmwareImage, LaunchPlan};
 use kvm_coco::ops::tdx::read_capabilities_growing;
 use kvm_coco::ops::{
-    Command, EncryptOpError, Family, FirmwareStatus, HINT_NOT_CONFIDENTIAL, HINT_OUT_OF_ORDER,
-    NoPayload, Payload, Scope, SubCommand,
+    Amd, Command, EncryptOpError, Family, FamilyMismatch, FirmwareStatus, HINT_NOT_CONFIDENTIAL,
+    HINT_OUT_OF_ORDER, NoPayload, Payload, Scope, SubCommand, Tdx, VmScope,
 };
 use kvm_coco::sim::guest::GuestOp;
 use kvm_coco::sim::host::SoftwareHost;
@@ -135,8 +135,8 @@ enum RawSev<const ID: u32> {}
 impl<const ID: u32> SubCommand for RawSev<ID> {
     const ID: u32 = ID;
     const NAME: &'static str = "raw SEV sub-command";
-    const FAMILY: Family = Family::Sev;
-    const SCOPE: Scope = Scope::Vm;
+    type Family = Amd;
+    type Scope = VmScope;
     type Payload = NoPayload;
 }
 
@@ -157,8 +157,8 @@ enum GuestStatusUnmapped {}
 impl SubCommand for GuestStatusUnmapped {
     const ID: u32 = 16;
     const NAME: &'static str = "KVM_SEV_GUEST_STATUS";
-    const FAMILY: Family = Family::Sev;
-    const SCOPE: Scope = Scope::Vm;
+    type Family = Amd;
+    type Scope = VmScope;
     type Payload = Unmapped;
 }
 
@@ -168,8 +168,8 @@ enum CapabilitiesUnmapped {}
 impl SubCommand for CapabilitiesUnmapped {
     const ID: u32 = 0;
     const NAME: &'static str = "KVM_TDX_CAPABILITIES";
-    const FAMILY: Family = Family::Tdx;
-    const SCOPE: Scope = Scope::Vm;
+    type Family = Tdx;
+    type Scope = VmScope;
     type Payload = Unmapped;
 }
 
@@ -187,7 +187,7 @@ fn sev_launch_through_the_vm_wrappers() {
     let vm = kvm.create_vm(VmType::Sev).unwrap();
 
     // Before INIT2: ENOTTY (linux-uapi §3.1 rule 5, §10.1).
-    let e = vm.sev_guest_status().unwrap_err();
+    let e = vm.sev().unwrap().guest_status().unwrap_err();
     check(
         &e,
         "KVM_SEV_GUEST_STATUS",
@@ -196,9 +196,13 @@ fn sev_launch_through_the_vm_wrappers() {
         Some("KVM_SEV_INIT2"),
     );
     assert!(!e.is_not_confidential(), "an SEV VM is confidential");
-    vm.sev_init2(&mut KvmSevInit::default()).unwrap();
+    vm.sev().unwrap().init2(&mut KvmSevInit::default()).unwrap();
     // A second INIT2: EINVAL (§10.1).
-    let e = vm.sev_init2(&mut KvmSevInit::default()).unwrap_err();
+    let e = vm
+        .sev()
+        .unwrap()
+        .init2(&mut KvmSevInit::default())
+        .unwrap_err();
     check(
         &e,
         "KVM_SEV_INIT2",
@@ -207,7 +211,7 @@ fn sev_launch_through_the_vm_wrappers() {
         Some("already initialized"),
     );
     // LAUNCH_UPDATE_VMSA exists for SEV-ES only: ENOTTY (§3.1 id 4).
-    let e = vm.sev_launch_update_vmsa().unwrap_err();
+    let e = vm.sev().unwrap().launch_update_vmsa().unwrap_err();
     check(
         &e,
         "KVM_SEV_LAUNCH_UPDATE_VMSA",
@@ -217,7 +221,7 @@ fn sev_launch_through_the_vm_wrappers() {
     );
     // LAUNCH_MEASURE before LAUNCH_START: KVM issues it with the `sev_fd` remembered at
     // LAUNCH_START, none yet, so the number 0 is not /dev/sev: EBADF (linux-uapi §2).
-    let e = vm.sev_launch_measure().unwrap_err();
+    let e = vm.sev().unwrap().launch_measure().unwrap_err();
     check(
         &e,
         "KVM_SEV_LAUNCH_MEASURE",
@@ -235,7 +239,7 @@ fn sev_launch_through_the_vm_wrappers() {
     let not_sev = File::open("/dev/null").unwrap();
     let mut start = KvmSevLaunchStart::default();
     // SAFETY: no DH certificate or session blob is passed.
-    let e = unsafe { vm.sev_launch_start(&mut start, not_sev.as_fd()) }.unwrap_err();
+    let e = unsafe { vm.sev().unwrap().launch_start(&mut start, not_sev.as_fd()) }.unwrap_err();
     check(
         &e,
         "KVM_SEV_LAUNCH_START",
@@ -244,17 +248,17 @@ fn sev_launch_through_the_vm_wrappers() {
         Some("/dev/sev"),
     );
     // SAFETY: as above.
-    unsafe { vm.sev_launch_start(&mut start, sev.as_fd()) }.unwrap();
+    unsafe { vm.sev().unwrap().launch_start(&mut start, sev.as_fd()) }.unwrap();
     // Handles run 1..1024 (firmware §1.8).
     assert!((1..=1024).contains(&start.handle), "{}", start.handle);
-    let st = vm.sev_guest_status().unwrap();
+    let st = vm.sev().unwrap().guest_status().unwrap();
     assert_eq!(
         (st.handle, st.policy, st.state),
         (start.handle, 0, 1),
         "LUPDATE"
     );
     // LAUNCH_FINISH in LUPDATE: INVALID_GUEST_STATE (firmware §6.2).
-    let e = vm.sev_launch_finish().unwrap_err();
+    let e = vm.sev().unwrap().launch_finish().unwrap_err();
     check(
         &e,
         "KVM_SEV_LAUNCH_FINISH",
@@ -269,7 +273,7 @@ fn sev_launch_through_the_vm_wrappers() {
         ..Default::default()
     };
     // SAFETY: `mem` is mapped, registered with the VM and alive for the call.
-    unsafe { vm.sev_launch_update_data(&mut upd) }.unwrap();
+    unsafe { vm.sev().unwrap().launch_update_data(&mut upd) }.unwrap();
     let mut host_view = vec![0u8; plain.len()];
     mem.read(0, &mut host_view).unwrap();
     assert_ne!(host_view, plain, "encrypted in place");
@@ -278,7 +282,7 @@ fn sev_launch_through_the_vm_wrappers() {
     // returns its EIO with the length written back.
     let mut m = KvmSevLaunchMeasure::default();
     // SAFETY: uaddr = 0: a length query.
-    let e = unsafe { vm.sev_launch_measure_raw(&mut m) }.unwrap_err();
+    let e = unsafe { vm.sev().unwrap().launch_measure_raw(&mut m) }.unwrap_err();
     check(
         &e,
         "KVM_SEV_LAUNCH_MEASURE",
@@ -287,11 +291,21 @@ fn sev_launch_through_the_vm_wrappers() {
         Some("firmware"),
     );
     assert_eq!(m.len, 48);
-    let blob: [u8; 48] = vm.sev_launch_measure().unwrap().try_into().unwrap();
+    let blob: [u8; 48] = vm
+        .sev()
+        .unwrap()
+        .launch_measure()
+        .unwrap()
+        .try_into()
+        .unwrap();
     // LD = SHA-256 of the plaintext; no session: TIK = 0 (firmware §1.4, §1.5).
     let ld = sha256(&plain);
     verify_launch_measure(&[0; 16], fw_version(), 0, &ld, &blob).expect("MEASURE over our LD");
-    assert_eq!(vm.sev_guest_status().unwrap().state, 2, "LSECRET");
+    assert_eq!(
+        vm.sev().unwrap().guest_status().unwrap().state,
+        2,
+        "LSECRET"
+    );
 
     // GET_ATTESTATION_REPORT: length query, then the 0xD0-byte report (firmware §1.7).
     let mnonce = [0xc4u8; 16];
@@ -300,7 +314,7 @@ fn sev_launch_through_the_vm_wrappers() {
         ..Default::default()
     };
     // SAFETY: uaddr = 0: a length query.
-    let e = unsafe { vm.sev_get_attestation_report(&mut r) }.unwrap_err();
+    let e = unsafe { vm.sev().unwrap().get_attestation_report(&mut r) }.unwrap_err();
     check(
         &e,
         "KVM_SEV_GET_ATTESTATION_REPORT",
@@ -312,7 +326,7 @@ fn sev_launch_through_the_vm_wrappers() {
     let mut report = vec![0u8; 0xD0];
     r.uaddr = report.as_mut_ptr() as u64;
     // SAFETY: `report` is 0xD0 writable bytes, alive for the call.
-    unsafe { vm.sev_get_attestation_report(&mut r) }.unwrap();
+    unsafe { vm.sev().unwrap().get_attestation_report(&mut r) }.unwrap();
     assert_eq!(&report[..0x10], &mnonce);
     assert_eq!(&report[0x10..0x30], &ld);
     assert_eq!(&report[0x30..0x34], &0u32.to_le_bytes(), "policy");
@@ -337,12 +351,12 @@ fn sev_launch_through_the_vm_wrappers() {
         ..Default::default()
     };
     // SAFETY: header and packet are live vectors; the guest range lies in `mem`.
-    unsafe { vm.sev_launch_secret(&mut s) }.unwrap();
+    unsafe { vm.sev().unwrap().launch_secret(&mut s) }.unwrap();
     let mut tampered = ct.clone();
     tampered[0] ^= 1;
     s.trans_uaddr = tampered.as_ptr() as u64;
     // SAFETY: as above.
-    let e = unsafe { vm.sev_launch_secret(&mut s) }.unwrap_err();
+    let e = unsafe { vm.sev().unwrap().launch_secret(&mut s) }.unwrap_err();
     check(
         &e,
         "KVM_SEV_LAUNCH_SECRET",
@@ -360,14 +374,14 @@ fn sev_launch_through_the_vm_wrappers() {
         ..Default::default()
     };
     // SAFETY: `src` lies in `mem`, `dst` is `out`, 64 bytes each.
-    unsafe { vm.sev_dbg_decrypt(&mut d) }.unwrap();
+    unsafe { vm.sev().unwrap().dbg_decrypt(&mut d) }.unwrap();
     assert_eq!(out, plain[..64]);
     let mut got = vec![0u8; 32];
     d.src_uaddr = mem.host_addr() + 0x2000;
     d.dst_uaddr = got.as_mut_ptr() as u64;
     d.len = 32;
     // SAFETY: as above, 32 bytes.
-    unsafe { vm.sev_dbg_decrypt(&mut d) }.unwrap();
+    unsafe { vm.sev().unwrap().dbg_decrypt(&mut d) }.unwrap();
     assert_eq!(got, secret);
     // DBG_ENCRYPT writes with the guest's key: ciphertext for the host, plaintext back.
     let data = pattern(48, 0x77);
@@ -378,7 +392,7 @@ fn sev_launch_through_the_vm_wrappers() {
         ..Default::default()
     };
     // SAFETY: `src` is `data`, `dst` lies in `mem`, 48 bytes each.
-    unsafe { vm.sev_dbg_encrypt(&mut d) }.unwrap();
+    unsafe { vm.sev().unwrap().dbg_encrypt(&mut d) }.unwrap();
     let mut raw = vec![0u8; 48];
     mem.read(0x3000, &mut raw).unwrap();
     assert_ne!(raw, data);
@@ -390,11 +404,15 @@ fn sev_launch_through_the_vm_wrappers() {
         ..Default::default()
     };
     // SAFETY: as above.
-    unsafe { vm.sev_dbg_decrypt(&mut d) }.unwrap();
+    unsafe { vm.sev().unwrap().dbg_decrypt(&mut d) }.unwrap();
     assert_eq!(back, data);
 
-    vm.sev_launch_finish().unwrap();
-    assert_eq!(vm.sev_guest_status().unwrap().state, 3, "RUNNING");
+    vm.sev().unwrap().launch_finish().unwrap();
+    assert_eq!(
+        vm.sev().unwrap().guest_status().unwrap().state,
+        3,
+        "RUNNING"
+    );
 }
 
 /// SEND_* from one SEV guest and RECEIVE_* into another on the same platform (its own PDH as
@@ -407,23 +425,26 @@ fn sev_migration_through_the_vm_wrappers() {
     let plain = pattern(0x2000, 0x19);
 
     let src = kvm.create_vm(VmType::Sev).unwrap();
-    src.sev_init2(&mut KvmSevInit::default()).unwrap();
+    src.sev()
+        .unwrap()
+        .init2(&mut KvmSevInit::default())
+        .unwrap();
     let smem = ram(&src, plain.len());
     smem.write(0, &plain).unwrap();
     let mut start = KvmSevLaunchStart::default();
     // SAFETY: no DH certificate or session blob.
-    unsafe { src.sev_launch_start(&mut start, sev.as_fd()) }.unwrap();
+    unsafe { src.sev().unwrap().launch_start(&mut start, sev.as_fd()) }.unwrap();
     let mut upd = KvmSevLaunchUpdateData {
         uaddr: smem.host_addr(),
         len: plain.len() as u32,
         ..Default::default()
     };
     // SAFETY: `smem` is mapped and registered.
-    unsafe { src.sev_launch_update_data(&mut upd) }.unwrap();
-    src.sev_launch_measure().unwrap();
+    unsafe { src.sev().unwrap().launch_update_data(&mut upd) }.unwrap();
+    src.sev().unwrap().launch_measure().unwrap();
     // SEND_CANCEL outside SUPDATE: INVALID_GUEST_STATE (firmware §6.2).
-    src.sev_launch_finish().unwrap();
-    let e = src.sev_send_cancel().unwrap_err();
+    src.sev().unwrap().launch_finish().unwrap();
+    let e = src.sev().unwrap().send_cancel().unwrap_err();
     check(
         &e,
         "KVM_SEV_SEND_CANCEL",
@@ -435,7 +456,7 @@ fn sev_migration_through_the_vm_wrappers() {
     // SEND_START length query: INVALID_LENGTH, the 0x80-byte session (firmware §1.5).
     let mut ss = KvmSevSendStart::default();
     // SAFETY: every address is zero: a length query.
-    let e = unsafe { src.sev_send_start(&mut ss) }.unwrap_err();
+    let e = unsafe { src.sev().unwrap().send_start(&mut ss) }.unwrap_err();
     check(
         &e,
         "KVM_SEV_SEND_START",
@@ -456,14 +477,14 @@ fn sev_migration_through_the_vm_wrappers() {
     ss.amd_certs_len = amd.len() as u32;
     ss.session_uaddr = session.as_mut_ptr() as u64;
     // SAFETY: the certificate blobs are live vectors; `session` holds 0x80 writable bytes.
-    unsafe { src.sev_send_start(&mut ss) }.unwrap();
+    unsafe { src.sev().unwrap().send_start(&mut ss) }.unwrap();
     assert_ne!(session, vec![0u8; 0x80]);
 
     let dst = kvm.create_vm(VmType::Sev).unwrap();
     // RECEIVE_UPDATE_DATA before INIT: EINVAL, not ENOTTY (§3.1 id 13).
     let mut early = KvmSevReceiveUpdateData::default();
     // SAFETY: every address is zero; KVM refuses before reading any.
-    let e = unsafe { dst.sev_receive_update_data(&mut early) }.unwrap_err();
+    let e = unsafe { dst.sev().unwrap().receive_update_data(&mut early) }.unwrap_err();
     check(
         &e,
         "KVM_SEV_RECEIVE_UPDATE_DATA",
@@ -471,7 +492,10 @@ fn sev_migration_through_the_vm_wrappers() {
         FirmwareStatus::None,
         None,
     );
-    dst.sev_init2(&mut KvmSevInit::default()).unwrap();
+    dst.sev()
+        .unwrap()
+        .init2(&mut KvmSevInit::default())
+        .unwrap();
     let dmem = ram(&dst, plain.len());
     let mut rs = KvmSevReceiveStart {
         policy: ss.policy,
@@ -482,16 +506,20 @@ fn sev_migration_through_the_vm_wrappers() {
         ..Default::default()
     };
     // SAFETY: the PDH and session are live vectors of the stated lengths.
-    unsafe { dst.sev_receive_start(&mut rs, sev.as_fd()) }.unwrap();
+    unsafe { dst.sev().unwrap().receive_start(&mut rs, sev.as_fd()) }.unwrap();
     assert!((1..=1024).contains(&rs.handle), "{}", rs.handle);
     assert_ne!(rs.handle, start.handle);
-    assert_eq!(dst.sev_guest_status().unwrap().state, 5, "RUPDATE");
+    assert_eq!(
+        dst.sev().unwrap().guest_status().unwrap().state,
+        5,
+        "RUPDATE"
+    );
     // RECEIVE_FINISH with nothing received yet is legal in RUPDATE; the pages go first.
 
     // SEND_UPDATE_DATA length query (hdr_len = trans_len = 0), then page by page.
     let mut q = KvmSevSendUpdateData::default();
     // SAFETY: a length query.
-    let e = unsafe { src.sev_send_update_data(&mut q) }.unwrap_err();
+    let e = unsafe { src.sev().unwrap().send_update_data(&mut q) }.unwrap_err();
     assert_eq!((e.errno.raw(), e.firmware), (libc::EIO, fw(0x04)), "{e}");
     assert!(q.hdr_len > 0, "header length reported");
     for page in 0..plain.len() / PAGE {
@@ -508,7 +536,7 @@ fn sev_migration_through_the_vm_wrappers() {
             ..Default::default()
         };
         // SAFETY: `hdr` and `trans` are writable vectors; the guest page lies in `smem`.
-        unsafe { src.sev_send_update_data(&mut su) }.unwrap();
+        unsafe { src.sev().unwrap().send_update_data(&mut su) }.unwrap();
         assert_ne!(trans, plain[page * PAGE..][..PAGE], "sent encrypted");
         let mut ru = KvmSevReceiveUpdateData {
             hdr_uaddr: hdr.as_ptr() as u64,
@@ -520,14 +548,18 @@ fn sev_migration_through_the_vm_wrappers() {
             ..Default::default()
         };
         // SAFETY: header and packet are live vectors; the guest page lies in `dmem`.
-        unsafe { dst.sev_receive_update_data(&mut ru) }.unwrap();
+        unsafe { dst.sev().unwrap().receive_update_data(&mut ru) }.unwrap();
     }
-    src.sev_send_finish().unwrap();
-    assert_eq!(src.sev_guest_status().unwrap().state, 6, "SENT");
-    dst.sev_receive_finish().unwrap();
-    assert_eq!(dst.sev_guest_status().unwrap().state, 3, "RUNNING");
+    src.sev().unwrap().send_finish().unwrap();
+    assert_eq!(src.sev().unwrap().guest_status().unwrap().state, 6, "SENT");
+    dst.sev().unwrap().receive_finish().unwrap();
+    assert_eq!(
+        dst.sev().unwrap().guest_status().unwrap().state,
+        3,
+        "RUNNING"
+    );
     // SEND_FINISH again (SENT) and RECEIVE_FINISH again (RUNNING): INVALID_GUEST_STATE.
-    let e = src.sev_send_finish().unwrap_err();
+    let e = src.sev().unwrap().send_finish().unwrap_err();
     check(
         &e,
         "KVM_SEV_SEND_FINISH",
@@ -535,7 +567,7 @@ fn sev_migration_through_the_vm_wrappers() {
         fw(0x02),
         Some(HINT_OUT_OF_ORDER),
     );
-    let e = dst.sev_receive_finish().unwrap_err();
+    let e = dst.sev().unwrap().receive_finish().unwrap_err();
     check(
         &e,
         "KVM_SEV_RECEIVE_FINISH",
@@ -555,7 +587,7 @@ fn sev_migration_through_the_vm_wrappers() {
         ..Default::default()
     };
     // SAFETY: `src` lies in `dmem`, `dst` is `got`, same length.
-    unsafe { dst.sev_dbg_decrypt(&mut d) }.unwrap();
+    unsafe { dst.sev().unwrap().dbg_decrypt(&mut d) }.unwrap();
     assert_eq!(got, plain, "the target guest sees the source's pages");
 }
 
@@ -567,12 +599,12 @@ fn sev_kvm_refusals_carry_errno_and_hint() {
     let kvm = Kvm::open().unwrap();
     let sev = dev_sev();
     let vm = kvm.create_vm(VmType::Sev).unwrap();
-    vm.sev_init2(&mut KvmSevInit::default()).unwrap();
+    vm.sev().unwrap().init2(&mut KvmSevInit::default()).unwrap();
 
     // RECEIVE_START needs the PDH and the session (svm/sev.c `sev_receive_start`): EINVAL.
     let mut rs = KvmSevReceiveStart::default();
     // SAFETY: no blob addresses are passed.
-    let e = unsafe { vm.sev_receive_start(&mut rs, sev.as_fd()) }.unwrap_err();
+    let e = unsafe { vm.sev().unwrap().receive_start(&mut rs, sev.as_fd()) }.unwrap_err();
     check(
         &e,
         "KVM_SEV_RECEIVE_START",
@@ -584,8 +616,10 @@ fn sev_kvm_refusals_carry_errno_and_hint() {
     // SEND_UPDATE_VMSA (10), RECEIVE_UPDATE_VMSA (14), CERT_EXPORT (19): no handler, EINVAL
     // (§3.1, §12.8).
     fn unhandled<const ID: u32>(vm: &Vm) -> EncryptOpError {
+        let sev = vm.sev().unwrap();
         // SAFETY: the command has no payload (`data` = 0).
-        unsafe { vm.sev_command(Command::<RawSev<ID>>::new(&mut NoPayload), None) }.unwrap_err()
+        unsafe { sev.issue_unchecked(Command::<RawSev<ID>>::new(&mut NoPayload), None) }
+            .unwrap_err()
     }
     for e in [
         unhandled::<10>(&vm),
@@ -608,7 +642,7 @@ fn sev_kvm_refusals_carry_errno_and_hint() {
         ..Default::default()
     };
     // SAFETY: no DH certificate or session blob.
-    unsafe { vm.sev_launch_start(&mut start, sev.as_fd()) }.unwrap();
+    unsafe { vm.sev().unwrap().launch_start(&mut start, sev.as_fd()) }.unwrap();
 
     // GUEST_STATUS's result cannot be copied back to its argument: EFAULT (§3.1 rule 1).
     let mut arg = Unmapped;
@@ -620,7 +654,7 @@ fn sev_kvm_refusals_carry_errno_and_hint() {
         "{dbg}"
     );
     // SAFETY: the unmapped address is never dereferenced in this process.
-    let e = unsafe { vm.sev_command(cmd, None) }.unwrap_err();
+    let e = unsafe { vm.sev().unwrap().issue_unchecked(cmd, None) }.unwrap_err();
     check(
         &e,
         "KVM_SEV_GUEST_STATUS",
@@ -635,7 +669,7 @@ fn sev_kvm_refusals_carry_errno_and_hint() {
         ..Default::default()
     };
     // SAFETY: `mem` is mapped and registered.
-    unsafe { vm.sev_launch_update_data(&mut upd) }.unwrap();
+    unsafe { vm.sev().unwrap().launch_update_data(&mut upd) }.unwrap();
     let mut out = [0u8; 16];
     let mut d = KvmSevDbg {
         src_uaddr: mem.host_addr(),
@@ -644,7 +678,7 @@ fn sev_kvm_refusals_carry_errno_and_hint() {
         ..Default::default()
     };
     // SAFETY: `src` lies in `mem`, `dst` is `out`.
-    let e = unsafe { vm.sev_dbg_decrypt(&mut d) }.unwrap_err();
+    let e = unsafe { vm.sev().unwrap().dbg_decrypt(&mut d) }.unwrap_err();
     check(
         &e,
         "KVM_SEV_DBG_DECRYPT",
@@ -663,11 +697,11 @@ fn sev_injected_errors_keep_errno_and_status() {
     let kvm = Kvm::open().unwrap();
     let sev = dev_sev();
     let vm = kvm.create_vm(VmType::Sev).unwrap();
-    vm.sev_init2(&mut KvmSevInit::default()).unwrap();
+    vm.sev().unwrap().init2(&mut KvmSevInit::default()).unwrap();
     let mut start = KvmSevLaunchStart::default();
     // SAFETY: no DH certificate or session blob.
-    unsafe { vm.sev_launch_start(&mut start, sev.as_fd()) }.unwrap();
-    let e = vm.sev_guest_status().unwrap_err();
+    unsafe { vm.sev().unwrap().launch_start(&mut start, sev.as_fd()) }.unwrap();
+    let e = vm.sev().unwrap().guest_status().unwrap_err();
     check(
         &e,
         "KVM_SEV_GUEST_STATUS",
@@ -675,8 +709,11 @@ fn sev_injected_errors_keep_errno_and_status() {
         FirmwareStatus::None,
         Some("dead"),
     );
-    assert_eq!(vm.sev_guest_status().unwrap().handle, start.handle);
-    let e = vm.sev_launch_finish().unwrap_err();
+    assert_eq!(
+        vm.sev().unwrap().guest_status().unwrap().handle,
+        start.handle
+    );
+    let e = vm.sev().unwrap().launch_finish().unwrap_err();
     check(
         &e,
         "KVM_SEV_LAUNCH_FINISH",
@@ -686,7 +723,7 @@ fn sev_injected_errors_keep_errno_and_status() {
     );
     assert!(e.to_string().contains("INVALID_KEY"), "{e}");
     // INVALID_PLATFORM_STATE (0x01) has a hint of its own.
-    let e = vm.sev_launch_measure().unwrap_err();
+    let e = vm.sev().unwrap().launch_measure().unwrap_err();
     check(
         &e,
         "KVM_SEV_LAUNCH_MEASURE",
@@ -703,7 +740,7 @@ fn sev_es_update_vmsa_once() {
     let kvm = Kvm::open().unwrap();
     let sev = dev_sev();
     let vm = kvm.create_vm(VmType::SevEs).unwrap();
-    vm.sev_init2(&mut KvmSevInit::default()).unwrap();
+    vm.sev().unwrap().init2(&mut KvmSevInit::default()).unwrap();
     let mem = ram(&vm, 0x1000);
     let vcpu = vm.create_vcpu(0).unwrap();
     let mut start = KvmSevLaunchStart {
@@ -711,19 +748,19 @@ fn sev_es_update_vmsa_once() {
         ..Default::default()
     };
     // SAFETY: no DH certificate or session blob.
-    unsafe { vm.sev_launch_start(&mut start, sev.as_fd()) }.unwrap();
+    unsafe { vm.sev().unwrap().launch_start(&mut start, sev.as_fd()) }.unwrap();
     let mut upd = KvmSevLaunchUpdateData {
         uaddr: mem.host_addr(),
         len: 0x1000,
         ..Default::default()
     };
     // SAFETY: `mem` is mapped and registered.
-    unsafe { vm.sev_launch_update_data(&mut upd) }.unwrap();
+    unsafe { vm.sev().unwrap().launch_update_data(&mut upd) }.unwrap();
     assert!(!vcpu.is_state_protected());
-    vm.sev_launch_update_vmsa().unwrap();
+    vm.sev().unwrap().launch_update_vmsa().unwrap();
     assert!(vcpu.is_state_protected());
     assert!(vcpu.regs().is_err(), "registers are protected (§9.3)");
-    let e = vm.sev_launch_update_vmsa().unwrap_err();
+    let e = vm.sev().unwrap().launch_update_vmsa().unwrap_err();
     check(
         &e,
         "KVM_SEV_LAUNCH_UPDATE_VMSA",
@@ -731,7 +768,7 @@ fn sev_es_update_vmsa_once() {
         FirmwareStatus::None,
         Some("already protected"),
     );
-    assert_eq!(vm.sev_launch_measure().unwrap().len(), 48);
+    assert_eq!(vm.sev().unwrap().launch_measure().unwrap().len(), 48);
 }
 
 /// Legacy `KVM_SEV_INIT` / `KVM_SEV_ES_INIT` and SEV/TDX sub-commands on a default VM: this
@@ -747,7 +784,10 @@ fn default_vm_has_no_encrypt_op() {
             return;
         }
     };
-    for e in [vm.sev_init().unwrap_err(), vm.sev_es_init().unwrap_err()] {
+    for e in [
+        vm.sev().unwrap().init().unwrap_err(),
+        vm.sev().unwrap().es_init().unwrap_err(),
+    ] {
         assert_eq!(e.errno.raw(), libc::ENOTTY, "{e}");
         assert!(e.is_not_confidential());
         assert_ne!(
@@ -757,7 +797,7 @@ fn default_vm_has_no_encrypt_op() {
         );
         assert!(e.hint.is_some());
     }
-    let e = vm.sev_guest_status().unwrap_err();
+    let e = vm.sev().unwrap().guest_status().unwrap_err();
     check(
         &e,
         "KVM_SEV_GUEST_STATUS",
@@ -766,14 +806,28 @@ fn default_vm_has_no_encrypt_op() {
         Some(HINT_NOT_CONFIDENTIAL),
     );
     assert!(e.is_not_confidential());
-    let e = vm.tdx_capabilities().unwrap_err();
+    // TDX sub-commands need a TD: the view is refused before any system call.
+    let mismatch = vm.tdx().unwrap_err();
+    assert_eq!(
+        mismatch,
+        FamilyMismatch {
+            family: Family::Tdx,
+            scope: Scope::Vm,
+            vm_type: VmType::Default
+        }
+    );
+    assert_eq!(mismatch.hint(), HINT_NOT_CONFIDENTIAL);
+    let e = EncryptOpError::from(mismatch);
     check(
         &e,
-        "KVM_TDX_CAPABILITIES",
+        "KVM_MEMORY_ENCRYPT_OP",
         libc::ENOTTY,
         FirmwareStatus::None,
         Some(HINT_NOT_CONFIDENTIAL),
     );
+    assert!(e.is_not_confidential());
+    let vcpu = vm.create_vcpu(0).unwrap();
+    assert_eq!(vcpu.tdx().unwrap_err().scope, Scope::Vcpu);
     assert_eq!(FirmwareStatus::None.to_string(), "");
 }
 
@@ -790,7 +844,11 @@ fn snp_out_of_order_commands() {
         policy: 0x3_0000,
         ..Default::default()
     };
-    let e = vm.snp_launch_start(&mut start, sev.as_fd()).unwrap_err();
+    let e = vm
+        .sev()
+        .unwrap()
+        .snp_launch_start(&mut start, sev.as_fd())
+        .unwrap_err();
     check(
         &e,
         "KVM_SEV_SNP_LAUNCH_START",
@@ -798,9 +856,9 @@ fn snp_out_of_order_commands() {
         FirmwareStatus::None,
         Some("KVM_SEV_INIT2"),
     );
-    vm.sev_init2(&mut KvmSevInit::default()).unwrap();
+    vm.sev().unwrap().init2(&mut KvmSevInit::default()).unwrap();
     // Every id below 100 after INIT2: EPERM.
-    let e = vm.sev_guest_status().unwrap_err();
+    let e = vm.sev().unwrap().guest_status().unwrap_err();
     check(
         &e,
         "KVM_SEV_GUEST_STATUS",
@@ -808,7 +866,11 @@ fn snp_out_of_order_commands() {
         FirmwareStatus::None,
         Some("legacy"),
     );
-    let e = vm.sev_init2(&mut KvmSevInit::default()).unwrap_err();
+    let e = vm
+        .sev()
+        .unwrap()
+        .init2(&mut KvmSevInit::default())
+        .unwrap_err();
     assert_eq!(e.errno.raw(), libc::EPERM, "{e}");
 
     let page = vec![0u8; PAGE];
@@ -820,7 +882,7 @@ fn snp_out_of_order_commands() {
         ..Default::default()
     };
     // SAFETY: `page` is readable for the call.
-    let e = unsafe { vm.snp_launch_update(&mut upd, sev.as_fd()) }.unwrap_err();
+    let e = unsafe { vm.sev().unwrap().snp_launch_update(&mut upd, sev.as_fd()) }.unwrap_err();
     check(
         &e,
         "KVM_SEV_SNP_LAUNCH_UPDATE",
@@ -830,7 +892,7 @@ fn snp_out_of_order_commands() {
     );
     let mut fin = KvmSevSnpLaunchFinish::default();
     // SAFETY: no ID block.
-    let e = unsafe { vm.snp_launch_finish(&mut fin, sev.as_fd()) }.unwrap_err();
+    let e = unsafe { vm.sev().unwrap().snp_launch_finish(&mut fin, sev.as_fd()) }.unwrap_err();
     check(
         &e,
         "KVM_SEV_SNP_LAUNCH_FINISH",
@@ -840,7 +902,7 @@ fn snp_out_of_order_commands() {
     );
 
     let _vcpu = vm.create_vcpu(0).unwrap();
-    let e = vm.snp_enable_req_certs().unwrap_err();
+    let e = vm.sev().unwrap().snp_enable_req_certs().unwrap_err();
     check(
         &e,
         "KVM_SEV_SNP_ENABLE_REQ_CERTS",
@@ -848,8 +910,15 @@ fn snp_out_of_order_commands() {
         FirmwareStatus::None,
         Some("before any vCPU"),
     );
-    vm.snp_launch_start(&mut start, sev.as_fd()).unwrap();
-    let e = vm.snp_launch_start(&mut start, sev.as_fd()).unwrap_err();
+    vm.sev()
+        .unwrap()
+        .snp_launch_start(&mut start, sev.as_fd())
+        .unwrap();
+    let e = vm
+        .sev()
+        .unwrap()
+        .snp_launch_start(&mut start, sev.as_fd())
+        .unwrap_err();
     check(
         &e,
         "KVM_SEV_SNP_LAUNCH_START",
@@ -942,7 +1011,7 @@ fn tdx_capabilities_grow_on_e2big() {
     let vm = kvm.create_vm(VmType::Tdx).unwrap();
 
     let mut empty = TdxCapabilitiesBuf::with_capacity(0);
-    let e = vm.tdx_capabilities_into(&mut empty).unwrap_err();
+    let e = vm.tdx().unwrap().capabilities_into(&mut empty).unwrap_err();
     check(
         &e,
         "KVM_TDX_CAPABILITIES",
@@ -956,7 +1025,7 @@ fn tdx_capabilities_grow_on_e2big() {
     let mut errnos = Vec::new();
     let caps = read_capabilities_growing(1, |buf| {
         tried.push(buf.capacity());
-        let r = vm.tdx_capabilities_into(buf);
+        let r = vm.tdx().unwrap().capabilities_into(buf);
         if let Err(e) = &r {
             errnos.push(e.errno.raw());
         }
@@ -991,7 +1060,7 @@ fn tdx_capabilities_grow_on_e2big() {
     assert_eq!((gpaw.eax >> 16) & 0xff, 0xff);
 
     // The doubling from the default start gives the same answer.
-    let again = vm.tdx_capabilities().unwrap();
+    let again = vm.tdx().unwrap().capabilities().unwrap();
     assert_eq!(again.header().as_bytes(), h.as_bytes());
     assert_eq!(
         again.entries().collect::<Vec<_>>(),
@@ -999,8 +1068,9 @@ fn tdx_capabilities_grow_on_e2big() {
     );
 
     // A buffer the kernel cannot read: EFAULT.
+    let td = vm.tdx().unwrap();
     // SAFETY: the unmapped address is never dereferenced in this process.
-    let e = unsafe { vm.tdx_command(Command::<CapabilitiesUnmapped>::new(&mut Unmapped), 0) }
+    let e = unsafe { td.issue_unchecked(Command::<CapabilitiesUnmapped>::new(&mut Unmapped), 0) }
         .unwrap_err();
     check(
         &e,
@@ -1021,7 +1091,7 @@ fn tdx_vm_and_vcpu_commands_in_and_out_of_order() {
     let init = TdxInit::default();
 
     // FINALIZE before INIT_VM (no HKID): EINVAL.
-    let e = vm.tdx_finalize_vm().unwrap_err();
+    let e = vm.tdx().unwrap().finalize_vm().unwrap_err();
     check(
         &e,
         "KVM_TDX_FINALIZE_VM",
@@ -1032,7 +1102,7 @@ fn tdx_vm_and_vcpu_commands_in_and_out_of_order() {
     // More than 256 CPUID entries: E2BIG.
     let mut big = TdxInitVmBuf::with_capacity(257);
     big.set_nent_to_capacity();
-    let e = vm.tdx_init_vm(&mut big).unwrap_err();
+    let e = vm.tdx().unwrap().init_vm(&mut big).unwrap_err();
     check(
         &e,
         "KVM_TDX_INIT_VM",
@@ -1040,9 +1110,13 @@ fn tdx_vm_and_vcpu_commands_in_and_out_of_order() {
         FirmwareStatus::None,
         Some("256"),
     );
-    vm.tdx_init_vm(&mut init_vm_buf(&init)).unwrap();
+    vm.tdx().unwrap().init_vm(&mut init_vm_buf(&init)).unwrap();
     // INIT_VM twice: EINVAL.
-    let e = vm.tdx_init_vm(&mut init_vm_buf(&init)).unwrap_err();
+    let e = vm
+        .tdx()
+        .unwrap()
+        .init_vm(&mut init_vm_buf(&init))
+        .unwrap_err();
     check(
         &e,
         "KVM_TDX_INIT_VM",
@@ -1061,7 +1135,7 @@ fn tdx_vm_and_vcpu_commands_in_and_out_of_order() {
     };
     // INIT_MEM_REGION before INIT_VCPU: EINVAL.
     // SAFETY: `src` is one mapped page, alive for the call.
-    let e = unsafe { vcpu.tdx_init_mem_region(&mut region, true) }.unwrap_err();
+    let e = unsafe { vcpu.tdx().unwrap().init_mem_region(&mut region, true) }.unwrap_err();
     check(
         &e,
         "KVM_TDX_INIT_MEM_REGION",
@@ -1069,9 +1143,9 @@ fn tdx_vm_and_vcpu_commands_in_and_out_of_order() {
         FirmwareStatus::None,
         Some("INIT_VCPU"),
     );
-    vcpu.tdx_init_vcpu(0).unwrap();
+    vcpu.tdx().unwrap().init_vcpu(0).unwrap();
     // INIT_VCPU twice: EINVAL.
-    let e = vcpu.tdx_init_vcpu(0).unwrap_err();
+    let e = vcpu.tdx().unwrap().init_vcpu(0).unwrap_err();
     check(
         &e,
         "KVM_TDX_INIT_VCPU",
@@ -1081,7 +1155,7 @@ fn tdx_vm_and_vcpu_commands_in_and_out_of_order() {
     );
 
     // GET_CPUID before FINALIZE: the TD's CPUID, leaves from 0 and from 0x80000000.
-    let cpuid = vcpu.tdx_get_cpuid().unwrap();
+    let cpuid = vcpu.tdx().unwrap().get_cpuid().unwrap();
     assert!(cpuid.len() > 1);
     assert_eq!(cpuid.len(), cpuid.nent() as usize);
     let leaves: Vec<KvmCpuidEntry2> = cpuid.entries().collect();
@@ -1089,9 +1163,9 @@ fn tdx_vm_and_vcpu_commands_in_and_out_of_order() {
     assert!(leaves.iter().any(|e| e.function == 0x8000_0000));
     assert!(cpuid.find(0, 0).unwrap().eax >= 1, "max basic leaf");
 
-    vm.tdx_finalize_vm().unwrap();
+    vm.tdx().unwrap().finalize_vm().unwrap();
     // After FINALIZE: GET_CPUID and INIT_VM are refused with EINVAL.
-    let e = vcpu.tdx_get_cpuid().unwrap_err();
+    let e = vcpu.tdx().unwrap().get_cpuid().unwrap_err();
     check(
         &e,
         "KVM_TDX_GET_CPUID",
@@ -1099,7 +1173,7 @@ fn tdx_vm_and_vcpu_commands_in_and_out_of_order() {
         FirmwareStatus::None,
         Some("wrong TD state"),
     );
-    let e = vm.tdx_finalize_vm().unwrap_err();
+    let e = vm.tdx().unwrap().finalize_vm().unwrap_err();
     assert_eq!(e.errno.raw(), libc::EINVAL, "{e}");
 }
 
@@ -1111,9 +1185,11 @@ fn tdx_finalize_without_vcpus_is_a_seamcall_failure() {
     let _host = served();
     let kvm = Kvm::open().unwrap();
     let vm = kvm.create_vm(VmType::Tdx).unwrap();
-    vm.tdx_init_vm(&mut init_vm_buf(&TdxInit::default()))
+    vm.tdx()
+        .unwrap()
+        .init_vm(&mut init_vm_buf(&TdxInit::default()))
         .unwrap();
-    let e = vm.tdx_finalize_vm().unwrap_err();
+    let e = vm.tdx().unwrap().finalize_vm().unwrap_err();
     check(
         &e,
         "KVM_TDX_FINALIZE_VM",
@@ -1122,30 +1198,50 @@ fn tdx_finalize_without_vcpus_is_a_seamcall_failure() {
         Some("SEAMCALL"),
     );
     assert!(e.to_string().contains("0xc000060900000000"), "{e}");
-    let e = vm.tdx_capabilities().unwrap_err();
+    let e = vm.tdx().unwrap().capabilities().unwrap_err();
     assert_eq!(e.errno.raw(), libc::EIO, "a bugged VM: {e}");
 }
 
-/// An SEV VM's vCPU has no TDX sub-commands (ENOTTY), and injected EBUSY reaches the
-/// callers of CAPABILITIES (not retried: only E2BIG grows the buffer) and FINALIZE.
+/// An SEV VM and its vCPU are refused as TDX targets (and a TD as an SEV one) before any
+/// system call, and injected EBUSY reaches the callers of CAPABILITIES (not retried: only
+/// E2BIG grows the buffer) and FINALIZE.
 #[test]
 fn tdx_commands_on_a_non_td_and_injected_busy() {
     let _host = served_with("capabilities:busy@1,finalize_vm:busy@1");
     let kvm = Kvm::open().unwrap();
     let sev_vm = kvm.create_vm(VmType::Sev).unwrap();
-    sev_vm.sev_init2(&mut KvmSevInit::default()).unwrap();
+    sev_vm
+        .sev()
+        .unwrap()
+        .init2(&mut KvmSevInit::default())
+        .unwrap();
     let sev_vcpu = sev_vm.create_vcpu(0).unwrap();
-    let e = sev_vcpu.tdx_init_vcpu(0).unwrap_err();
-    check(
-        &e,
-        "KVM_TDX_INIT_VCPU",
-        libc::ENOTTY,
-        FirmwareStatus::None,
-        Some("not a TD"),
+    let e = sev_vcpu.tdx().unwrap_err();
+    assert_eq!(
+        e,
+        FamilyMismatch {
+            family: Family::Tdx,
+            scope: Scope::Vcpu,
+            vm_type: VmType::Sev
+        }
     );
+    assert!(e.hint().contains("not a TD"), "{e}");
+    assert_eq!(
+        e.to_string(),
+        "KVM_TDX_* sub-commands cannot be issued on a vCPU of a `sev` VM: they need a `tdx` VM"
+    );
+    let e = kvm_coco::Error::from(sev_vm.tdx().unwrap_err());
+    assert!(
+        matches!(e, kvm_coco::Error::FamilyMismatch(m) if m.scope == Scope::Vm),
+        "{e}"
+    );
+    assert_eq!(e.errno(), None, "no system call was made");
 
     let vm = kvm.create_vm(VmType::Tdx).unwrap();
-    let e = vm.tdx_capabilities().unwrap_err();
+    let e = vm.sev().unwrap_err();
+    assert_eq!((e.family, e.vm_type), (Family::Sev, VmType::Tdx));
+    assert!(e.hint().contains("use the TDX sub-commands"), "{e}");
+    let e = vm.tdx().unwrap().capabilities().unwrap_err();
     check(
         &e,
         "KVM_TDX_CAPABILITIES",
@@ -1153,13 +1249,15 @@ fn tdx_commands_on_a_non_td_and_injected_busy() {
         FirmwareStatus::None,
         None,
     );
-    vm.tdx_capabilities().unwrap();
-    vm.tdx_init_vm(&mut init_vm_buf(&TdxInit::default()))
+    vm.tdx().unwrap().capabilities().unwrap();
+    vm.tdx()
+        .unwrap()
+        .init_vm(&mut init_vm_buf(&TdxInit::default()))
         .unwrap();
     split_irqchip(&vm);
     let vcpu = vm.create_vcpu(0).unwrap();
-    vcpu.tdx_init_vcpu(0).unwrap();
-    let e = vm.tdx_finalize_vm().unwrap_err();
+    vcpu.tdx().unwrap().init_vcpu(0).unwrap();
+    let e = vm.tdx().unwrap().finalize_vm().unwrap_err();
     check(
         &e,
         "KVM_TDX_FINALIZE_VM",
@@ -1167,7 +1265,93 @@ fn tdx_commands_on_a_non_td_and_injected_busy() {
         FirmwareStatus::None,
         Some("retry"),
     );
-    vm.tdx_finalize_vm().unwrap();
+    vm.tdx().unwrap().finalize_vm().unwrap();
+}
+
+/// The generic entry points of the typed views: an address-free command through the safe
+/// `issue`, the others through `issue_unchecked`, each answered as its per-command method is.
+#[test]
+fn generic_issue_through_the_typed_views() {
+    use kvm_coco::ops::{Immediate, sev, snp, tdx};
+    let _host = served();
+    let kvm = Kvm::open().unwrap();
+    let dev = dev_sev();
+
+    let vm = kvm.create_vm(VmType::Snp).unwrap();
+    let amd = vm.sev().unwrap();
+    assert_eq!(amd.vm_type(), VmType::Snp);
+    amd.issue(Command::<sev::Init2>::new(&mut KvmSevInit::default()), None)
+        .unwrap();
+    let mut start = KvmSevSnpLaunchStart {
+        policy: 0x3_0000,
+        ..Default::default()
+    };
+    amd.issue(
+        Command::<snp::LaunchStart>::new(&mut start),
+        Some(dev.as_fd()),
+    )
+    .unwrap();
+    // A legacy id on an SNP VM after INIT2: EPERM, as through `guest_status`.
+    let mut st = kvm_coco_uapi::KvmSevGuestStatus::default();
+    let e = amd
+        .issue(Command::<sev::GuestStatus>::new(&mut st), None)
+        .unwrap_err();
+    check(
+        &e,
+        "KVM_SEV_GUEST_STATUS",
+        libc::EPERM,
+        FirmwareStatus::None,
+        Some("legacy"),
+    );
+    let mut fin = KvmSevSnpLaunchFinish::default();
+    // SAFETY: no ID block: the kernel dereferences no address.
+    unsafe {
+        amd.issue_unchecked(
+            Command::<snp::LaunchFinish>::new(&mut fin),
+            Some(dev.as_fd()),
+        )
+    }
+    .unwrap();
+
+    let vm = kvm.create_vm(VmType::Tdx).unwrap();
+    let td = vm.tdx().unwrap();
+    assert_eq!(td.vm().vm_type(), VmType::Tdx);
+    td.issue(
+        Command::<tdx::InitVm>::new(&mut init_vm_buf(&TdxInit::default())),
+        0,
+    )
+    .unwrap();
+    split_irqchip(&vm);
+    let vcpu = vm.create_vcpu(0).unwrap();
+    let tv = vcpu.tdx().unwrap();
+    assert_eq!(tv.vcpu().id(), 0);
+    tv.issue(Command::<tdx::InitVcpu>::new(&mut Immediate(0)), 0)
+        .unwrap();
+    let mut cpuid = kvm_coco::ops::tdx::CpuidBuf::with_capacity(256);
+    cpuid.set_nent_to_capacity();
+    tv.issue(Command::<tdx::GetCpuid>::new(&mut cpuid), 0)
+        .unwrap();
+    assert_eq!(cpuid.len(), tv.get_cpuid().unwrap().len());
+    let src = GuestMapping::anonymous(PAGE).unwrap();
+    let mut region = KvmTdxInitMemRegion {
+        source_addr: src.host_addr(),
+        gpa: 0xffff_f000,
+        nr_pages: 1,
+    };
+    // No private memory at that GPA: EINVAL, nothing copied.
+    // SAFETY: `src` is one mapped page, alive for the call.
+    let e = unsafe { tv.issue_unchecked(Command::<tdx::InitMemRegion>::new(&mut region), 0) }
+        .unwrap_err();
+    check(
+        &e,
+        "KVM_TDX_INIT_MEM_REGION",
+        libc::EINVAL,
+        FirmwareStatus::None,
+        Some("private"),
+    );
+    assert_eq!(region.nr_pages, 1, "no progress");
+    td.issue(Command::<tdx::FinalizeVm>::new(&mut NoPayload), 0)
+        .unwrap();
 }
 
 /// A TDX launch through `KvmBackend` and the launch API; the backend's vCPUs through the
@@ -1187,7 +1371,7 @@ fn tdx_launch_vcpus_through_the_launch_vcpu_trait() {
     launch.create_vcpu(0).unwrap();
     let mut launch = launch.start().unwrap();
     launch.add_plan(&plan).unwrap();
-    let before = launch.vcpus()[0].tdx_get_cpuid().unwrap();
+    let before = launch.vcpus()[0].tdx().unwrap().get_cpuid().unwrap();
     assert!(!before.is_empty());
     let launch = launch.measure().unwrap().finish().unwrap();
     let (_backend, mut vcpus) = launch.into_parts();
@@ -1195,7 +1379,7 @@ fn tdx_launch_vcpus_through_the_launch_vcpu_trait() {
     assert_eq!(LaunchVcpu::id(vcpu), 0);
     // TDX vCPU state is protected from creation (§9.3).
     assert!(LaunchVcpu::regs(vcpu).is_err());
-    let e = vcpu.tdx_get_cpuid().unwrap_err();
+    let e = vcpu.tdx().unwrap().get_cpuid().unwrap_err();
     assert_eq!(e.errno.raw(), libc::EINVAL, "GET_CPUID after FINALIZE: {e}");
 
     host.load_program(&*vcpu, [GuestOp::Terminate { code: 0x77 }])

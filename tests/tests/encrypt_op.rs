@@ -1,6 +1,6 @@
 //! `KVM_MEMORY_ENCRYPT_OP` and friends on a default VM: clear "not a confidential VM" errors.
 
-use kvm_coco::ops::HINT_NOT_CONFIDENTIAL;
+use kvm_coco::ops::{EncryptOpError, Family, HINT_NOT_CONFIDENTIAL};
 use kvm_coco::{Error, GuestMapping, VmType};
 use kvm_coco_tests::kvm_or_skip;
 use kvm_coco_uapi::KvmSevInit;
@@ -9,7 +9,11 @@ use kvm_coco_uapi::KvmSevInit;
 fn sev_init2_on_default_vm_is_not_confidential() {
     let Some(kvm) = kvm_or_skip() else { return };
     let vm = kvm.create_vm(VmType::Default).unwrap();
-    let err = vm.sev_init2(&mut KvmSevInit::default()).unwrap_err();
+    let err = vm
+        .sev()
+        .unwrap()
+        .init2(&mut KvmSevInit::default())
+        .unwrap_err();
     assert_eq!(
         err.errno.raw(),
         libc::ENOTTY,
@@ -30,21 +34,32 @@ fn sev_init2_on_default_vm_is_not_confidential() {
 fn other_sub_commands_on_default_vm_map_the_same_way() {
     let Some(kvm) = kvm_or_skip() else { return };
     let vm = kvm.create_vm(VmType::Default).unwrap();
-    let e = vm.sev_launch_finish().unwrap_err();
+    let sev = vm.sev().unwrap();
+    let e = sev.launch_finish().unwrap_err();
     assert_eq!(
         (e.command, e.errno.raw()),
         ("KVM_SEV_LAUNCH_FINISH", libc::ENOTTY)
     );
     assert_eq!(e.hint, Some(HINT_NOT_CONFIDENTIAL));
-    let e = vm.snp_enable_req_certs().unwrap_err();
+    let e = sev.snp_enable_req_certs().unwrap_err();
     assert_eq!(e.command, "KVM_SEV_SNP_ENABLE_REQ_CERTS");
     assert_eq!(e.hint, Some(HINT_NOT_CONFIDENTIAL));
-    let e = vm.tdx_capabilities().unwrap_err();
+    // TDX sub-commands need a TD: refused when the view is made, before any system call.
+    let mismatch = vm.tdx().unwrap_err();
+    assert_eq!(
+        (mismatch.family, mismatch.vm_type),
+        (Family::Tdx, VmType::Default)
+    );
+    let e = EncryptOpError::from(mismatch);
     assert_eq!(
         (e.command, e.errno.raw()),
-        ("KVM_TDX_CAPABILITIES", libc::ENOTTY)
+        ("KVM_MEMORY_ENCRYPT_OP", libc::ENOTTY)
     );
     assert_eq!(e.hint, Some(HINT_NOT_CONFIDENTIAL));
+    assert!(matches!(
+        Error::from(vm.tdx().unwrap_err()),
+        Error::FamilyMismatch(_)
+    ));
 }
 
 #[test]

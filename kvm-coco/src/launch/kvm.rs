@@ -291,7 +291,7 @@ impl Backend for KvmBackend {
     }
 
     fn sev_init2(&mut self, init: &mut KvmSevInit) -> Result<(), EncryptOpError> {
-        self.vm.sev_init2(init)
+        self.vm.sev()?.init2(init)
     }
 
     fn sev_launch_start(
@@ -312,7 +312,7 @@ impl Backend for KvmBackend {
         let fd = self.sev_fd()?;
         // SAFETY: `dh_uaddr`/`session_uaddr` point to the session's vectors with their
         // lengths, borrowed for the whole call.
-        unsafe { self.vm.sev_launch_start(&mut start, fd) }?;
+        unsafe { self.vm.sev()?.launch_start(&mut start, fd) }?;
         Ok(start.handle)
     }
 
@@ -331,15 +331,15 @@ impl Backend for KvmBackend {
         // SAFETY: `uaddr..uaddr+len` lies inside a guest mapping owned by `self.regions`
         // (and registered with the VM), alive for the call; the kernel pins and encrypts
         // it in place.
-        unsafe { self.vm.sev_launch_update_data(&mut upd) }
+        unsafe { self.vm.sev()?.launch_update_data(&mut upd) }
     }
 
     fn sev_launch_update_vmsa(&mut self) -> Result<(), EncryptOpError> {
-        self.vm.sev_launch_update_vmsa()
+        self.vm.sev()?.launch_update_vmsa()
     }
 
     fn sev_launch_measure(&mut self) -> Result<Vec<u8>, EncryptOpError> {
-        self.vm.sev_launch_measure()
+        self.vm.sev()?.launch_measure()
     }
 
     fn sev_launch_secret(
@@ -363,11 +363,11 @@ impl Backend for KvmBackend {
         };
         // SAFETY: the header and packet slices are borrowed for the call with their
         // lengths; `guest_uaddr` lies in a guest mapping kept alive by `self.regions`.
-        unsafe { self.vm.sev_launch_secret(&mut s) }
+        unsafe { self.vm.sev()?.launch_secret(&mut s) }
     }
 
     fn sev_launch_finish(&mut self) -> Result<(), EncryptOpError> {
-        self.vm.sev_launch_finish()
+        self.vm.sev()?.launch_finish()
     }
 
     fn sev_dbg_decrypt(&mut self, gpa: u64, buf: &mut [u8]) -> Result<(), EncryptOpError> {
@@ -383,7 +383,7 @@ impl Backend for KvmBackend {
         };
         // SAFETY: `src_uaddr` lies in a guest mapping kept alive by `self.regions`;
         // `dst_uaddr` is `buf`, exclusively borrowed for the call, `len` bytes.
-        unsafe { self.vm.sev_dbg_decrypt(&mut d) }
+        unsafe { self.vm.sev()?.dbg_decrypt(&mut d) }
     }
 
     fn sev_dbg_encrypt(&mut self, gpa: u64, data: &[u8]) -> Result<(), EncryptOpError> {
@@ -399,16 +399,16 @@ impl Backend for KvmBackend {
         };
         // SAFETY: `src_uaddr` is `data`, borrowed for the call; `dst_uaddr` lies in a guest
         // mapping kept alive by `self.regions`, `len` bytes.
-        unsafe { self.vm.sev_dbg_encrypt(&mut d) }
+        unsafe { self.vm.sev()?.dbg_encrypt(&mut d) }
     }
 
     fn snp_enable_req_certs(&mut self) -> Result<(), EncryptOpError> {
-        self.vm.snp_enable_req_certs()
+        self.vm.sev()?.snp_enable_req_certs()
     }
 
     fn snp_launch_start(&mut self, start: &mut KvmSevSnpLaunchStart) -> Result<(), EncryptOpError> {
         let fd = self.sev_fd()?;
-        self.vm.snp_launch_start(start, fd)
+        self.vm.sev()?.snp_launch_start(start, fd)
     }
 
     fn snp_launch_update(
@@ -419,13 +419,14 @@ impl Backend for KvmBackend {
         cpuid_out: Option<&mut [u8; 4096]>,
     ) -> Result<(), EncryptOpError> {
         const CMD: &str = "KVM_SEV_SNP_LAUNCH_UPDATE";
+        let sev = self.vm.sev()?;
         let uaddr = self.stage(range.gpa, range.len, src, CMD)?;
         let mut upd = range.snp_launch_update(uaddr, page_type);
         let fd = self.sev_fd()?;
         // SAFETY: `uaddr..uaddr+len` lies inside a guest mapping kept alive by
         // `self.regions`, staged with the content above; for CPUID pages the kernel may
         // write the corrected page back there, which the mapping allows.
-        let r = unsafe { self.vm.snp_launch_update(&mut upd, fd) };
+        let r = unsafe { sev.snp_launch_update(&mut upd, fd) };
         range.consume_snp(&upd);
         if r.is_err()
             && let Some(out) = cpuid_out
@@ -441,6 +442,7 @@ impl Backend for KvmBackend {
         finish: &mut KvmSevSnpLaunchFinish,
         identity: Option<&SnpIdentity>,
     ) -> Result<(), EncryptOpError> {
+        let sev = self.vm.sev()?;
         if let Some(id) = identity {
             finish.id_block_uaddr = id.id_block.as_ptr() as u64;
             finish.id_auth_uaddr = id.id_auth.as_ptr() as u64;
@@ -448,22 +450,22 @@ impl Backend for KvmBackend {
         let fd = self.sev_fd()?;
         // SAFETY: with `id_block_en`, the addresses point to the identity's 96-byte ID
         // block and 4096-byte ID auth, borrowed for the call.
-        let r = unsafe { self.vm.snp_launch_finish(finish, fd) };
+        let r = unsafe { sev.snp_launch_finish(finish, fd) };
         finish.id_block_uaddr = 0;
         finish.id_auth_uaddr = 0;
         r
     }
 
     fn tdx_capabilities(&mut self, buf: &mut TdxCapabilitiesBuf) -> Result<(), EncryptOpError> {
-        self.vm.tdx_capabilities_into(buf)
+        self.vm.tdx()?.capabilities_into(buf)
     }
 
     fn tdx_init_vm(&mut self, init: &mut TdxInitVmBuf) -> Result<(), EncryptOpError> {
-        self.vm.tdx_init_vm(init)
+        self.vm.tdx()?.init_vm(init)
     }
 
     fn tdx_init_vcpu(&mut self, vcpu: &Vcpu, rcx: u64) -> Result<(), EncryptOpError> {
-        vcpu.tdx_init_vcpu(rcx)
+        vcpu.tdx()?.init_vcpu(rcx)
     }
 
     fn tdx_init_mem_region(
@@ -473,16 +475,17 @@ impl Backend for KvmBackend {
         measure: bool,
         src: Source<'_>,
     ) -> Result<(), EncryptOpError> {
+        let td_vcpu = vcpu.tdx()?;
         let source_addr = self.stage(range.gpa, range.len, src, "KVM_TDX_INIT_MEM_REGION")?;
         let mut r = range.tdx_init_mem_region(source_addr);
         // SAFETY: `source_addr` points into a guest mapping kept alive by `self.regions`,
         // covering `nr_pages` pages staged above.
-        let res = unsafe { vcpu.tdx_init_mem_region(&mut r, measure) };
+        let res = unsafe { td_vcpu.init_mem_region(&mut r, measure) };
         range.consume_tdx(&r);
         res
     }
 
     fn tdx_finalize_vm(&mut self) -> Result<(), EncryptOpError> {
-        self.vm.tdx_finalize_vm()
+        self.vm.tdx()?.finalize_vm()
     }
 }

@@ -3,32 +3,143 @@
 //!
 //! `KVM_MEMORY_ENCRYPT_OP` multiplexes every vendor sub-command through one ioctl whose
 //! argument is a `struct kvm_sev_cmd` or `struct kvm_tdx_cmd` with a sub-command id and a
-//! pointer (`data`) to the sub-command's own struct. Here:
+//! pointer (`data`) to the sub-command's own struct. The two structs differ and their ids
+//! overlap (SEV id 0 is `KVM_SEV_INIT`, TDX id 0 is `KVM_TDX_CAPABILITIES`), so a command
+//! of one family issued on a VM of the other would be misread by the kernel. Here:
 //!
 //! * each sub-command is a type implementing [`SubCommand`], which binds its kernel id, its
-//!   kernel name and its payload type (one payload type may serve several commands, as
-//!   `kvm_sev_dbg` does for DBG_DECRYPT and DBG_ENCRYPT);
+//!   kernel name, its payload type (one payload type may serve several commands, as
+//!   `kvm_sev_dbg` does for DBG_DECRYPT and DBG_ENCRYPT), its family ([`Amd`] or [`Tdx`])
+//!   and the fd it is issued on ([`VmScope`] or [`VcpuScope`]), as associated types;
 //! * a [`Command<'a, C>`] pairs a sub-command with a payload borrowed mutably for `'a`, so
 //!   the payload cannot move or be freed while the kernel reads and writes it, and a payload
 //!   of the wrong type does not compile;
-//! * every sub-command has one method on [`Vm`](crate::Vm) (SEV, SNP, TDX VM scope) or
-//!   [`Vcpu`](crate::Vcpu) (TDX vCPU scope). Methods whose payload carries user addresses
-//!   the kernel dereferences (`uaddr`, `source_addr`, …) are `unsafe fn`;
+//! * commands are issued through typed views of a [`Vm`] or [`Vcpu`]: [`SevVm`]
+//!   ([`Vm::sev`]), [`TdxVm`] ([`Vm::tdx`]) and [`TdxVcpu`] ([`Vcpu::tdx`]). Creating a view
+//!   checks the VM type once, at run time ([`FamilyMismatch`] otherwise); from then on each
+//!   view's `issue` accepts only the sub-commands of its family and fd scope, so a TDX
+//!   command on an AMD VM, or a vCPU-scoped command on a VM fd, does not compile;
+//! * every sub-command has one method on its view. Commands whose payload carries no user
+//!   address the kernel dereferences implement [`AddressFree`] and are issued by safe
+//!   methods; the others (`uaddr`, `source_addr`, …) are `unsafe fn`;
 //! * failures are [`EncryptOpError`]s carrying the command name, the errno, the firmware
 //!   status (SEV `error`, TDX `hw_error`) and a hint.
 //!
-//! ```no_run
+//! # Example: a TD's sub-commands, on the software host where the machine has no TDX
+//!
+//! (With the `sim` feature, which provides the software host.)
+//!
+//! ```
+//! # #[cfg(feature = "sim")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use kvm_coco::ops::{Command, FamilyMismatch, Family, NoPayload, Scope, tdx};
+//! use kvm_coco::sim::host::SoftwareHost;
 //! use kvm_coco::{Kvm, VmType};
-//! use kvm_coco::ops::{Command, sev};
-//! use kvm_coco_uapi::KvmSevInit;
-//! let vm = Kvm::open()?.create_vm(VmType::Sev)?;
-//! let mut init = KvmSevInit::default();
-//! vm.sev_init2(&mut init)?;
-//! // The same call through the generic entry point:
-//! let cmd: Command<'_, sev::Init2> = Command::new(&mut init);
-//! assert_eq!(cmd.id(), 22);
+//! use kvm_coco_uapi::{KvmCpuidEntry2, KvmTdxInitVm, TdxInitVmBuf};
+//!
+//! let host = SoftwareHost::builder().start()?;
+//! host.serve_current_thread()?;
+//! let vm = Kvm::open()?.create_vm(VmType::Tdx)?;
+//!
+//! // The VM type is checked once, when the view is made.
+//! let td = vm.tdx()?;
+//! assert_eq!(
+//!     vm.sev().unwrap_err(),
+//!     FamilyMismatch { family: Family::Sev, scope: Scope::Vm, vm_type: VmType::Tdx }
+//! );
+//!
+//! let caps = td.capabilities()?;
+//! assert_ne!(caps.header().supported_attrs, 0);
+//! // XFAM x87|SSE, GPAW 48.
+//! let mut init = TdxInitVmBuf::with_capacity(1);
+//! init.set_header(&KvmTdxInitVm { xfam: 0x3, ..Default::default() });
+//! init.push(KvmCpuidEntry2 { function: 0x8000_0008, eax: 48 << 16, ..Default::default() })
+//!     .expect("capacity 1");
+//! td.init_vm(&mut init)?;
+//! # let mut cap = kvm_bindings::kvm_enable_cap { cap: kvm_bindings::KVM_CAP_SPLIT_IRQCHIP, ..Default::default() };
+//! # cap.args[0] = 24;
+//! # vm.enable_cap(&cap)?;
+//! let vcpu = vm.create_vcpu(0)?;
+//! vcpu.tdx()?.init_vcpu(0)?;
+//! assert!(!vcpu.tdx()?.get_cpuid()?.is_empty());
+//! // The generic entry point: FINALIZE_VM has no payload, so it is safe to issue.
+//! td.issue(Command::<tdx::FinalizeVm>::new(&mut NoPayload), 0)?;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "sim"))]
+//! # fn main() {}
+//! ```
+//!
+//! # Checked at compile time
+//!
+//! A TDX command through an AMD VM does not compile (the view's bound
+//! `SubCommand<Family = Amd>` is not met):
+//!
+//! ```compile_fail,E0271
+//! use kvm_coco::ops::{Command, NoPayload, tdx};
+//! let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Snp)?;
+//! vm.sev()?.issue(Command::<tdx::FinalizeVm>::new(&mut NoPayload), None)?;
 //! # Ok::<(), kvm_coco::Error>(())
 //! ```
+//!
+//! Nor does an AMD command through a TD:
+//!
+//! ```compile_fail,E0271
+//! use kvm_coco::ops::{Command, NoPayload, sev};
+//! let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Tdx)?;
+//! vm.tdx()?.issue(Command::<sev::LaunchFinish>::new(&mut NoPayload), 0)?;
+//! # Ok::<(), kvm_coco::Error>(())
+//! ```
+//!
+//! A vCPU-scoped TDX command on the VM fd does not compile (`SubCommand<Scope = VmScope>`
+//! is not met by `KVM_TDX_INIT_VCPU`):
+//!
+//! ```compile_fail,E0271
+//! use kvm_coco::ops::{Command, Immediate, tdx};
+//! let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Tdx)?;
+//! vm.tdx()?.issue(Command::<tdx::InitVcpu>::new(&mut Immediate(0)), 0)?;
+//! # Ok::<(), kvm_coco::Error>(())
+//! ```
+//!
+//! Nor does a VM-scoped one on a vCPU fd:
+//!
+//! ```compile_fail,E0271
+//! use kvm_coco::ops::{Command, NoPayload, tdx};
+//! let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Tdx)?;
+//! let vcpu = vm.create_vcpu(0)?;
+//! vcpu.tdx()?.issue(Command::<tdx::FinalizeVm>::new(&mut NoPayload), 0)?;
+//! # Ok::<(), kvm_coco::Error>(())
+//! ```
+//!
+//! The unsafe entry point has the same bounds:
+//!
+//! ```compile_fail,E0271
+//! use kvm_coco::ops::{Command, tdx};
+//! use kvm_coco_uapi::KvmTdxInitMemRegion;
+//! let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Tdx)?;
+//! let mut r = KvmTdxInitMemRegion::default();
+//! // SAFETY: no source address.
+//! unsafe { vm.tdx()?.issue_unchecked(Command::<tdx::InitMemRegion>::new(&mut r), 0)? };
+//! # Ok::<(), kvm_coco::Error>(())
+//! ```
+//!
+//! A command whose payload holds user addresses has no safe entry point (it does not
+//! implement [`AddressFree`]):
+//!
+//! ```compile_fail,E0277
+//! use kvm_coco::ops::{Command, sev};
+//! use kvm_coco_uapi::KvmSevLaunchUpdateData;
+//! let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Sev)?;
+//! let mut upd = KvmSevLaunchUpdateData { uaddr: 0x1000, len: 0x1000, ..Default::default() };
+//! vm.sev()?.issue(Command::<sev::LaunchUpdateData>::new(&mut upd), None)?;
+//! # Ok::<(), kvm_coco::Error>(())
+//! ```
+//!
+//! [`Vm`]: crate::Vm
+//! [`Vcpu`]: crate::Vcpu
+//! [`Vm::sev`]: crate::Vm::sev
+//! [`Vm::tdx`]: crate::Vm::tdx
+//! [`Vcpu::tdx`]: crate::Vcpu::tdx
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -44,8 +155,11 @@ use crate::vm_type::{Vendor, VmType};
 pub mod sev;
 pub mod snp;
 pub mod tdx;
+mod views;
 
-/// Which fd a sub-command is issued on.
+pub use views::{FamilyMismatch, SevVm, TdxVcpu, TdxVm};
+
+/// Which fd a sub-command is issued on (the value of a [`CommandScope`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// The VM fd.
@@ -54,31 +168,141 @@ pub enum Scope {
     Vcpu,
 }
 
-/// The command family, i.e. which command struct wraps the id.
+/// The command family, i.e. which command struct wraps the id (the value of a
+/// [`CommandFamily`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
-    /// `struct kvm_sev_cmd` (SEV, SEV-ES, SNP).
+    /// `struct kvm_sev_cmd` (SEV, SEV-ES, SNP): [`Amd`].
     Sev,
-    /// `struct kvm_tdx_cmd`.
+    /// `struct kvm_tdx_cmd`: [`Tdx`].
     Tdx,
+}
+
+impl Family {
+    /// Whether sub-commands of this family may be issued on a VM of `vm_type`: the TDX
+    /// family on TDX VMs; the SEV family on SEV, SEV-ES and SNP VMs, and on default VMs,
+    /// which the deprecated `KVM_SEV_INIT` / `KVM_SEV_ES_INIT` turn into SEV / SEV-ES
+    /// guests.
+    ///
+    /// ```
+    /// use kvm_coco::{VmType, ops::Family};
+    /// assert!(Family::Sev.accepts(VmType::Snp));
+    /// assert!(Family::Sev.accepts(VmType::Default));
+    /// assert!(!Family::Sev.accepts(VmType::Tdx));
+    /// assert!(!Family::Tdx.accepts(VmType::Default));
+    /// ```
+    pub const fn accepts(self, vm_type: VmType) -> bool {
+        match self {
+            Self::Sev => matches!(
+                vm_type,
+                VmType::Default | VmType::Sev | VmType::SevEs | VmType::Snp
+            ),
+            Self::Tdx => matches!(vm_type, VmType::Tdx),
+        }
+    }
+
+    /// The prefix of the family's kernel names: `KVM_SEV_*` or `KVM_TDX_*`.
+    pub const fn kernel_names(self) -> &'static str {
+        match self {
+            Self::Sev => "KVM_SEV_*",
+            Self::Tdx => "KVM_TDX_*",
+        }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Amd {}
+    impl Sealed for super::Tdx {}
+    impl Sealed for super::VmScope {}
+    impl Sealed for super::VcpuScope {}
+}
+
+/// A command family as a type: [`Amd`] or [`Tdx`]. Sealed.
+pub trait CommandFamily: sealed::Sealed + 'static {
+    /// The family as a value.
+    const FAMILY: Family;
+}
+
+/// The family of the SEV, SEV-ES and SEV-SNP sub-commands (`struct kvm_sev_cmd`), issued
+/// through [`SevVm`].
+#[derive(Clone, Copy, Debug)]
+pub enum Amd {}
+
+/// The family of the TDX sub-commands (`struct kvm_tdx_cmd`), issued through [`TdxVm`] and
+/// [`TdxVcpu`].
+#[derive(Clone, Copy, Debug)]
+pub enum Tdx {}
+
+impl CommandFamily for Amd {
+    const FAMILY: Family = Family::Sev;
+}
+
+impl CommandFamily for Tdx {
+    const FAMILY: Family = Family::Tdx;
+}
+
+/// The fd a sub-command is issued on, as a type: [`VmScope`] or [`VcpuScope`]. Sealed.
+pub trait CommandScope: sealed::Sealed + 'static {
+    /// The scope as a value.
+    const SCOPE: Scope;
+}
+
+/// Issued on the VM fd (every SEV command; TDX CAPABILITIES, INIT_VM, FINALIZE_VM).
+#[derive(Clone, Copy, Debug)]
+pub enum VmScope {}
+
+/// Issued on a vCPU fd (TDX INIT_VCPU, INIT_MEM_REGION, GET_CPUID).
+#[derive(Clone, Copy, Debug)]
+pub enum VcpuScope {}
+
+impl CommandScope for VmScope {
+    const SCOPE: Scope = Scope::Vm;
+}
+
+impl CommandScope for VcpuScope {
+    const SCOPE: Scope = Scope::Vcpu;
 }
 
 /// A `KVM_MEMORY_ENCRYPT_OP` sub-command, identified by a type.
 ///
-/// Implemented by the uninhabited marker types in [`sev`], [`snp`] and [`tdx`].
+/// Implemented by the uninhabited marker types in [`sev`], [`snp`] and [`tdx`]. The family
+/// and the scope are types, so the views' `issue` methods can require them:
+///
+/// ```
+/// use kvm_coco::ops::{Amd, CommandScope, SubCommand, Tdx, VcpuScope, VmScope, snp, tdx};
+/// fn amd_vm_command<C: SubCommand<Family = Amd, Scope = VmScope>>() -> u32 { C::ID }
+/// fn tdx_vcpu_command<C: SubCommand<Family = Tdx, Scope = VcpuScope>>() -> u32 { C::ID }
+/// assert_eq!(amd_vm_command::<snp::LaunchStart>(), 100);
+/// assert_eq!(tdx_vcpu_command::<tdx::InitMemRegion>(), 3);
+/// let scope = <<tdx::GetCpuid as SubCommand>::Scope as CommandScope>::SCOPE;
+/// assert_eq!(scope, kvm_coco::ops::Scope::Vcpu);
+/// ```
 pub trait SubCommand {
     /// The kernel's sub-command id (`enum sev_cmd_id`, `enum kvm_tdx_cmd_id`).
     const ID: u32;
     /// The kernel's name, e.g. `KVM_SEV_SNP_LAUNCH_START`.
     const NAME: &'static str;
-    /// Which command struct carries it.
-    const FAMILY: Family;
-    /// Which fd it is issued on.
-    const SCOPE: Scope;
+    /// Which command struct carries it: [`Amd`] or [`Tdx`].
+    type Family: CommandFamily;
+    /// Which fd it is issued on: [`VmScope`] or [`VcpuScope`].
+    type Scope: CommandScope;
     /// The argument `data` points to ([`NoPayload`] for none, [`Immediate`] for a value
     /// passed in `data` itself).
     type Payload: Payload;
 }
+
+/// A sub-command that is memory-safe to issue with any value of its payload: the kernel
+/// dereferences no user address for it beyond the payload itself, so the views issue it
+/// from safe code (`issue`). The other sub-commands go through the `unsafe`
+/// `issue_unchecked`, whose caller vouches for the addresses.
+///
+/// # Safety
+///
+/// For the id [`SubCommand::ID`] of [`SubCommand::Family`], the kernel must read and write
+/// nothing of this process but the payload as [`Payload::data`] presents it (or nothing at
+/// all, for [`NoPayload`] and [`Immediate`]), whatever the payload's field values are.
+pub unsafe trait AddressFree: SubCommand {}
 
 /// A type that can be passed as a sub-command's `data`.
 ///
@@ -129,15 +353,26 @@ macro_rules! struct_payloads {
 }
 pub(crate) use struct_payloads;
 
+/// Marks sub-commands as [`AddressFree`]; every invocation says why each one is.
+macro_rules! address_free {
+    ($($c:ty),* $(,)?) => {$(
+        // SAFETY: each invocation lists only sub-commands whose payload holds no user
+        // address the kernel dereferences (the comment at the invocation says why).
+        unsafe impl $crate::ops::AddressFree for $c {}
+    )*};
+}
+pub(crate) use address_free;
+
 /// A sub-command bound to its payload for the duration of the borrow `'a`.
 ///
 /// ```
-/// use kvm_coco::ops::{Command, SubCommand, snp};
+/// use kvm_coco::ops::{Command, Family, Scope, snp};
 /// use kvm_coco_uapi::KvmSevSnpLaunchStart;
 /// let mut start = KvmSevSnpLaunchStart::default();
 /// let cmd = Command::<snp::LaunchStart>::new(&mut start);
 /// assert_eq!(cmd.id(), 100);
 /// assert_eq!(cmd.name(), "KVM_SEV_SNP_LAUNCH_START");
+/// assert_eq!((cmd.family(), cmd.scope()), (Family::Sev, Scope::Vm));
 /// ```
 pub struct Command<'a, C: SubCommand> {
     data: u64,
@@ -162,6 +397,16 @@ impl<'a, C: SubCommand> Command<'a, C> {
     pub fn name(&self) -> &'static str {
         C::NAME
     }
+
+    /// The family (which command struct carries it).
+    pub fn family(&self) -> Family {
+        <C::Family as CommandFamily>::FAMILY
+    }
+
+    /// The fd it is issued on.
+    pub fn scope(&self) -> Scope {
+        <C::Scope as CommandScope>::SCOPE
+    }
 }
 
 impl<C: SubCommand> fmt::Debug for Command<'_, C> {
@@ -169,6 +414,8 @@ impl<C: SubCommand> fmt::Debug for Command<'_, C> {
         f.debug_struct("Command")
             .field("name", &C::NAME)
             .field("id", &C::ID)
+            .field("family", &self.family())
+            .field("scope", &self.scope())
             .field("data", &format_args!("{:#x}", self.data))
             .finish()
     }
@@ -243,6 +490,10 @@ impl std::error::Error for EncryptOpError {
 /// The hint shown for `ENOTTY` on a VM type without `KVM_MEMORY_ENCRYPT_OP`.
 pub const HINT_NOT_CONFIDENTIAL: &str =
     "not a confidential VM: KVM_MEMORY_ENCRYPT_OP is only available on SEV/SNP/TDX VM types";
+/// The hint of an SEV-family command on a TDX VM.
+const HINT_SEV_ON_TDX: &str = "SEV command on a TDX VM: use the TDX sub-commands";
+/// The hint of a TDX command on a VM that is not a TD.
+const HINT_TDX_ON_NON_TD: &str = "TDX command on a VM that is not a TD";
 /// The hint shown for a firmware INVALID_GUEST_STATE.
 pub const HINT_OUT_OF_ORDER: &str = "commands out of order: the firmware's guest state does not allow this command now (check the launch sequence)";
 
@@ -255,9 +506,7 @@ pub(crate) fn sev_hint(vm_type: VmType, id: u32, errno: i32, fw: u32) -> Option<
         {
             HINT_NOT_CONFIDENTIAL
         }
-        libc::ENOTTY if vm_type.vendor() == Some(Vendor::Intel) => {
-            "SEV command on a TDX VM: use the TDX sub-commands"
-        }
+        libc::ENOTTY if vm_type.vendor() == Some(Vendor::Intel) => HINT_SEV_ON_TDX,
         libc::ENOTTY if id == KVM_SEV_LAUNCH_UPDATE_VMSA => {
             "LAUNCH_UPDATE_VMSA exists only for SEV-ES VMs (after KVM_SEV_INIT2)"
         }
@@ -310,7 +559,7 @@ pub(crate) fn tdx_hint(vm_type: VmType, id: u32, errno: i32) -> Option<&'static 
     use kvm_coco_uapi::tdx::*;
     Some(match errno {
         libc::ENOTTY if !vm_type.is_confidential() => HINT_NOT_CONFIDENTIAL,
-        libc::ENOTTY => "TDX command on a VM that is not a TD",
+        libc::ENOTTY => HINT_TDX_ON_NON_TD,
         libc::E2BIG if id == KVM_TDX_CAPABILITIES => {
             "cpuid.nent is below the TDX module's CPUID configuration count: grow the buffer and retry"
         }
@@ -332,13 +581,13 @@ pub(crate) fn tdx_hint(vm_type: VmType, id: u32, errno: i32) -> Option<&'static 
     })
 }
 
-/// Issues a SEV-family sub-command on `fd` (a VM fd).
+/// Issues a SEV-family sub-command on `fd`, the VM fd (only [`SevVm`] calls it).
 ///
 /// # Safety
 ///
 /// Every user address inside the payload bound to `cmd` must be valid for the reads and
 /// writes the kernel performs for `C` (the command's documentation lists them).
-pub(crate) unsafe fn issue_sev<C: SubCommand>(
+unsafe fn issue_sev<C: SubCommand<Family = Amd, Scope = VmScope>>(
     fd: &impl AsRawFd,
     vm_type: VmType,
     cmd: Command<'_, C>,
@@ -371,13 +620,14 @@ pub(crate) unsafe fn issue_sev<C: SubCommand>(
     }
 }
 
-/// Issues a TDX sub-command on `fd` (the VM fd or a vCPU fd, per `C::SCOPE`).
+/// Issues a TDX sub-command on `fd`: the VM fd for [`VmScope`] commands (from [`TdxVm`]), a
+/// vCPU fd for [`VcpuScope`] ones (from [`TdxVcpu`]); the views' bounds pick the fd.
 ///
 /// # Safety
 ///
 /// As [`issue_sev`]: every user address inside the payload must be valid for the kernel's
-/// accesses, and `fd` must be of the kind `C::SCOPE` names.
-pub(crate) unsafe fn issue_tdx<C: SubCommand>(
+/// accesses.
+unsafe fn issue_tdx<C: SubCommand<Family = Tdx>>(
     fd: &impl AsRawFd,
     vm_type: VmType,
     cmd: Command<'_, C>,
@@ -422,8 +672,8 @@ macro_rules! sub_commands {
         impl $crate::ops::SubCommand for $name {
             const ID: u32 = $id;
             const NAME: &'static str = stringify!($id);
-            const FAMILY: $crate::ops::Family = $crate::ops::Family::$family;
-            const SCOPE: $crate::ops::Scope = $crate::ops::Scope::$scope;
+            type Family = $crate::ops::$family;
+            type Scope = $crate::ops::$scope;
             type Payload = $payload;
         }
     )*};

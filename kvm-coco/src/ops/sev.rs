@@ -1,4 +1,5 @@
-//! SEV and SEV-ES sub-commands (`enum sev_cmd_id` < 100), issued on the VM fd.
+//! SEV and SEV-ES sub-commands (`enum sev_cmd_id` < 100), issued on the VM fd through
+//! [`SevVm`] ([`Vm::sev`](crate::Vm::sev)).
 //!
 //! The launch order (Linux 7.3, `amd-memory-encryption.rst`): `KVM_SEV_INIT2` →
 //! (create vCPUs) → `LAUNCH_START` → `LAUNCH_UPDATE_DATA`… → (SEV-ES)
@@ -6,7 +7,7 @@
 //! not track the order; the firmware rejects out-of-order commands with `EIO` and status
 //! INVALID_GUEST_STATE. On an SNP VM every id below 100 gives `EPERM` after INIT2.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
 use kvm_coco_uapi::sev::*;
 use kvm_coco_uapi::{
@@ -15,8 +16,9 @@ use kvm_coco_uapi::{
     KvmSevReceiveUpdateData, KvmSevSendStart, KvmSevSendUpdateData,
 };
 
-use super::{Command, EncryptOpError, NoPayload, issue_sev, struct_payloads, sub_commands};
-use crate::vm::Vm;
+use super::{
+    Command, EncryptOpError, NoPayload, SevVm, address_free, struct_payloads, sub_commands,
+};
 
 struct_payloads!(
     KvmSevInit,
@@ -33,7 +35,7 @@ struct_payloads!(
     KvmSevReceiveUpdateData,
 );
 
-sub_commands! { Sev, Vm;
+sub_commands! { Amd, VmScope;
     /// `KVM_SEV_INIT` (0, deprecated): INIT2 as SEV with GHCB version 0; default VMs only.
     Init = KVM_SEV_INIT, NoPayload;
     /// `KVM_SEV_ES_INIT` (1, deprecated): INIT2 as SEV-ES; default VMs only.
@@ -76,49 +78,25 @@ sub_commands! { Sev, Vm;
     Init2 = KVM_SEV_INIT2, KvmSevInit;
 }
 
+// No payload: `data` is 0 and the kernel reads no argument.
+address_free!(
+    Init,
+    EsInit,
+    LaunchUpdateVmsa,
+    LaunchFinish,
+    SendFinish,
+    ReceiveFinish,
+    SendCancel,
+);
+// `kvm_sev_init` (vmsa_features, flags, ghcb_version) and `kvm_sev_guest_status` (handle,
+// policy, state) are plain values.
+address_free!(Init2, GuestStatus);
+
 /// Most bytes KVM accepts for LAUNCH_MEASURE and GET_ATTESTATION_REPORT (`-EINVAL` above).
 pub const SEV_MAX_BLOB_LEN: u32 = 16384;
 
-impl Vm {
-    /// Issues a SEV-family sub-command through the generic entry point.
-    ///
-    /// # Safety
-    ///
-    /// Every user address inside the payload bound to `cmd` must be valid for what the
-    /// kernel does with it for `C` (see the per-command methods, which state it).
-    ///
-    /// ```no_run
-    /// use kvm_coco::ops::{Command, NoPayload, sev};
-    /// let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Sev)?;
-    /// // SAFETY: LAUNCH_FINISH has no payload.
-    /// unsafe { vm.sev_command(Command::<sev::LaunchFinish>::new(&mut NoPayload), None)? };
-    /// # Ok::<(), kvm_coco::Error>(())
-    /// ```
-    pub unsafe fn sev_command<C: super::SubCommand>(
-        &self,
-        cmd: Command<'_, C>,
-        sev_fd: Option<BorrowedFd<'_>>,
-    ) -> Result<(), EncryptOpError> {
-        // SAFETY: forwarded from this function's contract.
-        unsafe {
-            issue_sev(
-                self.fd(),
-                self.vm_type(),
-                cmd,
-                sev_fd.map(|f| f.as_raw_fd()),
-            )
-        }
-    }
-
-    fn sev_safe<C: super::SubCommand>(
-        &self,
-        payload: &mut C::Payload,
-        sev_fd: Option<BorrowedFd<'_>>,
-    ) -> Result<(), EncryptOpError> {
-        // SAFETY: only called for payloads without user addresses (checked per call site).
-        unsafe { self.sev_command(Command::<C>::new(payload), sev_fd) }
-    }
-
+/// The SEV and SEV-ES sub-commands, one method each.
+impl SevVm<'_> {
     /// `KVM_SEV_INIT2`: initializes SEV/SEV-ES/SNP on a VM of that type (allocates the ASID,
     /// initializes the PSP on first use). Must precede `KVM_CREATE_VCPU`. `vmsa_features`
     /// must be a subset of the `KVM_X86_SEV_VMSA_FEATURES` attribute.
@@ -126,23 +104,22 @@ impl Vm {
     /// ```no_run
     /// use kvm_coco_uapi::KvmSevInit;
     /// let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::SevEs)?;
-    /// vm.sev_init2(&mut KvmSevInit { ghcb_version: 2, ..Default::default() })?;
+    /// vm.sev()?.init2(&mut KvmSevInit { ghcb_version: 2, ..Default::default() })?;
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub fn sev_init2(&self, init: &mut KvmSevInit) -> Result<(), EncryptOpError> {
-        // kvm_sev_init holds no user addresses.
-        self.sev_safe::<Init2>(init, None)
+    pub fn init2(&self, init: &mut KvmSevInit) -> Result<(), EncryptOpError> {
+        self.issue(Command::<Init2>::new(init), None)
     }
 
     /// `KVM_SEV_INIT` (deprecated): legacy SEV on a *default* VM.
     ///
     /// ```no_run
     /// let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Default)?;
-    /// vm.sev_init()?;
+    /// vm.sev()?.init()?;
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub fn sev_init(&self) -> Result<(), EncryptOpError> {
-        self.sev_safe::<Init>(&mut NoPayload, None)
+    pub fn init(&self) -> Result<(), EncryptOpError> {
+        self.issue(Command::<Init>::new(&mut NoPayload), None)
     }
 
     /// `KVM_SEV_ES_INIT` (deprecated): legacy SEV-ES on a *default* VM. Register state is
@@ -150,11 +127,11 @@ impl Vm {
     ///
     /// ```no_run
     /// let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Default)?;
-    /// vm.sev_es_init()?;
+    /// vm.sev()?.es_init()?;
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub fn sev_es_init(&self) -> Result<(), EncryptOpError> {
-        self.sev_safe::<EsInit>(&mut NoPayload, None)
+    pub fn es_init(&self) -> Result<(), EncryptOpError> {
+        self.issue(Command::<EsInit>::new(&mut NoPayload), None)
     }
 
     /// `KVM_SEV_LAUNCH_START`: creates the guest context with `start.policy`, binds the
@@ -173,16 +150,16 @@ impl Vm {
     /// let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Sev)?;
     /// let mut start = KvmSevLaunchStart { policy: 0x1, ..Default::default() };
     /// // SAFETY: no DH certificate or session blob is passed.
-    /// unsafe { vm.sev_launch_start(&mut start, sev.as_fd())? };
+    /// unsafe { vm.sev()?.launch_start(&mut start, sev.as_fd())? };
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub unsafe fn sev_launch_start(
+    pub unsafe fn launch_start(
         &self,
         start: &mut KvmSevLaunchStart,
         sev_fd: BorrowedFd<'_>,
     ) -> Result<(), EncryptOpError> {
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.sev_command(Command::<LaunchStart>::new(start), Some(sev_fd)) }
+        unsafe { self.issue_unchecked(Command::<LaunchStart>::new(start), Some(sev_fd)) }
     }
 
     /// `KVM_SEV_LAUNCH_UPDATE_DATA`: encrypts `[uaddr, uaddr+len)` in place and extends the
@@ -200,29 +177,31 @@ impl Vm {
     /// let mem = Arc::new(kvm_coco::GuestMapping::anonymous(0x1000)?);
     /// let mut upd = KvmSevLaunchUpdateData { uaddr: mem.host_addr(), len: 0x1000, ..Default::default() };
     /// // SAFETY: `mem` is mapped for the whole call.
-    /// unsafe { vm.sev_launch_update_data(&mut upd)? };
+    /// unsafe { vm.sev()?.launch_update_data(&mut upd)? };
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub unsafe fn sev_launch_update_data(
+    pub unsafe fn launch_update_data(
         &self,
         update: &mut KvmSevLaunchUpdateData,
     ) -> Result<(), EncryptOpError> {
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.sev_command(Command::<LaunchUpdateData>::new(update), None) }
+        unsafe { self.issue_unchecked(Command::<LaunchUpdateData>::new(update), None) }
     }
 
     /// `KVM_SEV_LAUNCH_UPDATE_VMSA` (SEV-ES): encrypts every vCPU's register state into its
     /// VMSA and measures it. On success every vCPU of this VM is marked protected
     /// ([`Vm::mark_vcpus_state_protected`]): register ioctls on them are refused from now on.
     ///
+    /// [`Vm::mark_vcpus_state_protected`]: crate::Vm::mark_vcpus_state_protected
+    ///
     /// ```no_run
     /// let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::SevEs)?;
-    /// vm.sev_launch_update_vmsa()?;
+    /// vm.sev()?.launch_update_vmsa()?;
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub fn sev_launch_update_vmsa(&self) -> Result<(), EncryptOpError> {
-        self.sev_safe::<LaunchUpdateVmsa>(&mut NoPayload, None)?;
-        self.mark_vcpus_state_protected();
+    pub fn launch_update_vmsa(&self) -> Result<(), EncryptOpError> {
+        self.issue(Command::<LaunchUpdateVmsa>::new(&mut NoPayload), None)?;
+        self.vm().mark_vcpus_state_protected();
         Ok(())
     }
 
@@ -239,15 +218,15 @@ impl Vm {
     /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Sev)?;
     /// let mut secret = KvmSevLaunchSecret::default();
     /// // SAFETY: all addresses are zero (the firmware rejects the command).
-    /// let _ = unsafe { vm.sev_launch_secret(&mut secret) };
+    /// let _ = unsafe { vm.sev()?.launch_secret(&mut secret) };
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub unsafe fn sev_launch_secret(
+    pub unsafe fn launch_secret(
         &self,
         secret: &mut KvmSevLaunchSecret,
     ) -> Result<(), EncryptOpError> {
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.sev_command(Command::<LaunchSecret>::new(secret), None) }
+        unsafe { self.issue_unchecked(Command::<LaunchSecret>::new(secret), None) }
     }
 
     /// `KVM_SEV_LAUNCH_MEASURE` with a raw payload (`len == 0` queries the length).
@@ -262,16 +241,16 @@ impl Vm {
     /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Sev)?;
     /// let mut m = KvmSevLaunchMeasure::default();
     /// // SAFETY: uaddr = 0, length query only.
-    /// let _ = unsafe { vm.sev_launch_measure_raw(&mut m) };
+    /// let _ = unsafe { vm.sev()?.launch_measure_raw(&mut m) };
     /// println!("{} bytes", m.len);
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub unsafe fn sev_launch_measure_raw(
+    pub unsafe fn launch_measure_raw(
         &self,
         measure: &mut KvmSevLaunchMeasure,
     ) -> Result<(), EncryptOpError> {
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.sev_command(Command::<LaunchMeasure>::new(measure), None) }
+        unsafe { self.issue_unchecked(Command::<LaunchMeasure>::new(measure), None) }
     }
 
     /// `KVM_SEV_LAUNCH_MEASURE`: the launch measurement blob (measurement and nonce),
@@ -279,14 +258,14 @@ impl Vm {
     ///
     /// ```no_run
     /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Sev)?;
-    /// let blob = vm.sev_launch_measure()?;
+    /// let blob = vm.sev()?.launch_measure()?;
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub fn sev_launch_measure(&self) -> Result<Vec<u8>, EncryptOpError> {
+    pub fn launch_measure(&self) -> Result<Vec<u8>, EncryptOpError> {
         let mut m = KvmSevLaunchMeasure::default();
         // SAFETY: uaddr = 0: the kernel only writes the needed length into `m.len`. A
         // "length query" failure (-ENOMEM-like INVALID_LEN) is expected and ignored.
-        let first = unsafe { self.sev_launch_measure_raw(&mut m) };
+        let first = unsafe { self.launch_measure_raw(&mut m) };
         if m.len == 0 {
             first?;
         }
@@ -296,7 +275,7 @@ impl Vm {
         m.len = len;
         // SAFETY: `uaddr` points to `buf`, `len` bytes, alive and exclusively borrowed for
         // the call.
-        unsafe { self.sev_launch_measure_raw(&mut m) }?;
+        unsafe { self.launch_measure_raw(&mut m) }?;
         buf.truncate(m.len as usize);
         Ok(buf)
     }
@@ -305,25 +284,24 @@ impl Vm {
     ///
     /// ```no_run
     /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Sev)?;
-    /// vm.sev_launch_finish()?;
+    /// vm.sev()?.launch_finish()?;
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub fn sev_launch_finish(&self) -> Result<(), EncryptOpError> {
-        self.sev_safe::<LaunchFinish>(&mut NoPayload, None)
+    pub fn launch_finish(&self) -> Result<(), EncryptOpError> {
+        self.issue(Command::<LaunchFinish>::new(&mut NoPayload), None)
     }
 
     /// `KVM_SEV_GUEST_STATUS`: the firmware's view of the guest (handle, policy, state).
     ///
     /// ```no_run
     /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Sev)?;
-    /// let st = vm.sev_guest_status()?;
+    /// let st = vm.sev()?.guest_status()?;
     /// println!("handle {} state {}", st.handle, st.state);
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub fn sev_guest_status(&self) -> Result<KvmSevGuestStatus, EncryptOpError> {
+    pub fn guest_status(&self) -> Result<KvmSevGuestStatus, EncryptOpError> {
         let mut st = KvmSevGuestStatus::default();
-        // kvm_sev_guest_status holds no user addresses.
-        self.sev_safe::<GuestStatus>(&mut st, None)?;
+        self.issue(Command::<GuestStatus>::new(&mut st), None)?;
         Ok(st)
     }
 
@@ -341,12 +319,12 @@ impl Vm {
     /// let mut out = [0u8; 16];
     /// let mut d = KvmSevDbg { src_uaddr: mem.host_addr(), dst_uaddr: out.as_mut_ptr() as u64, len: 16, ..Default::default() };
     /// // SAFETY: both buffers are live for the call.
-    /// unsafe { vm.sev_dbg_decrypt(&mut d)? };
+    /// unsafe { vm.sev()?.dbg_decrypt(&mut d)? };
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub unsafe fn sev_dbg_decrypt(&self, dbg: &mut KvmSevDbg) -> Result<(), EncryptOpError> {
+    pub unsafe fn dbg_decrypt(&self, dbg: &mut KvmSevDbg) -> Result<(), EncryptOpError> {
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.sev_command(Command::<DbgDecrypt>::new(dbg), None) }
+        unsafe { self.issue_unchecked(Command::<DbgDecrypt>::new(dbg), None) }
     }
 
     /// `KVM_SEV_DBG_ENCRYPT`: encrypts data into guest memory (only if the policy allows
@@ -364,12 +342,12 @@ impl Vm {
     /// let data = [0x90u8; 16];
     /// let mut d = KvmSevDbg { src_uaddr: data.as_ptr() as u64, dst_uaddr: mem.host_addr(), len: 16, ..Default::default() };
     /// // SAFETY: both buffers are live for the call.
-    /// unsafe { vm.sev_dbg_encrypt(&mut d)? };
+    /// unsafe { vm.sev()?.dbg_encrypt(&mut d)? };
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub unsafe fn sev_dbg_encrypt(&self, dbg: &mut KvmSevDbg) -> Result<(), EncryptOpError> {
+    pub unsafe fn dbg_encrypt(&self, dbg: &mut KvmSevDbg) -> Result<(), EncryptOpError> {
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.sev_command(Command::<DbgEncrypt>::new(dbg), None) }
+        unsafe { self.issue_unchecked(Command::<DbgEncrypt>::new(dbg), None) }
     }
 
     /// `KVM_SEV_GET_ATTESTATION_REPORT` with a raw payload (`len == 0` queries the length).
@@ -383,15 +361,15 @@ impl Vm {
     /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Sev)?;
     /// let mut r = KvmSevAttestationReport::default();
     /// // SAFETY: uaddr = 0, length query only.
-    /// let _ = unsafe { vm.sev_get_attestation_report(&mut r) };
+    /// let _ = unsafe { vm.sev()?.get_attestation_report(&mut r) };
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub unsafe fn sev_get_attestation_report(
+    pub unsafe fn get_attestation_report(
         &self,
         report: &mut KvmSevAttestationReport,
     ) -> Result<(), EncryptOpError> {
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.sev_command(Command::<GetAttestationReport>::new(report), None) }
+        unsafe { self.issue_unchecked(Command::<GetAttestationReport>::new(report), None) }
     }
 
     /// `KVM_SEV_SEND_START` (migration source; `session_len == 0` queries the length).
@@ -406,12 +384,12 @@ impl Vm {
     /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Sev)?;
     /// let mut s = KvmSevSendStart::default();
     /// // SAFETY: all addresses are zero: a length query.
-    /// let _ = unsafe { vm.sev_send_start(&mut s) };
+    /// let _ = unsafe { vm.sev()?.send_start(&mut s) };
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub unsafe fn sev_send_start(&self, s: &mut KvmSevSendStart) -> Result<(), EncryptOpError> {
+    pub unsafe fn send_start(&self, s: &mut KvmSevSendStart) -> Result<(), EncryptOpError> {
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.sev_command(Command::<SendStart>::new(s), None) }
+        unsafe { self.issue_unchecked(Command::<SendStart>::new(s), None) }
     }
 
     /// `KVM_SEV_SEND_UPDATE_DATA` (`hdr_len == 0` or `trans_len == 0` queries).
@@ -426,37 +404,37 @@ impl Vm {
     /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Sev)?;
     /// let mut s = KvmSevSendUpdateData::default();
     /// // SAFETY: all addresses are zero: a length query.
-    /// let _ = unsafe { vm.sev_send_update_data(&mut s) };
+    /// let _ = unsafe { vm.sev()?.send_update_data(&mut s) };
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub unsafe fn sev_send_update_data(
+    pub unsafe fn send_update_data(
         &self,
         s: &mut KvmSevSendUpdateData,
     ) -> Result<(), EncryptOpError> {
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.sev_command(Command::<SendUpdateData>::new(s), None) }
+        unsafe { self.issue_unchecked(Command::<SendUpdateData>::new(s), None) }
     }
 
     /// `KVM_SEV_SEND_FINISH`.
     ///
     /// ```no_run
     /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Sev)?;
-    /// vm.sev_send_finish()?;
+    /// vm.sev()?.send_finish()?;
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub fn sev_send_finish(&self) -> Result<(), EncryptOpError> {
-        self.sev_safe::<SendFinish>(&mut NoPayload, None)
+    pub fn send_finish(&self) -> Result<(), EncryptOpError> {
+        self.issue(Command::<SendFinish>::new(&mut NoPayload), None)
     }
 
     /// `KVM_SEV_SEND_CANCEL`.
     ///
     /// ```no_run
     /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Sev)?;
-    /// vm.sev_send_cancel()?;
+    /// vm.sev()?.send_cancel()?;
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub fn sev_send_cancel(&self) -> Result<(), EncryptOpError> {
-        self.sev_safe::<SendCancel>(&mut NoPayload, None)
+    pub fn send_cancel(&self) -> Result<(), EncryptOpError> {
+        self.issue(Command::<SendCancel>::new(&mut NoPayload), None)
     }
 
     /// `KVM_SEV_RECEIVE_START` (migration target). Uses and remembers `sev_fd`.
@@ -473,16 +451,16 @@ impl Vm {
     /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Sev)?;
     /// let mut r = KvmSevReceiveStart::default();
     /// // SAFETY: no blobs are passed.
-    /// let _ = unsafe { vm.sev_receive_start(&mut r, sev.as_fd()) };
+    /// let _ = unsafe { vm.sev()?.receive_start(&mut r, sev.as_fd()) };
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub unsafe fn sev_receive_start(
+    pub unsafe fn receive_start(
         &self,
         r: &mut KvmSevReceiveStart,
         sev_fd: BorrowedFd<'_>,
     ) -> Result<(), EncryptOpError> {
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.sev_command(Command::<ReceiveStart>::new(r), Some(sev_fd)) }
+        unsafe { self.issue_unchecked(Command::<ReceiveStart>::new(r), Some(sev_fd)) }
     }
 
     /// `KVM_SEV_RECEIVE_UPDATE_DATA`.
@@ -497,26 +475,26 @@ impl Vm {
     /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Sev)?;
     /// let mut r = KvmSevReceiveUpdateData::default();
     /// // SAFETY: all addresses are zero (rejected by the kernel).
-    /// let _ = unsafe { vm.sev_receive_update_data(&mut r) };
+    /// let _ = unsafe { vm.sev()?.receive_update_data(&mut r) };
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub unsafe fn sev_receive_update_data(
+    pub unsafe fn receive_update_data(
         &self,
         r: &mut KvmSevReceiveUpdateData,
     ) -> Result<(), EncryptOpError> {
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.sev_command(Command::<ReceiveUpdateData>::new(r), None) }
+        unsafe { self.issue_unchecked(Command::<ReceiveUpdateData>::new(r), None) }
     }
 
     /// `KVM_SEV_RECEIVE_FINISH`.
     ///
     /// ```no_run
     /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Sev)?;
-    /// vm.sev_receive_finish()?;
+    /// vm.sev()?.receive_finish()?;
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub fn sev_receive_finish(&self) -> Result<(), EncryptOpError> {
-        self.sev_safe::<ReceiveFinish>(&mut NoPayload, None)
+    pub fn receive_finish(&self) -> Result<(), EncryptOpError> {
+        self.issue(Command::<ReceiveFinish>::new(&mut NoPayload), None)
     }
 }
 

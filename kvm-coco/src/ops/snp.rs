@@ -1,4 +1,5 @@
-//! SEV-SNP sub-commands (ids ≥ 100), issued on the VM fd of an SNP VM.
+//! SEV-SNP sub-commands (ids ≥ 100), issued on the VM fd of an SNP VM through [`SevVm`]
+//! ([`Vm::sev`](crate::Vm::sev)).
 //!
 //! Order (Linux 7.3): `KVM_SEV_INIT2` → optional [`SNP_ENABLE_REQ_CERTS`](EnableReqCerts)
 //! (before any vCPU) → guest_memfd slots and `PRIVATE` attributes → create vCPUs →
@@ -13,8 +14,9 @@ use kvm_coco_uapi::sev::{
 };
 use kvm_coco_uapi::{KvmSevSnpLaunchFinish, KvmSevSnpLaunchStart, KvmSevSnpLaunchUpdate};
 
-use super::{Command, EncryptOpError, NoPayload, struct_payloads, sub_commands};
-use crate::vm::Vm;
+use super::{
+    Command, EncryptOpError, NoPayload, SevVm, address_free, struct_payloads, sub_commands,
+};
 
 struct_payloads!(
     KvmSevSnpLaunchStart,
@@ -22,7 +24,7 @@ struct_payloads!(
     KvmSevSnpLaunchFinish
 );
 
-sub_commands! { Sev, Vm;
+sub_commands! { Amd, VmScope;
     /// `KVM_SEV_SNP_LAUNCH_START` (100).
     LaunchStart = KVM_SEV_SNP_LAUNCH_START, KvmSevSnpLaunchStart;
     /// `KVM_SEV_SNP_LAUNCH_UPDATE` (101).
@@ -33,7 +35,12 @@ sub_commands! { Sev, Vm;
     EnableReqCerts = KVM_SEV_SNP_ENABLE_REQ_CERTS, NoPayload;
 }
 
-impl Vm {
+// `kvm_sev_snp_launch_start` (policy, gosvw, flags) holds no address; ENABLE_REQ_CERTS has
+// no payload.
+address_free!(LaunchStart, EnableReqCerts);
+
+/// The SNP sub-commands, one method each.
+impl SevVm<'_> {
     /// `KVM_SEV_SNP_LAUNCH_START`: creates the SNP guest context with `start.policy`
     /// (bit 17 must be set; only bits in the `KVM_X86_SNP_POLICY_BITS` attribute are
     /// accepted) and binds the ASID. `sev_fd` is remembered by number: keep it open.
@@ -44,7 +51,7 @@ impl Vm {
     /// let sev = std::fs::File::open("/dev/sev")?;
     /// let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Snp)?;
     /// let mut start = KvmSevSnpLaunchStart { policy: 0x3_0000, ..Default::default() };
-    /// vm.snp_launch_start(&mut start, sev.as_fd())?;
+    /// vm.sev()?.snp_launch_start(&mut start, sev.as_fd())?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn snp_launch_start(
@@ -52,8 +59,7 @@ impl Vm {
         start: &mut KvmSevSnpLaunchStart,
         sev_fd: BorrowedFd<'_>,
     ) -> Result<(), EncryptOpError> {
-        // SAFETY: kvm_sev_snp_launch_start holds no user addresses.
-        unsafe { self.sev_command(Command::<LaunchStart>::new(start), Some(sev_fd)) }
+        self.issue(Command::<LaunchStart>::new(start), Some(sev_fd))
     }
 
     /// `KVM_SEV_SNP_LAUNCH_UPDATE`: copies `[uaddr, uaddr+len)` into the private pages at
@@ -78,7 +84,7 @@ impl Vm {
     /// };
     /// while upd.len > 0 {
     ///     // SAFETY: `page` is live and readable for each call.
-    ///     unsafe { vm.snp_launch_update(&mut upd, sev.as_fd())? };
+    ///     unsafe { vm.sev()?.snp_launch_update(&mut upd, sev.as_fd())? };
     /// }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -88,13 +94,15 @@ impl Vm {
         sev_fd: BorrowedFd<'_>,
     ) -> Result<(), EncryptOpError> {
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.sev_command(Command::<LaunchUpdate>::new(update), Some(sev_fd)) }
+        unsafe { self.issue_unchecked(Command::<LaunchUpdate>::new(update), Some(sev_fd)) }
     }
 
     /// `KVM_SEV_SNP_LAUNCH_FINISH`: measures every vCPU's VMSA, then finishes the launch
     /// with the optional ID block/auth and `host_data`. On success every vCPU of this VM is
     /// marked protected ([`Vm::mark_vcpus_state_protected`]) and `KVM_PRE_FAULT_MEMORY`
     /// becomes usable.
+    ///
+    /// [`Vm::mark_vcpus_state_protected`]: crate::Vm::mark_vcpus_state_protected
     ///
     /// # Safety
     ///
@@ -108,7 +116,7 @@ impl Vm {
     /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Snp)?;
     /// let mut fin = KvmSevSnpLaunchFinish::default();
     /// // SAFETY: no ID block.
-    /// unsafe { vm.snp_launch_finish(&mut fin, sev.as_fd())? };
+    /// unsafe { vm.sev()?.snp_launch_finish(&mut fin, sev.as_fd())? };
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub unsafe fn snp_launch_finish(
@@ -117,8 +125,8 @@ impl Vm {
         sev_fd: BorrowedFd<'_>,
     ) -> Result<(), EncryptOpError> {
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.sev_command(Command::<LaunchFinish>::new(finish), Some(sev_fd)) }?;
-        self.mark_vcpus_state_protected();
+        unsafe { self.issue_unchecked(Command::<LaunchFinish>::new(finish), Some(sev_fd)) }?;
+        self.vm().mark_vcpus_state_protected();
         Ok(())
     }
 
@@ -129,12 +137,11 @@ impl Vm {
     ///
     /// ```no_run
     /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Snp)?;
-    /// vm.snp_enable_req_certs()?;
+    /// vm.sev()?.snp_enable_req_certs()?;
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
     pub fn snp_enable_req_certs(&self) -> Result<(), EncryptOpError> {
-        // SAFETY: no payload.
-        unsafe { self.sev_command(Command::<EnableReqCerts>::new(&mut NoPayload), None) }
+        self.issue(Command::<EnableReqCerts>::new(&mut NoPayload), None)
     }
 }
 

@@ -1,5 +1,9 @@
 //! Intel TDX sub-commands (`struct kvm_tdx_cmd`): VM scope (CAPABILITIES, INIT_VM,
-//! FINALIZE_VM) on [`Vm`], vCPU scope (INIT_VCPU, INIT_MEM_REGION, GET_CPUID) on [`Vcpu`].
+//! FINALIZE_VM) through [`TdxVm`] ([`Vm::tdx`]), vCPU scope (INIT_VCPU, INIT_MEM_REGION,
+//! GET_CPUID) through [`TdxVcpu`] ([`Vcpu::tdx`]).
+//!
+//! [`Vm::tdx`]: crate::Vm::tdx
+//! [`Vcpu::tdx`]: crate::Vcpu::tdx
 //!
 //! Order (Linux 7.3, `intel-tdx.rst`): `KVM_CREATE_VM(5)` → CAPABILITIES → INIT_VM →
 //! split irqchip → `KVM_CREATE_VCPU` → INIT_VCPU (per vCPU) → guest_memfd slots and
@@ -15,11 +19,9 @@ use kvm_coco_uapi::{
 };
 
 use super::{
-    Command, EncryptOpError, Immediate, NoPayload, Payload, issue_tdx, struct_payloads,
-    sub_commands,
+    Command, EncryptOpError, Immediate, NoPayload, Payload, TdxVcpu, TdxVm, address_free,
+    struct_payloads, sub_commands,
 };
-use crate::vcpu::Vcpu;
-use crate::vm::Vm;
 
 struct_payloads!(KvmTdxInitMemRegion);
 
@@ -38,7 +40,7 @@ unsafe impl<H: CpuidFamHeader> Payload for CpuidFam<H, Vec<u64>> {
 /// The `kvm_cpuid2`-with-entries buffer of KVM_TDX_GET_CPUID.
 pub type CpuidBuf = CpuidFam<KvmCpuid2, Vec<u64>>;
 
-sub_commands! { Tdx, Vm;
+sub_commands! { Tdx, VmScope;
     /// `KVM_TDX_CAPABILITIES` (0, VM scope).
     Capabilities = KVM_TDX_CAPABILITIES, TdxCapabilitiesBuf;
     /// `KVM_TDX_INIT_VM` (1, VM scope).
@@ -47,7 +49,7 @@ sub_commands! { Tdx, Vm;
     FinalizeVm = KVM_TDX_FINALIZE_VM, NoPayload;
 }
 
-sub_commands! { Tdx, Vcpu;
+sub_commands! { Tdx, VcpuScope;
     /// `KVM_TDX_INIT_VCPU` (2, vCPU scope; `data` = initial RCX).
     InitVcpu = KVM_TDX_INIT_VCPU, Immediate;
     /// `KVM_TDX_INIT_MEM_REGION` (3, vCPU scope).
@@ -56,7 +58,12 @@ sub_commands! { Tdx, Vcpu;
     GetCpuid = KVM_TDX_GET_CPUID, CpuidBuf;
 }
 
-/// First capacity tried by [`Vm::tdx_capabilities`]; doubled on `E2BIG` up to
+// CAPABILITIES, INIT_VM and GET_CPUID: a header and inline CPUID entries, whose count the
+// `Payload` impl clamps to the storage (no pointer inside); FINALIZE_VM: no payload;
+// INIT_VCPU: an immediate the kernel does not dereference.
+address_free!(Capabilities, InitVm, GetCpuid, FinalizeVm, InitVcpu);
+
+/// First capacity tried by [`TdxVm::capabilities`]; doubled on `E2BIG` up to
 /// `KVM_MAX_CPUID_ENTRIES` (256).
 pub const CAPABILITIES_INITIAL_ENTRIES: usize = 32;
 
@@ -89,31 +96,8 @@ pub fn read_capabilities_growing(
     }
 }
 
-impl Vm {
-    /// Issues a TDX VM-scope sub-command through the generic entry point.
-    ///
-    /// # Safety
-    ///
-    /// Every user address inside the payload bound to `cmd` must be valid for what the
-    /// kernel does with it for `C`.
-    ///
-    /// ```no_run
-    /// use kvm_coco::ops::{Command, NoPayload, tdx};
-    /// let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Tdx)?;
-    /// // SAFETY: FINALIZE_VM has no payload.
-    /// unsafe { vm.tdx_command(Command::<tdx::FinalizeVm>::new(&mut NoPayload), 0)? };
-    /// # Ok::<(), kvm_coco::Error>(())
-    /// ```
-    pub unsafe fn tdx_command<C: super::SubCommand>(
-        &self,
-        cmd: Command<'_, C>,
-        flags: u32,
-    ) -> Result<(), EncryptOpError> {
-        debug_assert!(C::SCOPE == super::Scope::Vm);
-        // SAFETY: forwarded from this function's contract; the fd is the VM fd.
-        unsafe { issue_tdx(self.fd(), self.vm_type(), cmd, flags) }
-    }
-
+/// The VM-scoped TDX sub-commands, one method each.
+impl TdxVm<'_> {
     /// `KVM_TDX_CAPABILITIES` into a caller buffer (`cpuid.nent` = its capacity). `E2BIG`
     /// means the buffer is too small; the kernel does not say how large it must be.
     ///
@@ -121,16 +105,12 @@ impl Vm {
     /// use kvm_coco_uapi::TdxCapabilitiesBuf;
     /// let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Tdx)?;
     /// let mut buf = TdxCapabilitiesBuf::with_capacity(64);
-    /// vm.tdx_capabilities_into(&mut buf)?;
+    /// vm.tdx()?.capabilities_into(&mut buf)?;
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub fn tdx_capabilities_into(
-        &self,
-        buf: &mut TdxCapabilitiesBuf,
-    ) -> Result<(), EncryptOpError> {
+    pub fn capabilities_into(&self, buf: &mut TdxCapabilitiesBuf) -> Result<(), EncryptOpError> {
         buf.set_nent_to_capacity();
-        // SAFETY: the payload is an inline buffer without user addresses.
-        unsafe { self.tdx_command(Command::<Capabilities>::new(buf), 0) }
+        self.issue(Command::<Capabilities>::new(buf), 0)
     }
 
     /// `KVM_TDX_CAPABILITIES`, retrying `E2BIG` with a doubling buffer (32, 64, … 256
@@ -138,13 +118,13 @@ impl Vm {
     ///
     /// ```no_run
     /// let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Tdx)?;
-    /// let caps = vm.tdx_capabilities()?;
+    /// let caps = vm.tdx()?.capabilities()?;
     /// println!("attrs {:#x}", caps.header().supported_attrs);
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub fn tdx_capabilities(&self) -> Result<TdxCapabilitiesBuf, EncryptOpError> {
+    pub fn capabilities(&self) -> Result<TdxCapabilitiesBuf, EncryptOpError> {
         read_capabilities_growing(CAPABILITIES_INITIAL_ENTRIES, |buf| {
-            self.tdx_capabilities_into(buf)
+            self.capabilities_into(buf)
         })
     }
 
@@ -156,65 +136,38 @@ impl Vm {
     /// use kvm_coco_uapi::TdxInitVmBuf;
     /// let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Tdx)?;
     /// let mut init = TdxInitVmBuf::with_capacity(0);
-    /// vm.tdx_init_vm(&mut init)?;
+    /// vm.tdx()?.init_vm(&mut init)?;
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub fn tdx_init_vm(&self, init: &mut TdxInitVmBuf) -> Result<(), EncryptOpError> {
-        // SAFETY: the payload is an inline buffer without user addresses.
-        unsafe { self.tdx_command(Command::<InitVm>::new(init), 0) }
+    pub fn init_vm(&self, init: &mut TdxInitVmBuf) -> Result<(), EncryptOpError> {
+        self.issue(Command::<InitVm>::new(init), 0)
     }
 
     /// `KVM_TDX_FINALIZE_VM`: computes MRTD; the TD becomes runnable. `EBUSY` means retry.
     ///
     /// ```no_run
     /// let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Tdx)?;
-    /// vm.tdx_finalize_vm()?;
+    /// vm.tdx()?.finalize_vm()?;
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub fn tdx_finalize_vm(&self) -> Result<(), EncryptOpError> {
-        // SAFETY: no payload.
-        unsafe { self.tdx_command(Command::<FinalizeVm>::new(&mut NoPayload), 0) }
+    pub fn finalize_vm(&self) -> Result<(), EncryptOpError> {
+        self.issue(Command::<FinalizeVm>::new(&mut NoPayload), 0)
     }
 }
 
-impl Vcpu {
-    /// Issues a TDX vCPU-scope sub-command through the generic entry point.
-    ///
-    /// # Safety
-    ///
-    /// Every user address inside the payload bound to `cmd` must be valid for what the
-    /// kernel does with it for `C`.
-    ///
-    /// ```no_run
-    /// use kvm_coco::ops::{Command, Immediate, tdx};
-    /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Tdx)?;
-    /// let vcpu = vm.create_vcpu(0)?;
-    /// // SAFETY: INIT_VCPU's data is an immediate.
-    /// unsafe { vcpu.tdx_command(Command::<tdx::InitVcpu>::new(&mut Immediate(0)), 0)? };
-    /// # Ok::<(), kvm_coco::Error>(())
-    /// ```
-    pub unsafe fn tdx_command<C: super::SubCommand>(
-        &self,
-        cmd: Command<'_, C>,
-        flags: u32,
-    ) -> Result<(), EncryptOpError> {
-        debug_assert!(C::SCOPE == super::Scope::Vcpu);
-        // SAFETY: forwarded from this function's contract; the fd is this vCPU's fd.
-        unsafe { issue_tdx(self, self.vm_type(), cmd, flags) }
-    }
-
+/// The vCPU-scoped TDX sub-commands, one method each.
+impl TdxVcpu<'_> {
     /// `KVM_TDX_INIT_VCPU`: initializes the vCPU with `rcx` as its initial RCX (x2APIC mode,
     /// APIC base). Once per vCPU.
     ///
     /// ```no_run
     /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Tdx)?;
     /// let vcpu = vm.create_vcpu(0)?;
-    /// vcpu.tdx_init_vcpu(0)?;
+    /// vcpu.tdx()?.init_vcpu(0)?;
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub fn tdx_init_vcpu(&self, rcx: u64) -> Result<(), EncryptOpError> {
-        // SAFETY: INIT_VCPU's data is an immediate, never dereferenced.
-        unsafe { self.tdx_command(Command::<InitVcpu>::new(&mut Immediate(rcx)), 0) }
+    pub fn init_vcpu(&self, rcx: u64) -> Result<(), EncryptOpError> {
+        self.issue(Command::<InitVcpu>::new(&mut Immediate(rcx)), 0)
     }
 
     /// `KVM_TDX_INIT_MEM_REGION`: copies `nr_pages` pages from `source_addr` into the private
@@ -233,10 +186,10 @@ impl Vcpu {
     /// let src = kvm_coco::GuestMapping::anonymous(0x1000)?;
     /// let mut r = KvmTdxInitMemRegion { source_addr: src.host_addr(), gpa: 0xffff_f000, nr_pages: 1 };
     /// // SAFETY: `src` is mapped for the call.
-    /// unsafe { vcpu.tdx_init_mem_region(&mut r, true)? };
+    /// unsafe { vcpu.tdx()?.init_mem_region(&mut r, true)? };
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub unsafe fn tdx_init_mem_region(
+    pub unsafe fn init_mem_region(
         &self,
         region: &mut KvmTdxInitMemRegion,
         measure: bool,
@@ -247,7 +200,7 @@ impl Vcpu {
             0
         };
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.tdx_command(Command::<InitMemRegion>::new(region), flags) }
+        unsafe { self.issue_unchecked(Command::<InitMemRegion>::new(region), flags) }
     }
 
     /// `KVM_TDX_GET_CPUID`: the TD's virtualized CPUID (only before FINALIZE_VM). On `E2BIG`
@@ -256,20 +209,18 @@ impl Vcpu {
     /// ```no_run
     /// # let vm = kvm_coco::Kvm::open()?.create_vm(kvm_coco::VmType::Tdx)?;
     /// # let vcpu = vm.create_vcpu(0)?;
-    /// let cpuid = vcpu.tdx_get_cpuid()?;
+    /// let cpuid = vcpu.tdx()?.get_cpuid()?;
     /// println!("{} leaves", cpuid.len());
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
-    pub fn tdx_get_cpuid(&self) -> Result<CpuidBuf, EncryptOpError> {
+    pub fn get_cpuid(&self) -> Result<CpuidBuf, EncryptOpError> {
         let mut buf = CpuidBuf::with_capacity(KVM_MAX_CPUID_ENTRIES as usize);
         buf.set_nent_to_capacity();
-        // SAFETY: the payload is an inline buffer without user addresses.
-        match unsafe { self.tdx_command(Command::<GetCpuid>::new(&mut buf), 0) } {
+        match self.issue(Command::<GetCpuid>::new(&mut buf), 0) {
             Err(e) if e.errno.raw() == libc::E2BIG && buf.nent() as usize > buf.capacity() => {
                 let mut bigger = CpuidBuf::with_capacity(buf.nent() as usize);
                 bigger.set_nent_to_capacity();
-                // SAFETY: as above.
-                unsafe { self.tdx_command(Command::<GetCpuid>::new(&mut bigger), 0) }?;
+                self.issue(Command::<GetCpuid>::new(&mut bigger), 0)?;
                 Ok(bigger)
             }
             Err(e) => Err(e),
@@ -286,18 +237,27 @@ pub type TdxInitVmHeader = KvmTdxInitVm;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::SubCommand;
+    use crate::ops::{CommandFamily, CommandScope, Family, Scope, SubCommand};
+
+    /// The id, family and scope of `C`.
+    fn ids<C: SubCommand>() -> (u32, Family, Scope) {
+        (
+            C::ID,
+            <C::Family as CommandFamily>::FAMILY,
+            <C::Scope as CommandScope>::SCOPE,
+        )
+    }
 
     #[test]
     fn ids_and_scopes_match_the_kernel() {
         // enum kvm_tdx_cmd_id (facts linux-uapi §4).
-        use crate::ops::Scope;
-        assert_eq!((Capabilities::ID, Capabilities::SCOPE), (0, Scope::Vm));
-        assert_eq!((InitVm::ID, InitVm::SCOPE), (1, Scope::Vm));
-        assert_eq!((InitVcpu::ID, InitVcpu::SCOPE), (2, Scope::Vcpu));
-        assert_eq!((InitMemRegion::ID, InitMemRegion::SCOPE), (3, Scope::Vcpu));
-        assert_eq!((FinalizeVm::ID, FinalizeVm::SCOPE), (4, Scope::Vm));
-        assert_eq!((GetCpuid::ID, GetCpuid::SCOPE), (5, Scope::Vcpu));
+        use Family::Tdx;
+        assert_eq!(ids::<Capabilities>(), (0, Tdx, Scope::Vm));
+        assert_eq!(ids::<InitVm>(), (1, Tdx, Scope::Vm));
+        assert_eq!(ids::<InitVcpu>(), (2, Tdx, Scope::Vcpu));
+        assert_eq!(ids::<InitMemRegion>(), (3, Tdx, Scope::Vcpu));
+        assert_eq!(ids::<FinalizeVm>(), (4, Tdx, Scope::Vm));
+        assert_eq!(ids::<GetCpuid>(), (5, Tdx, Scope::Vcpu));
     }
 
     #[test]
