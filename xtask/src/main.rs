@@ -67,6 +67,11 @@ fn workspace_root() -> std::path::PathBuf {
 /// The CI pipeline: the README's test command, then the formatting, lint, doc and uAPI gates.
 fn ci() -> Result<(), String> {
     step("tests", "cargo", &["test", "--workspace"], &[])?;
+    // The hardware tiers against the software host: the same tier code as on SEV, SNP and
+    // TDX machines, through real system calls; fails unless every launch and platform tier
+    // passes.
+    eprintln!("==> hw-test --sim-host (in process)");
+    hw_test::run(&["--sim-host".to_owned()])?;
     step("format", "cargo", &["fmt", "--all", "--", "--check"], &[])?;
     step(
         "clippy",
