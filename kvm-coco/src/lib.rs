@@ -15,7 +15,7 @@
 //! | [`error`] | [`Error`], [`Errno`] |
 //! | [`launch`] | launch flows (typestate) over the real and the simulated backend |
 //! | [`measure`] | launch plans and offline launch measurement |
-//! | [`sim`] | software models of the firmware and of KVM's confidential-computing layers |
+//! | `sim` | the software host and its models of the firmware and of KVM's confidential-computing layers (feature `sim`, off by default) |
 //!
 //! The ioctl plumbing that kvm-ioctls does not provide lives in a private `backend::kvm`
 //! module, the only place besides [`memory`]'s `mmap` that calls into the kernel directly.
@@ -75,6 +75,7 @@ pub mod launch;
 pub mod measure;
 pub mod memory;
 pub mod ops;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod system;
 pub mod vcpu;
