@@ -1438,3 +1438,304 @@ fn sev_es_vcpus_through_the_launch_vcpu_trait() {
         other => panic!("unexpected exit {other:?}"),
     }
 }
+
+// ---- KvmBackend -----------------------------------------------------------------------
+
+/// `KvmBackend::new` for a type it cannot launch: a non-confidential type, and a type the
+/// host's `KVM_CAP_VM_TYPES` does not offer.
+#[test]
+fn kvm_backend_refuses_types_the_host_does_not_offer() {
+    let host = SoftwareHost::builder()
+        .seed(1)
+        .serve([VmType::Snp])
+        .start()
+        .unwrap();
+    host.serve_current_thread()
+        .expect("seccomp user notification is required by the software host");
+    let kvm = Kvm::open().unwrap();
+    assert!(!kvm.supported_vm_types().contains(VmType::Sev));
+    for (t, reason) in [
+        (VmType::Default, "not a confidential VM type"),
+        (VmType::Sev, "KVM_CAP_VM_TYPES"),
+        (VmType::Tdx, "KVM_CAP_VM_TYPES"),
+    ] {
+        match KvmBackend::new(&kvm, t) {
+            Err(e @ LaunchError::NotSupportedOnHost { .. }) => {
+                assert!(e.is_not_supported_on_host());
+                assert!(e.to_string().contains(reason), "{t}: {e}");
+            }
+            Err(e) => panic!("{t}: {e}"),
+            Ok(_) => panic!("{t}: a backend for a type the host does not offer"),
+        }
+    }
+    assert!(KvmBackend::new(&kvm, VmType::Snp).is_ok());
+}
+
+/// An SEV launch through `KvmBackend` with a guest owner's session (facts firmware §1.5): the
+/// owner's secret injected with LAUNCH_SECRET under its TEK/TIK, then the guest memory read
+/// and written through DBG_DECRYPT/DBG_ENCRYPT; ranges outside the launch's memory fail
+/// before any ioctl.
+#[test]
+fn kvm_backend_sev_secret_and_debug_with_an_owner_session() {
+    use kvm_coco::launch::{LaunchSecret, SevInit, SevSession};
+    use psp_driver::owner::cert::SevCert;
+    use psp_driver::owner::session::OwnerSession;
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+    use zerocopy::FromBytes;
+
+    let _host = served();
+    let export = DevSev::open().unwrap().pdh_cert_export().unwrap();
+    let pdh = SevCert::read_from_bytes(&export.pdh_cert).unwrap();
+    let policy = 0; // debugging allowed
+    let owner = OwnerSession::new(&mut ChaCha20Rng::from_seed([3; 32]), &pdh, policy).unwrap();
+    let session = SevSession {
+        dh_cert: owner.dh_cert().as_bytes().to_vec(),
+        session: owner.session().as_bytes().to_vec(),
+    };
+    let kvm = Kvm::open().unwrap();
+    let backend = KvmBackend::new(&kvm, VmType::Sev).unwrap();
+    let mut buf = [0u8; 16];
+    assert!(matches!(
+        backend.read_shared(GPA, &mut buf),
+        Err(LaunchError::NoMemory { gpa: GPA, len: 16 })
+    ));
+    let mut launch = Launch::new(
+        backend,
+        InitParams::Sev(SevInit {
+            policy,
+            session: Some(session),
+        }),
+    )
+    .unwrap();
+    launch.add_memory(GPA, 0x4000).unwrap();
+    launch.create_vcpu(0).unwrap();
+    let mut launch = launch.start().unwrap();
+    let image = pattern(0x2000, 0x41);
+    launch.add_measured(GPA, &image).unwrap();
+    let mut launch = launch.measure().unwrap();
+    let m = *launch.sev_launch_measure().unwrap();
+    let mut blob = [0u8; 48];
+    blob[..32].copy_from_slice(&m.measure);
+    blob[32..].copy_from_slice(&m.mnonce);
+    verify_launch_measure(
+        &owner.keys().tik,
+        fw_version(),
+        policy,
+        &sha256(&image),
+        &blob,
+    )
+    .expect("LAUNCH_MEASURE under the owner's TIK");
+
+    let secret = pattern(64, 0x99);
+    let (hdr, ct) = build_secret(owner.keys(), &m.measure, [0x11; 16], &secret).unwrap();
+    let at = GPA + 0x3000;
+    launch
+        .inject_secret(&LaunchSecret {
+            header: hdr.as_bytes().to_vec(),
+            ciphertext: ct.clone(),
+            gpa: at,
+        })
+        .unwrap();
+    let outside = LaunchSecret {
+        header: hdr.as_bytes().to_vec(),
+        ciphertext: ct,
+        gpa: GPA + 0x4000,
+    };
+    match launch.inject_secret(&outside) {
+        Err(LaunchError::Command(e)) => check(
+            &e,
+            "KVM_SEV_LAUNCH_SECRET",
+            libc::EFAULT,
+            FirmwareStatus::None,
+            Some("outside the guest memory"),
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    let mut got = vec![0u8; 64];
+    launch.debug_read(at, &mut got).unwrap();
+    assert_eq!(got, secret, "the owner's secret in guest memory");
+    let mut first = vec![0u8; 32];
+    launch.debug_read(GPA, &mut first).unwrap();
+    assert_eq!(first, image[..32]);
+    let patch = pattern(32, 0x5c);
+    launch.debug_write(GPA + 0x100, &patch).unwrap();
+    let mut back = vec![0u8; 32];
+    launch.debug_read(GPA + 0x100, &mut back).unwrap();
+    assert_eq!(back, patch);
+    let mut raw = vec![0u8; 32];
+    launch.backend().read_shared(GPA + 0x100, &mut raw).unwrap();
+    assert_ne!(raw, patch, "the host sees ciphertext");
+    for e in [
+        launch.debug_read(GPA + 0x3ff0, &mut [0u8; 32]).unwrap_err(),
+        launch.debug_write(GPA - 0x10, &[0u8; 16]).unwrap_err(),
+    ] {
+        match e {
+            LaunchError::Command(e) => {
+                assert_eq!(e.errno.raw(), libc::EFAULT, "{e}");
+                assert!(
+                    e.hint
+                        .is_some_and(|h| h.contains("outside the guest memory"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let launch = launch.finish().unwrap();
+    let (mut backend, _vcpus) = launch.into_parts();
+    backend.write_shared(GPA + 0x200, &[7; 16]).unwrap();
+    let mut raw = [0u8; 16];
+    backend.read_shared(GPA + 0x200, &mut raw).unwrap();
+    assert_eq!(raw, [7; 16]);
+    assert!(matches!(
+        backend.write_shared(GPA + 0x3ff8, &[0; 16]),
+        Err(LaunchError::NoMemory { .. })
+    ));
+    // An SEV backend has no TDX sub-commands: refused as a VM without KVM_TDX_* (ENOTTY)
+    // before any system call.
+    let mut caps = TdxCapabilitiesBuf::with_capacity(4);
+    let e = backend.tdx_capabilities(&mut caps).unwrap_err();
+    assert_eq!(
+        (e.command, e.errno.raw()),
+        ("KVM_MEMORY_ENCRYPT_OP", libc::ENOTTY),
+        "{e}"
+    );
+    assert!(e.hint.is_some_and(|h| h.contains("not a TD")), "{e}");
+}
+
+/// A TD backend has no `/dev/sev` fd: the SNP commands that need one fail with EBADF before
+/// any ioctl.
+#[test]
+fn kvm_backend_without_dev_sev() {
+    let _host = served();
+    let kvm = Kvm::open().unwrap();
+    let mut backend = KvmBackend::new(&kvm, VmType::Tdx).unwrap();
+    let e = backend
+        .snp_launch_start(&mut KvmSevSnpLaunchStart::default())
+        .unwrap_err();
+    assert_eq!(
+        (e.errno.raw(), e.hint),
+        (libc::EBADF, Some("no /dev/sev fd"))
+    );
+    let e = backend.sev_launch_start(0, None).unwrap_err();
+    assert_eq!(e.errno.raw(), libc::EBADF, "{e}");
+}
+
+/// An SNP launch through `KvmBackend` with certificate requests routed to the VMM: a CPUID
+/// page with more than 64 entries is refused by the firmware with INVALID_PARAM (facts
+/// firmware §3.5 LAUNCH_UPDATE 13, §3.9), the launch goes on without it, SNP_LAUNCH_FINISH
+/// protects the vCPU, and the guest's termination request is its exit.
+#[test]
+fn kvm_backend_snp_cpuid_rejection_and_finish() {
+    use kvm_coco::measure::plan::{Data, Origin, PageKind, Step};
+    let host = served();
+    let kvm = Kvm::open().unwrap();
+    let backend = KvmBackend::new(&kvm, VmType::Snp).unwrap();
+    let params = SnpInit {
+        req_certs: true,
+        ..SnpInit::default()
+    };
+    let mut launch = Launch::new(backend, InitParams::Snp(params)).unwrap();
+    launch.add_memory(GPA, 0x4000).unwrap();
+    launch.create_vcpu(0).unwrap();
+    let mut launch = launch.start().unwrap();
+    launch.add_measured(GPA, &pattern(PAGE, 0x21)).unwrap();
+    let mut cpuid = vec![0u8; PAGE];
+    cpuid[..4].copy_from_slice(&65u32.to_le_bytes());
+    let step = Step {
+        gpa: GPA + 0x1000,
+        len: PAGE as u64,
+        kind: PageKind::Cpuid,
+        data: Data::Borrowed(&cpuid),
+        origin: Origin::Firmware,
+    };
+    match launch.add(&step) {
+        Err(LaunchError::CpuidRejected { gpa, source, .. }) => {
+            assert_eq!(gpa, GPA + 0x1000);
+            check(
+                &source,
+                "KVM_SEV_SNP_LAUNCH_UPDATE",
+                libc::EIO,
+                fw(0x16),
+                Some("firmware"),
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let launch = launch.measure().unwrap().finish().unwrap();
+    let (mut backend, mut vcpus) = launch.into_parts();
+    assert!(
+        vcpus[0].is_state_protected(),
+        "protected by SNP_LAUNCH_FINISH"
+    );
+    backend.set_private(GPA + 0x3000, 0x1000, false).unwrap();
+    backend.write_shared(GPA + 0x3000, b"shared").unwrap();
+    backend.set_private(GPA + 0x3000, 0x1000, true).unwrap();
+    host.load_program(&vcpus[0], [GuestOp::Terminate { code: 9 }])
+        .unwrap();
+    match LaunchVcpu::run(&mut vcpus[0]).unwrap() {
+        Exit::SystemEvent(SystemEvent::SevTerm { .. }) => {}
+        other => panic!("unexpected exit {other:?}"),
+    }
+}
+
+/// Faults the host injects into the TDX commands: E2BIG on every CAPABILITIES call ends the
+/// growth at `KVM_MAX_CPUID_ENTRIES` (256) with that E2BIG; EINTR on INIT_MEM_REGION (a
+/// signal, §4) reaches the caller with its hint; a buffer header claiming more entries than
+/// the storage holds is clamped before the kernel sees it.
+#[test]
+fn tdx_injected_e2big_and_eintr() {
+    let _host = served_with("capabilities:e2big,init_mem_region:eintr@1");
+    let kvm = Kvm::open().unwrap();
+    let vm = kvm.create_vm(VmType::Tdx).unwrap();
+    let mut tried = Vec::new();
+    let e = read_capabilities_growing(32, |buf| {
+        tried.push(buf.capacity());
+        vm.tdx().unwrap().capabilities_into(buf)
+    })
+    .unwrap_err();
+    assert_eq!(tried, [32, 64, 128, 256]);
+    check(
+        &e,
+        "KVM_TDX_CAPABILITIES",
+        libc::E2BIG,
+        FirmwareStatus::None,
+        Some("grow the buffer"),
+    );
+    let e = vm.tdx().unwrap().capabilities().unwrap_err();
+    assert_eq!(e.errno.raw(), libc::E2BIG, "{e}");
+
+    let mut buf = TdxCapabilitiesBuf::with_capacity(2);
+    // `cpuid.nent` sits at offset 2048 of `kvm_tdx_capabilities` (linux-uapi §4).
+    buf.as_mut_bytes()[2048..2052].copy_from_slice(&100u32.to_ne_bytes());
+    assert_eq!(buf.nent(), 100);
+    let cmd = Command::<kvm_coco::ops::tdx::Capabilities>::new(&mut buf);
+    let e = vm.tdx().unwrap().issue(cmd, 0).unwrap_err();
+    assert_eq!(e.errno.raw(), libc::E2BIG, "{e}");
+    assert_eq!(buf.nent(), 2, "clamped to the capacity");
+
+    vm.tdx()
+        .unwrap()
+        .init_vm(&mut init_vm_buf(&TdxInit::default()))
+        .unwrap();
+    split_irqchip(&vm);
+    let vcpu = vm.create_vcpu(0).unwrap();
+    vcpu.tdx().unwrap().init_vcpu(0).unwrap();
+    let src = GuestMapping::anonymous(PAGE).unwrap();
+    let mut region = KvmTdxInitMemRegion {
+        source_addr: src.host_addr(),
+        gpa: 0xffff_f000,
+        nr_pages: 1,
+    };
+    // SAFETY: `src` is one mapped page, alive for the call.
+    let e = unsafe { vcpu.tdx().unwrap().init_mem_region(&mut region, true) }.unwrap_err();
+    check(
+        &e,
+        "KVM_TDX_INIT_MEM_REGION",
+        libc::EINTR,
+        FirmwareStatus::None,
+        Some("interrupted by a signal"),
+    );
+    assert_eq!(region.nr_pages, 1, "no progress");
+}
