@@ -1,6 +1,6 @@
 //! The vendor-neutral launch API: one launcher for SEV, SEV-ES, SEV-SNP and TDX, over the
-//! kernel ([`KvmBackend`]): the real one, or the software host ([`crate::sim::host`]) answering
-//! the same system calls.
+//! kernel ([`KvmBackend`]): the real one, or the software host (`kvm_coco::sim::host`, feature
+//! `sim`) answering the same system calls.
 //!
 //! The verbs follow the maintainers' classification:
 //!
