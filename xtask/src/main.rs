@@ -74,6 +74,12 @@ fn ci() -> Result<(), String> {
     hw_test::run(&["--sim-host".to_owned()])?;
     step("format", "cargo", &["fmt", "--all", "--", "--check"], &[])?;
     step(
+        "features",
+        "cargo",
+        &["hack", "--each-feature", "--no-dev-deps", "check", "--workspace"],
+        &[],
+    )?;
+    step(
         "clippy",
         "cargo",
         &[
