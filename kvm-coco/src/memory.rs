@@ -204,7 +204,7 @@ fn head_len(addr: usize, len: usize) -> usize {
 ///
 /// `dst..dst + src.len()` must be valid for writes for the whole call and must not overlap
 /// `src`.
-unsafe fn copy_to_guest(dst: *mut u8, src: &[u8]) {
+pub(crate) unsafe fn copy_to_guest(dst: *mut u8, src: &[u8]) {
     let len = src.len();
     let head = head_len(dst.addr(), len);
     let words = (len - head) / WORD;
@@ -238,7 +238,7 @@ unsafe fn copy_to_guest(dst: *mut u8, src: &[u8]) {
 ///
 /// `src..src + dst.len()` must be valid for reads for the whole call and must not overlap
 /// `dst`.
-unsafe fn copy_from_guest(src: *const u8, dst: &mut [u8]) {
+pub(crate) unsafe fn copy_from_guest(src: *const u8, dst: &mut [u8]) {
     let len = dst.len();
     let head = head_len(src.addr(), len);
     let words = (len - head) / WORD;

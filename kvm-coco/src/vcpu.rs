@@ -247,63 +247,8 @@ impl Vcpu {
     /// # Ok::<(), kvm_coco::Error>(())
     /// ```
     pub fn run(&mut self) -> Result<Exit<'_>> {
-        let run_ptr = self.run;
-        let exit = match self.fd.run() {
-            Ok(exit) => exit,
-            Err(e) if e.errno() == libc::EINTR => return Ok(Exit::Interrupted),
-            Err(e) => return Err(Error::ioctl("KVM_RUN", e)),
-        };
-        Ok(match exit {
-            VcpuExit::IoOut(port, data) => Exit::IoOut { port, data },
-            VcpuExit::IoIn(port, data) => Exit::IoIn { port, data },
-            VcpuExit::MmioRead(gpa, data) => Exit::MmioRead { gpa, data },
-            VcpuExit::MmioWrite(gpa, data) => Exit::MmioWrite { gpa, data },
-            VcpuExit::Hlt => Exit::Hlt,
-            VcpuExit::Shutdown => Exit::Shutdown,
-            VcpuExit::MemoryFault { flags, gpa, size } => {
-                Exit::MemoryFault(MemoryFault { flags, gpa, size })
-            }
-            VcpuExit::Hypercall(h) if h.nr == kvm_coco_uapi::KVM_HC_MAP_GPA_RANGE => {
-                Exit::MapGpaRange(MapGpaRange {
-                    gpa: h.args[0],
-                    npages: h.args[1],
-                    attributes: h.args[2],
-                    long_mode: h.longmode & 1 != 0,
-                    ret: h.ret,
-                })
-            }
-            VcpuExit::Hypercall(h) => Exit::Hypercall {
-                nr: h.nr,
-                args: h.args,
-            },
-            VcpuExit::SystemEvent(kind, data) => Exit::SystemEvent(SystemEvent::decode(kind, data)),
-            VcpuExit::FailEntry(reason, cpu) => Exit::FailEntry { reason, cpu },
-            VcpuExit::InternalError => Exit::InternalError,
-            VcpuExit::IrqWindowOpen => Exit::IrqWindowOpen,
-            VcpuExit::Debug(_) => Exit::Debug,
-            VcpuExit::Intr => Exit::Intr,
-            VcpuExit::Unsupported(reason) => {
-                // SAFETY: `run_ptr` points to this vCPU's kvm_run mapping, alive as long as
-                // `self.fd`; the kvm-ioctls exit value borrowing it holds no reference in
-                // this arm, and the result borrows `self` mutably, so no other access to the
-                // page can happen while it lives.
-                unsafe { run_page::decode_unsupported(run_ptr, reason) }
-            }
-            VcpuExit::Unknown => Exit::Other(kvm_bindings::KVM_EXIT_UNKNOWN),
-            VcpuExit::Exception => Exit::Other(kvm_bindings::KVM_EXIT_EXCEPTION),
-            VcpuExit::SetTpr => Exit::Other(kvm_bindings::KVM_EXIT_SET_TPR),
-            VcpuExit::TprAccess => Exit::Other(kvm_bindings::KVM_EXIT_TPR_ACCESS),
-            VcpuExit::Nmi => Exit::Other(kvm_bindings::KVM_EXIT_NMI),
-            VcpuExit::IoapicEoi(_) => Exit::Other(kvm_bindings::KVM_EXIT_IOAPIC_EOI),
-            VcpuExit::Hyperv => Exit::Other(kvm_bindings::KVM_EXIT_HYPERV),
-            VcpuExit::X86Rdmsr(_) => Exit::Other(kvm_bindings::KVM_EXIT_X86_RDMSR),
-            VcpuExit::X86Wrmsr(_) => Exit::Other(kvm_bindings::KVM_EXIT_X86_WRMSR),
-            // Exits of other architectures (s390, PowerPC): pass the raw reason through.
-            // SAFETY: `run_ptr` points to this vCPU's live kvm_run page; the kvm-ioctls exit
-            // value holds no reference in this arm, and `exit_reason` is a plain u32 the
-            // kernel wrote before KVM_RUN returned.
-            _ => Exit::Other(unsafe { (*run_ptr.as_ptr()).exit_reason }),
-        })
+        // SAFETY: `self.run` is the kvm_run mapping of `self.fd`.
+        unsafe { run_fd(&mut self.fd, self.run) }
     }
 
     fn reg<T>(
@@ -591,6 +536,71 @@ impl std::os::fd::AsRawFd for Vcpu {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.fd.as_raw_fd()
     }
+}
+
+/// `KVM_RUN` on `fd` with the typed [`Exit`] (the body of [`Vcpu::run`], shared with vCPUs a
+/// VMM created itself).
+///
+/// # Safety
+///
+/// `run_ptr` must be `fd`'s `kvm_run` mapping (`VcpuFd::get_kvm_run`).
+pub(crate) unsafe fn run_fd(fd: &mut VcpuFd, run_ptr: NonNull<kvm_run>) -> Result<Exit<'_>> {
+    let exit = match fd.run() {
+        Ok(exit) => exit,
+        Err(e) if e.errno() == libc::EINTR => return Ok(Exit::Interrupted),
+        Err(e) => return Err(Error::ioctl("KVM_RUN", e)),
+    };
+    Ok(match exit {
+        VcpuExit::IoOut(port, data) => Exit::IoOut { port, data },
+        VcpuExit::IoIn(port, data) => Exit::IoIn { port, data },
+        VcpuExit::MmioRead(gpa, data) => Exit::MmioRead { gpa, data },
+        VcpuExit::MmioWrite(gpa, data) => Exit::MmioWrite { gpa, data },
+        VcpuExit::Hlt => Exit::Hlt,
+        VcpuExit::Shutdown => Exit::Shutdown,
+        VcpuExit::MemoryFault { flags, gpa, size } => {
+            Exit::MemoryFault(MemoryFault { flags, gpa, size })
+        }
+        VcpuExit::Hypercall(h) if h.nr == kvm_coco_uapi::KVM_HC_MAP_GPA_RANGE => {
+            Exit::MapGpaRange(MapGpaRange {
+                gpa: h.args[0],
+                npages: h.args[1],
+                attributes: h.args[2],
+                long_mode: h.longmode & 1 != 0,
+                ret: h.ret,
+            })
+        }
+        VcpuExit::Hypercall(h) => Exit::Hypercall {
+            nr: h.nr,
+            args: h.args,
+        },
+        VcpuExit::SystemEvent(kind, data) => Exit::SystemEvent(SystemEvent::decode(kind, data)),
+        VcpuExit::FailEntry(reason, cpu) => Exit::FailEntry { reason, cpu },
+        VcpuExit::InternalError => Exit::InternalError,
+        VcpuExit::IrqWindowOpen => Exit::IrqWindowOpen,
+        VcpuExit::Debug(_) => Exit::Debug,
+        VcpuExit::Intr => Exit::Intr,
+        VcpuExit::Unsupported(reason) => {
+            // SAFETY: `run_ptr` points to this vCPU's kvm_run mapping, alive as long as
+            // `self.fd`; the kvm-ioctls exit value borrowing it holds no reference in
+            // this arm, and the result borrows `self` mutably, so no other access to the
+            // page can happen while it lives.
+            unsafe { run_page::decode_unsupported(run_ptr, reason) }
+        }
+        VcpuExit::Unknown => Exit::Other(kvm_bindings::KVM_EXIT_UNKNOWN),
+        VcpuExit::Exception => Exit::Other(kvm_bindings::KVM_EXIT_EXCEPTION),
+        VcpuExit::SetTpr => Exit::Other(kvm_bindings::KVM_EXIT_SET_TPR),
+        VcpuExit::TprAccess => Exit::Other(kvm_bindings::KVM_EXIT_TPR_ACCESS),
+        VcpuExit::Nmi => Exit::Other(kvm_bindings::KVM_EXIT_NMI),
+        VcpuExit::IoapicEoi(_) => Exit::Other(kvm_bindings::KVM_EXIT_IOAPIC_EOI),
+        VcpuExit::Hyperv => Exit::Other(kvm_bindings::KVM_EXIT_HYPERV),
+        VcpuExit::X86Rdmsr(_) => Exit::Other(kvm_bindings::KVM_EXIT_X86_RDMSR),
+        VcpuExit::X86Wrmsr(_) => Exit::Other(kvm_bindings::KVM_EXIT_X86_WRMSR),
+        // Exits of other architectures (s390, PowerPC): pass the raw reason through.
+        // SAFETY: `run_ptr` points to this vCPU's live kvm_run page; the kvm-ioctls exit
+        // value holds no reference in this arm, and `exit_reason` is a plain u32 the
+        // kernel wrote before KVM_RUN returned.
+        _ => Exit::Other(unsafe { (*run_ptr.as_ptr()).exit_reason }),
+    })
 }
 
 #[cfg(test)]

@@ -390,24 +390,7 @@ impl Vm {
         size: u64,
         attributes: MemoryAttributes,
     ) -> Result<()> {
-        check_range(gpa, size)?;
-        let raw = kvm_memory_attributes {
-            address: gpa,
-            size,
-            attributes: attributes.bits(),
-            flags: 0,
-        };
-        self.fd().set_memory_attributes(raw).map_err(|e| {
-            if e.errno() == libc::ENOTTY {
-                Error::Unsupported {
-                    op: "KVM_SET_MEMORY_ATTRIBUTES",
-                    vm_type: self.vm_type(),
-                    reason: "this VM has no private memory (KVM_CAP_MEMORY_ATTRIBUTES is 0)",
-                }
-            } else {
-                Error::ioctl("KVM_SET_MEMORY_ATTRIBUTES", e)
-            }
-        })
+        set_memory_attributes(self.fd(), self.vm_type(), gpa, size, attributes)
     }
 
     /// Converts `[gpa, gpa+size)` to `to`: sets or clears `KVM_MEMORY_ATTRIBUTE_PRIVATE`
@@ -462,18 +445,6 @@ impl Vm {
         }
     }
 
-    fn enc_region_error(&self, op: &'static str, e: vmm_sys_util::errno::Error) -> Error {
-        if e.errno() == libc::ENOTTY {
-            Error::Unsupported {
-                op,
-                vm_type: self.vm_type(),
-                reason: "only SEV and SEV-ES VMs (after KVM_SEV_INIT2) pin encrypted regions",
-            }
-        } else {
-            Error::ioctl(op, e)
-        }
-    }
-
     /// `KVM_MEMORY_ENCRYPT_REG_REGION`: pins `[offset, offset+len)` of `mapping` for an
     /// SEV/SEV-ES guest so its pages are never moved or swapped. The kernel accounts the
     /// pages against `RLIMIT_MEMLOCK` unless the process has `CAP_IPC_LOCK`.
@@ -493,9 +464,7 @@ impl Vm {
         len: u64,
     ) -> Result<()> {
         let r = Self::enc_region(mapping, offset, len)?;
-        self.fd()
-            .register_enc_memory_region(&r)
-            .map_err(|e| self.enc_region_error("KVM_MEMORY_ENCRYPT_REG_REGION", e))
+        encrypted_region(self.fd(), self.vm_type(), true, r)
     }
 
     /// `KVM_MEMORY_ENCRYPT_UNREG_REGION`: unpins a range registered with exactly the same
@@ -517,15 +486,75 @@ impl Vm {
         len: u64,
     ) -> Result<()> {
         let r = Self::enc_region(mapping, offset, len)?;
-        self.fd()
-            .unregister_enc_memory_region(&r)
-            .map_err(|e| self.enc_region_error("KVM_MEMORY_ENCRYPT_UNREG_REGION", e))
+        encrypted_region(self.fd(), self.vm_type(), false, r)
     }
 
     /// The underlying kvm-ioctls VM fd, for ioctls this crate does not wrap.
     pub fn kvm_ioctls(&self) -> &VmFd {
         self.fd()
     }
+}
+
+/// `KVM_SET_MEMORY_ATTRIBUTES` on a VM fd of type `vm_type` (for [`Vm`] and for VM fds a VMM
+/// created itself).
+pub(crate) fn set_memory_attributes(
+    fd: &VmFd,
+    vm_type: VmType,
+    gpa: u64,
+    size: u64,
+    attributes: MemoryAttributes,
+) -> Result<()> {
+    check_range(gpa, size)?;
+    let raw = kvm_memory_attributes {
+        address: gpa,
+        size,
+        attributes: attributes.bits(),
+        flags: 0,
+    };
+    fd.set_memory_attributes(raw).map_err(|e| {
+        if e.errno() == libc::ENOTTY {
+            Error::Unsupported {
+                op: "KVM_SET_MEMORY_ATTRIBUTES",
+                vm_type,
+                reason: "this VM has no private memory (KVM_CAP_MEMORY_ATTRIBUTES is 0)",
+            }
+        } else {
+            Error::ioctl("KVM_SET_MEMORY_ATTRIBUTES", e)
+        }
+    })
+}
+
+/// `KVM_MEMORY_ENCRYPT_REG_REGION` (`register`) or `KVM_MEMORY_ENCRYPT_UNREG_REGION` of
+/// `region` on a VM fd of type `vm_type`. The kernel only pins (and later unpins) the pages;
+/// it does not access them through the address.
+pub(crate) fn encrypted_region(
+    fd: &VmFd,
+    vm_type: VmType,
+    register: bool,
+    region: kvm_enc_region,
+) -> Result<()> {
+    let (op, r) = if register {
+        (
+            "KVM_MEMORY_ENCRYPT_REG_REGION",
+            fd.register_enc_memory_region(&region),
+        )
+    } else {
+        (
+            "KVM_MEMORY_ENCRYPT_UNREG_REGION",
+            fd.unregister_enc_memory_region(&region),
+        )
+    };
+    r.map_err(|e| {
+        if e.errno() == libc::ENOTTY {
+            Error::Unsupported {
+                op,
+                vm_type,
+                reason: "only SEV and SEV-ES VMs (after KVM_SEV_INIT2) pin encrypted regions",
+            }
+        } else {
+            Error::ioctl(op, e)
+        }
+    })
 }
 
 impl AsRawFd for Vm {

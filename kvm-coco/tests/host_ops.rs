@@ -1315,7 +1315,7 @@ fn generic_issue_through_the_typed_views() {
 
     let vm = kvm.create_vm(VmType::Tdx).unwrap();
     let td = vm.tdx().unwrap();
-    assert_eq!(td.vm().vm_type(), VmType::Tdx);
+    assert_eq!(td.vm_type(), VmType::Tdx);
     td.issue(
         Command::<tdx::InitVm>::new(&mut init_vm_buf(&TdxInit::default())),
         0,
@@ -1324,7 +1324,7 @@ fn generic_issue_through_the_typed_views() {
     split_irqchip(&vm);
     let vcpu = vm.create_vcpu(0).unwrap();
     let tv = vcpu.tdx().unwrap();
-    assert_eq!(tv.vcpu().id(), 0);
+    assert_eq!(tv.vcpu().map(|v| v.id()), Some(0));
     tv.issue(Command::<tdx::InitVcpu>::new(&mut Immediate(0)), 0)
         .unwrap();
     let mut cpuid = kvm_coco::ops::tdx::CpuidBuf::with_capacity(256);

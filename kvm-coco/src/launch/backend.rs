@@ -3,8 +3,10 @@
 //! kernel's in/out conventions kept visible so the launcher can apply QEMU's retry and
 //! range-consumption rules once for every backend.
 //!
-//! [`KvmBackend`](super::KvmBackend) implements it over `/dev/kvm` and `/dev/sev` with real
-//! system calls; on a machine without the hardware the software host answers those calls.
+//! [`BorrowedVm`](super::BorrowedVm) implements it over a VM, guest RAM and vCPUs a VMM
+//! created, and [`KvmBackend`](super::KvmBackend) over ones it creates itself, delegating to
+//! a `BorrowedVm`; both issue real system calls, which on a machine without the hardware the
+//! software host answers.
 
 use std::fmt;
 
@@ -161,6 +163,16 @@ pub trait Backend: fmt::Debug {
     /// # Errors
     /// A core error when the query itself fails.
     fn host_limits(&self) -> Result<HostLimits, LaunchError>;
+
+    /// Called once by [`Launch::new`](super::Launch::new) after `KVM_SEV_INIT2` /
+    /// `KVM_TDX_INIT_VM`: a backend over RAM that existed before the launch (a borrowed VM)
+    /// pins its SEV / SEV-ES RAM here. Nothing by default.
+    ///
+    /// # Errors
+    /// The core error.
+    fn initialized(&mut self) -> Result<(), LaunchError> {
+        Ok(())
+    }
 
     /// Adds guest RAM `[gpa, gpa+size)`: private-capable (guest_memfd) for SNP and TDX,
     /// ordinary memory for SEV / SEV-ES.

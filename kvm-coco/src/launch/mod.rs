@@ -107,11 +107,13 @@ use crate::ops::{EncryptOpError, FirmwareStatus};
 use crate::vm_type::VmType;
 
 pub mod backend;
+mod borrowed;
 mod kvm;
 mod log;
 pub mod params;
 
 pub use backend::{Backend, LaunchVcpu, Remaining, SnpPageType, Source};
+pub use borrowed::{BorrowedVcpu, BorrowedVm, GuestRam};
 pub use kvm::KvmBackend;
 pub use params::{
     HostLimits, InitParams, ParamError, SevEsInit, SevInit, SevSession, SnpIdentity, SnpInit,
@@ -523,6 +525,7 @@ impl<B: Backend> Launch<New, B> {
                 backend.enable_map_gpa_range_exits()?;
             }
         }
+        backend.initialized()?;
         Ok(Self {
             log: LogBuilder::new(tee_of(vm)),
             backend,
@@ -736,6 +739,11 @@ impl<S, B: Backend> Launch<S, B> {
 
     fn do_create_vcpu(&mut self, id: u32) -> Result<&mut B::Vcpu, LaunchError> {
         let vcpu = self.backend.create_vcpu(id)?;
+        self.do_adopt_vcpu(vcpu)
+    }
+
+    fn do_adopt_vcpu(&mut self, vcpu: B::Vcpu) -> Result<&mut B::Vcpu, LaunchError> {
+        let id = vcpu.id();
         if let InitParams::Tdx(p) = &self.params {
             self.backend.tdx_init_vcpu(&vcpu, p.vcpu_rcx)?;
         }
@@ -753,6 +761,18 @@ impl<B: Backend> Launch<New, B> {
     pub fn create_vcpu(&mut self, id: u32) -> Result<&mut B::Vcpu, LaunchError> {
         self.do_create_vcpu(id)
     }
+
+    /// Takes a vCPU the caller created (over a [`BorrowedVm`], a [`BorrowedVcpu`]) into the
+    /// launch: `KVM_TDX_INIT_VCPU` for TDX; for SEV-ES and SNP its registers are set from the
+    /// plan's VMSA by [`add_plan`](Launch::add_plan). Create and adopt every vCPU after
+    /// [`Launch::new`] (the kernel refuses vCPUs before `KVM_SEV_INIT2` / `KVM_TDX_INIT_VM`)
+    /// and in id order (the plan's n-th VMSA goes to the n-th vCPU).
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    pub fn adopt_vcpu(&mut self, vcpu: B::Vcpu) -> Result<&mut B::Vcpu, LaunchError> {
+        self.do_adopt_vcpu(vcpu)
+    }
 }
 
 impl<B: Backend> Launch<Started, B> {
@@ -762,6 +782,14 @@ impl<B: Backend> Launch<Started, B> {
     /// The kernel's answer.
     pub fn create_vcpu(&mut self, id: u32) -> Result<&mut B::Vcpu, LaunchError> {
         self.do_create_vcpu(id)
+    }
+
+    /// [`Launch::adopt_vcpu`] after LAUNCH_START (allowed until the image is closed).
+    ///
+    /// # Errors
+    /// The kernel's answer.
+    pub fn adopt_vcpu(&mut self, vcpu: B::Vcpu) -> Result<&mut B::Vcpu, LaunchError> {
+        self.do_adopt_vcpu(vcpu)
     }
 
     /// Executes every step of `plan`, in order, logging each one. VMSA steps are not

@@ -201,7 +201,7 @@ impl SevVm<'_> {
     /// ```
     pub fn launch_update_vmsa(&self) -> Result<(), EncryptOpError> {
         self.issue(Command::<LaunchUpdateVmsa>::new(&mut NoPayload), None)?;
-        self.vm().mark_vcpus_state_protected();
+        self.mark_vcpus_state_protected();
         Ok(())
     }
 

@@ -126,7 +126,7 @@ impl SevVm<'_> {
     ) -> Result<(), EncryptOpError> {
         // SAFETY: forwarded from this function's contract.
         unsafe { self.issue_unchecked(Command::<LaunchFinish>::new(finish), Some(sev_fd)) }?;
-        self.vm().mark_vcpus_state_protected();
+        self.mark_vcpus_state_protected();
         Ok(())
     }
 

@@ -8,6 +8,8 @@
 use std::fmt;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use kvm_ioctls::{VcpuFd, VmFd};
+
 use super::{
     AddressFree, Amd, Command, EncryptOpError, Family, FirmwareStatus, HINT_NOT_CONFIDENTIAL,
     HINT_SEV_ON_TDX, HINT_TDX_ON_NON_TD, Scope, SubCommand, Tdx, VcpuScope, VmScope, issue_sev,
@@ -130,7 +132,11 @@ impl Vm {
     /// ```
     pub fn sev(&self) -> Result<SevVm<'_>, FamilyMismatch> {
         FamilyMismatch::check(Family::Sev, Scope::Vm, self.vm_type())?;
-        Ok(SevVm { vm: self })
+        Ok(SevVm {
+            fd: self.fd(),
+            vm_type: self.vm_type(),
+            vm: Some(self),
+        })
     }
 
     /// This VM as the target of the VM-scoped TDX sub-commands (`KVM_TDX_*`).
@@ -147,7 +153,11 @@ impl Vm {
     /// ```
     pub fn tdx(&self) -> Result<TdxVm<'_>, FamilyMismatch> {
         FamilyMismatch::check(Family::Tdx, Scope::Vm, self.vm_type())?;
-        Ok(TdxVm { vm: self })
+        Ok(TdxVm {
+            fd: self.fd(),
+            vm_type: self.vm_type(),
+            vm: Some(self),
+        })
     }
 }
 
@@ -167,7 +177,11 @@ impl Vcpu {
     /// ```
     pub fn tdx(&self) -> Result<TdxVcpu<'_>, FamilyMismatch> {
         FamilyMismatch::check(Family::Tdx, Scope::Vcpu, self.vm_type())?;
-        Ok(TdxVcpu { vcpu: self })
+        Ok(TdxVcpu {
+            fd: self.kvm_ioctls(),
+            vm_type: self.vm_type(),
+            vcpu: Some(self),
+        })
     }
 }
 
@@ -176,20 +190,63 @@ impl Vcpu {
 ///
 /// It issues only [`Amd`] sub-commands of [`VmScope`]; the per-command methods are in
 /// [`sev`](super::sev) (SEV, SEV-ES) and [`snp`](super::snp) (SNP).
+///
+/// A VMM that created the VM itself (a kvm-ioctls [`VmFd`]) makes the same view over its fd
+/// with [`SevVm::borrowed`].
 #[derive(Clone, Copy, Debug)]
 pub struct SevVm<'a> {
-    vm: &'a Vm,
+    fd: &'a VmFd,
+    vm_type: VmType,
+    vm: Option<&'a Vm>,
 }
 
 impl<'a> SevVm<'a> {
-    /// The VM.
-    pub fn vm(&self) -> &'a Vm {
+    /// The view over a VM fd the caller created with `KVM_CREATE_VM` of type `vm_type`
+    /// (the type is the caller's statement: KVM has no query for it).
+    ///
+    /// # Errors
+    ///
+    /// [`FamilyMismatch`] unless `vm_type` is `sev`, `sev-es`, `snp` or `default`.
+    ///
+    /// ```no_run
+    /// use kvm_coco::ops::SevVm;
+    /// use kvm_coco::VmType;
+    /// let kvm = kvm_ioctls::Kvm::new()?;
+    /// let vm_fd = kvm.create_vm()?;
+    /// assert!(SevVm::borrowed(&vm_fd, VmType::Default).is_ok());
+    /// assert!(SevVm::borrowed(&vm_fd, VmType::Tdx).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn borrowed(fd: &'a VmFd, vm_type: VmType) -> Result<Self, FamilyMismatch> {
+        FamilyMismatch::check(Family::Sev, Scope::Vm, vm_type)?;
+        Ok(Self {
+            fd,
+            vm_type,
+            vm: None,
+        })
+    }
+
+    /// The [`Vm`], when the view was made by [`Vm::sev`] (`None` over a borrowed fd).
+    pub fn vm(&self) -> Option<&'a Vm> {
         self.vm
+    }
+
+    /// The VM fd.
+    pub fn fd(&self) -> &'a VmFd {
+        self.fd
     }
 
     /// The VM's type.
     pub fn vm_type(&self) -> VmType {
-        self.vm.vm_type()
+        self.vm_type
+    }
+
+    /// Marks the vCPUs of the [`Vm`] protected (nothing over a borrowed fd: its vCPUs are
+    /// the caller's).
+    pub(crate) fn mark_vcpus_state_protected(&self) {
+        if let Some(vm) = self.vm {
+            vm.mark_vcpus_state_protected();
+        }
     }
 
     /// Issues a sub-command whose payload holds no user address ([`AddressFree`]).
@@ -239,28 +296,56 @@ impl<'a> SevVm<'a> {
     {
         // SAFETY: forwarded from this function's contract; the fd is the VM fd of an AMD
         // (or default) VM, as `C`'s family and scope require.
-        unsafe {
-            issue_sev(
-                self.vm.fd(),
-                self.vm.vm_type(),
-                cmd,
-                sev_fd.map(|f| f.as_raw_fd()),
-            )
-        }
+        unsafe { issue_sev(self.fd, self.vm_type, cmd, sev_fd.map(|f| f.as_raw_fd())) }
     }
 }
 
 /// A TDX VM, made by [`Vm::tdx`]. It issues only [`Tdx`] sub-commands of [`VmScope`]; the
 /// per-command methods are in [`tdx`](super::tdx).
+/// [`TdxVm::borrowed`] makes it over a kvm-ioctls [`VmFd`] the caller created.
 #[derive(Clone, Copy, Debug)]
 pub struct TdxVm<'a> {
-    vm: &'a Vm,
+    fd: &'a VmFd,
+    vm_type: VmType,
+    vm: Option<&'a Vm>,
 }
 
 impl<'a> TdxVm<'a> {
-    /// The VM.
-    pub fn vm(&self) -> &'a Vm {
+    /// The view over a VM fd the caller created with `KVM_CREATE_VM` of type `vm_type`.
+    ///
+    /// # Errors
+    ///
+    /// [`FamilyMismatch`] unless `vm_type` is `tdx`.
+    ///
+    /// ```no_run
+    /// use kvm_coco::ops::TdxVm;
+    /// use kvm_coco::VmType;
+    /// let vm_fd = kvm_ioctls::Kvm::new()?.create_vm()?;
+    /// assert!(TdxVm::borrowed(&vm_fd, VmType::Snp).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn borrowed(fd: &'a VmFd, vm_type: VmType) -> Result<Self, FamilyMismatch> {
+        FamilyMismatch::check(Family::Tdx, Scope::Vm, vm_type)?;
+        Ok(Self {
+            fd,
+            vm_type,
+            vm: None,
+        })
+    }
+
+    /// The [`Vm`], when the view was made by [`Vm::tdx`] (`None` over a borrowed fd).
+    pub fn vm(&self) -> Option<&'a Vm> {
         self.vm
+    }
+
+    /// The VM fd.
+    pub fn fd(&self) -> &'a VmFd {
+        self.fd
+    }
+
+    /// The VM's type.
+    pub fn vm_type(&self) -> VmType {
+        self.vm_type
     }
 
     /// Issues a VM-scoped TDX sub-command whose payload holds no user address
@@ -296,20 +381,46 @@ impl<'a> TdxVm<'a> {
     {
         // SAFETY: forwarded from this function's contract; the fd is a TD's VM fd, as
         // `C`'s family and scope require.
-        unsafe { issue_tdx(self.vm.fd(), self.vm.vm_type(), cmd, flags) }
+        unsafe { issue_tdx(self.fd, self.vm_type, cmd, flags) }
     }
 }
 
 /// A vCPU of a TDX VM, made by [`Vcpu::tdx`]. It issues only [`Tdx`] sub-commands of
 /// [`VcpuScope`]; the per-command methods are in [`tdx`](super::tdx).
+/// [`TdxVcpu::borrowed`] makes it over a kvm-ioctls [`VcpuFd`] the caller created.
 #[derive(Clone, Copy, Debug)]
 pub struct TdxVcpu<'a> {
-    vcpu: &'a Vcpu,
+    fd: &'a VcpuFd,
+    vm_type: VmType,
+    vcpu: Option<&'a Vcpu>,
 }
 
 impl<'a> TdxVcpu<'a> {
-    /// The vCPU.
-    pub fn vcpu(&self) -> &'a Vcpu {
+    /// The view over a vCPU fd the caller created on a VM of type `vm_type`.
+    ///
+    /// # Errors
+    ///
+    /// [`FamilyMismatch`] unless `vm_type` is `tdx`.
+    ///
+    /// ```no_run
+    /// use kvm_coco::ops::TdxVcpu;
+    /// use kvm_coco::VmType;
+    /// let vm_fd = kvm_ioctls::Kvm::new()?.create_vm()?;
+    /// let vcpu = vm_fd.create_vcpu(0)?;
+    /// assert!(TdxVcpu::borrowed(&vcpu, VmType::Default).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn borrowed(fd: &'a VcpuFd, vm_type: VmType) -> Result<Self, FamilyMismatch> {
+        FamilyMismatch::check(Family::Tdx, Scope::Vcpu, vm_type)?;
+        Ok(Self {
+            fd,
+            vm_type,
+            vcpu: None,
+        })
+    }
+
+    /// The [`Vcpu`], when the view was made by [`Vcpu::tdx`] (`None` over a borrowed fd).
+    pub fn vcpu(&self) -> Option<&'a Vcpu> {
         self.vcpu
     }
 
@@ -347,7 +458,7 @@ impl<'a> TdxVcpu<'a> {
     {
         // SAFETY: forwarded from this function's contract; the fd is a TD vCPU's fd, as
         // `C`'s family and scope require.
-        unsafe { issue_tdx(self.vcpu, self.vcpu.vm_type(), cmd, flags) }
+        unsafe { issue_tdx(self.fd, self.vm_type, cmd, flags) }
     }
 }
 
