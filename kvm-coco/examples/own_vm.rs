@@ -6,6 +6,8 @@
 //! - SNP, with a kernel and an initrd: guest RAM is a shared mapping per slot plus a
 //!   guest_memfd (`KVM_CREATE_GUEST_MEMFD`, `KVM_SET_USER_MEMORY_REGION2`); the guest asks
 //!   for its attestation report, whose `MEASUREMENT` must equal the offline calculation.
+//! - TDX: the same with one vCPU; the TD asks for its TDREPORT, whose `MRTD` must equal the
+//!   offline calculation.
 //! - SEV-ES: plain memory slots (no guest_memfd); the guest owner checks `LAUNCH_MEASURE`
 //!   against the offline calculation.
 //!
@@ -32,7 +34,7 @@ use kvm_coco::measure::plan::PlanInputs;
 use kvm_coco::measure::{FirmwareImage, LaunchPlan, MeasureOptions};
 use kvm_coco::sim::guest::{GuestOp, GuestOutcome};
 use kvm_coco::sim::host::SoftwareHost;
-use kvm_coco::{Access, Exit, GuestMapping, MapGpaReply, VmType};
+use kvm_coco::{Access, Exit, GuestMapping, MapGpaReply, TdVmCallStatus, TdxExit, VmType};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use psp_driver::report::AttestationReport;
 use zerocopy::{FromBytes, IntoBytes};
@@ -58,6 +60,7 @@ pub fn host_for(vm_types: &[VmType]) -> Res<Option<SoftwareHost>> {
 }
 
 /// The VMM's guest RAM: one shared mapping per slot, a guest_memfd per slot for SNP and TDX.
+#[derive(Debug)]
 pub struct VmmMemory {
     slots: Vec<(u64, GuestMapping, Option<OwnedFd>)>,
 }
@@ -127,6 +130,7 @@ pub struct SnpOutcome {
 }
 
 /// The firmware, kernel and initrd both launches measure.
+#[derive(Debug)]
 pub struct Image {
     firmware: Vec<u8>,
     kernel: Vec<u8>,
@@ -271,11 +275,69 @@ fn run_until_halt(vm_fd: &VmFd, vcpu: &mut BorrowedVcpu<'_>) -> Res<()> {
                 m.reply(MapGpaReply::Success);
             }
             Exit::MemoryFault(f) => set(f.gpa, f.size, f.access() == Access::Private)?,
+            Exit::Tdx(TdxExit::GetQuote(mut q)) => q.reply(TdVmCallStatus::Success),
             Exit::Hlt => return Ok(()),
             other => return Err(format!("unexpected exit {other:?}").into()),
         }
     }
     Err("the guest did not halt".into())
+}
+
+/// Launches a TD over a VM, memory (guest_memfd per slot) and a vCPU made here with
+/// kvm-ioctls; on the software host the TD then asks for its TDREPORT (GetQuote), whose MRTD
+/// must equal the offline calculation. Returns the same outcome as [`launch_snp`].
+pub fn launch_tdx(host: Option<&SoftwareHost>, image: &Image) -> Res<SnpOutcome> {
+    use kvm_coco::launch::TdxInit;
+    let fw = FirmwareImage::parse(&image.firmware)?;
+    let plan = LaunchPlan::tdx(&fw)?;
+
+    let kvm = Kvm::new()?;
+    let vm_fd = kvm.create_vm_with_type(u64::from(VmType::Tdx.abi_value()))?;
+    let mut ranges = plan_memory(&plan);
+    ranges.push((SHARED, SHARED_LEN));
+    let memory = VmmMemory::new(&vm_fd, &ranges, true)?;
+
+    // No /dev/sev for a TD.
+    let backend = BorrowedVm::new(&vm_fd, VmType::Tdx, None, memory.guest_ram())?;
+    let mut launch = Launch::new(backend, InitParams::Tdx(TdxInit::default()))?;
+    // vCPUs after KVM_TDX_INIT_VM; adopting one issues KVM_TDX_INIT_VCPU on it.
+    let mut vcpu_fd = vm_fd.create_vcpu(0)?;
+    launch.adopt_vcpu(BorrowedVcpu::new(&mut vcpu_fd, 0, VmType::Tdx))?;
+    let mut launch = launch.start()?;
+    launch.add_plan(&plan)?;
+    let launch = launch.measure()?.finish()?;
+    let expected = launch.expected_measurement().to_vec();
+    let (backend, mut vcpus) = launch.into_parts();
+
+    let reported = match host {
+        Some(host) => {
+            host.load_program(
+                &vcpus[0],
+                [GuestOp::GetQuote {
+                    gpa: SHARED,
+                    size: 0x2000,
+                    report_data: [0x5a; 64],
+                }],
+            )?;
+            run_until_halt(&vm_fd, &mut vcpus[0])?;
+            host.outcomes(&vcpus[0])?
+                .into_iter()
+                .find_map(|o| match o {
+                    GuestOutcome::TdReport(r) => PlatformMeasurement::from_td_report(&r),
+                    _ => None,
+                })
+                .ok_or("the TD obtained no TDREPORT")?
+        }
+        None => PlatformMeasurement::NotObservable,
+    };
+    drop((backend, vcpus));
+    drop(vm_fd);
+    drop(memory);
+    Ok(SnpOutcome {
+        expected,
+        offline: offline(&plan)?,
+        reported,
+    })
 }
 
 /// Launches an SEV-ES guest over a VM with plain memory slots made here, with the guest
@@ -357,12 +419,19 @@ pub fn launch_sev_es(image: &Image, vcpus: u32) -> Res<bool> {
     Ok(ok && wrong_refused)
 }
 
-#[allow(dead_code)]
-fn main() -> Res<()> {
+fn shown(m: &PlatformMeasurement) -> String {
+    match m {
+        PlatformMeasurement::SnpReport(v) | PlatformMeasurement::TdReport(v) => hex::encode(v),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Launches SNP, SEV-ES and TDX guests over VMs this program owns.
+pub fn main() -> Res<()> {
     let image = Image::synthetic();
-    let host = host_for(&[VmType::Snp, VmType::SevEs])?;
+    let host = host_for(&[VmType::Snp, VmType::SevEs, VmType::Tdx])?;
     if host.is_some() {
-        eprintln!("this KVM lacks SNP or SEV-ES: the software host serves this thread");
+        eprintln!("this KVM lacks SNP, SEV-ES or TDX: the software host serves this thread");
     }
     let out = launch_snp(host.as_ref(), &image, 2)?;
     println!("SNP expected  {}", hex::encode(&out.expected));
@@ -379,5 +448,16 @@ fn main() -> Res<()> {
     let ok = launch_sev_es(&image, 2)?;
     println!("SEV-ES LAUNCH_MEASURE verified by the guest owner: {ok}");
     assert!(ok);
+    let out = launch_tdx(host.as_ref(), &image)?;
+    println!("TDX expected  {}", hex::encode(&out.expected));
+    println!(
+        "TDX platform  {:?} ({})",
+        out.reported,
+        out.reported.source()
+    );
+    assert_eq!(out.expected, out.offline);
+    if out.reported != PlatformMeasurement::NotObservable {
+        assert_eq!(out.reported.matches(&out.offline), Some(true));
+    }
     Ok(())
 }

@@ -31,3 +31,24 @@ fn sev_es_over_a_vmm_owned_vm_with_plain_memory_passes_the_owners_check() {
     let image = own_vm::Image::synthetic();
     assert!(own_vm::launch_sev_es(&image, 2).unwrap());
 }
+
+#[test]
+fn tdx_over_a_vmm_owned_vm_reports_the_offline_mrtd() {
+    let host = own_vm::host_for(&[VmType::Tdx]).unwrap();
+    let image = own_vm::Image::synthetic();
+    let out = own_vm::launch_tdx(host.as_ref(), &image).unwrap();
+    assert_eq!(
+        out.expected, out.offline,
+        "launch log vs offline calculation"
+    );
+    if host.is_some() {
+        assert!(matches!(out.reported, PlatformMeasurement::TdReport(_)));
+        assert_eq!(out.reported.matches(&out.offline), Some(true));
+    }
+}
+
+/// The example's `main` (all three launches on one thread), as CI runs it.
+#[test]
+fn the_example_runs() {
+    own_vm::main().unwrap();
+}
