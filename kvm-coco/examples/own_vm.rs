@@ -437,8 +437,8 @@ pub fn main() -> Res<()> {
     println!("SNP expected  {}", hex::encode(&out.expected));
     println!("SNP offline   {}", hex::encode(&out.offline));
     println!(
-        "SNP platform  {:?} ({})",
-        out.reported,
+        "SNP platform  {} ({})",
+        shown(&out.reported),
         out.reported.source()
     );
     assert_eq!(out.expected, out.offline);
@@ -451,8 +451,8 @@ pub fn main() -> Res<()> {
     let out = launch_tdx(host.as_ref(), &image)?;
     println!("TDX expected  {}", hex::encode(&out.expected));
     println!(
-        "TDX platform  {:?} ({})",
-        out.reported,
+        "TDX platform  {} ({})",
+        shown(&out.reported),
         out.reported.source()
     );
     assert_eq!(out.expected, out.offline);
