@@ -52,3 +52,58 @@ fn tdx_over_a_vmm_owned_vm_reports_the_offline_mrtd() {
 fn the_example_runs() {
     own_vm::main().unwrap();
 }
+
+#[test]
+fn borrowed_vm_refuses_what_it_cannot_launch() {
+    use std::os::fd::AsFd;
+
+    use kvm_coco::GuestMapping;
+    use kvm_coco::launch::{BorrowedVm, GuestRam, InitParams, Launch, LaunchError, SnpInit};
+
+    let _host = own_vm::host_for(&[VmType::Snp]).unwrap();
+    let kvm = kvm_ioctls::Kvm::new().unwrap();
+    let vm_fd = kvm
+        .create_vm_with_type(u64::from(VmType::Snp.abi_value()))
+        .unwrap();
+    let sev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/sev")
+        .unwrap();
+    let mem = GuestMapping::anonymous(0x2000).unwrap();
+    // SAFETY: `mem` outlives every backend below.
+    let plain = unsafe { GuestRam::new(0, 0x2000, mem.host_addr()) };
+    let gmem = plain.with_guest_memfd();
+    assert!(matches!(
+        BorrowedVm::new(&vm_fd, VmType::Snp, None, [gmem]),
+        Err(LaunchError::NotAvailable { .. })
+    ));
+    assert!(matches!(
+        BorrowedVm::new(&vm_fd, VmType::Snp, Some(sev.as_fd()), [plain]),
+        Err(LaunchError::BadRegion { .. })
+    ));
+    // SAFETY: as above (never written: the description is refused).
+    let misaligned = unsafe { GuestRam::new(0x800, 0x1000, mem.host_addr()) }.with_guest_memfd();
+    assert!(matches!(
+        BorrowedVm::new(&vm_fd, VmType::Snp, Some(sev.as_fd()), [misaligned]),
+        Err(LaunchError::BadRegion { .. })
+    ));
+    assert!(matches!(
+        BorrowedVm::new(&vm_fd, VmType::Default, None, [plain]),
+        Err(LaunchError::NotSupportedOnHost { .. })
+    ));
+    assert!(kvm_coco::ops::TdxVm::borrowed(&vm_fd, VmType::Snp).is_err());
+
+    let backend = BorrowedVm::new(&vm_fd, VmType::Snp, Some(sev.as_fd()), [gmem]).unwrap();
+    let mut launch = Launch::new(backend, InitParams::Snp(SnpInit::default())).unwrap();
+    // vCPUs are the VMM's, memory too: the launch only checks coverage.
+    assert!(matches!(
+        launch.create_vcpu(0),
+        Err(LaunchError::NotAvailable { .. })
+    ));
+    launch.add_memory(0, 0x2000).unwrap();
+    assert!(matches!(
+        launch.add_memory(0x10_0000, 0x1000),
+        Err(LaunchError::NoMemory { .. })
+    ));
+}

@@ -111,6 +111,25 @@
 //! # Ok::<(), kvm_coco::Error>(())
 //! ```
 //!
+//! The views a VMM makes over its own kvm-ioctls fds ([`SevVm::borrowed`],
+//! [`TdxVm::borrowed`], [`TdxVcpu::borrowed`]) are the same types, with the same bounds:
+//!
+//! ```compile_fail,E0271
+//! use kvm_coco::ops::{Command, NoPayload, SevVm, tdx};
+//! let vm_fd = kvm_ioctls::Kvm::new()?.create_vm()?;
+//! let sev = SevVm::borrowed(&vm_fd, kvm_coco::VmType::Snp)?;
+//! sev.issue(Command::<tdx::FinalizeVm>::new(&mut NoPayload), None)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ```compile_fail,E0271
+//! use kvm_coco::ops::{Command, Immediate, TdxVm, tdx};
+//! let vm_fd = kvm_ioctls::Kvm::new()?.create_vm()?;
+//! let td = TdxVm::borrowed(&vm_fd, kvm_coco::VmType::Tdx)?;
+//! td.issue(Command::<tdx::InitVcpu>::new(&mut Immediate(0)), 0)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! The unsafe entry point has the same bounds:
 //!
 //! ```compile_fail,E0271
