@@ -1,6 +1,13 @@
 //! The vendor-neutral launch API: one launcher for SEV, SEV-ES, SEV-SNP and TDX, over the
-//! kernel ([`KvmBackend`]): the real one, or the software host (`kvm_coco::sim::host`, feature
-//! `sim`) answering the same system calls.
+//! kernel: the real one, or the software host (`kvm_coco::sim::host`, feature `sim`)
+//! answering the same system calls.
+//!
+//! The launcher works over a VM the VMM created and keeps ([`BorrowedVm`]: its kvm-ioctls
+//! `VmFd`, `/dev/sev` fd, guest RAM described by [`GuestRam`] and vCPUs lent as
+//! [`BorrowedVcpu`] with [`Launch::adopt_vcpu`]), issuing only the confidential-computing
+//! calls, or over one it creates itself ([`KvmBackend`], which delegates every such call to a
+//! [`BorrowedVm`]). `kvm-coco/examples/own_vm.rs` shows the first: SNP with a kernel and
+//! initrd into guest_memfd-backed slots, a TD, and SEV-ES with plain memory.
 //!
 //! The verbs follow the maintainers' classification:
 //!
