@@ -38,6 +38,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
         pkgs.extend(["-p", p]);
     }
     if !report_only {
+        // Test binaries of earlier builds stay in the target directory and would be merged
+        // into the report with their own line tables: remove the workspace's first.
+        super::step(
+            "coverage clean",
+            "cargo",
+            &["llvm-cov", "clean", "--workspace"],
+            &env,
+        )?;
         let mut a = vec!["llvm-cov", "--no-report"];
         a.extend(&pkgs);
         super::step("coverage run", "cargo", &a, &env)?;
