@@ -391,7 +391,6 @@ fn snp_platform_commands() {
 /// SNP_VLEK_LOAD with a well-formed argument (`len` 16, version 0): ENODEV before SNP is
 /// initialized, then the firmware's answer, INVALID_COMMAND (linux-uapi §7.2).
 #[test]
-#[ignore = "software host: SNP_VLEK_LOAD answers EINVAL with status 0 in every SNP state instead of ENODEV (SNP not initialized) or the firmware's EIO/INVALID_COMMAND"]
 fn snp_vlek_load_reaches_the_firmware() {
     let _host = served(1);
     let dev = DevSev::open().unwrap();
@@ -411,7 +410,6 @@ fn snp_vlek_load_reaches_the_firmware() {
 
 /// SNP_COMMIT needs no write access in Linux 7.3 (linux-uapi §7.2, §12.12).
 #[test]
-#[ignore = "software host: SNP_COMMIT on a read-only /dev/sev fd gives EPERM; Linux 7.3 has no writable check for it"]
 fn snp_commit_on_a_read_only_fd() {
     let _host = served(1);
     let e = read_only().snp_commit().unwrap_err();
@@ -420,7 +418,6 @@ fn snp_commit_on_a_read_only_fd() {
 
 /// PEK_CSR needs write access (linux-uapi §7.2).
 #[test]
-#[ignore = "software host: PEK_CSR on a read-only /dev/sev fd succeeds; the ccp driver refuses it with EPERM"]
 fn pek_csr_on_a_read_only_fd_is_eperm() {
     let _host = served(1);
     let e = read_only().pek_csr().unwrap_err();
@@ -430,7 +427,6 @@ fn pek_csr_on_a_read_only_fd_is_eperm() {
 /// PDH_CERT_EXPORT on a platform that is not INIT needs the driver's automatic INIT, hence
 /// write access (linux-uapi §7.2).
 #[test]
-#[ignore = "software host: PDH_CERT_EXPORT on a read-only /dev/sev fd succeeds on an UNINIT platform; the ccp driver refuses it with EPERM"]
 fn pdh_cert_export_on_a_read_only_fd_of_an_uninit_platform_is_eperm() {
     let _host = served(1);
     let e = read_only().pdh_cert_export().unwrap_err();

@@ -9,7 +9,8 @@
 use kvm_coco_uapi::SevRetCode;
 use kvm_coco_uapi::sev_dev::{
     SevIssueCmd, SevPlatformCmd, SevUserDataGetId2, SevUserDataPdhCertExport,
-    SevUserDataPekCertImport, SevUserDataPekCsr, SevUserDataSnpConfig,
+    SevUserDataPekCertImport, SevUserDataPekCsr, SevUserDataSnpConfig, SevUserDataSnpVlekLoad,
+    SevUserDataSnpWrappedVlekHashstick,
 };
 use psp_driver::Platform;
 use psp_driver::sim::platform::SimPlatformError;
@@ -87,17 +88,22 @@ pub(crate) fn issue(
     out.name = id.name();
     let psp = host.psp();
     let data = cmd.data;
-    let key_changing = matches!(
-        id,
+    // The commands sev_ioctl() refuses on a file opened without write access (facts
+    // linux-uapi §7.2): the key-changing ones, PEK_CSR, and PDH_CERT_EXPORT when it would
+    // have to INIT the platform first. SNP_COMMIT has no such check in Linux 7.3.
+    let uninit = || psp.platform_status().map(|s| s.state == 0).unwrap_or(false);
+    let needs_write = match id {
         SevPlatformCmd::FactoryReset
-            | SevPlatformCmd::PekGen
-            | SevPlatformCmd::PdhGen
-            | SevPlatformCmd::PekCertImport
-            | SevPlatformCmd::SnpCommit
-            | SevPlatformCmd::SnpSetConfig
-            | SevPlatformCmd::SnpVlekLoad
-    );
-    let r: Result<(), (Errno, u32)> = if key_changing && !writable {
+        | SevPlatformCmd::PekGen
+        | SevPlatformCmd::PdhGen
+        | SevPlatformCmd::PekCertImport
+        | SevPlatformCmd::PekCsr
+        | SevPlatformCmd::SnpSetConfig
+        | SevPlatformCmd::SnpVlekLoad => true,
+        SevPlatformCmd::PdhCertExport => uninit(),
+        _ => false,
+    };
+    let r: Result<(), (Errno, u32)> = if needs_write && !writable {
         Err((EPERM, 0))
     } else {
         match id {
@@ -161,8 +167,19 @@ pub(crate) fn issue(
                 let c: SevUserDataSnpConfig = read(pm, data).map_err(|e| (e, 0))?;
                 psp.snp_set_config(&c).map_err(|e| fw_err(&e))
             })(),
-            // SEV_GET_ID (deprecated) and SNP_VLEK_LOAD: not offered by the model.
-            SevPlatformCmd::GetId | SevPlatformCmd::SnpVlekLoad => Err((EINVAL, 0)),
+            SevPlatformCmd::SnpVlekLoad => (|| {
+                let a: SevUserDataSnpVlekLoad = read(pm, data).map_err(|e| (e, 0))?;
+                if a.len as usize != size_of::<SevUserDataSnpVlekLoad>()
+                    || a.vlek_wrapped_version != 0
+                {
+                    return Err((EINVAL, 0));
+                }
+                let h: SevUserDataSnpWrappedVlekHashstick =
+                    read(pm, a.vlek_wrapped_address).map_err(|e| (e, 0))?;
+                psp.snp_vlek_load(&h).map_err(|e| fw_err(&e))
+            })(),
+            // SEV_GET_ID (deprecated): not offered by the model.
+            SevPlatformCmd::GetId => Err((EINVAL, 0)),
         }
     };
     let result = match r {
