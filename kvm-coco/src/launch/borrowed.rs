@@ -409,6 +409,13 @@ pub struct BorrowedVcpu<'a> {
     protection: StateProtection,
 }
 
+// SAFETY: `run` points into the kvm_run mmap owned by the borrowed fd, which moves with the
+// value (as an exclusive borrow); it is only dereferenced through `&mut self`.
+unsafe impl Send for BorrowedVcpu<'_> {}
+// SAFETY: shared (`&self`) methods only issue vCPU ioctls, which the kernel serializes with the
+// vCPU mutex; the kvm_run page is only touched through `&mut self`.
+unsafe impl Sync for BorrowedVcpu<'_> {}
+
 impl<'a> BorrowedVcpu<'a> {
     /// vCPU `id` of a VM of `vm_type`.
     pub fn new(fd: &'a mut VcpuFd, id: u32, vm_type: VmType) -> Self {
