@@ -1,6 +1,6 @@
-//! Firmware parsing: every malformed image is rejected with a typed error naming the problem
-//! and its offset, and no mutation of a valid image makes parsing, planning or measuring
-//! panic.
+//! Firmware parsing: every malformed footer table is rejected with a typed error naming the
+//! problem and its offset, a malformed metadata table by the accessor and the plans that read
+//! it, and no mutation of a valid image makes parsing, planning or measuring panic.
 
 mod measure_common;
 
@@ -15,6 +15,22 @@ const S: usize = 0x10000;
 
 fn err(img: &[u8]) -> FirmwareError {
     FirmwareImage::parse(img).unwrap_err()
+}
+
+/// The error of the SEV metadata (the image itself parses).
+fn asev_err(img: &[u8]) -> FirmwareError {
+    FirmwareImage::parse(img)
+        .unwrap()
+        .checked_sev_metadata()
+        .unwrap_err()
+}
+
+/// The error of the TDVF metadata (the image itself parses).
+fn tdvf_err(img: &[u8]) -> FirmwareError {
+    FirmwareImage::parse(img)
+        .unwrap()
+        .checked_tdvf()
+        .unwrap_err()
 }
 
 fn with_asev(items: Vec<(u32, u32, u32)>) -> Vec<u8> {
@@ -96,26 +112,34 @@ fn metadata_errors() {
     let mut img = good.clone();
     img[S - 0xE00] = b'X';
     assert!(matches!(
-        err(&img),
+        asev_err(&img),
         FirmwareError::BadSignature { offset: 0xF200, .. }
     ));
-    // ASEV length lies.
+    // ASEV length too short for its descriptors (sev-snp-measure cannot read them either).
     let mut img = good.clone();
-    img[S - 0xE00 + 4] = 77;
+    img[S - 0xE00 + 4] = 75;
     assert!(matches!(
-        err(&img),
+        asev_err(&img),
         FirmwareError::HeaderLength {
-            claimed: 77,
+            claimed: 75,
             count: 5,
             expected: 76,
             ..
         }
     ));
+    // ... but a longer one is read as sev-snp-measure reads it: the descriptors, then nothing.
+    let mut img = good.clone();
+    img[S - 0xE00 + 4] = 77;
+    let fw = FirmwareImage::parse(&img).unwrap();
+    assert_eq!(
+        fw.checked_sev_metadata().unwrap().unwrap().sections.len(),
+        5
+    );
     // TDVF version.
     let mut img = good.clone();
     img[S - 0xF00 + 8] = 2;
     assert!(matches!(
-        err(&img),
+        tdvf_err(&img),
         FirmwareError::BadVersion {
             version: 2,
             offset: 0xF100,
@@ -126,7 +150,7 @@ fn metadata_errors() {
     let mut img = good.clone();
     img[S - 0xF10] ^= 1;
     assert!(matches!(
-        err(&img),
+        tdvf_err(&img),
         FirmwareError::MissingGuid { offset: 0xF0F0, .. }
     ));
     // Metadata offset pointing before the image start.
@@ -134,43 +158,59 @@ fn metadata_errors() {
     let e = img.windows(16).position(|w| w == guid(G_SEVMETA)).unwrap();
     img[e - 6..e - 2].copy_from_slice(&0x20000u32.to_le_bytes());
     assert!(matches!(
-        err(&img),
+        asev_err(&img),
         FirmwareError::Truncated {
             what: "SEV metadata",
             ..
         }
     ));
-    // Unknown ASEV section type, misaligned and overlapping sections.
-    assert!(matches!(
-        err(&with_asev(vec![(0x80_0000, 0x1000, 7)])),
+    // Unknown ASEV section type; pages at an unaligned GPA; a ZERO-page section that is not
+    // a whole number of pages. Each error names the section and its descriptor.
+    let e = asev_err(&with_asev(vec![
+        (0x80_0000, 0x1000, 1),
+        (0x80_1000, 0x1000, 7),
+    ]));
+    assert_eq!(
+        e,
         FirmwareError::UnknownValue {
+            what: "SEV metadata",
+            index: 1,
+            offset: S - 0xE00 + 16 + 12,
             field: "section type",
             value: 7,
-            index: 0,
-            ..
         }
-    ));
-    assert!(matches!(
-        err(&with_asev(vec![(0x80_0800, 0x1000, 1)])),
-        FirmwareError::SectionOutOfRange { .. }
-    ));
-    assert!(matches!(
-        err(&with_asev(vec![
-            (0x80_0000, 0x3000, 1),
-            (0x80_4000, 0x1000, 2),
-            (0x80_2000, 0x1000, 3)
-        ])),
-        FirmwareError::SectionOverlap {
-            first: 0,
-            second: 2,
-            offset: 0xF228,
-            ..
-        }
-    ));
-    assert!(matches!(
-        err(&with_asev(vec![(0xFFFF_0000, 0x1000, 1)])),
-        FirmwareError::SectionOutOfRange { .. }
-    ));
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "SEV metadata #1 at {:#x}: unknown section type 0x7",
+            S - 0xE00 + 28
+        )
+    );
+    let e = asev_err(&with_asev(vec![(0x80_0800, 0x1000, 1)]));
+    assert!(
+        matches!(e, FirmwareError::SectionOutOfRange { index: 0, .. }),
+        "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "SEV metadata #0 at {:#x}: SnpSecMem section at 0x800800 is not 4 KiB aligned",
+            S - 0xE00 + 16
+        )
+    );
+    let e = asev_err(&with_asev(vec![
+        (0x80_0000, 0x1000, 4),
+        (0x80_1000, 0x800, 1),
+    ]));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "SEV metadata #1 at {:#x}: SnpSecMem section 0x801000+0x800 is not a whole number \
+             of 4 KiB pages",
+            S - 0xE00 + 28
+        )
+    );
 }
 
 #[test]

@@ -130,15 +130,20 @@ fn tdx_needs_tdvf_and_rejects_bad_sections() {
         reset: None,
     }
     .build();
-    assert!(matches!(
-        FirmwareImage::parse(&bad),
-        Err(FirmwareError::SectionOverlap {
-            what: "TDVF metadata",
-            first: 0,
-            second: 1,
-            ..
-        })
-    ));
+    // The image parses (an SEV guest could still measure it); the TDVF metadata and the
+    // TDX plan report the section.
+    let fw = FirmwareImage::parse(&bad).unwrap();
+    let overlap = FirmwareError::SectionOverlap {
+        what: "TDVF metadata",
+        first: 0,
+        second: 1,
+        offset: 0x8000 - 0xF00 + 16 + 32,
+    };
+    assert_eq!(fw.checked_tdvf(), Err(overlap.clone()));
+    assert_eq!(
+        LaunchPlan::tdx(&fw).unwrap_err(),
+        PlanError::Firmware(overlap)
+    );
     // Raw data past the end of the image.
     let bad = Syn {
         size: 0x8000,
@@ -153,7 +158,10 @@ fn tdx_needs_tdvf_and_rejects_bad_sections() {
         reset: None,
     }
     .build();
-    let e = FirmwareImage::parse(&bad).unwrap_err();
+    let e = FirmwareImage::parse(&bad)
+        .unwrap()
+        .checked_tdvf()
+        .unwrap_err();
     assert!(
         matches!(e, FirmwareError::SectionOutOfRange { index: 0, .. }),
         "{e}"

@@ -13,10 +13,26 @@
 //! | SEV secret block | `4c2eb361-…` | u32 GPA, u32 size | [`FirmwareImage::secret_block`] |
 //! | TDX metadata | `e47a6535-…` | u32 offset from the end to the "TDVF" descriptor | [`FirmwareImage::tdvf`] |
 //!
-//! [`FirmwareImage::parse`] borrows the image and rejects every inconsistency with a
-//! [`FirmwareError`] naming what is wrong and at which byte offset. An image without a footer
-//! table is valid (a plain SEV guest can still measure it); what a launch needs from it is
-//! checked when a plan is built.
+//! [`FirmwareImage::parse`] borrows the image and reads the footer table, rejecting an
+//! inconsistent table with a [`FirmwareError`] naming what is wrong and at which byte offset.
+//! The entries are decoded at the same time, but a malformed entry or metadata table does not
+//! make the image unusable: each mode of measurement reads only what it needs, as QEMU does
+//! and as the reference calculators do (SEV and SEV-ES: the image, the reset block and the
+//! hash-table entry; SNP: also the SEV metadata; TDX: the TDVF metadata alone), and the plan
+//! for that mode reports the error of what it reads ([`FirmwareImage::checked_sev_metadata`]
+//! and the other `checked_` accessors). An image without a footer table is valid (a plain SEV
+//! guest can still measure it); what a launch needs from it is checked when a plan is built.
+//!
+//! The SEV metadata is read as sev-snp-measure 0.0.13 reads it: a section of size zero is
+//! accepted and adds nothing (edk2's IntelTdx build lists its SVSM_CAA and SNP_SEC_MEM
+//! sections that way), the SNP_SECRETS and CPUID sections are one page at their GPA whatever
+//! size they declare, sections may overlap each other or the firmware, and a header may be
+//! longer than its descriptors. Refused, naming the section: an unknown section type, a
+//! ZERO-page section (SNP_SEC_MEM, SVSM_CAA, SNP_KERNEL_HASHES) whose size is not a multiple
+//! of 4 KiB (the tool refuses these too), and, beyond the tool, a section that adds pages at
+//! a GPA that is not 4 KiB aligned (no launch can add a page there: the launch commands take
+//! a frame number). A TDVF section of size zero is likewise accepted and adds nothing, as
+//! the reference MRTD calculation treats it; the other TDVF checks are QEMU's.
 
 use std::fmt;
 
@@ -252,7 +268,7 @@ pub enum FirmwareError {
         /// Its value.
         value: u64,
     },
-    /// A section is empty, misaligned, or lies outside the range it must lie in.
+    /// A section is misaligned, not whole pages, or lies outside the range it must lie in.
     #[error("{what} #{index} at {offset:#x}: {problem}")]
     SectionOutOfRange {
         /// The table.
@@ -264,7 +280,7 @@ pub enum FirmwareError {
         /// What is wrong.
         problem: String,
     },
-    /// Two sections cover the same guest memory.
+    /// Two TDVF sections cover the same guest memory.
     #[error("{what} #{second} at {offset:#x} overlaps #{first}")]
     SectionOverlap {
         /// The table.
@@ -341,12 +357,26 @@ impl SevSectionType {
 /// One "ASEV" metadata section: guest memory QEMU must add to an SNP guest's initial image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SevSection {
-    /// Guest-physical base (4 KiB aligned).
+    /// Guest-physical base (4 KiB aligned unless the section adds nothing).
     pub gpa: u32,
-    /// Size in bytes (a non-zero multiple of 4 KiB).
+    /// Size in bytes, as the table declares it: a multiple of 4 KiB, possibly zero, for the
+    /// ZERO-page sections; anything for SNP_SECRETS and CPUID (see
+    /// [`measured_len`](Self::measured_len)).
     pub size: u32,
     /// What the section is.
     pub kind: SevSectionType,
+}
+
+impl SevSection {
+    /// Bytes the section adds to an SNP guest: one page for SNP_SECRETS and CPUID whatever
+    /// size they declare, `size` for the others (zero: the section adds nothing), as
+    /// sev-snp-measure measures them.
+    pub const fn measured_len(&self) -> u32 {
+        match self.kind {
+            SevSectionType::SnpSecrets | SevSectionType::Cpuid => 4096,
+            _ => self.size,
+        }
+    }
 }
 
 /// The "ASEV" SEV metadata of an OVMF image.
@@ -407,7 +437,7 @@ pub struct TdvfSection {
     pub raw_data_size: u32,
     /// Guest-physical base (4 KiB aligned).
     pub memory_address: u64,
-    /// Size of the guest memory (≥ `raw_data_size`, 4 KiB multiple).
+    /// Size of the guest memory (≥ `raw_data_size`, 4 KiB multiple; zero adds nothing).
     pub memory_data_size: u64,
     /// Section type.
     pub kind: TdvfSectionType,
@@ -436,16 +466,29 @@ pub struct TdvfMetadata {
     pub sections: Vec<TdvfSection>,
 }
 
+/// A footer item as decoded at parse time: absent, well formed, or why it is not.
+type Decoded<T> = Option<Result<T, FirmwareError>>;
+
 /// A parsed OVMF / TDVF image, borrowing its bytes.
 #[derive(Debug, Clone)]
 pub struct FirmwareImage<'a> {
     bytes: &'a [u8],
     footer: Vec<FooterEntry<'a>>,
-    reset_eip: Option<u32>,
-    hash_table: Option<GpaRange>,
-    secret_block: Option<GpaRange>,
-    sev_metadata: Option<SevMetadata>,
-    tdvf: Option<TdvfMetadata>,
+    reset_eip: Decoded<u32>,
+    hash_table: Decoded<GpaRange>,
+    secret_block: Decoded<GpaRange>,
+    sev_metadata: Decoded<SevMetadata>,
+    tdvf: Decoded<TdvfMetadata>,
+}
+
+fn checked<T>(d: &Decoded<T>) -> Result<Option<&T>, FirmwareError> {
+    d.as_ref()
+        .map(|r| r.as_ref().map_err(Clone::clone))
+        .transpose()
+}
+
+fn valid<T>(d: &Decoded<T>) -> Option<&T> {
+    d.as_ref().and_then(|r| r.as_ref().ok())
 }
 
 fn read<const N: usize>(
@@ -492,7 +535,9 @@ impl<'a> FirmwareImage<'a> {
     /// Parses an image. Nothing is copied; the result borrows `bytes`.
     ///
     /// # Errors
-    /// A [`FirmwareError`] naming the first inconsistency found and its offset.
+    /// A [`FirmwareError`] naming the first inconsistency of the footer table and its offset.
+    /// A malformed entry or metadata table is not an error here: the `checked_` accessors
+    /// (and the plans of the modes that read it) report it.
     ///
     /// # Example
     /// ```
@@ -505,25 +550,19 @@ impl<'a> FirmwareImage<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self, FirmwareError> {
         let footer = parse_footer(bytes)?;
         let find = |g: Guid| footer.iter().find(|e| e.guid == g);
-        let reset_eip = find(Guid::SEV_ES_RESET_BLOCK)
-            .map(|e| entry_u32(e, 0, 4))
-            .transpose()?;
+        let reset_eip = find(Guid::SEV_ES_RESET_BLOCK).map(|e| entry_u32(e, 0, 4));
         let range = |e: &FooterEntry<'_>| -> Result<GpaRange, FirmwareError> {
             Ok(GpaRange {
                 gpa: entry_u32(e, 0, 8)?,
                 size: entry_u32(e, 1, 8)?,
             })
         };
-        let hash_table = find(Guid::SEV_HASH_TABLE_RV).map(range).transpose()?;
-        let secret_block = find(Guid::SEV_SECRET_BLOCK).map(range).transpose()?;
-        let sev_metadata = match find(Guid::OVMF_SEV_METADATA) {
-            Some(e) => Some(parse_asev(bytes, entry_u32(e, 0, 4)?)?),
-            None => None,
-        };
-        let tdvf = match find(Guid::TDX_METADATA_OFFSET) {
-            Some(e) => Some(parse_tdvf(bytes, entry_u32(e, 0, 4)?)?),
-            None => None,
-        };
+        let hash_table = find(Guid::SEV_HASH_TABLE_RV).map(range);
+        let secret_block = find(Guid::SEV_SECRET_BLOCK).map(range);
+        let sev_metadata = find(Guid::OVMF_SEV_METADATA)
+            .map(|e| entry_u32(e, 0, 4).and_then(|off| parse_asev(bytes, off)));
+        let tdvf = find(Guid::TDX_METADATA_OFFSET)
+            .map(|e| entry_u32(e, 0, 4).and_then(|off| parse_tdvf(bytes, off)));
         Ok(Self {
             bytes,
             footer,
@@ -555,29 +594,76 @@ impl<'a> FirmwareImage<'a> {
         self.footer.iter().find(|e| e.guid == guid)
     }
 
-    /// The SEV-ES AP reset EIP (the reset block), needed for SEV-ES and SNP VMSAs.
+    /// The SEV-ES AP reset EIP (the reset block), needed for SEV-ES and SNP VMSAs. `None`
+    /// when the image has no reset block or a malformed one
+    /// ([`checked_reset_eip`](Self::checked_reset_eip) tells which).
     pub fn reset_eip(&self) -> Option<u32> {
-        self.reset_eip
+        valid(&self.reset_eip).copied()
+    }
+
+    /// The reset block: `Ok(None)` when the image has none.
+    ///
+    /// # Errors
+    /// The [`FirmwareError`] of a malformed reset-block entry.
+    pub fn checked_reset_eip(&self) -> Result<Option<u32>, FirmwareError> {
+        checked(&self.reset_eip).map(Option::<&u32>::copied)
     }
 
     /// Where QEMU puts the kernel hash table. A GPA of 0 means hashes are not supported.
+    /// `None` when the entry is absent or malformed
+    /// ([`checked_hash_table`](Self::checked_hash_table) tells which).
     pub fn hash_table(&self) -> Option<GpaRange> {
-        self.hash_table
+        valid(&self.hash_table).copied()
     }
 
-    /// The legacy SEV secret block (the LAUNCH_SECRET target).
+    /// The hash-table entry: `Ok(None)` when the image has none.
+    ///
+    /// # Errors
+    /// The [`FirmwareError`] of a malformed entry.
+    pub fn checked_hash_table(&self) -> Result<Option<GpaRange>, FirmwareError> {
+        checked(&self.hash_table).map(Option::<&GpaRange>::copied)
+    }
+
+    /// The legacy SEV secret block (the LAUNCH_SECRET target). `None` when the entry is
+    /// absent or malformed ([`checked_secret_block`](Self::checked_secret_block) tells which).
     pub fn secret_block(&self) -> Option<GpaRange> {
-        self.secret_block
+        valid(&self.secret_block).copied()
     }
 
-    /// The "ASEV" SEV metadata.
+    /// The secret-block entry: `Ok(None)` when the image has none.
+    ///
+    /// # Errors
+    /// The [`FirmwareError`] of a malformed entry.
+    pub fn checked_secret_block(&self) -> Result<Option<GpaRange>, FirmwareError> {
+        checked(&self.secret_block).map(Option::<&GpaRange>::copied)
+    }
+
+    /// The "ASEV" SEV metadata. `None` when the image has none or a malformed one
+    /// ([`checked_sev_metadata`](Self::checked_sev_metadata) tells which).
     pub fn sev_metadata(&self) -> Option<&SevMetadata> {
-        self.sev_metadata.as_ref()
+        valid(&self.sev_metadata)
     }
 
-    /// The TDVF metadata.
+    /// The "ASEV" SEV metadata: `Ok(None)` when the image has none. Only SNP reads it.
+    ///
+    /// # Errors
+    /// The [`FirmwareError`] naming the header field or the section that is malformed.
+    pub fn checked_sev_metadata(&self) -> Result<Option<&SevMetadata>, FirmwareError> {
+        checked(&self.sev_metadata)
+    }
+
+    /// The TDVF metadata. `None` when the image has none or a malformed one
+    /// ([`checked_tdvf`](Self::checked_tdvf) tells which).
     pub fn tdvf(&self) -> Option<&TdvfMetadata> {
-        self.tdvf.as_ref()
+        valid(&self.tdvf)
+    }
+
+    /// The TDVF metadata: `Ok(None)` when the image has none. Only TDX reads it.
+    ///
+    /// # Errors
+    /// The [`FirmwareError`] naming the header field or the section that is malformed.
+    pub fn checked_tdvf(&self) -> Result<Option<&TdvfMetadata>, FirmwareError> {
+        checked(&self.tdvf)
     }
 }
 
@@ -678,16 +764,26 @@ fn header_at(img: &[u8], offset_from_end: u32, what: &'static str) -> Result<usi
     Ok(off)
 }
 
+/// How a metadata header's length must relate to its descriptors.
+#[derive(Clone, Copy)]
+enum HeaderLen {
+    /// `length == 16 + entry_size × count` (TDVF, as QEMU checks it).
+    Exact,
+    /// `length` covers the descriptors; bytes after them are ignored (ASEV, as
+    /// sev-snp-measure reads it: it takes the descriptors from the first `length` bytes).
+    Covers,
+}
+
 /// Checks the 16-byte header of a metadata table at `off` (`signature[4] ‖ length u32 ‖
 /// version u32 ‖ count u32`, shared by OVMF's SEV and TDVF metadata): the signature,
-/// version 1, at least `min_entries` entries, `length == 16 + entry_size × count`, and every
-/// descriptor inside the image. Returns the entry count.
+/// version 1, at least `min_entries` entries, the length against `16 + entry_size × count`
+/// as `len_rule` says, and every descriptor inside the image. Returns the entry count.
 fn table_header(
     img: &[u8],
     off: usize,
     what: &'static str,
     signature: &'static str,
-    entry_size: u64,
+    (entry_size, len_rule): (u64, HeaderLen),
     min_entries: u32,
 ) -> Result<u32, FirmwareError> {
     let sig = read::<4>(img, off, what)?;
@@ -710,7 +806,11 @@ fn table_header(
         });
     }
     let expected = 16 + entry_size * u64::from(num);
-    if u64::from(length) != expected || num < min_entries {
+    let length_ok = match len_rule {
+        HeaderLen::Exact => u64::from(length) == expected,
+        HeaderLen::Covers => num == 0 || u64::from(length) >= expected,
+    };
+    if !length_ok || num < min_entries {
         return Err(FirmwareError::HeaderLength {
             what,
             offset: off,
@@ -738,7 +838,8 @@ fn check_overlap(
 ) -> Result<(), FirmwareError> {
     let (b, e) = ranges[index];
     for (i, &(ob, oe)) in ranges[..index].iter().enumerate() {
-        if b < oe && ob < e {
+        // Empty ranges cover nothing.
+        if b < e && ob < oe && b < oe && ob < e {
             return Err(FirmwareError::SectionOverlap {
                 what,
                 first: i,
@@ -754,10 +855,8 @@ const ASEV: &str = "SEV metadata";
 
 fn parse_asev(img: &[u8], offset_from_end: u32) -> Result<SevMetadata, FirmwareError> {
     let off = header_at(img, offset_from_end, ASEV)?;
-    let num = table_header(img, off, ASEV, "ASEV", 12, 0)?;
-    let fw_range = (firmware_gpa(img.len()), 1u64 << 32);
+    let num = table_header(img, off, ASEV, "ASEV", (12, HeaderLen::Covers), 0)?;
     let mut sections = Vec::with_capacity(num as usize);
-    let mut ranges = Vec::with_capacity(num as usize);
     for i in 0..num as usize {
         let d = off + 16 + 12 * i;
         let gpa = u32_at(img, d, ASEV)?;
@@ -776,30 +875,25 @@ fn parse_asev(img: &[u8], offset_from_end: u32) -> Result<SevMetadata, FirmwareE
             offset: d,
             problem,
         };
-        if sz == 0 || !gpa.is_multiple_of(4096) || !sz.is_multiple_of(4096) {
-            return Err(bad(format!(
-                "range {gpa:#x}+{sz:#x} is empty or not 4 KiB aligned"
-            )));
-        }
-        let end = u64::from(gpa) + u64::from(sz);
-        if end > fw_range.0 {
-            return Err(bad(format!(
-                "range {gpa:#x}+{sz:#x} reaches the firmware mapping at {:#x}",
-                fw_range.0
-            )));
-        }
-        if matches!(kind, SevSectionType::SnpSecrets | SevSectionType::Cpuid) && sz != 4096 {
-            return Err(bad(format!(
-                "{kind:?} section must be one page, is {sz:#x} bytes"
-            )));
-        }
-        ranges.push((u64::from(gpa), end));
-        check_overlap(ASEV, &ranges, i, d)?;
-        sections.push(SevSection {
+        let section = SevSection {
             gpa,
             size: sz,
             kind,
-        });
+        };
+        // SNP_SECRETS and CPUID are one page whatever their size; the others are ZERO pages
+        // (or the kernel-hashes page), whole pages only.
+        let one_page = matches!(kind, SevSectionType::SnpSecrets | SevSectionType::Cpuid);
+        if !one_page && !sz.is_multiple_of(4096) {
+            return Err(bad(format!(
+                "{kind:?} section {gpa:#x}+{sz:#x} is not a whole number of 4 KiB pages"
+            )));
+        }
+        if section.measured_len() != 0 && !gpa.is_multiple_of(4096) {
+            return Err(bad(format!(
+                "{kind:?} section at {gpa:#x} is not 4 KiB aligned"
+            )));
+        }
+        sections.push(section);
     }
     Ok(SevMetadata {
         offset: off,
@@ -830,7 +924,7 @@ fn parse_tdvf(img: &[u8], offset_from_end: u32) -> Result<TdvfMetadata, Firmware
             offset: guid_off,
         });
     }
-    let num = table_header(img, off, TDVF, "TDVF", 32, 2)?;
+    let num = table_header(img, off, TDVF, "TDVF", (32, HeaderLen::Exact), 2)?;
     let mut sections = Vec::with_capacity(num as usize);
     let mut ranges = Vec::with_capacity(num as usize);
     for i in 0..num as usize {
@@ -859,14 +953,15 @@ fn parse_tdvf(img: &[u8], offset_from_end: u32) -> Result<TdvfMetadata, Firmware
             offset: d,
             problem,
         };
+        // A section of size zero is accepted and adds nothing (the TDX plan skips it), as
+        // sev-snp-measure does with empty SEV metadata sections.
         let end = memory_address.checked_add(memory_data_size);
         if !memory_address.is_multiple_of(4096)
             || !memory_data_size.is_multiple_of(4096)
-            || memory_data_size == 0
             || end.is_none()
         {
             return Err(bad(format!(
-                "memory {memory_address:#x}+{memory_data_size:#x} is empty, not 4 KiB aligned or overflows"
+                "memory {memory_address:#x}+{memory_data_size:#x} is not 4 KiB aligned or overflows"
             )));
         }
         if end.is_some_and(|e| e > MAX_GPA) || memory_data_size > MAX_TDVF_SECTION {
@@ -978,18 +1073,24 @@ mod tests {
             FirmwareImage::parse(&stray),
             Err(FirmwareError::StrayTableBytes { .. })
         ));
+        // A malformed entry does not fail the parse; its checked accessor reports it.
         let short = with_table(&[(&[1, 0], Guid::SEV_ES_RESET_BLOCK)], None);
+        let fw = FirmwareImage::parse(&short).unwrap();
+        assert_eq!(fw.reset_eip(), None);
         assert!(matches!(
-            FirmwareImage::parse(&short),
-            Err(FirmwareError::EntryTooShort { .. })
+            fw.checked_reset_eip(),
+            Err(FirmwareError::EntryTooShort { need: 4, .. })
         ));
         let far = with_table(
             &[(&0x10_0000u32.to_le_bytes(), Guid::OVMF_SEV_METADATA)],
             None,
         );
+        let fw = FirmwareImage::parse(&far).unwrap();
+        assert!(fw.sev_metadata().is_none());
         assert!(matches!(
-            FirmwareImage::parse(&far),
+            fw.checked_sev_metadata(),
             Err(FirmwareError::Truncated { .. })
         ));
+        assert_eq!(fw.checked_tdvf(), Ok(None));
     }
 }

@@ -11,15 +11,21 @@
 //! - **SEV-ES**: as SEV, then one VMSA per vCPU (vCPU 0 first).
 //! - **SNP**: the firmware image as NORMAL pages; the OVMF "ASEV" sections in table order
 //!   (SNP_SEC_MEM → ZERO, SECRETS, CPUID, SVSM_CAA → ZERO, kernel hashes → one NORMAL page or
-//!   ZERO pages); one VMSA per vCPU.
-//! - **TDX**: the TDVF sections in table order, each page added, MR_EXTEND sections extended.
+//!   ZERO pages; a section of size zero adds nothing); one VMSA per vCPU.
+//! - **TDX**: the TDVF sections in table order, each page added, MR_EXTEND sections extended
+//!   (sections of size zero add nothing).
+//!
+//! Each plan reads only the parts of the image its technology uses: SEV and SEV-ES the image,
+//! the reset block and the hash-table entry; SNP also the SEV metadata; TDX the TDVF
+//! metadata alone. A malformed part that a plan reads fails it with
+//! [`PlanError::Firmware`]; the other parts are not looked at.
 
 use std::sync::Arc;
 
 use psp_driver::digest::{PAGE_SIZE, SNP_DIGEST_SIZE, SNP_VMSA_GPA, SnpPageType};
 use thiserror::Error;
 
-use super::firmware::{FirmwareImage, SevSectionType, TdvfSectionType};
+use super::firmware::{FirmwareError, FirmwareImage, SevSectionType, TdvfSectionType};
 use super::hashes::{DirectBoot, PADDED_TABLE_LEN, SevHashes};
 use super::vcpu::VmmType;
 use super::vmsa::{BSP_EIP, InitialVmsa};
@@ -208,6 +214,10 @@ pub enum PlanError {
     /// The image has no TDVF metadata.
     #[error("firmware has no TDVF metadata (footer entry e47a6535-984a-4798-865e-4685a7bf8ec2)")]
     NoTdvf,
+    /// A part of the image the plan reads is malformed (the error names the part, the
+    /// section and the offset).
+    #[error("firmware: {0}")]
+    Firmware(#[from] FirmwareError),
     /// The firmware's metadata describes more initial memory than any real guest image has.
     #[error("the plan adds {bytes:#x} bytes, more than the {MAX_PLAN_BYTES:#x} a launch can add")]
     TooLarge {
@@ -295,7 +305,7 @@ impl<'a> LaunchPlan<'a> {
         let mut steps = vec![firmware_step(fw)];
         if let Some(hashes) = boot_hashes(inputs)? {
             let ht = fw
-                .hash_table()
+                .checked_hash_table()?
                 .filter(|h| h.gpa != 0)
                 .ok_or(PlanError::KernelHashesUnsupported)?;
             if (ht.size as usize) < PADDED_TABLE_LEN {
@@ -359,10 +369,8 @@ impl<'a> LaunchPlan<'a> {
             steps.push(firmware_step(fw));
         }
         let hashes = boot_hashes(inputs)?;
-        let sections = fw
-            .sev_metadata()
-            .map(|m| &m.sections[..])
-            .unwrap_or_default();
+        let meta = fw.checked_sev_metadata()?;
+        let sections = meta.map(|m| &m.sections[..]).unwrap_or_default();
         if hashes.is_some()
             && !sections
                 .iter()
@@ -376,9 +384,28 @@ impl<'a> LaunchPlan<'a> {
                 index,
                 kind: s.kind,
             };
+            if s.kind == SevSectionType::SnpKernelHashes
+                && hashes.is_some()
+                && s.size as usize != PAGE_SIZE
+            {
+                return Err(FirmwareError::SectionOutOfRange {
+                    what: "SEV metadata",
+                    index,
+                    offset: meta.map_or(0, |m| m.offset + 16 + 12 * index),
+                    problem: format!(
+                        "SnpKernelHashes section {:#x}+{:#x} is not the one page that holds the kernel hashes",
+                        s.gpa, s.size
+                    ),
+                }
+                .into());
+            }
+            if s.measured_len() == 0 {
+                // An empty section adds nothing (sev-snp-measure measures nothing for it).
+                continue;
+            }
             let mut step = Step {
                 gpa: u64::from(s.gpa),
-                len: u64::from(s.size),
+                len: u64::from(s.measured_len()),
                 kind: PageKind::Zero,
                 data: Data::None,
                 origin,
@@ -398,9 +425,11 @@ impl<'a> LaunchPlan<'a> {
                 }
                 SevSectionType::SnpKernelHashes => {
                     if let Some(h) = &hashes {
-                        let ht = fw.hash_table().ok_or(PlanError::KernelHashesUnsupported)?;
+                        let ht = fw
+                            .checked_hash_table()?
+                            .ok_or(PlanError::KernelHashesUnsupported)?;
                         let off = (ht.gpa as usize) & (PAGE_SIZE - 1);
-                        if s.size as usize != PAGE_SIZE || off + PADDED_TABLE_LEN > PAGE_SIZE {
+                        if off + PADDED_TABLE_LEN > PAGE_SIZE {
                             return Err(PlanError::HashTableDoesNotFit {
                                 gpa: ht.gpa,
                                 size: s.size,
@@ -446,18 +475,21 @@ impl<'a> LaunchPlan<'a> {
     }
 
     /// The TDX plan: every TDVF section in table order, except PAGE_AUG sections (accepted
-    /// after boot, never measured). BFV/CFV content comes from the image, the rest is zero.
+    /// after boot, never measured) and sections of size zero. BFV/CFV content comes from the
+    /// image, the rest is zero. Nothing but the TDVF metadata is read: the SEV parts of the
+    /// image (which TDVF builds carry too) do not matter.
     ///
     /// # Errors
-    /// [`PlanError::NoTdvf`] if the image has no TDVF metadata.
+    /// [`PlanError::NoTdvf`] if the image has no TDVF metadata, [`PlanError::Firmware`] if
+    /// it is malformed.
     pub fn tdx(fw: &FirmwareImage<'a>) -> Result<Self, PlanError> {
-        let tdvf = fw.tdvf().ok_or(PlanError::NoTdvf)?;
+        let tdvf = fw.checked_tdvf()?.ok_or(PlanError::NoTdvf)?;
         let img = fw.bytes();
         let steps = tdvf
             .sections
             .iter()
             .enumerate()
-            .filter(|(_, s)| !s.page_aug())
+            .filter(|(_, s)| !s.page_aug() && s.memory_data_size != 0)
             .map(|(index, s)| {
                 let start = s.data_offset as usize;
                 // Parsing checked that the raw data lies inside the image.
@@ -508,7 +540,7 @@ fn vmsa_steps<'a>(inputs: &PlanInputs<'a>, sev_features: u64) -> Result<Vec<Step
     }
     let ap_eip = inputs
         .firmware
-        .reset_eip()
+        .checked_reset_eip()?
         .ok_or(PlanError::MissingResetBlock)?;
     let sig = match (inputs.vcpu_sig, inputs.vmm) {
         (Some(s), _) => s,
