@@ -2,6 +2,8 @@
 //! the committed sev-snp-measure vectors, live against the tool when installed, plus the
 //! extra modes and the error behaviour.
 
+#[path = "../../kvm-coco/tests/measure_cases/mod.rs"]
+mod measure_cases;
 #[path = "../../kvm-coco/tests/measure_common/mod.rs"]
 mod measure_common;
 
@@ -63,6 +65,54 @@ fn committed_vectors_through_the_binary() {
     }
     eprintln!("{}: {ok} outputs identical, {rejected} rejections", v.tool);
     assert!(ok > 100 || !have_ovmf);
+}
+
+/// Debian's OVMF / TDVF images (tests/vectors/debian-firmware.json, fetched by
+/// tests/vectors/fetch_debian_firmware.sh): the first case of every image and mode through
+/// the binary, including sid's ovmf-inteltdx in every mode. Skipped loudly without the
+/// images, failing under CI.
+#[test]
+fn debian_firmware_through_the_binary() {
+    let v = measure_cases::load_debian_vectors();
+    let Some(images) = measure_cases::debian_firmware(&v) else {
+        return;
+    };
+    let dir = scratch("cli_debian");
+    for (n, b) in &images {
+        std::fs::write(dir.join(n), b).unwrap();
+    }
+    for (n, b) in side_files() {
+        std::fs::write(dir.join(n), b).unwrap();
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut ok, mut rejected) = (0, 0);
+    for c in &v.cases {
+        let key = (
+            measure_cases::image_of(&c.args),
+            measure_cases::mode_of(&c.args),
+            c.status,
+        );
+        if !seen.insert(key) {
+            continue;
+        }
+        let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
+        let o = vmm_cli(&dir, &args);
+        if c.status == 0 {
+            assert_eq!(
+                String::from_utf8_lossy(&o.stdout),
+                c.stdout,
+                "vmm-cli measure {} ({})",
+                c.args.join(" "),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            ok += 1;
+        } else {
+            assert_input_error(&o, &c.args.join(" "));
+            rejected += 1;
+        }
+    }
+    eprintln!("Debian firmware: {ok} outputs identical to the references, {rejected} rejections");
+    assert!(ok >= 45);
 }
 
 #[test]
