@@ -580,10 +580,10 @@ pub(crate) unsafe fn run_fd(fd: &mut VcpuFd, run_ptr: NonNull<kvm_run>) -> Resul
         VcpuExit::Debug(_) => Exit::Debug,
         VcpuExit::Intr => Exit::Intr,
         VcpuExit::Unsupported(reason) => {
-            // SAFETY: `run_ptr` points to this vCPU's kvm_run mapping, alive as long as
-            // `self.fd`; the kvm-ioctls exit value borrowing it holds no reference in
-            // this arm, and the result borrows `self` mutably, so no other access to the
-            // page can happen while it lives.
+            // SAFETY: `run_ptr` points to `fd`'s kvm_run mapping (this function's contract),
+            // alive as long as `fd`; the kvm-ioctls exit value borrowing it holds no
+            // reference in this arm, and the result borrows `fd` mutably, so no other access
+            // to the page can happen while it lives.
             unsafe { run_page::decode_unsupported(run_ptr, reason) }
         }
         VcpuExit::Unknown => Exit::Other(kvm_bindings::KVM_EXIT_UNKNOWN),
