@@ -76,7 +76,13 @@ fn ci() -> Result<(), String> {
     step(
         "features",
         "cargo",
-        &["hack", "--each-feature", "--no-dev-deps", "check", "--workspace"],
+        &[
+            "hack",
+            "--each-feature",
+            "--no-dev-deps",
+            "check",
+            "--workspace",
+        ],
         &[],
     )?;
     step(
