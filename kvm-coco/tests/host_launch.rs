@@ -8,26 +8,21 @@
 #[path = "measure_common/mod.rs"]
 mod measure_common;
 
-use kvm_coco::launch::backend::Backend;
 use kvm_coco::launch::{
-    InitParams, KvmBackend, Launch, PlatformMeasurement, SevEsInit, SevInit, SevSession, SnpInit,
+    InitParams, KvmBackend, Launch, PlatformMeasurement, SevEsInit, SevInit, SevSession,
 };
 use kvm_coco::measure::{FirmwareImage, LaunchPlan};
-use kvm_coco::sim::guest::{GuestOp, GuestOutcome};
+use kvm_coco::sim::guest::GuestOp;
 use kvm_coco::sim::host::SoftwareHost;
-use kvm_coco::{Access, CertsReply, Exit, Kvm, MapGpaReply, SystemEvent, VmType};
+use kvm_coco::{Exit, Kvm, VmType};
 use psp_driver::owner::cert::SevCert;
 use psp_driver::owner::session::{FwVersion, OwnerSession, verify_launch_measure};
-use psp_driver::owner::snp::verify_report;
-use psp_driver::report::AttestationReport;
 use psp_driver::{DevSev, Platform};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use zerocopy::{FromBytes, IntoBytes};
 
 use measure_common::{amd_inputs, ssm_output as ssm};
-
-const SHARED: u64 = 0x100_0000;
 
 /// A software host serving this test's thread. Fails (never skips) where seccomp user
 /// notification is refused: every machine this project runs on has it.
@@ -55,146 +50,6 @@ fn host_reports_snp_and_tdx_vm_types_and_sev_attributes() {
         )
         .unwrap();
     assert_eq!(f, (1 << 5) | (1 << 9));
-}
-
-#[test]
-fn snp_launch_through_kvm_backend_reports_sev_snp_measures_digest() {
-    let host = served();
-    let img = measure_common::syn64k();
-    let fw = FirmwareImage::parse(&img).unwrap();
-    let inputs = amd_inputs(&fw, 2, "EPYC-Genoa");
-    let plan = LaunchPlan::snp(&inputs).unwrap();
-    let expected = ssm(&[
-        "--mode",
-        "snp",
-        "--vcpus",
-        "2",
-        "--vcpu-type",
-        "EPYC-Genoa",
-        "--ovmf",
-        "syn64k.fd",
-    ]);
-
-    let kvm = Kvm::open().unwrap();
-    let backend = KvmBackend::new(&kvm, VmType::Snp).unwrap();
-    let params = SnpInit {
-        req_certs: true,
-        host_data: [7; 32],
-        ..SnpInit::default()
-    };
-    let mut launch = Launch::new(backend, InitParams::Snp(params)).unwrap();
-    launch.add_plan_memory(&plan).unwrap();
-    launch.add_memory(SHARED, 0x8000).unwrap();
-    launch.create_vcpu(0).unwrap();
-    launch.create_vcpu(1).unwrap();
-    let mut launch = launch.start().unwrap();
-    launch.add_plan(&plan).unwrap();
-    let launch = launch.measure().unwrap().finish().unwrap();
-    // SNP: the host cannot observe the platform's measurement; only the guest's report has it.
-    assert_eq!(
-        launch.platform_measurement(),
-        PlatformMeasurement::NotObservable
-    );
-    let expected_bytes = launch.expected_measurement().to_vec();
-    let (mut backend, mut vcpus) = launch.into_parts();
-
-    let report_data = [0xa5u8; 64];
-    host.load_program(
-        &vcpus[0],
-        [
-            GuestOp::SnpReport {
-                report_data,
-                certs_gpa: SHARED,
-                npages: 0,
-            },
-            GuestOp::SnpReport {
-                report_data,
-                certs_gpa: SHARED,
-                npages: 2,
-            },
-            GuestOp::MapGpa {
-                gpa: SHARED + 0x4000,
-                npages: 1,
-                private: true,
-            },
-            GuestOp::Read {
-                gpa: SHARED + 0x5000,
-                len: 8,
-                private: true,
-            },
-            GuestOp::Terminate { code: 3 },
-        ],
-    )
-    .unwrap();
-    let cert_table = b"certificate table for the guest";
-    let (mut certs, mut maps, mut faults, mut term) = (0, 0, 0, false);
-    for _ in 0..32 {
-        match vcpus[0].run().unwrap() {
-            Exit::SnpReqCerts(mut r) => {
-                certs += 1;
-                if r.npages < 2 {
-                    r.reply(CertsReply::NeedPages(2));
-                } else {
-                    backend.write_shared(r.gpa, cert_table).unwrap();
-                    r.reply(CertsReply::Success);
-                }
-            }
-            Exit::MapGpaRange(mut m) => {
-                maps += 1;
-                let private = m.access() == Access::Private;
-                backend.set_private(m.gpa, m.size(), private).unwrap();
-                m.reply(MapGpaReply::Success);
-            }
-            Exit::MemoryFault(f) => {
-                faults += 1;
-                backend
-                    .set_private(f.gpa, f.size, f.access() == Access::Private)
-                    .unwrap();
-            }
-            Exit::SystemEvent(SystemEvent::SevTerm { .. }) => {
-                term = true;
-                break;
-            }
-            other => panic!("unexpected exit {other:?}"),
-        }
-    }
-    assert_eq!((certs, maps, faults, term), (2, 1, 1, true));
-    let outcomes = host.outcomes(&vcpus[0]).unwrap();
-    let reports: Vec<_> = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            GuestOutcome::SnpReport {
-                certs_ret,
-                npages,
-                report,
-                certs,
-                ..
-            } => Some((*certs_ret, *npages, report.clone(), certs.clone())),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(reports.len(), 2);
-    assert_eq!(
-        (reports[0].0, reports[0].1, reports[0].2.is_none()),
-        (28, 2, true)
-    );
-    let (ret, _, report, certs) = &reports[1];
-    assert_eq!(*ret, 0);
-    assert_eq!(&certs[..cert_table.len()], cert_table);
-    let report = AttestationReport::read_from_bytes(report.as_ref().unwrap()).unwrap();
-    let chain = host.sev_host().unwrap().firmware().certs().snp;
-    let ark = chain.ark.public_key().unwrap();
-    verify_report(&report, &chain, Some(&ark)).unwrap();
-    assert_eq!(
-        hex::encode(report.measurement),
-        expected,
-        "the guest's report vs sev-snp-measure"
-    );
-    let platform = PlatformMeasurement::from_snp_report(&report);
-    assert_eq!(platform.matches(&expected_bytes), Some(true));
-    assert_eq!(platform.matches(&[0; 48]), Some(false));
-    assert_eq!(report.host_data, [7; 32]);
-    assert_eq!(report.report_data, report_data);
 }
 
 /// An SEV or SEV-ES launch whose guest owner takes the platform's PDH and firmware version
@@ -285,130 +140,6 @@ fn sev_launch_measure_through_kvm_backend_and_dev_sev() {
 #[test]
 fn sev_es_launch_measure_through_kvm_backend_and_dev_sev() {
     sev_owner_checks_launch_measure(VmType::SevEs, "seves", 0x5);
-}
-
-#[test]
-fn tdx_launch_through_kvm_backend_and_the_tdreport_carries_mrtd() {
-    use kvm_coco::launch::TdxInit;
-    use kvm_coco::sim::tdx::{TdQuote, TdReport};
-    use kvm_coco::{TdVmCallStatus, TdxExit};
-    const QUOTE_GPA: u64 = 0x100_0000;
-
-    let host = served();
-    let img = measure_common::syn64k();
-    let fw = FirmwareImage::parse(&img).unwrap();
-    let plan = LaunchPlan::tdx(&fw).unwrap();
-    let kvm = Kvm::open().unwrap();
-    let backend = KvmBackend::new(&kvm, VmType::Tdx).unwrap();
-    let mut launch = Launch::new(backend, InitParams::Tdx(TdxInit::default())).unwrap();
-    launch.add_plan_memory(&plan).unwrap();
-    launch.add_memory(QUOTE_GPA, 0x8000).unwrap();
-    launch.create_vcpu(0).unwrap();
-    let mut launch = launch.start().unwrap();
-    launch.add_plan(&plan).unwrap();
-    let launch = launch.measure().unwrap().finish().unwrap();
-    let (mut backend, mut vcpus) = launch.into_parts();
-
-    let report_data = [0x5au8; 64];
-    host.load_program(
-        &vcpus[0],
-        [
-            GuestOp::MapGpa {
-                gpa: QUOTE_GPA,
-                npages: 2,
-                private: false,
-            },
-            GuestOp::GetQuote {
-                gpa: QUOTE_GPA,
-                size: 0x2000,
-                report_data,
-            },
-            GuestOp::Read {
-                gpa: 0xFFFF_0000,
-                len: 64,
-                private: true,
-            },
-            GuestOp::Terminate { code: 0x1234 },
-        ],
-    )
-    .unwrap();
-    let module = host.tdx_module().clone();
-    let (mut maps, mut quotes, mut fatal) = (0, 0, None);
-    for _ in 0..32 {
-        match vcpus[0].run().unwrap() {
-            Exit::MapGpaRange(mut m) => {
-                maps += 1;
-                backend
-                    .set_private(m.gpa, m.size(), m.access() == Access::Private)
-                    .unwrap();
-                m.reply(MapGpaReply::Success);
-            }
-            Exit::Tdx(TdxExit::GetQuote(mut q)) => {
-                quotes += 1;
-                let gpa = q.args.gpa;
-                let mut report = vec![0u8; 1024];
-                backend.read_shared(gpa + 24, &mut report).unwrap();
-                let report = TdReport::read_from_bytes(&report).unwrap();
-                let quote = module.lock().unwrap().quote(&report).unwrap().to_bytes();
-                backend.write_shared(gpa + 24, &quote).unwrap();
-                backend.write_shared(gpa + 16, &0u32.to_le_bytes()).unwrap();
-                backend
-                    .write_shared(gpa + 20, &(quote.len() as u32).to_le_bytes())
-                    .unwrap();
-                q.reply(TdVmCallStatus::Success);
-            }
-            Exit::SystemEvent(SystemEvent::TdxFatal { regs }) => {
-                fatal = regs.get(12).copied();
-                break;
-            }
-            other => panic!("unexpected exit {other:?}"),
-        }
-    }
-    assert_eq!((maps, quotes, fatal), (1, 1, Some(0x1234)));
-    let outcomes = host.outcomes(&vcpus[0]).unwrap();
-    let report = outcomes
-        .iter()
-        .find_map(|o| match o {
-            GuestOutcome::TdReport(r) => Some(TdReport::read_from_bytes(r).unwrap()),
-            _ => None,
-        })
-        .expect("a TDREPORT");
-    assert_eq!(
-        hex::encode(report.td_info.mrtd),
-        measure_common::SYN64K_MRTD,
-        "the TD's own MRTD vs mrtd_ref.py"
-    );
-    let raw = outcomes
-        .iter()
-        .find_map(|o| match o {
-            GuestOutcome::TdReport(r) => Some(r.clone()),
-            _ => None,
-        })
-        .unwrap();
-    let mrtd = hex::decode(measure_common::SYN64K_MRTD).unwrap();
-    assert_eq!(
-        PlatformMeasurement::from_td_report(&raw).and_then(|p| p.matches(&mrtd)),
-        Some(true)
-    );
-    module.lock().unwrap().verify_report(&report).unwrap();
-    let quote = outcomes
-        .iter()
-        .find_map(|o| match o {
-            GuestOutcome::Quote { ret, buffer } => {
-                assert_eq!(*ret, 0);
-                let n = u32::from_le_bytes(buffer[20..24].try_into().unwrap()) as usize;
-                Some(TdQuote::parse(&buffer[24..24 + n]).unwrap())
-            }
-            _ => None,
-        })
-        .expect("a quote");
-    module.lock().unwrap().verify_quote(&quote).unwrap();
-    // The TD reads its firmware decrypted.
-    assert!(outcomes.contains(&GuestOutcome::Read {
-        gpa: 0xFFFF_0000,
-        private: true,
-        data: img[..64].to_vec(),
-    }));
 }
 
 /// `KvmBackend` registers SEV and SEV-ES guest RAM (`KVM_MEMORY_ENCRYPT_REG_REGION`) as QEMU

@@ -10,8 +10,8 @@ mod measure_common;
 
 use kvm_coco::launch::backend::Backend;
 use kvm_coco::launch::{
-    InitParams, KvmBackend, Launch, LaunchError, LaunchSecret, LaunchVcpu, SevEsInit, SevInit,
-    SevSession, SnpInit,
+    InitParams, KvmBackend, Launch, LaunchError, LaunchSecret, LaunchVcpu, PlatformMeasurement,
+    SevEsInit, SevInit, SevSession, SnpInit,
 };
 use kvm_coco::measure::plan::PlanInputs;
 use kvm_coco::measure::{FirmwareImage, LaunchPlan};
@@ -192,6 +192,13 @@ fn snp_launch_report_verifies_and_matches_offline_and_sev_snp_measure() {
         expected,
         "the guest's report vs sev-snp-measure"
     );
+    // The platform's measurement, and only it, is compared with the expected value.
+    let platform = PlatformMeasurement::from_snp_report(&report);
+    assert_eq!(
+        platform.matches(&hex::decode(&expected).unwrap()),
+        Some(true)
+    );
+    assert_eq!(platform.matches(&[0; 48]), Some(false));
     assert_eq!(report.host_data, [7; 32]);
     assert_eq!(report.report_data, report_data);
     assert_eq!(report.policy.get(), 0x30000);

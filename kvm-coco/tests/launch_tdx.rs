@@ -7,7 +7,7 @@
 mod measure_common;
 
 use kvm_coco::launch::backend::Backend;
-use kvm_coco::launch::{InitParams, KvmBackend, Launch, LaunchError, TdxInit};
+use kvm_coco::launch::{InitParams, KvmBackend, Launch, LaunchError, PlatformMeasurement, TdxInit};
 use kvm_coco::measure::{FirmwareImage, LaunchPlan};
 use kvm_coco::sim::guest::{GuestOp, GuestOutcome};
 use kvm_coco::sim::host::SoftwareHost;
@@ -167,6 +167,12 @@ fn tdx_launch_matches_offline_and_the_guest_sees_mrtd() {
     );
     assert_eq!(report.report_mac.report_data, report_data);
     module.lock().unwrap().verify_report(&report).unwrap();
+    let mrtd = hex::decode(measure_common::SYN64K_MRTD).unwrap();
+    assert_eq!(
+        PlatformMeasurement::from_td_report(zerocopy::IntoBytes::as_bytes(&report))
+            .and_then(|p| p.matches(&mrtd)),
+        Some(true)
+    );
 
     let quote = outcomes
         .iter()
