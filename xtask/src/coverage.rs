@@ -19,7 +19,10 @@ const PACKAGES: [&str; 2] = ["kvm-coco", "psp-driver"];
 const TARGETS: [(&str, &str); 4] = [
     ("kvm-coco/src/launch/kvm.rs", "kvm-coco/src/launch/kvm.rs"),
     // KvmBackend hands every confidential-computing call to the borrowed-VM launch.
-    ("kvm-coco/src/launch/borrowed.rs", "kvm-coco/src/launch/borrowed.rs"),
+    (
+        "kvm-coco/src/launch/borrowed.rs",
+        "kvm-coco/src/launch/borrowed.rs",
+    ),
     ("kvm-coco/src/ops/*.rs", "kvm-coco/src/ops/"),
     ("psp-driver/src/dev_sev.rs", "psp-driver/src/dev_sev.rs"),
 ];

@@ -520,6 +520,7 @@ impl SoftwareHost {
     }
 
     fn add_listener(&self, listener: OwnedFd, pid: i32) {
+        sys::sync_wake_up(&listener);
         let sh = &self.shared;
         if sh.serves_amd() {
             let _ = sh.amd.get_or_init(|| sh.make_amd(pid));
