@@ -66,6 +66,32 @@ fn ssm(ovmf: &Path, vcpus: u32) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Waits at most 120 s for QEMU (killed then, with the trace's path in the panic) and
+/// returns its status and standard error.
+fn wait_for(mut child: std::process::Child, trace: &Path) -> (std::process::ExitStatus, String) {
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "QEMU did not exit within 120 s; trace in {}",
+                trace.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    (status, stderr)
+}
+
 struct Run {
     status: std::process::ExitStatus,
     reports: Vec<Vec<u8>>,
@@ -112,27 +138,8 @@ fn run_qemu(qemu: &Path, ovmf: &Path, vcpus: u32, faults: FaultPlan, tag: &str) 
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
-    let mut child = host.spawn(&mut cmd).unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "QEMU did not exit within 120 s; trace in {}",
-                trace.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut stderr);
-    }
+    let child = host.spawn(&mut cmd).unwrap();
+    let (status, stderr) = wait_for(child, &trace);
     Run {
         status,
         reports: host.reports(),
@@ -274,26 +281,8 @@ fn qemu_tdx_tdreport_carries_the_independent_mrtd() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = host.spawn(&mut cmd).unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!(
-                "QEMU (TDX) did not exit within 120 s; trace in {}",
-                trace.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut stderr);
-    }
+    let child = host.spawn(&mut cmd).unwrap();
+    let (status, stderr) = wait_for(child, &trace);
     assert!(status.success(), "QEMU exited with {status:?}: {stderr}");
     let reports = host.reports();
     let report = reports.last().expect("the TD obtained a TDREPORT");
