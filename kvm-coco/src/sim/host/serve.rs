@@ -380,6 +380,11 @@ impl Shared {
     }
 }
 
+/// The errno a failed register or run call of the guest runner answers with.
+fn errno_of(e: crate::error::Error) -> Errno {
+    e.errno().unwrap_or(EIO)
+}
+
 /// The result of an injected fault that needs no model call (`partial` and a firmware
 /// status are the caller's).
 fn plain_fault(f: FaultAction) -> Option<Result<(), Errno>> {
@@ -1238,42 +1243,34 @@ impl Call<'_> {
             KVM_MEMORY_ENCRYPT_OP => return self.tdx_vcpu_op(vm, vcpu, arg),
             KVM_GET_REGS => lock(&vcpu.sim)
                 .regs()
-                .map_err(|e| e.errno().unwrap_or(EIO))
+                .map_err(errno_of)
                 .and_then(|r| write(&self.pm, arg, &r).map(|()| 0)),
-            KVM_SET_REGS => read::<kvm_regs>(&self.pm, arg).and_then(|r| {
-                lock(&vcpu.sim)
-                    .set_regs(&r)
-                    .map(|()| 0)
-                    .map_err(|e| e.errno().unwrap_or(EIO))
-            }),
-            KVM_GET_SREGS => lock(&vcpu.sim)
-                .sregs()
-                .map_err(|e| e.errno().unwrap_or(EIO))
-                .and_then(|r| write(&self.pm, arg, &r).map(|()| 0)),
-            KVM_SET_SREGS => read::<kvm_sregs>(&self.pm, arg).and_then(|r| {
-                lock(&vcpu.sim)
-                    .set_sregs(&r)
-                    .map(|()| 0)
-                    .map_err(|e| e.errno().unwrap_or(EIO))
-            }),
-            KVM_GET_SREGS2 => lock(&vcpu.sim)
-                .sregs()
-                .map_err(|e| e.errno().unwrap_or(EIO))
-                .and_then(|r| {
-                    let mut b = [0u8; SREGS2_LEN];
-                    b[..SREGS_COMMON].copy_from_slice(&r.as_bytes()[..SREGS_COMMON]);
+            KVM_SET_REGS => read::<kvm_regs>(&self.pm, arg)
+                .and_then(|r| lock(&vcpu.sim).set_regs(&r).map_err(errno_of).map(|()| 0)),
+            KVM_GET_SREGS | KVM_GET_SREGS2 => {
+                lock(&vcpu.sim).sregs().map_err(errno_of).and_then(|r| {
+                    // `kvm_sregs2` starts with the 280 bytes it shares with `kvm_sregs`; its
+                    // flags and PDPTRs stay 0.
+                    let (len, n) = if req == KVM_GET_SREGS {
+                        (size_of::<kvm_sregs>(), size_of::<kvm_sregs>())
+                    } else {
+                        (SREGS2_LEN, SREGS_COMMON)
+                    };
+                    let mut b = vec![0u8; len];
+                    b[..n].copy_from_slice(&r.as_bytes()[..n]);
                     self.pm.write_at(arg, &b).map(|()| 0)
-                }),
-            KVM_SET_SREGS2 => {
-                let mut b = [0u8; SREGS2_LEN];
-                self.pm.read_at(arg, &mut b).and_then(|()| {
-                    let mut r = kvm_sregs::default();
-                    r.as_mut_bytes()[..SREGS_COMMON].copy_from_slice(&b[..SREGS_COMMON]);
-                    lock(&vcpu.sim)
-                        .set_sregs(&r)
-                        .map(|()| 0)
-                        .map_err(|e| e.errno().unwrap_or(EIO))
                 })
+            }
+            KVM_SET_SREGS | KVM_SET_SREGS2 => {
+                let len = if req == KVM_SET_SREGS {
+                    size_of::<kvm_sregs>()
+                } else {
+                    SREGS_COMMON
+                };
+                let mut r = kvm_sregs::default();
+                self.pm
+                    .read_at(arg, &mut r.as_mut_bytes()[..len])
+                    .and_then(|()| lock(&vcpu.sim).set_sregs(&r).map_err(errno_of).map(|()| 0))
             }
             KVM_SET_CPUID2 => self.set_cpuid(vcpu, arg),
             KVM_SET_SIGNAL_MASK => self.set_sigmask(vcpu, arg),
