@@ -97,13 +97,12 @@
 //! ```
 
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use kvm_coco_uapi::{
     KvmSevInit, KvmSevSnpLaunchFinish, KvmSevSnpLaunchStart, KvmTdxInitVm, TdxInitVmBuf,
 };
-use psp_driver::digest::{PAGE_SIZE, SNP_DIGEST_SIZE, SNP_VMSA_GPA, snp_page_contents};
-use rayon::prelude::*;
+use psp_driver::digest::{PAGE_SIZE, SNP_VMSA_GPA};
 
 use crate::caps::TdxCaps;
 use crate::error::{Errno, Error};
@@ -128,21 +127,6 @@ pub use params::{
 };
 
 use self::log::LogBuilder;
-
-/// The SNP content digest of every page of step `s` (its content read through `src`), in
-/// parallel.
-fn snp_contents(s: &Step<'_>, src: Source<'_>) -> Vec<[u8; SNP_DIGEST_SIZE]> {
-    let t = s.kind.snp_page_type();
-    let pages = s.len / PAGE_SIZE as u64;
-    (0..pages)
-        .into_par_iter()
-        .map(|i| {
-            let mut page = [0u8; PAGE_SIZE];
-            src.page(s.gpa + i * PAGE_SIZE as u64, &mut page);
-            snp_page_contents(t, &page)
-        })
-        .collect()
-}
 
 /// How often an `EAGAIN` (or `EBUSY` for FINALIZE) is retried before giving up.
 pub const MAX_RETRIES: u32 = 16;
@@ -402,8 +386,8 @@ pub struct Launch<S, B: Backend> {
     step: usize,
     vmsas: Vec<(usize, Origin, Arc<[u8]>)>,
     sev_measure: Option<SevLaunchMeasure>,
-    /// The complete log, set by `finish` (empty before).
-    final_log: LaunchLog,
+    /// The complete log, computed from `log` when first asked for after `finish`.
+    final_log: OnceLock<LaunchLog>,
     _state: PhantomData<S>,
 }
 
@@ -541,12 +525,7 @@ impl<B: Backend> Launch<New, B> {
             step: 0,
             vmsas: Vec::new(),
             sev_measure: None,
-            final_log: LaunchLog {
-                tee: tee_of(vm),
-                initial: None,
-                entries: Vec::new(),
-                digest: Vec::new(),
-            },
+            final_log: OnceLock::new(),
             _state: PhantomData,
         })
     }
@@ -895,7 +874,9 @@ impl<B: Backend> Launch<Started, B> {
                     });
                 }
                 self.backend.sev_launch_update_data(s.gpa, s.len, src)?;
-                self.log.region(index, s.gpa, s.len, s.kind, s.origin, src);
+                let shared = s.data.shared();
+                self.log
+                    .region(index, s.gpa, s.len, s.kind, s.origin, src, shared);
                 Ok(())
             }
             VmType::Snp => self.add_snp(s, index, src),
@@ -929,20 +910,13 @@ impl<B: Backend> Launch<Started, B> {
         index: usize,
         src: Source<'_>,
         (before, after): (Remaining, u64),
-        contents: &[[u8; SNP_DIGEST_SIZE]],
     ) {
-        let mut page = [0u8; PAGE_SIZE];
-        let page = &mut page;
-        let mut gpa = before.gpa;
-        while gpa < after && gpa < before.gpa + before.len {
-            src.page(gpa, page);
-            if s.kind == PageKind::Zero {
-                page.fill(0);
-            }
-            let i = ((gpa - s.gpa) / PAGE_SIZE as u64) as usize;
+        let end = after.min(before.gpa + before.len);
+        if end > before.gpa {
+            let npages = (end - before.gpa).div_ceil(PAGE_SIZE as u64);
+            let shared = s.data.shared();
             self.log
-                .page(index, gpa, s.kind, s.origin, page, contents.get(i));
-            gpa += PAGE_SIZE as u64;
+                .pages(index, before.gpa, npages, s.kind, s.origin, src, shared);
         }
     }
 
@@ -987,9 +961,6 @@ impl<B: Backend> Launch<Started, B> {
         };
         let mut busy = 0;
         let mut page = [0u8; PAGE_SIZE];
-        // The log's content digests are hashed on the other cores while the kernel (or the
-        // firmware) works through the first call, not after it.
-        let mut contents: Vec<[u8; SNP_DIGEST_SIZE]> = Vec::new();
         while range.len > 0 {
             let before = range;
             let mut corrected = [0u8; PAGE_SIZE];
@@ -1002,17 +973,8 @@ impl<B: Backend> Launch<Started, B> {
                     (page_type == SnpPageType::Cpuid).then_some(&mut corrected),
                 )
             };
-            let r = if contents.is_empty() && s.kind.snp_page_type().measures_contents() {
-                std::thread::scope(|scope| {
-                    let hashing = scope.spawn(|| snp_contents(s, src));
-                    let r = update();
-                    contents = hashing.join().unwrap_or_default();
-                    r
-                })
-            } else {
-                update()
-            };
-            self.log_consumed(s, index, src, (before, range.gpa), &contents);
+            let r = update();
+            self.log_consumed(s, index, src, (before, range.gpa));
             match r {
                 Ok(()) if range.len > 0 && range.gpa == before.gpa => {
                     return Err(LaunchError::IncompleteRange {
@@ -1079,7 +1041,7 @@ impl<B: Backend> Launch<Started, B> {
             let r = self
                 .backend
                 .tdx_init_mem_region(&self.vcpus[0], &mut range, measure, src);
-            self.log_consumed(s, index, src, (before, range.gpa), &[]);
+            self.log_consumed(s, index, src, (before, range.gpa));
             let progressed = range.gpa != before.gpa;
             match r {
                 Ok(()) if range.len > 0 && !progressed => {
@@ -1136,6 +1098,7 @@ impl<B: Backend> Launch<Started, B> {
                         PageKind::Vmsa,
                         origin,
                         src,
+                        Some(&page),
                     );
                 }
                 self.fetch_measure()?;
@@ -1226,11 +1189,19 @@ impl<B: Backend> Launch<Measured, B> {
                     v.mark_protected();
                 }
                 for (index, origin, page) in std::mem::take(&mut self.vmsas) {
-                    let mut p = [0u8; PAGE_SIZE];
-                    let n = page.len().min(PAGE_SIZE);
-                    p[..n].copy_from_slice(&page[..n]);
-                    self.log
-                        .page(index, SNP_VMSA_GPA, PageKind::Vmsa, origin, &p, None);
+                    let src = Source {
+                        gpa: SNP_VMSA_GPA,
+                        bytes: &page,
+                    };
+                    self.log.pages(
+                        index,
+                        SNP_VMSA_GPA,
+                        1,
+                        PageKind::Vmsa,
+                        origin,
+                        src,
+                        Some(&page),
+                    );
                 }
             }
             InitParams::Tdx(_) => {
@@ -1239,7 +1210,6 @@ impl<B: Backend> Launch<Measured, B> {
                 })?;
             }
         }
-        self.final_log = self.log.finish();
         Ok(self.into_state())
     }
 }
@@ -1249,15 +1219,19 @@ impl<B: Backend> Launch<Finished, B> {
     /// last. It is what the host handed over, hashed on the host: the *expected*
     /// measurement, never the platform's. Compare it with the offline log of the same plan
     /// with [`LaunchLog::diff`] to locate a mismatch.
+    ///
+    /// The launch keeps a copy of the measured bytes it handed over; the digests are
+    /// computed at the first call (on all cores for SNP), so a launch whose expected value
+    /// is never asked for hashes its image only once, in the platform.
     pub fn log(&self) -> &LaunchLog {
-        // Set by `finish`, the only way into this state.
-        &self.final_log
+        self.final_log.get_or_init(|| self.log.finish())
     }
 
     /// The measurement the host computed from what it handed over (the log's final
-    /// digest): the value the platform's measurement should equal.
+    /// digest): the value the platform's measurement should equal. Computed with
+    /// [`log`](Self::log) at the first call.
     pub fn expected_measurement(&self) -> &[u8] {
-        &self.final_log.digest
+        &self.log().digest
     }
 
     /// Where the platform's own measurement of this launch can be read from the host:

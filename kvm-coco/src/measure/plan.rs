@@ -97,6 +97,14 @@ pub enum Data<'a> {
 }
 
 impl Data<'_> {
+    /// The shared buffer, for [`Data::Shared`].
+    pub fn shared(&self) -> Option<&Arc<[u8]>> {
+        match self {
+            Self::Shared(b) => Some(b),
+            _ => None,
+        }
+    }
+
     /// The bytes (empty for [`Data::None`]).
     pub fn as_slice(&self) -> &[u8] {
         match self {
@@ -276,7 +284,9 @@ fn firmware_step<'a>(fw: &FirmwareImage<'a>) -> Step<'a> {
         gpa: fw.gpa(),
         len: fw.bytes().len() as u64,
         kind: PageKind::Measured,
-        data: Data::Borrowed(fw.bytes()),
+        // Shared, not borrowed: a launch keeps the bytes it handed over for its log without
+        // copying the image.
+        data: Data::Shared(Arc::from(fw.bytes())),
         origin: Origin::Firmware,
     }
 }

@@ -62,7 +62,7 @@ mod snp;
 
 pub use legacy::SevGuestState;
 pub use mem::PhysMem;
-pub use snp::{CpuidMask, CpuidPolicy, RmpEntry, RmpError, RmpState, SnpGuestState};
+pub use snp::{ContentsHint, CpuidMask, CpuidPolicy, RmpEntry, RmpError, RmpState, SnpGuestState};
 
 use identity::Identity;
 
@@ -158,6 +158,8 @@ pub(crate) struct State {
     asids: Vec<(AsidState, Option<Owner>)>,
     wbinvd_done: bool,
     mem: Arc<PhysMem>,
+    /// Content digests computed ahead of SNP_LAUNCH_UPDATE, by host-physical address.
+    contents_hints: HashMap<u64, snp::ContentsHint>,
 }
 
 /// The software PSP firmware; see the [module docs](self).
@@ -238,6 +240,7 @@ impl SimFirmware {
             asids,
             wbinvd_done: true,
             mem: mem.clone(),
+            contents_hints: HashMap::new(),
         };
         Self {
             state: Mutex::new(state),

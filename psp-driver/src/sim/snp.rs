@@ -30,6 +30,34 @@ pub enum SnpGuestState {
     Running = 2,
 }
 
+/// A page's SNP content digest computed before the `SNP_LAUNCH_UPDATE` that will add the
+/// page (see [`SimFirmware::add_contents_hints`]), with the bytes it was computed over.
+///
+/// The firmware model uses the digest only if the page it reads then holds exactly these
+/// bytes and the command's page type matches; otherwise it hashes the page itself. A hint
+/// can therefore never change a measurement, only spare the firmware's own hashing: the
+/// caller computes the digests of a batch on all cores while the commands themselves run
+/// one page at a time, as KVM issues them.
+#[derive(Clone, Debug)]
+pub struct ContentsHint {
+    /// The page type the digest was computed for.
+    pub page_type: SnpPageType,
+    /// The digest ([`snp_page_contents`] of the page).
+    pub digest: [u8; 48],
+    /// The buffer holding the page.
+    pub buf: Arc<[u8]>,
+    /// Offset of the page in `buf`.
+    pub offset: usize,
+}
+
+impl ContentsHint {
+    /// The 4 KiB the digest was computed over (`None` if `buf` is too short).
+    fn bytes(&self) -> Option<&[u8]> {
+        self.buf
+            .get(self.offset..self.offset.checked_add(PAGE_SIZE)?)
+    }
+}
+
 /// One RMP entry (per 4 KiB page; a 2 MiB entry is recorded on each of its
 /// 512 pages with `page_size_2m` set).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -378,6 +406,17 @@ impl State {
     }
 
     pub(super) fn snp_launch_update(&mut self, b: &mut [u8]) -> Fw {
+        let r = self.snp_launch_update_page(b);
+        // A hint serves the command naming its page only, whatever the outcome.
+        let pa = rd64(b, 16);
+        let count = if rd32(b, 8) & 1 != 0 { 512 } else { 1 };
+        for i in 0..count {
+            self.contents_hints.remove(&(pa + (i * PAGE_SIZE) as u64));
+        }
+        r
+    }
+
+    fn snp_launch_update_page(&mut self, b: &mut [u8]) -> Fw {
         let gctx = rd64(b, 0);
         let f = rd32(b, 8);
         let pa = rd64(b, 16);
@@ -443,9 +482,12 @@ impl State {
             self.check_cpuid(pa)?;
         }
         let vek = g.vek.clone();
+        let hints: Vec<Option<ContentsHint>> = (0..count)
+            .map(|i| self.contents_hints.remove(&(pa + (i * PAGE_SIZE) as u64)))
+            .collect();
         let contents = self
             .mem
-            .map_pages(pa, count, |_, page_pa, page| {
+            .map_pages(pa, count, |i, page_pa, page| {
                 let Ok(page4k) = <&mut [u8; PAGE_SIZE]>::try_from(page) else {
                     return [0u8; 48];
                 };
@@ -458,7 +500,12 @@ impl State {
                     }
                     _ => {}
                 }
-                let c = snp_page_contents(ptype, page4k);
+                let c = match hints.get(i) {
+                    Some(Some(h)) if h.page_type == ptype && h.bytes() == Some(&page4k[..]) => {
+                        h.digest
+                    }
+                    _ => snp_page_contents(ptype, page4k),
+                };
                 mem_crypt(&vek, page_pa, page4k);
                 c
             })
@@ -928,6 +975,18 @@ impl SimFirmware {
                 ..Default::default()
             })
         })
+    }
+
+    /// Adds content hints: the host-physical address of the page each is for, and the
+    /// hint. Each hint is consumed by the next `SNP_LAUNCH_UPDATE` of its page, whatever
+    /// its outcome, or dropped by [`clear_contents_hints`](Self::clear_contents_hints).
+    pub fn add_contents_hints(&self, hints: impl IntoIterator<Item = (u64, ContentsHint)>) {
+        self.lock().contents_hints.extend(hints);
+    }
+
+    /// Drops every pending content hint.
+    pub fn clear_contents_hints(&self) {
+        self.lock().contents_hints.clear();
     }
 
     /// RMPUPDATE model: assigns the page(s) at `pa` to `asid` at `gpa`,

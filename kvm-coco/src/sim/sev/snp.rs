@@ -7,11 +7,16 @@ use kvm_coco_uapi::{
     KVM_SEV_SNP_PAGE_TYPE_ZERO, KVM_X86_SNP_VM, KvmSevCmd, KvmSevSnpLaunchFinish,
     KvmSevSnpLaunchStart, KvmSevSnpLaunchUpdate, SevRetCode,
 };
+use std::sync::Arc;
+
+use psp_driver::digest::{SnpPageType, snp_page_contents};
+use psp_driver::sim::ContentsHint;
 use psp_driver::sim::mem::PAGE_SIZE;
 use psp_driver::{
     SevDataSnpAddr, SevDataSnpGuestRequest, SevDataSnpLaunchFinish, SevDataSnpLaunchStart,
     SevDataSnpLaunchUpdate, SevDataSnpPageReclaim, SnpGctxCreate,
 };
+use rayon::prelude::*;
 
 use super::host::{EFAULT, EINVAL, SVM_SEV_FEAT_SECURE_TSC, SimSevHost, lock};
 use super::vm::{EEXIST, EIO, ENOTTY, SimSevVm, VmInner, VmState, arg, put};
@@ -19,6 +24,34 @@ use crate::error::Errno;
 use crate::sim::ranges;
 
 const PAGE: u64 = PAGE_SIZE as u64;
+/// Source pages an `SNP_LAUNCH_UPDATE` reads from the VMM (and hashes ahead) per batch.
+const PREFETCH_PAGES: u64 = 128;
+/// The first batch, which is read and hashed before any page can be populated.
+const PREFETCH_FIRST_PAGES: u64 = 32;
+/// The pages of the batch starting at page `from` of a request: a short first batch (its
+/// hashing cannot overlap anything), [`PREFETCH_PAGES`] after.
+fn batch_pages(from: u64) -> u64 {
+    if from == 0 {
+        PREFETCH_FIRST_PAGES
+    } else {
+        PREFETCH_PAGES
+    }
+}
+
+/// Below this many pages a batch is not read ahead: the pages are read one at a time.
+const PREFETCH_MIN_PAGES: u64 = 16;
+
+/// What one `SNP_LAUNCH_UPDATE` populates, as `snp_launch_update` decoded it.
+struct Populate {
+    gpa0: u64,
+    gmem_fd: i32,
+    /// Offset in the guest_memfd of the page at `gpa0`.
+    gmem_base: u64,
+    /// The source address (`None` for ZERO pages, which have no source).
+    uaddr: Option<u64>,
+    sev_fd: i32,
+    page_type: u8,
+}
 /// `SNP_POLICY_MASK_RSVD_MBO` (bit 17): must be set.
 pub const SNP_POLICY_MASK_RSVD_MBO: u64 = 1 << 17;
 /// `INITIAL_VMSA_GPA`: the RMP GPA KVM gives VMSA pages.
@@ -141,26 +174,42 @@ impl VmInner {
             (s.gpa + s.size, fd, off + (gpa0 - s.gpa))
         };
         let npages = (p.len / PAGE).min((slot_end - gpa0) / PAGE);
-        let fd = cmd.sev_fd as i32;
+        let job = Populate {
+            gpa0,
+            gmem_fd,
+            gmem_base,
+            uaddr: (!zero).then_some(p.uaddr),
+            sev_fd: cmd.sev_fd as i32,
+            page_type: p.r#type,
+        };
+        let gmem_pa = st.gmems.get(&gmem_fd).map(|g| g.pa + gmem_base);
+        let hashes = u32::from(p.r#type) == KVM_SEV_SNP_PAGE_TYPE_NORMAL;
         let mut fw_error = 0u32;
         let mut count = 0u64;
         let mut ret: Result<(), Errno> = Ok(());
-        while count < npages {
-            let gpa = gpa0 + count * PAGE;
-            let goff = gmem_base + count * PAGE;
-            let src = if zero {
-                None
-            } else {
-                Some(p.uaddr + count * PAGE)
+        // The source pages are read and hashed a batch ahead, on the other cores, while
+        // the current batch is populated one page per firmware command.
+        let mut next = self.prefetch(&job, gmem_pa.filter(|_| hashes), 0, npages);
+        while count < npages && ret.is_ok() {
+            let n = (npages - count).min(batch_pages(count));
+            let batch = next.take();
+            let after = count + n;
+            let mut populate = |st: &mut VmState| {
+                self.populate_batch(st, &job, batch.as_deref(), count, n, &mut fw_error)
             };
-            if let Err(e) =
-                self.populate_one(st, gmem_fd, goff, gpa, src, fd, p.r#type, &mut fw_error)
-            {
-                ret = Err(e);
-                break;
-            }
-            count += 1;
+            let (done, ahead) = if npages - after >= PREFETCH_MIN_PAGES {
+                rayon::join(
+                    || populate(st),
+                    || self.prefetch(&job, gmem_pa.filter(|_| hashes), after, npages - after),
+                )
+            } else {
+                (populate(st), None)
+            };
+            count += done.0;
+            ret = done.1;
+            next = ahead;
         }
+        self.host.fw.clear_contents_hints();
         if ret.is_err() && count == 0 {
             cmd.error = fw_error;
             return Err(EIO);
@@ -173,6 +222,91 @@ impl VmInner {
         put(payload, &p)
     }
 
+    /// Reads the batch ([`batch_pages`]) of source pages of an `SNP_LAUNCH_UPDATE` from the
+    /// VMM at once, starting at page `from` of the request, and when `hint_pa` (the
+    /// host-physical address of the request's first guest_memfd page, for NORMAL pages)
+    /// is given, hands the firmware their content digests, computed on all cores
+    /// ([`ContentsHint`]). The kernel copies one page per firmware command; the model
+    /// copies and hashes ahead, which changes no result: the firmware checks each hint
+    /// against the page it reads. `None` for fewer than [`PREFETCH_MIN_PAGES`] pages, for
+    /// zero pages, or if the read faults (the pages are then read one at a time, so the
+    /// fault lands on its page as in the kernel).
+    fn prefetch(
+        &self,
+        job: &Populate,
+        hint_pa: Option<u64>,
+        from: u64,
+        left: u64,
+    ) -> Option<Arc<[u8]>> {
+        let uaddr = job.uaddr?;
+        let n = left.min(batch_pages(from));
+        if n < PREFETCH_MIN_PAGES {
+            return None;
+        }
+        // Collected straight into the shared allocation (no second copy).
+        let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, (n * PAGE) as usize).collect();
+        self.host
+            .read_user(uaddr + from * PAGE, Arc::get_mut(&mut buf)?)
+            .ok()?;
+        if let Some(base) = hint_pa {
+            let base = base + from * PAGE;
+            let hints: Vec<(u64, ContentsHint)> = (0..n as usize)
+                .into_par_iter()
+                .filter_map(|i| {
+                    let off = i * PAGE_SIZE;
+                    let page: &[u8; PAGE_SIZE] = buf.get(off..off + PAGE_SIZE)?.try_into().ok()?;
+                    let hint = ContentsHint {
+                        page_type: SnpPageType::Normal,
+                        digest: snp_page_contents(SnpPageType::Normal, page),
+                        buf: buf.clone(),
+                        offset: off,
+                    };
+                    Some((base + off as u64, hint))
+                })
+                .collect();
+            self.host.fw.add_contents_hints(hints);
+        }
+        Some(buf)
+    }
+
+    /// Populates pages `from..from + n` of the request, one `kvm_gmem_populate` step each,
+    /// their content taken from `batch` (read by [`prefetch`](Self::prefetch)) when
+    /// there is one. Returns how many pages were done and how the loop ended.
+    fn populate_batch(
+        &self,
+        st: &mut VmState,
+        job: &Populate,
+        batch: Option<&[u8]>,
+        from: u64,
+        n: u64,
+        fw_error: &mut u32,
+    ) -> (u64, Result<(), Errno>) {
+        for i in 0..n {
+            let k = from + i;
+            let src = job.uaddr.map(|uaddr| {
+                let off = (i * PAGE) as usize;
+                (
+                    uaddr + k * PAGE,
+                    batch.and_then(|b| b.get(off..off + PAGE_SIZE)),
+                )
+            });
+            let r = self.populate_one(
+                st,
+                job.gmem_fd,
+                job.gmem_base + k * PAGE,
+                job.gpa0 + k * PAGE,
+                src,
+                job.sev_fd,
+                job.page_type,
+                fw_error,
+            );
+            if let Err(e) = r {
+                return (i, Err(e));
+            }
+        }
+        (n, Ok(()))
+    }
+
     /// One page of `kvm_gmem_populate` + `sev_gmem_post_populate`.
     #[allow(clippy::too_many_arguments)]
     fn populate_one(
@@ -181,7 +315,7 @@ impl VmInner {
         gmem_fd: i32,
         goff: u64,
         gpa: u64,
-        src: Option<u64>,
+        src: Option<(u64, Option<&[u8]>)>,
         fd: i32,
         page_type: u8,
         fw_error: &mut u32,
@@ -198,11 +332,16 @@ impl VmInner {
         if e.assigned {
             return Err(EEXIST);
         }
-        if let Some(src) = src {
-            let mut page = vec![0u8; PAGE_SIZE];
-            self.host.read_user(src, &mut page)?;
-            self.host.pa_write(pa, &page)?;
+        match src {
+            Some((_, Some(bytes))) => self.host.pa_write(pa, bytes)?,
+            Some((uaddr, None)) => {
+                let mut page = vec![0u8; PAGE_SIZE];
+                self.host.read_user(uaddr, &mut page)?;
+                self.host.pa_write(pa, &page)?;
+            }
+            None => {}
         }
+        let src = src.map(|(uaddr, _)| uaddr);
         let asid = st.sev.asid_num();
         self.host
             .fw
