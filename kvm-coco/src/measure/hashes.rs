@@ -54,6 +54,42 @@ pub const TABLE_LEN: usize = 16 + 2 + 3 * ENTRY_LEN;
 /// Length of the table as QEMU measures it: padded with zeros to a multiple of 16.
 pub const PADDED_TABLE_LEN: usize = TABLE_LEN.div_ceil(16) * 16;
 
+/// The names of the three entries, in table order.
+const ENTRY_NAMES: [&str; 3] = ["cmdline", "initrd", "kernel"];
+
+/// Why [`SevHashes::parse_table`] refused a table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashTableError {
+    /// Fewer bytes than the header.
+    #[error("kernel hash table: {0} bytes, shorter than its 18-byte header")]
+    TooShort(usize),
+    /// The first 16 bytes are not the table GUID.
+    #[error("kernel hash table: the header GUID is not 9438d606-4f22-4cc9-b479-a793d411fd21")]
+    BadHeader,
+    /// The length field is smaller than the header or larger than the bytes given.
+    #[error("kernel hash table: length field {len} is outside 18..={available}")]
+    BadLength {
+        /// The length field.
+        len: usize,
+        /// The bytes given.
+        available: usize,
+    },
+    /// An entry header is cut off, or its length field runs past the table.
+    #[error("kernel hash table: entry at offset {offset} has a bad length ({len})")]
+    BadEntry {
+        /// Offset of the entry in the table.
+        offset: usize,
+        /// Its length field (0 if the entry header itself is cut off).
+        len: usize,
+    },
+    /// A known entry appears twice.
+    #[error("kernel hash table: the {0} entry appears twice")]
+    Duplicate(&'static str),
+    /// A known entry is missing.
+    #[error("kernel hash table: no {0} entry")]
+    Missing(&'static str),
+}
+
 /// The inputs of a direct kernel boot, borrowed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DirectBoot<'a> {
@@ -134,6 +170,84 @@ impl SevHashes {
             initrd: initrd?,
             kernel: kernel?,
         })
+    }
+
+    /// Reads a table back, as the guest firmware does before it boots the kernel: the
+    /// header GUID, the table length (at most `bytes.len()`; bytes after it, such as the
+    /// padding, are ignored), then entries of `GUID ‖ u16 length ‖ SHA-256` in any order.
+    /// Entries with other GUIDs are skipped by their length, as OVMF does; each of the
+    /// three known entries must appear exactly once with a length of [`ENTRY_LEN`].
+    ///
+    /// ```
+    /// use kvm_coco::measure::hashes::{DirectBoot, SevHashes};
+    /// let h = SevHashes::compute(&DirectBoot { kernel: b"bzImage", ..Default::default() });
+    /// assert_eq!(SevHashes::parse_table(&h.table())?, h);
+    /// assert!(SevHashes::parse_table(&h.table()[..40]).is_err());
+    /// # Ok::<(), kvm_coco::measure::hashes::HashTableError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`HashTableError`], naming what is wrong and where.
+    pub fn parse_table(bytes: &[u8]) -> Result<Self, HashTableError> {
+        let header = bytes
+            .get(..18)
+            .ok_or(HashTableError::TooShort(bytes.len()))?;
+        if header[..16] != SEV_HASH_TABLE_HEADER.0 {
+            return Err(HashTableError::BadHeader);
+        }
+        let len = usize::from(u16::from_le_bytes([header[16], header[17]]));
+        if len < 18 || len > bytes.len() {
+            return Err(HashTableError::BadLength {
+                len,
+                available: bytes.len(),
+            });
+        }
+        let mut found: [Option<[u8; 32]>; 3] = [None; 3];
+        let mut off = 18;
+        while off < len {
+            let head = bytes.get(off..off + 18).filter(|_| off + 18 <= len).ok_or(
+                HashTableError::BadEntry {
+                    offset: off,
+                    len: 0,
+                },
+            )?;
+            let elen = usize::from(u16::from_le_bytes([head[16], head[17]]));
+            if elen < 18 || off + elen > len {
+                return Err(HashTableError::BadEntry {
+                    offset: off,
+                    len: elen,
+                });
+            }
+            let slot = [SEV_CMDLINE_ENTRY, SEV_INITRD_ENTRY, SEV_KERNEL_ENTRY]
+                .iter()
+                .position(|g| head[..16] == g.0);
+            if let Some(i) = slot {
+                if elen != ENTRY_LEN {
+                    return Err(HashTableError::BadEntry {
+                        offset: off,
+                        len: elen,
+                    });
+                }
+                if found[i].is_some() {
+                    return Err(HashTableError::Duplicate(ENTRY_NAMES[i]));
+                }
+                let mut h = [0u8; 32];
+                h.copy_from_slice(&bytes[off + 18..off + ENTRY_LEN]);
+                found[i] = Some(h);
+            }
+            off += elen;
+        }
+        match found {
+            [Some(cmdline), Some(initrd), Some(kernel)] => Ok(Self {
+                cmdline,
+                initrd,
+                kernel,
+            }),
+            _ => {
+                let i = found.iter().position(Option::is_none).unwrap_or(0);
+                Err(HashTableError::Missing(ENTRY_NAMES[i]))
+            }
+        }
     }
 
     /// The padded table, exactly as QEMU writes and measures it.
