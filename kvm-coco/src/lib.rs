@@ -5,7 +5,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`system`] | [`Kvm`]: `/dev/kvm`, capability checks, VM creation |
-//! | [`vm_type`] | [`VmType`] and the [`Characteristics`] derived from it |
+//! | [`vm_type`] | [`VmType`], the [`Characteristics`] derived from it, and the technology [`Tee`] |
 //! | [`caps`] | [`Capabilities`]: the one capabilities query |
 //! | [`vm`] | [`Vm`]: vCPUs, memory slots, guest_memfd, memory attributes |
 //! | [`memory`] | [`GuestMapping`], [`GuestMemfd`], [`MemoryRegion`] |
@@ -98,4 +98,4 @@ pub use ops::EncryptOpError;
 pub use system::Kvm;
 pub use vcpu::Vcpu;
 pub use vm::Vm;
-pub use vm_type::{Characteristics, Vendor, VmType, VmTypes};
+pub use vm_type::{Characteristics, NotConfidential, Tee, Vendor, VmType, VmTypes};

@@ -1,4 +1,12 @@
-//! VM types (`KVM_CREATE_VM`'s argument on x86) and the characteristics derived from them.
+//! VM types (`KVM_CREATE_VM`'s argument on x86), the characteristics derived from them, and
+//! the confidential-computing technology ([`Tee`]) a confidential type launches.
+//!
+//! [`Tee`] is the one name of a technology across the workspace: launch plans, launch logs
+//! and the launcher use it, and command lines parse it (`sev`, `sev-es`, `snp`, `tdx`).
+//! [`VmType`] stays the KVM VM type, which also has `default` and `sw-protected`; the
+//! conversions between them are `From<Tee> for VmType` (always possible) and
+//! [`VmType::tee`] / `TryFrom<VmType> for Tee` (fails with [`NotConfidential`] for a type
+//! that runs no technology).
 //!
 //! The kernel encodes a VM type as a small integer (`KVM_X86_*_VM`). What a type *implies*
 //! (private memory, protected register state, a mandatory init command, when
@@ -196,6 +204,18 @@ impl VmType {
         self.characteristics().contains(Characteristics::ENCRYPT_OP)
     }
 
+    /// The confidential-computing technology this type runs, `None` for `default` and
+    /// `sw-protected`.
+    pub const fn tee(self) -> Option<Tee> {
+        match self {
+            Self::Sev => Some(Tee::Sev),
+            Self::SevEs => Some(Tee::SevEs),
+            Self::Snp => Some(Tee::Snp),
+            Self::Tdx => Some(Tee::Tdx),
+            Self::Default | Self::SwProtected => None,
+        }
+    }
+
     /// The vendor technology, `None` for `default` and `sw-protected`.
     pub const fn vendor(self) -> Option<Vendor> {
         match self {
@@ -203,6 +223,113 @@ impl VmType {
             Self::Tdx => Some(Vendor::Intel),
             Self::Default | Self::SwProtected => None,
         }
+    }
+}
+
+/// A confidential-computing technology: what a launch plan, a launch log and a launch are
+/// for. Each names one confidential [`VmType`] (`VmType::from(tee)`).
+///
+/// Prints and parses as the command-line names `sev`, `sev-es`, `snp`, `tdx` (the names of
+/// the matching VM types); serializes (launch logs) as `sev`, `sev_es`, `snp`, `tdx`.
+///
+/// ```
+/// use kvm_coco::{Tee, VmType};
+/// let tee: Tee = "sev-es".parse()?;
+/// assert_eq!(VmType::from(tee), VmType::SevEs);
+/// assert_eq!(tee.to_string(), "sev-es");
+/// assert_eq!(VmType::Default.tee(), None);
+/// assert!(Tee::try_from(VmType::SwProtected).is_err());
+/// # Ok::<(), kvm_coco::vm_type::ParseTeeError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tee {
+    /// AMD SEV: memory encryption; SHA-256 launch digest over the data regions.
+    Sev,
+    /// AMD SEV-ES: SEV plus encrypted register state; SHA-256 over the data regions and the
+    /// VMSAs.
+    SevEs,
+    /// AMD SEV-SNP: SEV-ES plus integrity; SHA-384 PAGE_INFO chain.
+    Snp,
+    /// Intel TDX: MRTD (SHA-384 over PAGE.ADD / MR.EXTEND blocks).
+    Tdx,
+}
+
+impl Tee {
+    /// Every technology, in VM-type order.
+    pub const ALL: [Tee; 4] = [Self::Sev, Self::SevEs, Self::Snp, Self::Tdx];
+
+    /// The KVM VM type that runs this technology.
+    pub const fn vm_type(self) -> VmType {
+        match self {
+            Self::Sev => VmType::Sev,
+            Self::SevEs => VmType::SevEs,
+            Self::Snp => VmType::Snp,
+            Self::Tdx => VmType::Tdx,
+        }
+    }
+
+    /// The command-line name: `sev`, `sev-es`, `snp`, `tdx`.
+    pub const fn name(self) -> &'static str {
+        self.vm_type().name()
+    }
+
+    /// The CPU vendor of the technology.
+    pub const fn vendor(self) -> Vendor {
+        match self {
+            Self::Sev | Self::SevEs | Self::Snp => Vendor::Amd,
+            Self::Tdx => Vendor::Intel,
+        }
+    }
+
+    /// Whether the technology is AMD's (SEV, SEV-ES, SNP).
+    pub const fn is_amd(self) -> bool {
+        matches!(self.vendor(), Vendor::Amd)
+    }
+}
+
+impl fmt::Display for Tee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A string that names no [`Tee`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown confidential-computing technology `{0}` (expected one of: sev, sev-es, snp, tdx)")]
+pub struct ParseTeeError(pub String);
+
+impl FromStr for Tee {
+    type Err = ParseTeeError;
+
+    /// Parses `sev`, `sev-es`, `snp` or `tdx` (ASCII case ignored).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| ParseTeeError(s.to_owned()))
+    }
+}
+
+/// A VM type that runs no confidential-computing technology (`default`, `sw-protected`)
+/// where one is needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0} is not a confidential VM type: this needs one of sev, sev-es, snp, tdx (`default` and `sw-protected` VMs have no launch to measure)"
+)]
+pub struct NotConfidential(pub VmType);
+
+impl From<Tee> for VmType {
+    fn from(t: Tee) -> Self {
+        t.vm_type()
+    }
+}
+
+impl TryFrom<VmType> for Tee {
+    type Error = NotConfidential;
+
+    fn try_from(t: VmType) -> Result<Self, Self::Error> {
+        t.tee().ok_or(NotConfidential(t))
     }
 }
 
@@ -371,6 +498,44 @@ mod tests {
         }
         assert!(!VmType::Default.is_confidential());
         assert!(VmType::Tdx.is_confidential());
+    }
+
+    #[test]
+    fn tee_names_and_vm_types_follow_the_kernel() {
+        // Names and KVM_X86_*_VM values from facts linux-uapi §1: SEV 2, SEV-ES 3, SNP 4,
+        // TDX 5; DEFAULT (0) and SW_PROTECTED (1) run no technology.
+        let expected = [
+            ("sev", Tee::Sev, 2),
+            ("sev-es", Tee::SevEs, 3),
+            ("snp", Tee::Snp, 4),
+            ("tdx", Tee::Tdx, 5),
+        ];
+        for (name, tee, abi) in expected {
+            assert_eq!(name.parse::<Tee>(), Ok(tee));
+            assert_eq!(tee.to_string(), name);
+            assert_eq!(VmType::from(tee).abi_value(), abi);
+            assert_eq!(VmType::from_abi(abi).and_then(VmType::tee), Some(tee));
+            assert_eq!(Tee::try_from(VmType::from(tee)), Ok(tee));
+        }
+        for t in [VmType::Default, VmType::SwProtected] {
+            assert_eq!(t.tee(), None);
+            assert_eq!(Tee::try_from(t), Err(NotConfidential(t)));
+        }
+        assert!(
+            Tee::try_from(VmType::Default)
+                .unwrap_err()
+                .to_string()
+                .starts_with("default is not a confidential VM type")
+        );
+        // `none`, the VM type names that are not technologies, and the serde spelling are
+        // not command-line names.
+        for bad in ["none", "default", "sw-protected", "sev_es", ""] {
+            assert_eq!(bad.parse::<Tee>(), Err(ParseTeeError(bad.to_owned())));
+        }
+        // The launch log's JSON spelling is unchanged.
+        assert_eq!(serde_json::to_string(&Tee::SevEs).unwrap(), r#""sev_es""#);
+        assert_eq!(serde_json::from_str::<Tee>(r#""tdx""#).unwrap(), Tee::Tdx);
+        assert!(Tee::Snp.is_amd() && !Tee::Tdx.is_amd());
     }
 
     #[test]

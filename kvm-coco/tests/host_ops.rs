@@ -1454,8 +1454,11 @@ fn kvm_backend_refuses_types_the_host_does_not_offer() {
         .expect("seccomp user notification is required by the software host");
     let kvm = Kvm::open().unwrap();
     assert!(!kvm.supported_vm_types().contains(VmType::Sev));
+    assert!(matches!(
+        KvmBackend::new(&kvm, VmType::Default),
+        Err(LaunchError::NotConfidential(_))
+    ));
     for (t, reason) in [
-        (VmType::Default, "not a confidential VM type"),
         (VmType::Sev, "KVM_CAP_VM_TYPES"),
         (VmType::Tdx, "KVM_CAP_VM_TYPES"),
     ] {

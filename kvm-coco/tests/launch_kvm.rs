@@ -43,7 +43,12 @@ fn non_confidential_types_are_not_launch_targets() {
     let Some(kvm) = kvm() else { return };
     for t in [VmType::Default, VmType::SwProtected] {
         let e = KvmBackend::new(&kvm, t).unwrap_err();
-        assert!(e.is_not_supported_on_host(), "{e}");
+        // A usage error, not a host limitation: no host launches a default VM.
+        assert!(!e.is_not_supported_on_host(), "{e}");
+        assert!(
+            matches!(e, LaunchError::NotConfidential(kvm_coco::NotConfidential(v)) if v == t),
+            "{e}"
+        );
         assert!(e.to_string().contains("not a confidential VM type"), "{e}");
     }
 }

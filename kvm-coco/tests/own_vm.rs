@@ -90,7 +90,7 @@ fn borrowed_vm_refuses_what_it_cannot_launch() {
     ));
     assert!(matches!(
         BorrowedVm::new(&vm_fd, VmType::Default, None, [plain]),
-        Err(LaunchError::NotSupportedOnHost { .. })
+        Err(LaunchError::NotConfidential(_))
     ));
     assert!(kvm_coco::ops::TdxVm::borrowed(&vm_fd, VmType::Snp).is_err());
 

@@ -17,7 +17,7 @@ use crate::{CliError, Outcome};
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// The technology to check for.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = crate::tee::tee_parser())]
     tee: Tee,
     /// The technology-specific options.
     #[command(flatten)]

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, ValueEnum};
 use kvm_coco::launch::backend::Backend;
 use kvm_coco::launch::{
@@ -83,35 +84,10 @@ pub enum BackendChoice {
     Sim,
 }
 
-/// What `launch --tee` may name: a technology, or none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LaunchTee {
-    /// AMD SEV.
-    Sev,
-    /// AMD SEV-ES.
-    SevEs,
-    /// AMD SEV-SNP.
-    Snp,
-    /// Intel TDX.
-    Tdx,
-    /// No confidential computing: a built-in plain real-mode guest on a default VM of this
-    /// machine's KVM.
-    #[value(name = "none")]
-    Plain,
-}
-
-impl LaunchTee {
-    /// The technology, `None` for a plain guest.
-    fn tee(self) -> Option<Tee> {
-        match self {
-            Self::Sev => Some(Tee::Sev),
-            Self::SevEs => Some(Tee::SevEs),
-            Self::Snp => Some(Tee::Snp),
-            Self::Tdx => Some(Tee::Tdx),
-            Self::Plain => None,
-        }
-    }
-}
+/// What `launch --tee` names: a technology, or `none` (a built-in plain real-mode guest on a
+/// default VM of this machine's KVM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchTee(Option<Tee>);
 
 /// Options of `vmm-cli launch`.
 #[derive(Debug, Args)]
@@ -120,7 +96,7 @@ pub struct LaunchArgs {
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
     /// Technology (`none`: a plain guest on this machine's KVM).
-    #[arg(long, value_enum, default_value = "snp")]
+    #[arg(long, default_value = "snp", value_parser = crate::tee::tee_or("none").map(LaunchTee))]
     tee: LaunchTee,
     /// The technology-specific options.
     #[command(flatten)]
@@ -750,7 +726,7 @@ fn start_software_host(seed: u64) -> Result<SoftwareHost, String> {
 
 /// Runs `vmm-cli launch`.
 pub(crate) fn run(a: &LaunchArgs) -> Result<Outcome, CliError> {
-    let Some(tee) = a.tee.tee() else {
+    let LaunchTee(Some(tee)) = a.tee else {
         return run_plain(a);
     };
     let cfg = a.opts.validate(tee)?;

@@ -4,33 +4,28 @@
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+use clap::builder::TypedValueParser;
 use kvm_coco::VmType;
 use kvm_coco::sim::host::{FaultPlan, SoftwareHost};
 
 use crate::tee::Tee;
 use crate::{CliError, cli_err};
 
-/// What `--tee` may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum ServedTee {
-    /// AMD SEV.
-    Sev,
-    /// AMD SEV-ES.
-    SevEs,
-    /// AMD SEV-SNP.
-    Snp,
-    /// Intel TDX.
-    Tdx,
-    /// All four.
-    All,
-}
+/// What `--tee` names: one technology, or every one (`all`, `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ServedTee(Option<Tee>);
 
 /// `vmm-cli sim-host` options.
 #[derive(Args, Debug)]
 pub(crate) struct SimHostArgs {
     /// The technologies served (repeatable or comma-separated; default: all).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "all",
+        value_parser = crate::tee::tee_or("all").map(ServedTee)
+    )]
     tee: Vec<ServedTee>,
     /// Seed of the firmware identity, keys and random fault draws.
     #[arg(long, default_value_t = 0, value_parser = crate::util::int::<u64>)]
@@ -51,17 +46,13 @@ pub(crate) struct SimHostArgs {
 }
 
 fn served(tees: &[ServedTee]) -> Vec<VmType> {
-    let all = [Tee::Sev, Tee::SevEs, Tee::Snp, Tee::Tdx];
     let mut out: Vec<VmType> = Vec::new();
     for t in tees {
         let add: &[Tee] = match t {
-            ServedTee::Sev => &[Tee::Sev],
-            ServedTee::SevEs => &[Tee::SevEs],
-            ServedTee::Snp => &[Tee::Snp],
-            ServedTee::Tdx => &[Tee::Tdx],
-            ServedTee::All => &all,
+            ServedTee(Some(t)) => std::slice::from_ref(t),
+            ServedTee(None) => &Tee::ALL,
         };
-        out.extend(add.iter().map(|t| t.vm_type()));
+        out.extend(add.iter().map(|&t| VmType::from(t)));
     }
     out
 }

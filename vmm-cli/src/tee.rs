@@ -2,8 +2,9 @@
 //! offline (before any host query or launch): an invalid policy or an option that does not
 //! apply to the technology is a usage error.
 
-use clap::{Args, ValueEnum};
-use kvm_coco::VmType;
+use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+pub(crate) use kvm_coco::Tee;
 use kvm_coco_uapi::{SevPolicy, SnpPolicy};
 
 use crate::{CliError, cli_err, util};
@@ -43,39 +44,20 @@ impl TeeOptions {
     }
 }
 
-/// The confidential-computing technology.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Tee {
-    /// AMD SEV.
-    Sev,
-    /// AMD SEV-ES.
-    SevEs,
-    /// AMD SEV-SNP.
-    Snp,
-    /// Intel TDX.
-    Tdx,
+/// The `--tee` value parser: kvm-coco's [`Tee`] names (`sev`, `sev-es`, `snp`, `tdx`),
+/// listed in the help and parsed with `Tee`'s `FromStr`.
+pub(crate) fn tee_parser() -> impl TypedValueParser<Value = Tee> {
+    PossibleValuesParser::new(Tee::ALL.map(Tee::name)).try_map(|s| s.parse::<Tee>())
 }
 
-impl Tee {
-    /// The KVM VM type.
-    pub(crate) fn vm_type(self) -> VmType {
-        match self {
-            Self::Sev => VmType::Sev,
-            Self::SevEs => VmType::SevEs,
-            Self::Snp => VmType::Snp,
-            Self::Tdx => VmType::Tdx,
-        }
-    }
-
-    /// Whether the technology is AMD's.
-    pub(crate) fn is_amd(self) -> bool {
-        self != Self::Tdx
-    }
-
-    /// The command-line name.
-    pub(crate) fn name(self) -> &'static str {
-        self.vm_type().name()
-    }
+/// A `--tee` value parser over the [`Tee`] names and one extra word that stands for
+/// `none` (`launch --tee none`, `sim-host --tee all`): the word gives `None`.
+pub(crate) fn tee_or(word: &'static str) -> impl TypedValueParser<Value = Option<Tee>> {
+    let names = Tee::ALL.map(Tee::name).into_iter().chain([word]);
+    PossibleValuesParser::new(names).try_map(move |s| match s.as_str() {
+        w if w == word => Ok(None),
+        t => t.parse::<Tee>().map(Some),
+    })
 }
 
 /// A validated launch configuration.

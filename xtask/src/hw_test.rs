@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use kvm_coco::caps::Availability;
 use kvm_coco::sim::host::SoftwareHost;
 use kvm_coco::{
-    Exit, GuestMapping, GuestMemfdFlags, Kvm, MemoryRegion, MemoryState, VmType, VmTypes,
+    Exit, GuestMapping, GuestMemfdFlags, Kvm, MemoryRegion, MemoryState, Tee, VmType, VmTypes,
 };
 use kvm_coco_uapi::sev_dev::SevUserDataSnpConfig;
 use psp_driver::{DEV_SEV_PATH, DevSev, DevSevError, Platform};
@@ -47,7 +47,7 @@ use serde::Serialize;
 mod launch;
 mod vcek;
 
-pub use launch::{FirmwareSource, LaunchTee, Target};
+pub use launch::{FirmwareSource, Target};
 
 /// The command-line options of `hw-test`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -418,7 +418,7 @@ pub enum Check {
     SnpVcek,
     /// A confidential launch of this technology through kvm-coco's launch API on
     /// `/dev/kvm` ([`launch`]).
-    Launch(LaunchTee),
+    Launch(Tee),
 }
 
 /// What a check found.
@@ -630,10 +630,10 @@ pub fn plan(host: &Host, opts: &Options) -> Vec<Planned> {
 
     // Confidential launch tiers.
     for (name, tee) in [
-        ("sev/launch", LaunchTee::Sev),
-        ("sev-es/launch", LaunchTee::SevEs),
-        ("snp/launch", LaunchTee::Snp),
-        ("tdx/launch", LaunchTee::Tdx),
+        ("sev/launch", Tee::Sev),
+        ("sev-es/launch", Tee::SevEs),
+        ("snp/launch", Tee::Snp),
+        ("tdx/launch", Tee::Tdx),
     ] {
         push(
             name,

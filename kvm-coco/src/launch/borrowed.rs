@@ -30,7 +30,7 @@ use crate::ops::{EncryptOpError, FirmwareStatus, SevVm, TdxVcpu, TdxVm};
 use crate::system::Kvm;
 use crate::vcpu::StateProtection;
 use crate::vm::Vm;
-use crate::vm_type::{Characteristics, Vendor, VmType};
+use crate::vm_type::{Characteristics, Tee, Vendor, VmType};
 
 const PAGE: u64 = 4096;
 
@@ -169,7 +169,8 @@ impl<'a> BorrowedVm<'a> {
     /// parameters) are read from `/dev/kvm`; see [`with_host_limits`](Self::with_host_limits).
     ///
     /// # Errors
-    /// [`LaunchError::NotSupportedOnHost`] for a type that is not confidential;
+    /// [`LaunchError::NotConfidential`] for a type that runs no technology (`default`,
+    /// `sw-protected`);
     /// [`LaunchError::NotAvailable`] for an AMD type without `sev_fd`;
     /// [`LaunchError::BadRegion`] for RAM that is not 4 KiB aligned, or SNP / TDX RAM not
     /// bound to a guest_memfd.
@@ -179,12 +180,7 @@ impl<'a> BorrowedVm<'a> {
         sev_fd: Option<BorrowedFd<'a>>,
         ram: impl IntoIterator<Item = GuestRam>,
     ) -> Result<Self, LaunchError> {
-        if !vm_type.is_confidential() {
-            return Err(LaunchError::NotSupportedOnHost {
-                vm_type,
-                reason: "not a confidential VM type".into(),
-            });
-        }
+        Tee::try_from(vm_type)?;
         let amd = vm_type.vendor() == Some(Vendor::Amd);
         if amd && sev_fd.is_none() {
             return Err(LaunchError::NotAvailable {

@@ -23,7 +23,7 @@ use crate::ops::EncryptOpError;
 use crate::system::Kvm;
 use crate::vcpu::Vcpu;
 use crate::vm::Vm;
-use crate::vm_type::{Vendor, VmType};
+use crate::vm_type::{Tee, Vendor, VmType};
 
 /// The owned convenience mode: a VM on `/dev/kvm` (plus `/dev/sev` for AMD types) with the
 /// guest RAM and vCPUs it creates itself. Every confidential-computing call is made by a
@@ -56,15 +56,11 @@ impl KvmBackend {
     /// Creates a VM of `vm_type` for a launch.
     ///
     /// # Errors
-    /// [`LaunchError::NotSupportedOnHost`] when `KVM_CAP_VM_TYPES` lacks the type or
-    /// `/dev/sev` is missing for an AMD type; otherwise the core error.
+    /// [`LaunchError::NotConfidential`] for a type that runs no technology (`default`,
+    /// `sw-protected`); [`LaunchError::NotSupportedOnHost`] when `KVM_CAP_VM_TYPES` lacks the
+    /// type or `/dev/sev` is missing for an AMD type; otherwise the core error.
     pub fn new(kvm: &Kvm, vm_type: VmType) -> Result<Self, LaunchError> {
-        if !vm_type.is_confidential() {
-            return Err(LaunchError::NotSupportedOnHost {
-                vm_type,
-                reason: "not a confidential VM type".into(),
-            });
-        }
+        Tee::try_from(vm_type)?;
         let vm = match kvm.create_vm(vm_type) {
             Ok(vm) => vm,
             Err(Error::UnsupportedVmType { supported, .. }) => {

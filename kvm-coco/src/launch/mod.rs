@@ -108,9 +108,9 @@ use crate::caps::TdxCaps;
 use crate::error::{Errno, Error};
 use crate::measure::calc::MeasureError;
 use crate::measure::log::LaunchLog;
-use crate::measure::plan::{Data, LaunchPlan, Origin, PageKind, Step, Tee};
+use crate::measure::plan::{Data, LaunchPlan, Origin, PageKind, Step};
 use crate::ops::{EncryptOpError, FirmwareStatus};
-use crate::vm_type::VmType;
+use crate::vm_type::{NotConfidential, Tee, VmType};
 
 pub mod backend;
 mod borrowed;
@@ -245,6 +245,10 @@ pub enum LaunchError {
         /// Why, in a sentence.
         reason: String,
     },
+    /// The VM runs no confidential-computing technology (`default`, `sw-protected`): there
+    /// is nothing to launch or measure on it.
+    #[error(transparent)]
+    NotConfidential(#[from] NotConfidential),
     /// The verb does not exist for this VM type.
     #[error("{verb} is not available for a {vm_type} VM: {reason}")]
     NotAvailable {
@@ -308,7 +312,7 @@ pub enum LaunchError {
     #[error("create a vCPU before adding TDX memory (INIT_MEM_REGION runs on a vCPU fd)")]
     NoVcpu,
     /// The plan is for another technology, or carries a precomputed digest.
-    #[error("a {plan:?} plan cannot be executed on a {vm_type} VM{}", if *precomputed { " (it starts from a precomputed firmware digest)" } else { "" })]
+    #[error("a {plan} plan cannot be executed on a {vm_type} VM{}", if *precomputed { " (it starts from a precomputed firmware digest)" } else { "" })]
     PlanMismatch {
         /// The plan's technology.
         plan: Tee,
@@ -402,15 +406,6 @@ impl<S, B: Backend> std::fmt::Debug for Launch<S, B> {
     }
 }
 
-fn tee_of(t: VmType) -> Tee {
-    match t {
-        VmType::SevEs => Tee::SevEs,
-        VmType::Snp => Tee::Snp,
-        VmType::Tdx => Tee::Tdx,
-        _ => Tee::Sev,
-    }
-}
-
 fn words48(b: &[u8; 48]) -> [u64; 6] {
     let mut w = [0u64; 6];
     for (o, c) in w.iter_mut().zip(b.chunks_exact(8)) {
@@ -461,17 +456,19 @@ impl<B: Backend> Launch<New, B> {
     /// split irqchip. SNP and TDX VMs also get MAP_GPA_RANGE exits enabled.
     ///
     /// # Errors
+    /// [`LaunchError::NotConfidential`] for a VM that runs no technology,
     /// [`LaunchError::WrongVmType`], [`LaunchError::Params`], or the kernel's answer.
     pub fn new(mut backend: B, params: InitParams) -> Result<Self, LaunchError> {
         let vm = backend.vm_type();
-        if params.vm_type() != vm {
+        let tee = Tee::try_from(vm)?;
+        if params.tee() != tee {
             return Err(LaunchError::WrongVmType {
                 params: params.vm_type(),
                 vm,
             });
         }
         let mut host = backend.host_limits()?;
-        if vm == VmType::Tdx {
+        if tee == Tee::Tdx {
             host.tdx = Some(tdx_caps(&mut backend)?);
         }
         params.validate(&host)?;
@@ -518,7 +515,7 @@ impl<B: Backend> Launch<New, B> {
         }
         backend.initialized()?;
         Ok(Self {
-            log: LogBuilder::new(tee_of(vm)),
+            log: LogBuilder::new(tee),
             backend,
             params,
             vcpus: Vec::new(),
@@ -630,6 +627,12 @@ impl<S, B: Backend> Launch<S, B> {
     /// The VM type.
     pub fn vm_type(&self) -> VmType {
         self.backend.vm_type()
+    }
+
+    /// The technology launched (that of the parameters, which [`Launch::new`] checked
+    /// against the VM's type).
+    pub fn tee(&self) -> Tee {
+        self.params.tee()
     }
 
     /// The init parameters.
@@ -786,7 +789,7 @@ impl<B: Backend> Launch<Started, B> {
     /// [`LaunchError::PlanMismatch`], or the first failing step.
     pub fn add_plan(&mut self, plan: &LaunchPlan<'_>) -> Result<(), LaunchError> {
         let vm_type = self.vm_type();
-        if plan.tee != tee_of(vm_type) || plan.initial_digest.is_some() {
+        if plan.tee != self.tee() || plan.initial_digest.is_some() {
             return Err(LaunchError::PlanMismatch {
                 plan: plan.tee,
                 vm_type,
@@ -830,8 +833,8 @@ impl<B: Backend> Launch<Started, B> {
     /// # Errors
     /// As [`add`](Self::add).
     pub fn add_measured(&mut self, gpa: u64, data: &[u8]) -> Result<(), LaunchError> {
-        let len = match self.vm_type() {
-            VmType::Sev | VmType::SevEs => data.len() as u64,
+        let len = match self.tee() {
+            Tee::Sev | Tee::SevEs => data.len() as u64,
             _ => (data.len() as u64).div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64,
         };
         self.add(&Step {
@@ -857,8 +860,8 @@ impl<B: Backend> Launch<Started, B> {
             gpa: s.gpa,
             bytes: s.data.as_slice(),
         };
-        match vm_type {
-            VmType::Sev | VmType::SevEs => {
+        match self.tee() {
+            Tee::Sev | Tee::SevEs => {
                 if s.kind != PageKind::Measured {
                     return Err(LaunchError::NotAvailable {
                         verb: "adding an unmeasured, zero, secrets or CPUID region",
@@ -879,13 +882,8 @@ impl<B: Backend> Launch<Started, B> {
                     .region(index, s.gpa, s.len, s.kind, s.origin, src, shared);
                 Ok(())
             }
-            VmType::Snp => self.add_snp(s, index, src),
-            VmType::Tdx => self.add_tdx(s, index, src),
-            _ => Err(LaunchError::NotAvailable {
-                verb: "add",
-                vm_type,
-                reason: "not a confidential VM",
-            }),
+            Tee::Snp => self.add_snp(s, index, src),
+            Tee::Tdx => self.add_tdx(s, index, src),
         }
     }
 
@@ -1078,9 +1076,9 @@ impl<B: Backend> Launch<Started, B> {
     /// [`LaunchError::VcpuCount`] if a plan's VMSA count differs from the vCPUs; the
     /// kernel's answer.
     pub fn measure(mut self) -> Result<Launch<Measured, B>, LaunchError> {
-        match self.vm_type() {
-            VmType::Sev => self.fetch_measure()?,
-            VmType::SevEs => {
+        match self.tee() {
+            Tee::Sev => self.fetch_measure()?,
+            Tee::SevEs => {
                 self.check_vmsa_count()?;
                 self.backend.sev_launch_update_vmsa()?;
                 for v in &mut self.vcpus {
@@ -1103,7 +1101,8 @@ impl<B: Backend> Launch<Started, B> {
                 }
                 self.fetch_measure()?;
             }
-            _ => {}
+            // Measured in the guest's report / TDREPORT, not by a host command.
+            Tee::Snp | Tee::Tdx => {}
         }
         Ok(self.into_state())
     }

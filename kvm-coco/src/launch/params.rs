@@ -4,7 +4,7 @@
 use kvm_coco_uapi::{KvmCpuidEntry2, SnpPolicy};
 
 use crate::caps::TdxCaps;
-use crate::vm_type::VmType;
+use crate::vm_type::{Tee, VmType};
 
 /// The SEV policy's ES bit (`SEV_POLICY_MASK_ES`, bit 2).
 pub const SEV_POLICY_ES: u32 = 1 << 2;
@@ -155,14 +155,19 @@ pub enum InitParams {
 }
 
 impl InitParams {
+    /// The technology these parameters launch.
+    pub const fn tee(&self) -> Tee {
+        match self {
+            Self::Sev(_) => Tee::Sev,
+            Self::SevEs(_) => Tee::SevEs,
+            Self::Snp(_) => Tee::Snp,
+            Self::Tdx(_) => Tee::Tdx,
+        }
+    }
+
     /// The VM type these parameters launch.
     pub const fn vm_type(&self) -> VmType {
-        match self {
-            Self::Sev(_) => VmType::Sev,
-            Self::SevEs(_) => VmType::SevEs,
-            Self::Snp(_) => VmType::Snp,
-            Self::Tdx(_) => VmType::Tdx,
-        }
+        self.tee().vm_type()
     }
 }
 

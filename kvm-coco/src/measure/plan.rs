@@ -30,19 +30,9 @@ use super::hashes::{DirectBoot, PADDED_TABLE_LEN, SevHashes};
 use super::vcpu::VmmType;
 use super::vmsa::{BSP_EIP, InitialVmsa};
 
-/// The confidential-computing technology a plan is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Tee {
-    /// AMD SEV: SHA-256 launch digest over the data regions.
-    Sev,
-    /// AMD SEV-ES: SHA-256 over the data regions and the VMSAs.
-    SevEs,
-    /// AMD SEV-SNP: SHA-384 PAGE_INFO chain.
-    Snp,
-    /// Intel TDX: MRTD (SHA-384 over PAGE.ADD / MR.EXTEND blocks).
-    Tdx,
-}
+/// The confidential-computing technology a plan is for: [`crate::Tee`], re-exported here
+/// for the paths that name it `measure::plan::Tee`.
+pub use crate::vm_type::Tee;
 
 /// What a step adds, in vendor-neutral terms.
 ///

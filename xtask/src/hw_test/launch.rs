@@ -36,7 +36,9 @@ use kvm_coco::measure::{FirmwareImage, LaunchLog, LaunchPlan, MeasureOptions, me
 use kvm_coco::sim::guest::{GuestOp, GuestOutcome};
 use kvm_coco::sim::host::SoftwareHost;
 use kvm_coco::sim::tdx::TdReport;
-use kvm_coco::{Access, CertsReply, Exit, Kvm, MapGpaReply, SystemEvent, TdVmCallStatus, TdxExit};
+use kvm_coco::{
+    Access, CertsReply, Exit, Kvm, MapGpaReply, SystemEvent, TdVmCallStatus, TdxExit, Tee,
+};
 use psp_driver::owner::cert::SevCert;
 use psp_driver::owner::session::{FwVersion, OwnerSession, verify_launch_measure};
 use psp_driver::owner::snp::verify_report;
@@ -48,37 +50,13 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use super::{Outcome, chain};
 
-/// The technology a launch tier exercises.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LaunchTee {
-    /// AMD SEV.
-    Sev,
-    /// AMD SEV-ES.
-    SevEs,
-    /// AMD SEV-SNP.
-    Snp,
-    /// Intel TDX.
-    Tdx,
-}
-
-impl LaunchTee {
-    /// The kvm-coco VM type.
-    pub fn vm_type(self) -> kvm_coco::VmType {
-        match self {
-            LaunchTee::Sev => kvm_coco::VmType::Sev,
-            LaunchTee::SevEs => kvm_coco::VmType::SevEs,
-            LaunchTee::Snp => kvm_coco::VmType::Snp,
-            LaunchTee::Tdx => kvm_coco::VmType::Tdx,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            LaunchTee::Sev => "SEV",
-            LaunchTee::SevEs => "SEV-ES",
-            LaunchTee::Snp => "SNP",
-            LaunchTee::Tdx => "TDX",
-        }
+/// How a tier's result names the technology.
+fn label(tee: Tee) -> &'static str {
+    match tee {
+        Tee::Sev => "SEV",
+        Tee::SevEs => "SEV-ES",
+        Tee::Snp => "SNP",
+        Tee::Tdx => "TDX",
     }
 }
 
@@ -383,9 +361,9 @@ fn guest_tdreport(
 }
 
 /// Why the SNP / TDX measurement is not checked on hardware, with the expected value.
-fn not_observable(tee: LaunchTee, expected: &[u8]) -> String {
+fn not_observable(tee: Tee, expected: &[u8]) -> String {
     match tee {
-        LaunchTee::Tdx => format!(
+        Tee::Tdx => format!(
             "MRTD not compared: it is only in the TD's own TDREPORT (TDG.MR.REPORT), KVM does not expose it to the host and hw-test boots no guest agent to ask for it; expected MRTD (offline) {}",
             hex::encode(expected)
         ),
@@ -408,7 +386,7 @@ fn owner_seed() -> StepResult<[u8; 32]> {
 /// The firmware bytes for `tee`, with a note on where they come from.
 fn firmware_for(
     src: &FirmwareSource,
-    tee: LaunchTee,
+    tee: Tee,
     vcpu_sig: Option<u32>,
 ) -> StepResult<(Vec<u8>, String)> {
     let read = |p: &Path| {
@@ -441,7 +419,7 @@ fn firmware_for(
                         format!(
                             "{name} ({} unusable for {}: {why})",
                             p.display(),
-                            tee.name()
+                            label(tee)
                         ),
                     ))
                 }
@@ -452,7 +430,7 @@ fn firmware_for(
 
 pub(super) fn build_plan<'a>(
     fw: &'a FirmwareImage<'a>,
-    tee: LaunchTee,
+    tee: Tee,
     vcpu_sig: Option<u32>,
 ) -> Result<LaunchPlan<'a>, String> {
     let inputs = PlanInputs {
@@ -460,10 +438,10 @@ pub(super) fn build_plan<'a>(
         ..PlanInputs::new(fw)
     };
     match tee {
-        LaunchTee::Sev => LaunchPlan::sev(&inputs),
-        LaunchTee::SevEs => LaunchPlan::sev_es(&inputs),
-        LaunchTee::Snp => LaunchPlan::snp(&inputs),
-        LaunchTee::Tdx => LaunchPlan::tdx(fw),
+        Tee::Sev => LaunchPlan::sev(&inputs),
+        Tee::SevEs => LaunchPlan::sev_es(&inputs),
+        Tee::Snp => LaunchPlan::snp(&inputs),
+        Tee::Tdx => LaunchPlan::tdx(fw),
     }
     .map_err(|e| chain(&e))
 }
@@ -474,13 +452,13 @@ pub(super) fn vcpu_sig() -> Option<u32> {
     Some(std::arch::x86_64::__cpuid(1).eax)
 }
 
-fn create_backend(tee: LaunchTee) -> Result<KvmBackend, LaunchError> {
+fn create_backend(tee: Tee) -> Result<KvmBackend, LaunchError> {
     let kvm = Kvm::open()?;
     KvmBackend::new(&kvm, tee.vm_type())
 }
 
 /// Runs the `tee` launch tier on `target`.
-pub fn run(tee: LaunchTee, firmware: &FirmwareSource, target: Target<'_>) -> Outcome {
+pub fn run(tee: Tee, firmware: &FirmwareSource, target: Target<'_>) -> Outcome {
     outcome(launch_steps(tee, firmware, target))
 }
 
@@ -499,7 +477,7 @@ pub(super) fn outcome(steps: StepResult<Result<String, String>>) -> Outcome {
 /// `Ok(Ok(detail))`: every check ran and held; `Ok(Err(reason))`: the launch ran and what
 /// ran held, but the platform's measurement could not be compared; `Err`: a step failed.
 fn launch_steps(
-    tee: LaunchTee,
+    tee: Tee,
     firmware: &FirmwareSource,
     target: Target<'_>,
 ) -> StepResult<Result<String, String>> {
@@ -531,7 +509,7 @@ fn launch_steps(
 /// Launches `plan` on `target` and compares the platform's measurement with `expected` (and
 /// the launcher's log with `offline_log`); the result as for [`launch_steps`].
 pub(super) fn launch_and_compare(
-    tee: LaunchTee,
+    tee: Tee,
     plan: &LaunchPlan<'_>,
     fw_note: &str,
     expected: &[u8],
@@ -553,11 +531,11 @@ pub(super) fn launch_and_compare(
 
     // The guest owner's session (SEV / SEV-ES).
     let policy: u32 = match tee {
-        LaunchTee::SevEs => 0x4,
+        Tee::SevEs => 0x4,
         _ => 0,
     };
     let owner = match tee {
-        LaunchTee::Sev | LaunchTee::SevEs => {
+        Tee::Sev | Tee::SevEs => {
             let (pdh, fwv) = sev_platform().map_err(|error| Failure {
                 step: "PDH_CERT_EXPORT",
                 error,
@@ -574,22 +552,22 @@ pub(super) fn launch_and_compare(
         session: s.session().as_bytes().to_vec(),
     });
     let params = match tee {
-        LaunchTee::Sev => InitParams::Sev(SevInit {
+        Tee::Sev => InitParams::Sev(SevInit {
             policy,
             session: transport,
         }),
-        LaunchTee::SevEs => InitParams::SevEs(SevEsInit {
+        Tee::SevEs => InitParams::SevEs(SevEsInit {
             policy,
             session: transport,
             ..SevEsInit::default()
         }),
-        LaunchTee::Snp => InitParams::Snp(SnpInit::default()),
-        LaunchTee::Tdx => InitParams::Tdx(TdxInit::default()),
+        Tee::Snp => InitParams::Snp(SnpInit::default()),
+        Tee::Tdx => InitParams::Tdx(TdxInit::default()),
     };
 
     let mut launch = at("init", Launch::new(backend, params))?;
     at("add memory", launch.add_plan_memory(plan))?;
-    if matches!(tee, LaunchTee::Snp | LaunchTee::Tdx) {
+    if matches!(tee, Tee::Snp | Tee::Tdx) {
         at("add memory", launch.add_memory(SHARED_GPA, SHARED_SIZE))?;
     }
     at("create vCPU", launch.create_vcpu(0).map(|_| ()))?;
@@ -598,12 +576,12 @@ pub(super) fn launch_and_compare(
     let launch = at("measure", launch.measure())?;
 
     let vcpu = match (tee, sig) {
-        (LaunchTee::SevEs | LaunchTee::Snp, Some(sig)) => format!("1 vCPU, signature {sig:#x}"),
+        (Tee::SevEs | Tee::Snp, Some(sig)) => format!("1 vCPU, signature {sig:#x}"),
         _ => "1 vCPU".to_owned(),
     };
     let mut checks = vec![format!(
         "{} launch on the {}: {fw_note}, {vcpu}, plan of {} step{}",
-        tee.name(),
+        label(tee),
         target.label(),
         plan.steps.len(),
         if plan.steps.len() == 1 { "" } else { "s" }
@@ -646,9 +624,9 @@ pub(super) fn launch_and_compare(
         }
     ));
 
-    if matches!(tee, LaunchTee::Snp | LaunchTee::Tdx) {
+    if matches!(tee, Tee::Snp | Tee::Tdx) {
         match target {
-            Target::SoftwareHost(host) => checks.push(if tee == LaunchTee::Snp {
+            Target::SoftwareHost(host) => checks.push(if tee == Tee::Snp {
                 guest_snp_report(host, launch, expected)?
             } else {
                 guest_tdreport(host, launch, expected)?

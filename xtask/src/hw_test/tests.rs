@@ -236,9 +236,9 @@ fn snp_host_runs_the_real_amd_launch_tiers() {
     let host = snp_host();
     let plan = plan(&host, &Options::default());
     for (name, tee) in [
-        ("sev/launch", LaunchTee::Sev),
-        ("sev-es/launch", LaunchTee::SevEs),
-        ("snp/launch", LaunchTee::Snp),
+        ("sev/launch", Tee::Sev),
+        ("sev-es/launch", Tee::SevEs),
+        ("snp/launch", Tee::Snp),
     ] {
         assert_eq!(
             decision(&plan, name),
@@ -313,7 +313,7 @@ fn tdx_host_runs_the_real_tdx_tiers_and_skips_amd() {
     let plan = plan(&tdx_host(), &Options::default());
     assert_eq!(
         decision(&plan, "tdx/launch"),
-        &Decision::Run(Check::Launch(LaunchTee::Tdx))
+        &Decision::Run(Check::Launch(Tee::Tdx))
     );
     assert_eq!(
         decision(&plan, "tdx/capabilities"),
@@ -354,10 +354,10 @@ fn execute_maps_outcomes_and_json_has_the_table_shape() {
     let planned = plan(&host, &opts);
     let results = execute(&planned, |c| match c {
         Check::SnpPlatformStatus => Outcome::Failed("SNP_PLATFORM_STATUS failed: EIO".into()),
-        Check::Launch(LaunchTee::Snp) => {
+        Check::Launch(Tee::Snp) => {
             Outcome::NotRun("report verification not available on the real backend".into())
         }
-        Check::Launch(LaunchTee::Sev) => Outcome::Skipped("cannot open /dev/sev".into()),
+        Check::Launch(Tee::Sev) => Outcome::Skipped("cannot open /dev/sev".into()),
         other => Outcome::Passed(format!("{other:?} ok")),
     });
     assert_eq!(results.len(), planned.len());
@@ -469,10 +469,10 @@ fn launch_tier_firmware_selection() {
     std::fs::write(&blank, vec![0u8; 0x10000]).unwrap();
     let (missing_sev, blank_explicit, blank_installed) = served(|sim| {
         let t = Target::SoftwareHost(sim);
-        let tdx = Check::Launch(LaunchTee::Tdx);
+        let tdx = Check::Launch(Tee::Tdx);
         (
             run_check(
-                Check::Launch(LaunchTee::Sev),
+                Check::Launch(Tee::Sev),
                 &FirmwareSource::Explicit(missing.clone()),
                 t,
             ),
@@ -524,7 +524,7 @@ fn real_launch_tier_without_the_vm_type_is_not_a_pass() {
         return;
     }
     match run_check(
-        Check::Launch(LaunchTee::Snp),
+        Check::Launch(Tee::Snp),
         &FirmwareSource::BuiltIn,
         Target::Hardware,
     ) {
@@ -568,10 +568,10 @@ fn sim_host_plan_runs_every_launch_and_status_tier() {
     };
     let plan = plan(&host, &sim);
     for (name, tee) in [
-        ("sev/launch", LaunchTee::Sev),
-        ("sev-es/launch", LaunchTee::SevEs),
-        ("snp/launch", LaunchTee::Snp),
-        ("tdx/launch", LaunchTee::Tdx),
+        ("sev/launch", Tee::Sev),
+        ("sev-es/launch", Tee::SevEs),
+        ("snp/launch", Tee::Snp),
+        ("tdx/launch", Tee::Tdx),
     ] {
         assert_eq!(
             decision(&plan, name),
@@ -668,8 +668,8 @@ fn sim_host_shortfall_names_the_tiers_that_did_not_pass() {
     let all_pass = execute(&planned, |c| Outcome::Passed(format!("{c:?}")));
     assert_eq!(sim_host_shortfall(&opts, &all_pass), Vec::<String>::new());
     let some_not = execute(&planned, |c| match c {
-        Check::Launch(LaunchTee::Snp) => Outcome::NotRun("no guest".into()),
-        Check::Launch(LaunchTee::Tdx) => Outcome::Skipped("no TDX".into()),
+        Check::Launch(Tee::Snp) => Outcome::NotRun("no guest".into()),
+        Check::Launch(Tee::Tdx) => Outcome::Skipped("no TDX".into()),
         Check::SevPlatformStatus => Outcome::Failed("EIO".into()),
         c => Outcome::Passed(format!("{c:?}")),
     });
@@ -773,7 +773,7 @@ fn sim_host_run_passes_every_tier_the_software_host_offers() {
 
 /// Launches `tee` on the built-in image with the offline digest as the expected value,
 /// optionally with one bit of it flipped.
-fn launch_expecting(tee: LaunchTee, target: Target<'_>, flip: bool) -> (Outcome, String) {
+fn launch_expecting(tee: Tee, target: Target<'_>, flip: bool) -> (Outcome, String) {
     use kvm_coco::measure::{FirmwareImage, MeasureOptions, measure};
     let image = kvm_coco::measure::synthetic::syn64k();
     let fw = FirmwareImage::parse(&image).unwrap();
@@ -809,13 +809,13 @@ fn launch_expecting(tee: LaunchTee, target: Target<'_>, flip: bool) -> (Outcome,
 fn sim_host_tiers_fail_when_the_platform_measurement_differs() {
     served(|sim| {
         for (tee, step) in [
-            (LaunchTee::Sev, "LAUNCH_MEASURE verification: "),
-            (LaunchTee::SevEs, "LAUNCH_MEASURE verification: "),
+            (Tee::Sev, "LAUNCH_MEASURE verification: "),
+            (Tee::SevEs, "LAUNCH_MEASURE verification: "),
             (
-                LaunchTee::Snp,
+                Tee::Snp,
                 "report measurement: the guest's report has MEASUREMENT ",
             ),
-            (LaunchTee::Tdx, "TDREPORT MRTD: the TD's TDREPORT has MRTD "),
+            (Tee::Tdx, "TDREPORT MRTD: the TD's TDREPORT has MRTD "),
         ] {
             let target = Target::SoftwareHost(sim);
             let (good, digest) = launch_expecting(tee, target, false);
@@ -823,7 +823,7 @@ fn sim_host_tiers_fail_when_the_platform_measurement_differs() {
             match launch_expecting(tee, target, true).0 {
                 Outcome::Failed(r) => {
                     assert!(r.starts_with(step), "{tee:?}: {r}");
-                    if matches!(tee, LaunchTee::Snp | LaunchTee::Tdx) {
+                    if matches!(tee, Tee::Snp | Tee::Tdx) {
                         assert!(r.starts_with(&format!("{step}{digest}")), "{tee:?}: {r}");
                     }
                 }
@@ -840,7 +840,7 @@ fn sim_host_tiers_fail_when_the_platform_measurement_differs() {
 fn hardware_path_says_what_it_verified_and_what_it_cannot() {
     served(|sim| {
         let _ = sim;
-        let (sev, _) = launch_expecting(LaunchTee::Sev, Target::Hardware, false);
+        let (sev, _) = launch_expecting(Tee::Sev, Target::Hardware, false);
         match sev {
             Outcome::Passed(r) => {
                 assert!(r.contains("SEV launch on the hardware"), "{r}");
@@ -851,7 +851,7 @@ fn hardware_path_says_what_it_verified_and_what_it_cannot() {
             }
             other => panic!("{other:?}"),
         }
-        for (tee, what) in [(LaunchTee::Snp, "MEASUREMENT"), (LaunchTee::Tdx, "MRTD")] {
+        for (tee, what) in [(Tee::Snp, "MEASUREMENT"), (Tee::Tdx, "MRTD")] {
             let (out, digest) = launch_expecting(tee, Target::Hardware, false);
             match out {
                 Outcome::NotRun(r) => {
@@ -879,7 +879,7 @@ fn sim_firmware_lacks_exactly_the_skipped_commands() {
     served(|sim| {
         // SNP initialized, as in a run (SNP_SET_CONFIG needs it).
         let snp = launch::run(
-            LaunchTee::Snp,
+            Tee::Snp,
             &FirmwareSource::BuiltIn,
             Target::SoftwareHost(sim),
         );
