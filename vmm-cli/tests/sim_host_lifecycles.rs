@@ -127,7 +127,7 @@ fn a_hundred_launches_killed_at_random_points_exit_with_the_programs_status_and_
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let mut kill_sent = false;
-        if rng % 5 != 0 {
+        if !rng.is_multiple_of(5) {
             std::thread::sleep(Duration::from_micros(rng % 150_000));
             if let Some(p) = launch {
                 kill_sent = Command::new("kill")
