@@ -20,10 +20,15 @@
 //!   in the firmware is never bound again before DF_FLUSH; no two live VMs share one.
 //! - Private memory is never readable from the host: after a measured update, neither the
 //!   encrypted SEV page nor, for SNP and TDX, the shared mapping or the guest_memfd at the
-//!   populated GPA shows the plaintext.
-//! - A rejected command leaves the measurement unchanged: the SEV launch digest is predicted
-//!   here (SHA-256 over the accepted updates, firmware §1.4) and checked through
-//!   LAUNCH_MEASURE's HMAC; a rejected LAUNCH_UPDATE_DATA leaves the page untouched.
+//!   populated GPA shows the plaintext; the guest itself (`KVM_RUN` after the launch) reads
+//!   the plaintext back as private memory.
+//! - A rejected command leaves the measurement unchanged: the SEV launch digest (SHA-256
+//!   over the accepted updates, firmware §1.4) is predicted here and checked through
+//!   LAUNCH_MEASURE's HMAC; the TD's MRTD (SHA-384 over the PAGE.ADD and MR.EXTEND blocks of
+//!   the accepted INIT_MEM_REGIONs, firmware §5.1) is predicted and checked against the
+//!   TDREPORT the TD obtains; a rejected LAUNCH_UPDATE_DATA leaves the page untouched. (SEV-ES
+//!   digests after LAUNCH_UPDATE_VMSA and SNP digests include VMSAs this test does not
+//!   rebuild: tests/lifecycles.rs checks those against the offline calculator.)
 //! - A finished launch cannot be updated (every update after LAUNCH_FINISH /
 //!   SNP_LAUNCH_FINISH / FINALIZE_VM is refused).
 //! - No fd or memfd outlives its VM: `/proc/self/fd` and its memfd links are counted before
@@ -40,7 +45,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use psp_driver::AsidClass;
 use psp_driver::sim::AsidState;
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha384};
 
 // ---- ioctl numbers (linux-uapi §2, §5.1, §7.1) ------------------------------------------
 
@@ -52,6 +57,18 @@ const KVM_SET_MEMORY_ATTRIBUTES: u64 = 0x4020_AED2;
 const KVM_CREATE_GUEST_MEMFD: u64 = 0xC040_AED4;
 const KVM_ENABLE_CAP: u64 = 0x4068_AEA3;
 const SEV_ISSUE_CMD: u64 = 0xC010_5300;
+const KVM_RUN: u64 = 0xAE80;
+/// `KVM_GET_VCPU_MMAP_SIZE` (`_IO(KVMIO, 0x04)`, /dev/kvm).
+const KVM_GET_VCPU_MMAP_SIZE: u64 = 0xAE04;
+/// `KVM_CAP_EXIT_HYPERCALL` and its MAP_GPA_RANGE bit (linux-uapi §5.1).
+const KVM_CAP_EXIT_HYPERCALL: u32 = 201;
+/// `kvm_run` exit reasons and system-event types (linux-uapi §5.1, §4.1).
+const KVM_EXIT_HYPERCALL: u32 = 3;
+const KVM_EXIT_SYSTEM_EVENT: u32 = 24;
+const KVM_EXIT_MEMORY_FAULT: u32 = 39;
+const KVM_EXIT_TDX: u32 = 40;
+const KVM_SYSTEM_EVENT_SEV_TERM: u32 = 6;
+const KVM_SYSTEM_EVENT_TDX_FATAL: u32 = 7;
 /// `KVM_CAP_SPLIT_IRQCHIP` (include/uapi/linux/kvm.h).
 const KVM_CAP_SPLIT_IRQCHIP: u32 = kvm_bindings::KVM_CAP_SPLIT_IRQCHIP;
 
@@ -73,6 +90,9 @@ const TDX_NO_VCPUS: u64 = 0xC000_0609_0000_0000;
 const GPA: u64 = 0x10_0000;
 const PAGES: usize = 8;
 const PAGE: usize = 4096;
+/// SNP and TDX populate pages `0..POPULATED`; the last two stay for the guest's shared
+/// quote buffer.
+const POPULATED: u8 = 6;
 
 // ---- argument structs (layouts from linux-uapi §2, §3.2, §3.3, §4, §5.1, §7.1) ------------
 
@@ -364,23 +384,41 @@ enum Op {
     // KVM_MEMORY_ENCRYPT_OP, AMD (linux-uapi §3.1).
     Init2,
     LaunchStart,
-    UpdateData { page: u8, pages: u8 },
+    UpdateData {
+        page: u8,
+        pages: u8,
+    },
     UpdateVmsa,
     MeasureQuery,
     Measure,
     Finish,
     GuestStatus,
     SnpStart,
-    SnpUpdate { page: u8 },
+    SnpUpdate {
+        page: u8,
+    },
     SnpFinish,
-    NoHandler { id: u32 },
+    NoHandler {
+        id: u32,
+    },
     // KVM_MEMORY_ENCRYPT_OP, TDX (linux-uapi §4).
-    TdxCaps { small: bool },
+    TdxCaps {
+        small: bool,
+    },
     TdxInitVm,
-    TdxInitVcpu { vcpu: u8 },
-    TdxInitMem { vcpu: u8, page: u8, measure: bool },
+    TdxInitVcpu {
+        vcpu: u8,
+    },
+    TdxInitMem {
+        vcpu: u8,
+        page: u8,
+        measure: bool,
+    },
     TdxFinalize,
     // Generic.
+    /// SNP, TDX after the launch: `KVM_RUN` the guest (read a populated page privately;
+    /// TDX: TDREPORT through GetQuote) and check what it saw.
+    RunGuest,
     CreateVcpu,
     Destroy,
     // /dev/sev (linux-uapi §7).
@@ -425,7 +463,9 @@ fn op_for(tee: Tee, sel: u8, a: u8, b: u8) -> Op {
         Tee::Snp => match sel % 20 {
             0..=1 => Op::Init2,
             2..=3 => Op::SnpStart,
-            4..=8 => Op::SnpUpdate { page },
+            4..=8 => Op::SnpUpdate {
+                page: a % POPULATED,
+            },
             9..=10 => Op::SnpFinish,
             11 => Op::LaunchStart,
             12 => Op::GuestStatus,
@@ -441,7 +481,7 @@ fn op_for(tee: Tee, sel: u8, a: u8, b: u8) -> Op {
             7..=8 => Op::TdxInitVcpu { vcpu: b % 3 },
             9..=14 => Op::TdxInitMem {
                 vcpu: b % 3,
-                page,
+                page: a % POPULATED,
                 measure: b.is_multiple_of(2),
             },
             15..=16 => Op::TdxFinalize,
@@ -462,8 +502,8 @@ fn guided(vm: Option<&VmRef>, tee: Tee, a: u8, b: u8) -> Op {
         };
     };
     let free_page = || {
-        (0..PAGES as u8)
-            .map(|i| (a.wrapping_add(i)) % PAGES as u8)
+        (0..POPULATED)
+            .map(|i| (a.wrapping_add(i)) % POPULATED)
             .find(|p| !vm.populated.contains(p))
     };
     match tee {
@@ -492,7 +532,9 @@ fn guided(vm: Option<&VmRef>, tee: Tee, a: u8, b: u8) -> Op {
                 Some(page) if !b.is_multiple_of(4) => Op::SnpUpdate { page },
                 _ => Op::SnpFinish,
             },
-            SnpGuest::Running => [Op::Destroy, Op::SnpPlatformStatus][usize::from(b % 2)],
+            SnpGuest::Running => {
+                [Op::Destroy, Op::SnpPlatformStatus, Op::RunGuest][usize::from(b % 3)]
+            }
         },
         Tee::Tdx => match vm.td {
             TdState::Uninitialized => Op::TdxInitVm,
@@ -512,7 +554,9 @@ fn guided(vm: Option<&VmRef>, tee: Tee, a: u8, b: u8) -> Op {
                     _ => Op::TdxFinalize,
                 }
             }
-            TdState::Runnable => [Op::Destroy, Op::TdxCaps { small: false }][usize::from(b % 2)],
+            TdState::Runnable => {
+                [Op::Destroy, Op::TdxCaps { small: false }, Op::RunGuest][usize::from(b % 3)]
+            }
         },
     }
 }
@@ -593,6 +637,13 @@ struct VmRef {
     ld: Option<Sha256>,
     snp: SnpGuest,
     populated: BTreeSet<u8>,
+    /// The plaintext of each populated page (SNP, TDX).
+    plain: BTreeMap<u8, Vec<u8>>,
+    /// The guest ran (and terminated).
+    guest_ran: bool,
+    /// The MRTD input stream (firmware §5.1): PAGE.ADD and MR.EXTEND blocks of the accepted
+    /// INIT_MEM_REGIONs.
+    mrtd: Sha384,
     // TDX
     td: TdState,
     bugged: bool,
@@ -804,6 +855,18 @@ fn expect_amd(vm: &VmRef, op: Op) -> Option<Expect> {
                 err(libc::EINVAL)
             }
         }
+        Op::RunGuest => {
+            if vm.tee == Tee::Snp
+                && vm.snp == SnpGuest::Running
+                && !vm.vcpu_fds.is_empty()
+                && !vm.guest_ran
+                && !vm.populated.is_empty()
+            {
+                ok()
+            } else {
+                None
+            }
+        }
         Op::CreateVcpu => {
             if vm.vcpu_fds.len() >= 3 || vm.snp == SnpGuest::Running {
                 None
@@ -864,6 +927,13 @@ fn expect_tdx(vm: &VmRef, op: Op) -> Option<Expect> {
                 None
             } else {
                 ok()
+            }
+        }
+        Op::RunGuest => {
+            if vm.td == TdState::Runnable && vm.vcpu_inited.contains(&true) && !vm.guest_ran {
+                ok()
+            } else {
+                None
             }
         }
         Op::TdxFinalize => match vm.td {
@@ -997,6 +1067,19 @@ impl World {
                 "KVM_SET_MEMORY_ATTRIBUTES"
             );
         }
+        if gmem_fd.is_some() {
+            // MAP_GPA_RANGE exits (linux-uapi §5.2), for the guest's page conversions.
+            let cap = EnableCap {
+                cap: KVM_CAP_EXIT_HYPERCALL,
+                flags: 0,
+                args: [1 << 12, 0, 0, 0],
+                pad: [0; 64],
+            };
+            check!(
+                ioctl(fd, KVM_ENABLE_CAP, &raw const cap as u64) == Ok(0),
+                "KVM_ENABLE_CAP(EXIT_HYPERCALL)"
+            );
+        }
         if tee == Tee::Tdx {
             let cap = EnableCap {
                 cap: KVM_CAP_SPLIT_IRQCHIP,
@@ -1024,6 +1107,9 @@ impl World {
             ld: Some(Sha256::new()),
             snp: SnpGuest::NoContext,
             populated: BTreeSet::new(),
+            plain: BTreeMap::new(),
+            guest_ran: false,
+            mrtd: Sha384::new(),
             td: TdState::Uninitialized,
             bugged: false,
             vcpu_inited: Vec::new(),
@@ -1132,6 +1218,134 @@ impl World {
                 got == (used, reclaim),
                 "KVM's {class} ASIDs (used, reclaimable) = {got:?}, reference {:?}",
                 (used, reclaim)
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs the guest of a launched SNP VM or TD on the vCPU `fd` with raw `KVM_RUN`s: it
+    /// reads a populated page as private memory (it must see the plaintext the host no
+    /// longer can), and a TD also converts the last two pages to shared, obtains its
+    /// TDREPORT through GetQuote there (whose MRTD must be the reference's, firmware §5.1,
+    /// §5.5) and terminates. The VMM side answers the exits as linux-uapi §4.1 and §5.2-5.3
+    /// describe.
+    fn run_guest(&self, vm: &mut VmRef, fd: RawFd) -> Result<(), TestCaseError> {
+        vm.guest_ran = true;
+        // A populated page to read back, if any (a TD may have none).
+        let read = vm.plain.iter().next().map(|(&p, d)| (p, d.clone()));
+        let shared = GPA + u64::from(POPULATED) * PAGE as u64;
+        let mut program = Vec::new();
+        if let Some((page, _)) = &read {
+            program.push(kvm_coco::sim::guest::GuestOp::Read {
+                gpa: GPA + u64::from(*page) * PAGE as u64,
+                len: 64,
+                private: true,
+            });
+        }
+        if vm.tee == Tee::Tdx {
+            program.push(kvm_coco::sim::guest::GuestOp::MapGpa {
+                gpa: shared,
+                npages: 2,
+                private: false,
+            });
+            program.push(kvm_coco::sim::guest::GuestOp::GetQuote {
+                gpa: shared,
+                size: 0x2000,
+                report_data: [0x3c; 64],
+            });
+        }
+        program.push(kvm_coco::sim::guest::GuestOp::Terminate { code: 0 });
+        self.host.load_program(&fd, program).unwrap();
+        let size = ioctl(self.kvm, KVM_GET_VCPU_MMAP_SIZE, 0).unwrap() as usize;
+        // SAFETY: maps the vCPU's kvm_run (a fresh shared mapping of the fd), unmapped below.
+        let run = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        check!(run != libc::MAP_FAILED, "mmap of the vCPU's kvm_run");
+        let run = run.cast::<u8>();
+        // SAFETY: offsets inside the `size`-byte kvm_run mapping (linux-uapi §5.4); the host
+        // writes it only during this thread's KVM_RUN.
+        let rd = |off: usize| unsafe { run.add(off).cast::<u64>().read_unaligned() };
+        // SAFETY: as above.
+        let wr = |off: usize, v: u64| unsafe { run.add(off).cast::<u64>().write_unaligned(v) };
+        let set_attrs = |gpa: u64, size: u64, private: bool| {
+            let a = MemoryAttributes {
+                address: gpa,
+                size,
+                attributes: if private { 8 } else { 0 },
+                flags: 0,
+            };
+            ioctl(vm.fd, KVM_SET_MEMORY_ATTRIBUTES, &raw const a as u64)
+        };
+        let mut ended = None;
+        for _ in 0..16 {
+            let r = ioctl(fd, KVM_RUN, 0);
+            let reason = rd(8) as u32;
+            match (r, reason) {
+                (Ok(_), KVM_EXIT_HYPERCALL) => {
+                    // args[0] GPA, args[1] pages, args[2] bit 4: encrypted (§5.2).
+                    let (gpa, n, attrs) = (rd(40), rd(48), rd(56));
+                    let a = set_attrs(gpa, n * PAGE as u64, attrs & 0x10 != 0);
+                    wr(88, u64::from(a.is_err()) * libc::EINVAL as u64);
+                }
+                (Ok(_), KVM_EXIT_TDX) => wr(48, 0), // GetQuote: SUCCESS (§4.1)
+                (Err(libc::EFAULT), KVM_EXIT_MEMORY_FAULT) => {
+                    // §5.3: flags bit 3 private, gpa, size.
+                    let _ = set_attrs(rd(40), rd(48), rd(32) & 8 != 0);
+                }
+                (Ok(_), KVM_EXIT_SYSTEM_EVENT) => {
+                    ended = Some(rd(32) as u32);
+                    break;
+                }
+                other => {
+                    ended = Some(u32::MAX - other.1);
+                    break;
+                }
+            }
+        }
+        // SAFETY: the mapping made above; nothing refers to it afterwards.
+        unsafe { libc::munmap(run.cast(), size) };
+        let want = if vm.tee == Tee::Tdx {
+            KVM_SYSTEM_EVENT_TDX_FATAL
+        } else {
+            KVM_SYSTEM_EVENT_SEV_TERM
+        };
+        check!(
+            ended == Some(want),
+            "the guest did not terminate as asked: {ended:?}"
+        );
+        let outcomes = self.host.outcomes(&fd).unwrap();
+        let seen = outcomes.iter().find_map(|o| match o {
+            kvm_coco::sim::guest::GuestOutcome::Read { data, .. } => Some(data.clone()),
+            _ => None,
+        });
+        if let Some((page, plain)) = &read {
+            check!(
+                seen.as_deref() == Some(&plain[..64]),
+                "the guest's private read of page {page} is not what was populated"
+            );
+        }
+        if vm.tee == Tee::Tdx {
+            let report = outcomes.iter().find_map(|o| match o {
+                kvm_coco::sim::guest::GuestOutcome::TdReport(r) => Some(r.clone()),
+                _ => None,
+            });
+            let Some(report) = report else {
+                return Err(TestCaseError::fail(format!("no TDREPORT: {outcomes:?}")));
+            };
+            // TDINFO.MRTD at 0x210 (firmware §5.5).
+            let want: [u8; 48] = vm.mrtd.clone().finalize().into();
+            check!(
+                report[0x210..0x240] == want,
+                "TDREPORT MRTD is not the reference's over the accepted INIT_MEM_REGIONs \
+                 (a rejected command changed the measurement?)"
             );
         }
         Ok(())
@@ -1498,6 +1712,7 @@ impl World {
                 if got.is_none() {
                     check!(u.len == 0, "SNP_LAUNCH_UPDATE left len {}", u.len);
                     vm.populated.insert(page);
+                    vm.plain.insert(page, plain.clone());
                     check_private(vm, page, &plain)?;
                 }
             }
@@ -1512,6 +1727,10 @@ impl World {
             Op::NoHandler { id } => {
                 let (got, c) = self.sev_op(vm, id, 0, sev_fd);
                 answer(got, &c)?;
+            }
+            Op::RunGuest => {
+                let fd = vm.vcpu_fds[0];
+                self.run_guest(vm, fd)?;
             }
             Op::CreateVcpu => {
                 let id = vm.vcpu_fds.len() as u64;
@@ -1584,6 +1803,11 @@ impl World {
                     vm.vcpu_inited.push(false);
                 }
             }
+            Op::RunGuest => {
+                let v = vm.vcpu_inited.iter().position(|&i| i).unwrap();
+                let fd = vm.vcpu_fds[v];
+                self.run_guest(vm, fd)?;
+            }
             Op::TdxInitVcpu { vcpu } => {
                 let fd = vm.vcpu_fds[usize::from(vcpu)];
                 let (got, _) = self.tdx_op(fd, 2, 0, 0);
@@ -1621,6 +1845,21 @@ impl World {
                     );
                     vm.populated.insert(page);
                     check_private(vm, page, &plain)?;
+                    // firmware §5.1: PAGE.ADD, then (MEASURE) 16 × MR.EXTEND of 256 bytes.
+                    let mut block = [0u8; 128];
+                    block[..12].copy_from_slice(b"MEM.PAGE.ADD");
+                    block[16..24].copy_from_slice(&gpa.to_le_bytes());
+                    vm.mrtd.update(block);
+                    if measure {
+                        for (k, chunk) in plain.chunks(256).enumerate() {
+                            let mut hdr = [0u8; 128];
+                            hdr[..9].copy_from_slice(b"MR.EXTEND");
+                            hdr[16..24].copy_from_slice(&(gpa + 256 * k as u64).to_le_bytes());
+                            vm.mrtd.update(hdr);
+                            vm.mrtd.update(chunk);
+                        }
+                    }
+                    vm.plain.insert(page, plain);
                 }
             }
             Op::TdxFinalize => {
@@ -1684,6 +1923,7 @@ fn op_name(op: Op) -> &'static str {
         Op::TdxInitVcpu { .. } => "TDX_INIT_VCPU",
         Op::TdxInitMem { .. } => "TDX_INIT_MEM_REGION",
         Op::TdxFinalize => "TDX_FINALIZE_VM",
+        Op::RunGuest => "KVM_RUN",
         Op::CreateVcpu => "KVM_CREATE_VCPU",
         Op::Destroy => "destroy",
         Op::PlatformStatus => "PLATFORM_STATUS",
@@ -1860,6 +2100,7 @@ fn random_command_sequences_follow_the_facts_transition_tables() {
         "TDX_INIT_VM",
         "TDX_INIT_MEM_REGION",
         "TDX_FINALIZE_VM",
+        "KVM_RUN",
         "destroy",
     ] {
         assert!(
