@@ -37,7 +37,8 @@ use kvm_coco::launch::{
 use kvm_coco::measure::calc::{self, MeasureOptions};
 use kvm_coco::measure::firmware::FirmwareImage;
 use kvm_coco::measure::hashes::DirectBoot;
-use kvm_coco::measure::plan::{LaunchPlan, PlanInputs};
+use kvm_coco::measure::plan::LaunchPlan;
+use kvm_coco::measure::vcpu::host_cpu_sig;
 use kvm_coco::sim::guest::{GuestOp, GuestOutcome};
 use kvm_coco::sim::host::SoftwareHost;
 use kvm_coco::sim::tdx::report::TDREPORT_SIZE;
@@ -105,7 +106,8 @@ pub struct LaunchArgs {
     #[arg(long, value_name = "N", default_value = "1", value_parser = util::int::<u32>)]
     vcpus: u32,
     /// The vCPUs' CPUID signature (family/model/stepping, CPUID(1).EAX) placed in the
-    /// initial VMSAs (SEV-ES, SNP); default 0xa10f11, the software host's.
+    /// initial VMSAs (SEV-ES, SNP). Default: on this machine's KVM, this CPU's own (its CPUID
+    /// leaf 1, as QEMU's `-cpu host`); on the software host, 0xa10f11 (its model's).
     #[arg(long, value_name = "SIG", value_parser = util::int::<u32>)]
     vcpu_sig: Option<u32>,
     /// Guest RAM below the firmware, e.g. 16M.
@@ -186,6 +188,12 @@ fn check_options(a: &LaunchArgs, cfg: &TeeConfig) -> Result<(), CliError> {
     }
     if a.id_block.is_some() != a.id_auth.is_some() {
         return Err(cli_err!("--id-block and --id-auth go together"));
+    }
+    if cfg.tee == Tee::SevEs && cfg.vmsa_features != 0 {
+        return Err(cli_err!(
+            "--vmsa-features {:#x} with --tee sev-es: the SEV-ES launch plan measures SEV_FEATURES 0 (as sev-snp-measure does), so the launch could not match its expected measurement; leave --vmsa-features out",
+            cfg.vmsa_features
+        ));
     }
     if a.mrconfigid.is_some() && cfg.tee != Tee::Tdx {
         return Err(cli_err!("--mrconfigid applies to --tee tdx"));
@@ -675,6 +683,8 @@ struct PlatformValue {
 /// What to print.
 struct Summary {
     host: HostKind,
+    /// The vCPU signature in the plan's VMSAs (SEV-ES, SNP).
+    vcpu_sig: Option<u32>,
     /// The launch log's digest (hex).
     expected: String,
     /// The offline calculator's digest (hex).
@@ -691,9 +701,9 @@ fn read_opt(what: &str, p: Option<&Path>) -> Result<Option<Vec<u8>>, CliError> {
 }
 
 /// Decides where the launch runs: `Ok(None)` this machine's KVM, `Ok(Some(why))` the
-/// software host (with the reason for the note, empty when it was asked for), `Err` the
-/// outcome when `--backend kvm` cannot run.
-fn choose_host(backend: BackendChoice, vm_type: VmType) -> Result<Option<String>, Outcome> {
+/// software host (with the reason for the note, empty when it was asked for), `Err` why
+/// `--backend kvm` cannot run (not printed yet).
+fn choose_host(backend: BackendChoice, vm_type: VmType) -> Result<Option<String>, String> {
     if backend == BackendChoice::Sim {
         return Ok(Some(String::new()));
     }
@@ -707,11 +717,22 @@ fn choose_host(backend: BackendChoice, vm_type: VmType) -> Result<Option<String>
         Err(e) => crate::check::kvm_open_reason(&e),
     };
     if backend == BackendChoice::Kvm {
-        return Err(failed(format!(
+        return Err(format!(
             "--backend kvm: {why}; the launch needs it (--backend auto falls back to the software host, --tee none runs a plain guest)"
-        )));
+        ));
     }
     Ok(Some(why))
+}
+
+/// The vCPU signature of the plan's VMSAs: `--vcpu-sig` if given; else the software host's
+/// model's on the software host, and this machine's own (`host`, from its CPUID leaf 1) on
+/// its KVM, where the guest's vCPUs are the host's CPU.
+fn vcpu_sig(given: Option<u32>, software: bool, host: Option<u32>) -> Option<u32> {
+    match (given, software) {
+        (Some(sig), _) => Some(sig),
+        (None, true) => Some(SimConfig::default().fms),
+        (None, false) => host,
+    }
 }
 
 /// Starts the software host and serves this thread with it.
@@ -743,10 +764,13 @@ pub(crate) fn run(a: &LaunchArgs) -> Result<Outcome, CliError> {
     let fw = FirmwareImage::parse(&image).map_err(|e| cli_err!("firmware '{fw_name}': {e}"))?;
     let kernel = read_opt("kernel", a.kernel.as_deref())?;
     let initrd = read_opt("initrd", a.initrd.as_deref())?;
-    let mut inputs = PlanInputs::new(&fw);
+    // Where the launch runs decides the default vCPU signature; a `--backend kvm` that
+    // cannot run is reported once the inputs are known to be valid.
+    let software = choose_host(a.backend, cfg.tee.vm_type());
+    // The plan's VMSAs carry the SEV_FEATURES KVM writes for these parameters.
+    let mut inputs = params.plan_inputs(&fw);
     inputs.vcpus = a.vcpus;
-    inputs.vcpu_sig = Some(a.vcpu_sig.unwrap_or(SimConfig::default().fms));
-    inputs.guest_features = cfg.vmsa_features | u64::from(cfg.tee == Tee::Snp);
+    inputs.vcpu_sig = vcpu_sig(a.vcpu_sig, matches!(software, Ok(Some(_))), host_cpu_sig());
     inputs.boot = kernel.as_deref().map(|k| DirectBoot {
         kernel: k,
         initrd: initrd.as_deref(),
@@ -768,10 +792,14 @@ pub(crate) fn run(a: &LaunchArgs) -> Result<Outcome, CliError> {
     )
     .map_err(|e| cli_err!("{e}"))?;
     let ram = ram_gaps(&plan, a.memory);
+    // The signature only enters VMSAs (SEV-ES, SNP).
+    let vcpu_sig = inputs
+        .vcpu_sig
+        .filter(|_| matches!(cfg.tee, Tee::SevEs | Tee::Snp));
 
-    let software = match choose_host(a.backend, cfg.tee.vm_type()) {
+    let software = match software {
         Ok(s) => s,
-        Err(outcome) => return Ok(outcome),
+        Err(why) => return Ok(failed(why)),
     };
     let host = match software {
         None => {
@@ -808,7 +836,7 @@ pub(crate) fn run(a: &LaunchArgs) -> Result<Outcome, CliError> {
         params,
         &plan,
         &ram,
-        offline.digest.as_bytes(),
+        (offline.digest.as_bytes(), vcpu_sig),
         host.as_ref().map(|(h, s)| (h, *s)),
     );
     // The launch's files are closed; the host may stop.
@@ -825,7 +853,7 @@ fn launch(
     params: InitParams,
     plan: &LaunchPlan<'_>,
     ram: &[(u64, u64)],
-    offline: &[u8],
+    (offline, vcpu_sig): (&[u8], Option<u32>),
     host: Option<(&SoftwareHost, u64)>,
 ) -> Result<Outcome, CliError> {
     let on_host = |what: String| match host {
@@ -850,6 +878,7 @@ fn launch(
     let expected = l.log().digest.to_vec();
     let mut s = Summary {
         host: host.map_or(HostKind::Kvm, |(_, seed)| HostKind::Software(seed)),
+        vcpu_sig,
         expected: hex::encode(&expected),
         offline: hex::encode(offline),
         platform: None,
@@ -1004,6 +1033,7 @@ fn print_summary(a: &LaunchArgs, cfg: &TeeConfig, fw_name: &str, s: &Summary) ->
             "tee": cfg.tee.name(),
             "policy": cfg.tee.is_amd().then(|| format!("{:#x}", cfg.policy())),
             "vcpus": a.vcpus,
+            "vcpu_sig": s.vcpu_sig.map(|v| format!("{v:#x}")),
             "firmware": fw_name,
             "expected_measurement": s.expected,
             "offline_measurement": s.offline,
@@ -1033,6 +1063,9 @@ fn print_summary(a: &LaunchArgs, cfg: &TeeConfig, fw_name: &str, s: &Summary) ->
         );
         if cfg.tee.is_amd() {
             println!("policy:       {:#x}", cfg.policy());
+        }
+        if let Some(sig) = s.vcpu_sig {
+            println!("vcpu sig:     {sig:#x} (CPUID leaf 1 signature in the initial VMSAs)");
         }
         println!(
             "expected:     {} (launch log, computed by the host)",
@@ -1086,10 +1119,61 @@ fn verdict(s: &Summary) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// `vmm-cli launch ARGS`, parsed.
+    fn args(v: &[&str]) -> LaunchArgs {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: LaunchArgs,
+        }
+        let argv = std::iter::once("launch").chain(v.iter().copied());
+        Cli::try_parse_from(argv).unwrap().a
+    }
+
+    #[test]
+    fn tee_is_parsed_as_kvm_coco_tee_or_none() {
+        assert_eq!(args(&[]).tee, LaunchTee(Some(Tee::Snp)));
+        assert_eq!(args(&["--tee", "sev-es"]).tee, LaunchTee(Some(Tee::SevEs)));
+        assert_eq!(args(&["--tee", "tdx"]).tee, LaunchTee(Some(Tee::Tdx)));
+        assert_eq!(args(&["--tee", "none"]).tee, LaunchTee(None));
+    }
+
+    #[test]
+    fn the_vcpu_signature_is_the_hosts_on_kvm_and_the_models_on_the_software_host() {
+        // Milan's CPUID leaf 1 signature (facts firmware-and-measurement §2.2) as the host's.
+        let host = Some(0x00A0_0F11);
+        assert_eq!(vcpu_sig(None, false, host), Some(0x00A0_0F11));
+        // The software host's model: family 0x19, model 0x11, stepping 1 → 0xA10F11.
+        assert_eq!(vcpu_sig(None, true, host), Some(0x00A1_0F11));
+        // --vcpu-sig wins on both.
+        assert_eq!(vcpu_sig(Some(0x0083_0F10), false, host), Some(0x0083_0F10));
+        assert_eq!(vcpu_sig(Some(0x0083_0F10), true, host), Some(0x0083_0F10));
+        // No CPUID to read: no signature, and a plan that needs one says so.
+        assert_eq!(vcpu_sig(None, false, None), None);
+    }
+
+    #[test]
+    fn sev_es_with_vmsa_features_is_a_usage_error() {
+        let check = |v: &[&str]| {
+            let a = args(v);
+            let LaunchTee(Some(tee)) = a.tee else {
+                panic!("{v:?}")
+            };
+            let cfg = a.opts.validate(tee).unwrap();
+            check_options(&a, &cfg).map_err(|e| e.to_string())
+        };
+        let e = check(&["--tee", "sev-es", "--vmsa-features", "0x20"]).unwrap_err();
+        assert!(e.contains("SEV_FEATURES 0"), "{e}");
+        assert!(check(&["--tee", "sev-es"]).is_ok());
+        assert!(check(&["--tee", "snp", "--vmsa-features", "0x20"]).is_ok());
+    }
 
     fn summary(check: Check, verified: Option<Result<String, String>>) -> Summary {
         Summary {
             host: HostKind::Software(0),
+            vcpu_sig: None,
             expected: "aa".into(),
             offline: "aa".into(),
             platform: None,

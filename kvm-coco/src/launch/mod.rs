@@ -321,6 +321,27 @@ pub enum LaunchError {
         /// Whether the plan starts from a precomputed digest.
         precomputed: bool,
     },
+    /// A VMSA of the plan carries other `SEV_FEATURES` than the ones KVM writes for these
+    /// parameters, so the platform's measurement would differ from the expected one.
+    #[error(
+        "the plan's VMSA of vCPU {vcpu} has SEV_FEATURES {plan:#x}, but this launch's VMSAs get {kvm:#x} (the VMSA features requested at KVM_SEV_INIT2{}); {}",
+        if *snp { ", plus SNP_ACTIVE" } else { "" },
+        if *snp {
+            "build the plan from InitParams::plan_inputs so both come from the same features"
+        } else {
+            "SEV-ES plans measure SEV_FEATURES 0 (as sev-snp-measure does), so request no VMSA features for a measured SEV-ES launch"
+        }
+    )]
+    GuestFeatures {
+        /// The vCPU whose VMSA differs.
+        vcpu: u32,
+        /// `SEV_FEATURES` in the plan's VMSA.
+        plan: u64,
+        /// `SEV_FEATURES` KVM writes ([`InitParams::guest_features`]).
+        kvm: u64,
+        /// Whether the guest is SNP (KVM adds SNP_ACTIVE).
+        snp: bool,
+    },
     /// The plan does not measure as many VMSAs as there are vCPUs.
     #[error("the plan measures {plan} VMSAs but the VM has {vcpus} vCPUs")]
     VcpuCount {
@@ -786,7 +807,9 @@ impl<B: Backend> Launch<Started, B> {
     /// at [`finish`](Launch::finish)); the plan's pages are what the log records then.
     ///
     /// # Errors
-    /// [`LaunchError::PlanMismatch`], or the first failing step.
+    /// [`LaunchError::PlanMismatch`]; [`LaunchError::GuestFeatures`] if a VMSA of the plan
+    /// carries other `SEV_FEATURES` than KVM writes for the parameters (checked before any
+    /// step); or the first failing step.
     pub fn add_plan(&mut self, plan: &LaunchPlan<'_>) -> Result<(), LaunchError> {
         let vm_type = self.vm_type();
         if plan.tee != self.tee() || plan.initial_digest.is_some() {
@@ -796,6 +819,7 @@ impl<B: Backend> Launch<Started, B> {
                 precomputed: plan.initial_digest.is_some(),
             });
         }
+        self.check_guest_features(plan)?;
         for (index, s) in plan.steps.iter().enumerate() {
             self.step = index;
             if s.kind == PageKind::Vmsa {
@@ -813,6 +837,32 @@ impl<B: Backend> Launch<Started, B> {
             }
         }
         self.step = plan.steps.len();
+        Ok(())
+    }
+
+    /// [`LaunchError::GuestFeatures`] unless every VMSA of `plan` carries the `SEV_FEATURES`
+    /// KVM writes for this launch's parameters.
+    fn check_guest_features(&self, plan: &LaunchPlan<'_>) -> Result<(), LaunchError> {
+        use crate::measure::vmsa::offsets::SEV_FEATURES;
+        let Some(kvm) = self.params.guest_features() else {
+            return Ok(());
+        };
+        let vmsas = plan.steps.iter().filter(|s| s.kind == PageKind::Vmsa);
+        for (n, s) in vmsas.enumerate() {
+            let plan_features = le(s.data.as_slice(), SEV_FEATURES, 8);
+            if plan_features != kvm {
+                let vcpu = match s.origin {
+                    Origin::Vmsa { vcpu } => vcpu,
+                    _ => u32::try_from(n).unwrap_or(u32::MAX),
+                };
+                return Err(LaunchError::GuestFeatures {
+                    vcpu,
+                    plan: plan_features,
+                    kvm,
+                    snp: self.tee() == Tee::Snp,
+                });
+            }
+        }
         Ok(())
     }
 

@@ -4,6 +4,8 @@
 use kvm_coco_uapi::{KvmCpuidEntry2, SnpPolicy};
 
 use crate::caps::TdxCaps;
+use crate::measure::firmware::FirmwareImage;
+use crate::measure::plan::PlanInputs;
 use crate::vm_type::{Tee, VmType};
 
 /// The SEV policy's ES bit (`SEV_POLICY_MASK_ES`, bit 2).
@@ -52,6 +54,17 @@ pub struct SevEsInit {
     pub session: Option<SevSession>,
 }
 
+impl SevEsInit {
+    /// The `SEV_FEATURES` KVM writes into every VMSA of this guest at
+    /// `LAUNCH_UPDATE_VMSA`, which the firmware measures: [`vmsa_features`](Self::vmsa_features)
+    /// as requested. Plans measure SEV-ES VMSAs with `SEV_FEATURES` 0 (as sev-snp-measure
+    /// does), so [`Launch::add_plan`](super::Launch::add_plan) refuses a plan for
+    /// parameters that request features.
+    pub const fn guest_features(&self) -> u64 {
+        self.vmsa_features
+    }
+}
+
 /// The optional identity of an SNP guest, checked by the firmware at LAUNCH_FINISH.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnpIdentity {
@@ -98,6 +111,24 @@ impl Default for SnpInit {
             host_data: [0; 32],
             vcek_disabled: false,
         }
+    }
+}
+
+impl SnpInit {
+    /// The `SEV_FEATURES` KVM writes into every VMSA of this guest (and the firmware
+    /// measures at `SNP_LAUNCH_FINISH`): [`vmsa_features`](Self::vmsa_features) plus
+    /// SNP_ACTIVE, which KVM sets itself. This is the plan's
+    /// [`PlanInputs::guest_features`] (sev-snp-measure's `--guest-features`): 0x1 by
+    /// default, 0x21 with DEBUG_SWAP.
+    ///
+    /// ```
+    /// use kvm_coco::launch::SnpInit;
+    /// use kvm_coco::launch::params::SEV_FEAT_DEBUG_SWAP;
+    /// let p = SnpInit { vmsa_features: SEV_FEAT_DEBUG_SWAP, ..SnpInit::default() };
+    /// assert_eq!(p.guest_features(), 0x21);
+    /// ```
+    pub const fn guest_features(&self) -> u64 {
+        self.vmsa_features | SEV_FEAT_SNP_ACTIVE
     }
 }
 
@@ -168,6 +199,31 @@ impl InitParams {
     /// The VM type these parameters launch.
     pub const fn vm_type(&self) -> VmType {
         self.tee().vm_type()
+    }
+
+    /// The `SEV_FEATURES` KVM writes into every VMSA of this guest (SEV-ES:
+    /// [`SevEsInit::guest_features`], SNP: [`SnpInit::guest_features`]); `None` for SEV and
+    /// TDX, which have no VMSA.
+    pub const fn guest_features(&self) -> Option<u64> {
+        match self {
+            Self::SevEs(p) => Some(p.guest_features()),
+            Self::Snp(p) => Some(p.guest_features()),
+            Self::Sev(_) | Self::Tdx(_) => None,
+        }
+    }
+
+    /// The inputs of this launch's plan over `firmware`, with what the parameters decide
+    /// already set: for SNP, [`PlanInputs::guest_features`] is
+    /// [`SnpInit::guest_features`], so the VMSAs the plan measures carry the features
+    /// requested at `KVM_SEV_INIT2`. Set the rest (vCPUs, signature, kernel) before building
+    /// the plan; [`Launch::add_plan`](super::Launch::add_plan) refuses a plan whose VMSAs
+    /// disagree with the parameters.
+    pub fn plan_inputs<'a>(&self, firmware: &'a FirmwareImage<'a>) -> PlanInputs<'a> {
+        let mut inputs = PlanInputs::new(firmware);
+        if let Self::Snp(p) = self {
+            inputs.guest_features = p.guest_features();
+        }
+        inputs
     }
 }
 
@@ -447,6 +503,55 @@ mod tests {
             ..host
         };
         assert!(snp.validate(&host).is_ok());
+    }
+
+    #[test]
+    fn snp_guest_features_are_the_vmsa_features_plus_snp_active() {
+        // facts firmware-and-measurement §2.2 (VMSA 0x3B0): SNP SEV_FEATURES default 0x1;
+        // KVM's debug_swap (bit 5, linux-uapi §3.5) gives 0x21. SECURE_TSC is bit 9.
+        assert_eq!(SnpInit::default().guest_features(), 0x1);
+        for (requested, measured) in [(0x20, 0x21), (0x200, 0x201), (0x220, 0x221)] {
+            let p = InitParams::Snp(SnpInit {
+                vmsa_features: requested,
+                ..SnpInit::default()
+            });
+            assert_eq!(p.guest_features(), Some(measured));
+        }
+        // SEV-ES: as requested (0x20 with debug_swap), no SNP_ACTIVE.
+        let es = InitParams::SevEs(SevEsInit {
+            policy: SEV_POLICY_ES,
+            vmsa_features: 0x20,
+            ..Default::default()
+        });
+        assert_eq!(es.guest_features(), Some(0x20));
+        assert_eq!(InitParams::Sev(SevInit::default()).guest_features(), None);
+        assert_eq!(InitParams::Tdx(TdxInit::default()).guest_features(), None);
+    }
+
+    #[test]
+    fn plan_inputs_take_the_snp_features_from_the_parameters() {
+        let image = crate::measure::synthetic::syn64k();
+        let fw = FirmwareImage::parse(&image).unwrap();
+        let snp = |vmsa_features| {
+            InitParams::Snp(SnpInit {
+                vmsa_features,
+                ..SnpInit::default()
+            })
+        };
+        assert_eq!(snp(0).plan_inputs(&fw).guest_features, 0x1);
+        let mut inputs = snp(SEV_FEAT_DEBUG_SWAP).plan_inputs(&fw);
+        assert_eq!(inputs.guest_features, 0x21);
+        // And the VMSA the plan measures carries them at SEV_FEATURES (offset 0x3B0, facts
+        // firmware-and-measurement §2.2).
+        inputs.vcpu_sig = Some(0x00A0_0F11);
+        let plan = crate::measure::LaunchPlan::snp(&inputs).unwrap();
+        let vmsa = plan
+            .steps
+            .iter()
+            .find(|s| s.kind == crate::measure::PageKind::Vmsa)
+            .unwrap();
+        let at = &vmsa.data.as_slice()[0x3B0..0x3B8];
+        assert_eq!(u64::from_le_bytes(at.try_into().unwrap()), 0x21);
     }
 
     #[test]

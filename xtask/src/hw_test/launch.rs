@@ -446,10 +446,10 @@ pub(super) fn build_plan<'a>(
     .map_err(|e| chain(&e))
 }
 
-/// The CPUID(1).EAX signature the plan's VMSAs carry (SEV-ES, SNP): the host's own, as
-/// with QEMU's `-cpu host`.
+/// The CPUID(1).EAX signature the plan's VMSAs carry (SEV-ES, SNP): the host's own
+/// family, model and stepping, as with QEMU's `-cpu host`.
 pub(super) fn vcpu_sig() -> Option<u32> {
-    Some(std::arch::x86_64::__cpuid(1).eax)
+    kvm_coco::measure::vcpu::host_cpu_sig()
 }
 
 fn create_backend(tee: Tee) -> Result<KvmBackend, LaunchError> {
