@@ -780,7 +780,10 @@ fn default_vm_has_no_encrypt_op() {
     let vm = match kvm.create_vm(VmType::Default) {
         Ok(vm) => vm,
         Err(e) => {
-            eprintln!("SKIPPED: no default VM on this machine's KVM: {e}");
+            kvm_coco_test_skip::skip(
+                "/dev/kvm",
+                format_args!("no default VM on this machine's KVM: {e}"),
+            );
             return;
         }
     };

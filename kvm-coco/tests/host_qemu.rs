@@ -6,8 +6,9 @@
 //! ARK/ASK/VCEK chain.
 //!
 //! Needs `qemu-system-x86_64` (`$KVM_COCO_QEMU` or PATH), Debian's OVMF and sev-snp-measure;
-//! `.ci/run` installs all three. Where one is missing the test says so and is skipped — except
-//! in CI (`CI` set), where a missing oracle fails the run.
+//! `.ci/run` installs all three. Where one is missing the test reports a skip naming it
+//! (`kvm_coco_test_skip`), or fails where the oracles are required (`CI` or
+//! `KVM_COCO_REQUIRE_ORACLES` set).
 
 #[path = "measure_common/mod.rs"]
 mod measure_common;
@@ -22,12 +23,10 @@ use psp_driver::owner::snp::verify_report;
 use psp_driver::report::AttestationReport;
 use zerocopy::FromBytes;
 
-/// Skips (visibly) outside CI, fails in CI.
+/// Reports the missing dependency (`kvm_coco_test_skip::skip`: a visible skip, or a failure
+/// where the oracles are required, as in CI).
 fn missing(what: &str) {
-    if std::env::var_os("CI").is_some() {
-        panic!("{what}: required in CI (.ci/run installs it)");
-    }
-    eprintln!("SKIPPED (QEMU under the software host): {what}");
+    kvm_coco_test_skip::skip("QEMU", what);
 }
 
 fn qemu() -> Option<PathBuf> {
@@ -153,11 +152,12 @@ fn check_snp(vcpus: u32) {
     let Some(qemu) = qemu() else {
         return missing("qemu-system-x86_64 >= 10.0 not found (Debian bookworm-backports)");
     };
+    // Both report their own skip.
     let Some((ovmf, _)) = measure_common::debian_ovmf() else {
-        return missing("Debian's OVMF.fd not found");
+        return;
     };
     let Some(expected) = ssm(&ovmf, vcpus) else {
-        return missing("sev-snp-measure not found");
+        return;
     };
     let run = run_qemu(
         &qemu,
@@ -222,8 +222,9 @@ fn qemu_tdx_tdreport_carries_the_independent_mrtd() {
     let Some(root) = qemu_tdx_tree() else {
         return missing("no QEMU 11.1 tree at target/trixie-qemu/root (.ci/run makes it)");
     };
+    // Reports its own skip.
     let Some((ovmf, img)) = measure_common::debian_ovmf() else {
-        return missing("Debian's OVMF.fd not found");
+        return;
     };
     // The independent MRTD calculation (facts §5.1), a separate Python implementation.
     let out = Command::new("python3")

@@ -1,6 +1,7 @@
 //! The launch API on the real backend. Hosts of this project's kind support only the
 //! default VM type: every confidential launch must fail up front with the clear "not
-//! supported on this host" error. Skips without `/dev/kvm` (ENOENT / EACCES).
+//! supported on this host" error. Without `/dev/kvm` (ENOENT / EACCES) the tests report a
+//! skip (`kvm_coco_test_skip`), or fail where the dependencies are required (CI).
 
 use kvm_coco::launch::{KvmBackend, LaunchError};
 use kvm_coco::{Kvm, VmType};
@@ -9,7 +10,7 @@ fn kvm() -> Option<Kvm> {
     match Kvm::open() {
         Ok(k) => Some(k),
         Err(e) if e.is_kvm_unavailable() => {
-            println!("skipped: {e}");
+            kvm_coco_test_skip::skip("/dev/kvm", e);
             None
         }
         Err(e) => panic!("{e}"),
@@ -22,7 +23,10 @@ fn confidential_launches_report_not_supported_on_this_host() {
     let supported = kvm.supported_vm_types();
     for t in VmType::CONFIDENTIAL {
         if supported.contains(t) {
-            println!("skipped {t}: this host offers it");
+            kvm_coco_test_skip::skip(
+                "a host without the VM type",
+                format_args!("this host offers {t}; its refusal cannot be checked here"),
+            );
             continue;
         }
         match KvmBackend::new(&kvm, t) {

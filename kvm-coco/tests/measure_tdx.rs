@@ -32,7 +32,10 @@ fn python_mrtd(path: &Path) -> Option<String> {
             String::from_utf8_lossy(&o.stderr)
         ),
         Err(e) => {
-            eprintln!("SKIPPED (python reference): cannot run python3: {e}");
+            kvm_coco_test_skip::skip(
+                "python3 for mrtd_ref.py",
+                format_args!("cannot run python3: {e}"),
+            );
             None
         }
     }

@@ -188,9 +188,13 @@ fn debian_ovmf_mrtd_through_kvm() {
     let img = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!(
-                "skipped: Debian OVMF not readable at {} ({e}); set KVM_COCO_OVMF",
-                path.display()
+            kvm_coco_test_skip::skip(
+                "OVMF",
+                format_args!(
+                    "Debian OVMF not readable at {} ({e}); install Debian's `ovmf` or set \
+                     KVM_COCO_OVMF",
+                    path.display()
+                ),
             );
             return;
         }

@@ -687,13 +687,19 @@ fn seves_vcpu_counts_and_kernel_match_sev_snp_measure() {
 fn debian_ovmf_sev_and_seves() {
     let path = std::env::var("KVM_COCO_OVMF").unwrap_or_else(|_| "/usr/share/ovmf/OVMF.fd".into());
     let Ok(img) = std::fs::read(&path) else {
-        println!("skipped: {path} not found");
+        kvm_coco_test_skip::skip(
+            "OVMF",
+            format_args!("cannot read {path}; install Debian's `ovmf` or set KVM_COCO_OVMF"),
+        );
         return;
     };
     if hex::encode(Sha256::digest(&img))
         != "7b456907dd0786d415999e801a1ac4637b8ed4d7cf5378cfc6edbe5e574dd773"
     {
-        println!("skipped: {path} is not Debian ovmf 2022.11-6+deb12u2");
+        kvm_coco_test_skip::skip(
+            "OVMF",
+            format_args!("{path} is not Debian ovmf 2022.11-6+deb12u2; set KVM_COCO_OVMF"),
+        );
         return;
     }
     // facts §8.3 (1 vCPU) and sev-snp-measure --vcpus 4.

@@ -1,8 +1,10 @@
 //! Shared helpers for the workspace integration tests.
 //!
-//! * [`kvm_or_skip`]: opens `/dev/kvm` or explains why the test is skipped;
+//! * [`kvm_or_skip`]: opens `/dev/kvm` or reports why the test is skipped
+//!   ([`kvm_coco_test_skip::skip`]: fails where the dependencies are required, as in CI);
 //! * [`Watchdog`]: bounds every `KVM_RUN` by kicking the vCPU thread with a signal;
-//! * [`real_mode_guest`]: a VM with 1 MiB of memory and one vCPU in real mode at 0x1000;
+//! * [`real_mode_guest`]: a VM with 1 MiB of memory and one vCPU in real mode at 0x1000
+//!   ([`real_mode_vcpu`]: the memory and vCPU on a VM made by the caller);
 //! * [`raw`]: independent probes that issue ioctls by number, without kvm-coco.
 
 use std::sync::Arc;
@@ -12,22 +14,26 @@ use std::time::{Duration, Instant};
 
 use kvm_coco::{GuestMapping, Kvm, MemoryRegion, Vcpu, Vm, VmType};
 
-/// Opens `/dev/kvm` for a real-KVM test, or prints `skipped: <reason>` and returns `None`
-/// when KVM is missing, not permitted, not API version 12 or lacks user memory.
+/// Opens `/dev/kvm` for a real-KVM test, or reports a skip ([`kvm_coco_test_skip::skip`])
+/// and returns `None` when KVM is missing, not permitted, not API version 12 or lacks user
+/// memory.
 pub fn kvm_or_skip() -> Option<Kvm> {
     let kvm = match Kvm::open() {
         Ok(kvm) => kvm,
         Err(e) => {
-            println!(
-                "skipped: {e} ({})",
-                e.errno().map_or_else(String::new, |n| n.to_string())
+            kvm_coco_test_skip::skip(
+                "/dev/kvm",
+                format_args!(
+                    "{e} ({})",
+                    e.errno().map_or_else(String::new, |n| n.to_string())
+                ),
             );
             return None;
         }
     };
     // KVM_CAP_USER_MEMORY = 3 (include/uapi/linux/kvm.h).
     if kvm.check_extension(3) <= 0 {
-        println!("skipped: KVM_CAP_USER_MEMORY is missing");
+        kvm_coco_test_skip::skip("/dev/kvm", "KVM_CAP_USER_MEMORY is missing");
         return None;
     }
     Some(kvm)
@@ -116,6 +122,14 @@ pub const OUT_HLT: [u8; 7] = [0xba, 0xf8, 0x03, 0xb0, b'A', 0xee, 0xf4];
 /// mode (CS base 0) with RIP 0x1000.
 pub fn real_mode_guest(kvm: &Kvm, code: &[u8]) -> kvm_coco::Result<(Vm, Vcpu, Arc<GuestMapping>)> {
     let vm = kvm.create_vm(VmType::Default)?;
+    let (vcpu, mem) = real_mode_vcpu(&vm, code)?;
+    Ok((vm, vcpu, mem))
+}
+
+/// On `vm`: 1 MiB of memory at GPA 0 holding `code` at 0x1000 (memory slot 0), and vCPU 0
+/// in real mode (CS base 0) with RIP 0x1000. For VMs that need set-up before their first
+/// vCPU (an in-kernel irqchip).
+pub fn real_mode_vcpu(vm: &Vm, code: &[u8]) -> kvm_coco::Result<(Vcpu, Arc<GuestMapping>)> {
     let mem = Arc::new(GuestMapping::anonymous(0x10_0000)?);
     mem.write(0x1000, code)?;
     vm.set_memory_region(MemoryRegion::new(0, 0, Arc::clone(&mem)))?;
@@ -128,7 +142,7 @@ pub fn real_mode_guest(kvm: &Kvm, code: &[u8]) -> kvm_coco::Result<(Vm, Vcpu, Ar
     regs.rip = 0x1000;
     regs.rflags = 2;
     vcpu.set_regs(&regs)?;
-    Ok((vm, vcpu, mem))
+    Ok((vcpu, mem))
 }
 
 /// Independent probes: ioctls issued by number with libc, numbers taken from the kernel
@@ -141,12 +155,20 @@ pub mod raw {
     /// `KVM_GET_DEVICE_ATTR` = `_IOW(KVMIO, 0xe2, struct kvm_device_attr)`.
     pub const KVM_GET_DEVICE_ATTR: libc::c_ulong = 0x4018_AEE2;
 
-    /// Opens `/dev/kvm` read-write.
+    /// Opens `/dev/kvm` read-write; reports a skip ([`kvm_coco_test_skip::skip`]) and returns
+    /// `None` if it cannot.
     pub fn open_kvm() -> Option<OwnedFd> {
         // SAFETY: a NUL-terminated path literal; the result is checked.
         let fd = unsafe { libc::open(c"/dev/kvm".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            kvm_coco_test_skip::skip(
+                "/dev/kvm",
+                format_args!("open: {}", std::io::Error::last_os_error()),
+            );
+            return None;
+        }
         // SAFETY: `fd` is a fresh descriptor owned by nobody else.
-        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+        Some(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
     /// `KVM_CHECK_EXTENSION(cap)` on `fd`.

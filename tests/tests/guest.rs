@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use kvm_coco::Exit;
-use kvm_coco_tests::{OUT_HLT, Watchdog, kvm_or_skip, real_mode_guest};
+use kvm_coco::{Exit, VmType};
+use kvm_coco_tests::{OUT_HLT, Watchdog, kvm_or_skip, real_mode_guest, real_mode_vcpu};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -85,12 +85,11 @@ fn immediate_exit_returns_interrupted_without_entering() {
 #[test]
 fn watchdog_kicks_a_blocked_vcpu() {
     let Some(kvm) = kvm_or_skip() else { return };
-    // With an in-kernel irqchip HLT does not exit: KVM_RUN blocks until a signal.
-    let (vm, mut vcpu, _mem) = real_mode_guest(&kvm, &[0xf4]).unwrap();
-    if let Err(e) = vm.kvm_ioctls().create_irq_chip() {
-        println!("skipped: KVM_CREATE_IRQCHIP after vCPU creation failed: {e}");
-        return;
-    }
+    // With an in-kernel irqchip HLT does not exit: KVM_RUN blocks until a signal. The
+    // irqchip comes before the first vCPU (KVM_CREATE_IRQCHIP is EINVAL afterwards).
+    let vm = kvm.create_vm(VmType::Default).unwrap();
+    vm.kvm_ioctls().create_irq_chip().unwrap();
+    let (mut vcpu, _mem) = real_mode_vcpu(&vm, &[0xf4]).unwrap();
     let dog = Watchdog::arm(Duration::from_millis(100));
     let exit = vcpu.run().unwrap();
     assert!(matches!(exit, Exit::Interrupted), "{exit:?}");

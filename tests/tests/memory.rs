@@ -13,7 +13,7 @@ fn guest_memfd_size_rules_are_checked_before_the_ioctl() {
     let Some(kvm) = kvm_or_skip() else { return };
     let vm = kvm.create_vm(VmType::Default).unwrap();
     if vm.check_extension(234) <= 0 {
-        println!("skipped: KVM_CAP_GUEST_MEMFD is 0");
+        kvm_coco_test_skip::skip("/dev/kvm", "KVM_CAP_GUEST_MEMFD is 0");
         return;
     }
     for size in [0u64, 0x800, 0x1001] {
@@ -29,7 +29,7 @@ fn guest_memfd_flag_rules() {
     let Some(kvm) = kvm_or_skip() else { return };
     let vm = kvm.create_vm(VmType::Default).unwrap();
     if vm.check_extension(234) <= 0 {
-        println!("skipped: KVM_CAP_GUEST_MEMFD is 0");
+        kvm_coco_test_skip::skip("/dev/kvm", "KVM_CAP_GUEST_MEMFD is 0");
         return;
     }
     match vm.create_guest_memfd(0x1000, GuestMemfdFlags::from_bits_retain(4)) {
@@ -45,7 +45,10 @@ fn guest_memfd_flag_rules() {
     for bits in [0u64, 1, 3] {
         let flags = GuestMemfdFlags::from_bits_retain(bits);
         if !supported.contains(flags) {
-            println!("flags {bits}: not supported here, skipped");
+            kvm_coco_test_skip::skip(
+                "/dev/kvm",
+                format_args!("guest_memfd flags {bits} are not supported here"),
+            );
             continue;
         }
         let gmem = vm.create_guest_memfd(0x20_0000, flags).unwrap();
@@ -66,7 +69,7 @@ fn shared_guest_memfd_can_be_mapped() {
     let vm = kvm.create_vm(VmType::Default).unwrap();
     let flags = GuestMemfdFlags::MMAP | GuestMemfdFlags::INIT_SHARED;
     if !vm.supported_guest_memfd_flags().contains(flags) {
-        println!("skipped: guest_memfd MMAP|INIT_SHARED unsupported");
+        kvm_coco_test_skip::skip("/dev/kvm", "guest_memfd MMAP|INIT_SHARED unsupported");
         return;
     }
     let gmem = vm.create_guest_memfd(0x10_0000, flags).unwrap();
@@ -82,7 +85,7 @@ fn region2_with_guest_memfd_is_accepted_and_removable() {
     let Some(kvm) = kvm_or_skip() else { return };
     let vm = kvm.create_vm(VmType::Default).unwrap();
     if vm.check_extension(231) <= 0 || vm.check_extension(234) <= 0 {
-        println!("skipped: no KVM_CAP_USER_MEMORY2 / KVM_CAP_GUEST_MEMFD");
+        kvm_coco_test_skip::skip("/dev/kvm", "no KVM_CAP_USER_MEMORY2 / KVM_CAP_GUEST_MEMFD");
         return;
     }
     let mem = Arc::new(GuestMapping::anonymous(0x20_0000).unwrap());

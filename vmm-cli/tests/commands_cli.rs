@@ -130,7 +130,7 @@ fn caps_json_lists_vm_types_by_name() {
             assert!(v["sev"]["vmsa_features"]["available"].is_boolean());
         }
         Err(e) => {
-            println!("skipped: /dev/kvm: {e}");
+            kvm_coco_test_skip::skip("/dev/kvm", format_args!("{e}; checked the refusal only"));
             assert_eq!(o.status.code(), Some(1));
             assert_eq!(v["kvm"]["available"], false);
         }
@@ -142,7 +142,7 @@ fn caps_text_names_every_part() {
     let o = run(&["caps"]);
     let out = stdout(&o);
     if let Err(e) = kvm_usable() {
-        println!("skipped: /dev/kvm: {e}");
+        kvm_coco_test_skip::skip("/dev/kvm", format_args!("{e}; checked the refusal only"));
         assert!(out.contains("not usable"), "{out}");
         return;
     }
@@ -168,11 +168,14 @@ fn check_snp_explains_why_the_launch_is_impossible_here() {
     assert!(!stderr(&o).contains("panicked"));
     match host_vm_types() {
         None => {
-            println!("skipped: /dev/kvm is not usable; checking the explanation only");
+            kvm_coco_test_skip::skip("/dev/kvm", "not usable; checked the explanation only");
             assert_eq!(o.status.code(), Some(1));
             assert!(out.contains("[FAIL] kvm/device"), "{out}");
         }
-        Some(t) if t.iter().any(|x| x == "snp") => println!("skipped: this host offers SNP"),
+        Some(t) if t.iter().any(|x| x == "snp") => kvm_coco_test_skip::skip(
+            "a host without the VM type",
+            "this host offers SNP; the explanation of its absence cannot be checked here",
+        ),
         Some(t) => {
             assert_eq!(o.status.code(), Some(1), "{out}");
             let offered = t.join(", ");
@@ -315,7 +318,10 @@ fn launch_without_arguments_runs_the_builtin_snp_guest_and_verifies_its_report()
     let (out, err) = (stdout(&o), stderr(&o));
     assert_eq!(o.status.code(), Some(0), "{out}{err}");
     if host_offers("snp") {
-        println!("skipped: this host offers SNP; the launch ran on its KVM");
+        kvm_coco_test_skip::skip(
+            "a host without the VM type",
+            "this host offers SNP; the launch ran on its KVM, not on the software host",
+        );
         assert_eq!(field(&out, "host:"), "kvm", "{out}");
         assert!(
             out.contains("measurement:  not observable from the host"),
@@ -738,7 +744,10 @@ fn sev_launches_print_the_launch_measure_without_claiming_a_match() {
 fn launch_backend_kvm_without_the_vm_type_fails_with_the_reason() {
     for (tee, abi) in [("snp", 4), ("tdx", 5), ("sev", 2)] {
         if host_offers(tee) {
-            println!("skipped {tee}: this host offers it");
+            kvm_coco_test_skip::skip(
+                "a host without the VM type",
+                format_args!("this host offers {tee}; its refusal cannot be checked here"),
+            );
             continue;
         }
         let o = run(&["launch", "--backend", "kvm", "--tee", tee, "--json"]);
@@ -762,7 +771,7 @@ fn launch_backend_kvm_without_the_vm_type_fails_with_the_reason() {
 #[test]
 fn launch_tee_none_runs_the_plain_guest_on_a_default_vm() {
     if let Err(e) = kvm_usable() {
-        println!("skipped: /dev/kvm: {e}");
+        kvm_coco_test_skip::skip("/dev/kvm", format_args!("{e}; checked the refusal only"));
         let o = run(&["launch", "--tee", "none"]);
         assert_eq!(o.status.code(), Some(1));
         assert!(!stderr(&o).contains("panicked"));
@@ -946,12 +955,18 @@ fn unprivileged(args: &[&str]) -> Option<Output> {
 #[test]
 fn without_kvm_access_check_and_caps_explain_and_launch_says_why() {
     let Some(o) = unprivileged(&["check", "--tee", "snp"]) else {
-        println!("skipped: needs root and setpriv to drop privileges");
+        kvm_coco_test_skip::skip(
+            "root and setpriv",
+            "needs to run as root with setpriv to drop privileges",
+        );
         return;
     };
     let out = stdout(&o);
     if !out.contains("[FAIL] kvm/device") {
-        println!("skipped: /dev/kvm is accessible to uid 65534 here");
+        kvm_coco_test_skip::skip(
+            "/dev/kvm closed to others",
+            "/dev/kvm is accessible to uid 65534 here",
+        );
         return;
     }
     assert_eq!(o.status.code(), Some(1), "{out}");

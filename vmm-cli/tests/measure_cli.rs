@@ -69,8 +69,8 @@ fn committed_vectors_through_the_binary() {
 
 /// Debian's OVMF / TDVF images (tests/vectors/debian-firmware.json, fetched by
 /// tests/vectors/fetch_debian_firmware.sh): the first case of every image and mode through
-/// the binary, including sid's ovmf-inteltdx in every mode. Skipped loudly without the
-/// images, failing under CI.
+/// the binary, including sid's ovmf-inteltdx in every mode. Without the images a reported
+/// skip, or a failure where the oracles are required (CI).
 #[test]
 fn debian_firmware_through_the_binary() {
     let v = measure_cases::load_debian_vectors();

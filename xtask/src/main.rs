@@ -1,7 +1,10 @@
 //! `cargo xtask`: workspace automation.
 //!
 //! Commands:
-//! - `ci`: exactly the steps `.ci/run` performs, so CI can be run locally.
+//! - `ci`: exactly the steps `.ci/run` performs, so CI can be run locally. Tests that cannot
+//!   run a check for want of something outside the workspace report it through
+//!   `kvm_coco_test_skip`; `ci` lists every such skip after the tests and fails if any
+//!   happened where the dependencies are required (`CI` or `KVM_COCO_REQUIRE_ORACLES` set).
 //! - `uapi-check`: checks every layout and constant of `kvm-coco-uapi` against the real Linux headers.
 //! - `hw-test [--json] [--dangerous] [--sim-host] [--firmware FILE] [--vcek FILE]`: detects
 //!   the host's KVM, SEV and TDX support and runs the hardware tiers that apply, explaining
@@ -66,7 +69,21 @@ fn workspace_root() -> std::path::PathBuf {
 
 /// The CI pipeline: the README's test command, then the formatting, lint, doc and uAPI gates.
 fn ci() -> Result<(), String> {
-    step("tests", "cargo", &["test", "--workspace"], &[])?;
+    let skip_log = workspace_root().join("target/test-skips.log");
+    match std::fs::remove_file(&skip_log) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot remove {}: {e}", skip_log.display())),
+    }
+    let tests = step(
+        "tests",
+        "cargo",
+        &["test", "--workspace"],
+        &[(kvm_coco_test_skip::LOG_VAR, &skip_log.to_string_lossy())],
+    );
+    let skips = report_skips(&skip_log);
+    tests?;
+    skips?;
     // The hardware tiers against the software host: the same tier code as on SEV, SNP and
     // TDX machines, through real system calls; fails unless every launch and platform tier
     // passes.
@@ -105,4 +122,31 @@ fn ci() -> Result<(), String> {
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
     uapi_check::run(&[])
+}
+
+/// Prints the skips the tests appended to `log` (one `SKIPPED (dependency) test: reason`
+/// line each) and fails if there were any while the dependencies are required.
+fn report_skips(log: &std::path::Path) -> Result<(), String> {
+    let text = match std::fs::read_to_string(log) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("cannot read the skip log {}: {e}", log.display())),
+    };
+    let skips: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    if skips.is_empty() {
+        eprintln!("==> no test skipped a check");
+        return Ok(());
+    }
+    eprintln!("==> {} test checks skipped:", skips.len());
+    for line in &skips {
+        eprintln!("    {line}");
+    }
+    if kvm_coco_test_skip::required() {
+        return Err(format!(
+            "{} test checks skipped where every dependency is required (CI or {} set)",
+            skips.len(),
+            kvm_coco_test_skip::REQUIRE_VAR
+        ));
+    }
+    Ok(())
 }

@@ -173,8 +173,8 @@ pub fn debian_firmware_dir() -> PathBuf {
 }
 
 /// The Debian images of `v`, read from [`debian_firmware_dir`] and checked against their
-/// committed SHA-256. When one is missing or differs, says so loudly and returns `None`, or
-/// panics when the environment variable `CI` is set (CI fetches them).
+/// committed SHA-256. When one is missing or differs, reports a skip
+/// (`kvm_coco_test_skip::skip`: fails where the oracles are required) and returns `None`.
 pub fn debian_firmware(v: &DebianVectors) -> Option<BTreeMap<String, Vec<u8>>> {
     let dir = debian_firmware_dir();
     let mut out = BTreeMap::new();
@@ -206,12 +206,11 @@ pub fn debian_firmware(v: &DebianVectors) -> Option<BTreeMap<String, Vec<u8>>> {
         v.images.len(),
         problems.join("; ")
     );
-    // CI fetches them; it says so in KVM_COCO_DEBIAN_FIRMWARE_GONE when the archive no
-    // longer has a pinned version.
+    // .ci/run fetches them, and puts the fetch script's error (say, a pinned version the
+    // archive no longer has) into KVM_COCO_DEBIAN_FIRMWARE_GONE when that fails.
     match std::env::var("KVM_COCO_DEBIAN_FIRMWARE_GONE") {
-        Ok(why) => eprintln!("SKIPPED (Debian firmware): {why}; {msg}"),
-        Err(_) if std::env::var_os("CI").is_some() => panic!("{msg}"),
-        Err(_) => eprintln!("SKIPPED (Debian firmware): {msg}"),
+        Ok(why) => kvm_coco_test_skip::skip("Debian firmware", format_args!("{why}; {msg}")),
+        Err(_) => kvm_coco_test_skip::skip("Debian firmware", msg),
     }
     None
 }

@@ -139,7 +139,8 @@ pub const DEBIAN_OVMF_SHA256: &str =
     "7b456907dd0786d415999e801a1ac4637b8ed4d7cf5378cfc6edbe5e574dd773";
 
 /// Debian's OVMF.fd from `$KVM_COCO_OVMF` or `/usr/share/ovmf/OVMF.fd`, if present with the
-/// expected SHA-256; otherwise prints why it is skipped and returns `None`.
+/// expected SHA-256; otherwise reports a skip (`kvm_coco_test_skip::skip`: fails where the
+/// oracles are required) and returns `None`.
 pub fn debian_ovmf() -> Option<(PathBuf, Vec<u8>)> {
     let path = std::env::var_os("KVM_COCO_OVMF")
         .map(PathBuf::from)
@@ -147,18 +148,24 @@ pub fn debian_ovmf() -> Option<(PathBuf, Vec<u8>)> {
     match std::fs::read(&path) {
         Ok(b) if sha256_hex(&b) == DEBIAN_OVMF_SHA256 => Some((path, b)),
         Ok(b) => {
-            eprintln!(
-                "SKIPPED (OVMF): {} has sha256 {}, vectors were made with {DEBIAN_OVMF_SHA256} \
-                 (Debian ovmf 2022.11-6+deb12u2); set KVM_COCO_OVMF",
-                path.display(),
-                sha256_hex(&b)
+            kvm_coco_test_skip::skip(
+                "OVMF",
+                format_args!(
+                    "{} has sha256 {}, vectors were made with {DEBIAN_OVMF_SHA256} \
+                     (Debian ovmf 2022.11-6+deb12u2); set KVM_COCO_OVMF",
+                    path.display(),
+                    sha256_hex(&b)
+                ),
             );
             None
         }
         Err(e) => {
-            eprintln!(
-                "SKIPPED (OVMF): cannot read {}: {e}; install Debian's `ovmf` or set KVM_COCO_OVMF",
-                path.display()
+            kvm_coco_test_skip::skip(
+                "OVMF",
+                format_args!(
+                    "cannot read {}: {e}; install Debian's `ovmf` or set KVM_COCO_OVMF",
+                    path.display()
+                ),
             );
             None
         }
@@ -166,7 +173,8 @@ pub fn debian_ovmf() -> Option<(PathBuf, Vec<u8>)> {
 }
 
 /// The sev-snp-measure executable: `$SEV_SNP_MEASURE`, `<workspace>/.venv/bin/sev-snp-measure`,
-/// or `sev-snp-measure` on PATH, if it runs.
+/// or `sev-snp-measure` on PATH, if it runs; otherwise reports a skip of the live comparison
+/// (`kvm_coco_test_skip::skip`: fails where the oracles are required) and returns `None`.
 pub fn ssm_tool() -> Option<PathBuf> {
     let ws = workspace();
     let candidates = [
@@ -183,9 +191,10 @@ pub fn ssm_tool() -> Option<PathBuf> {
             return Some(c);
         }
     }
-    eprintln!(
-        "SKIPPED (live comparison): sev-snp-measure not found (set SEV_SNP_MEASURE or create \
-         .venv with `pip install sev-snp-measure`); comparing with committed vectors only"
+    kvm_coco_test_skip::skip(
+        "sev-snp-measure",
+        "not found (set SEV_SNP_MEASURE or install sev-snp-measure 0.0.13 into .venv, as \
+         .ci/run does); the committed vectors are still compared, the live comparison is not",
     );
     None
 }

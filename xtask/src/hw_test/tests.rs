@@ -515,12 +515,15 @@ fn real_launch_tier_without_the_vm_type_is_not_a_pass() {
     let kvm = match Kvm::open() {
         Ok(k) => k,
         Err(e) => {
-            println!("skipped: {e}");
+            kvm_coco_test_skip::skip("/dev/kvm", e);
             return;
         }
     };
     if kvm.supported_vm_types().contains(VmType::Snp) {
-        println!("skipped: this host offers SNP VMs");
+        kvm_coco_test_skip::skip(
+            "a host without the VM type",
+            "this host offers SNP VMs; the refusal cannot be checked here",
+        );
         return;
     }
     match run_check(
