@@ -74,6 +74,41 @@
 //! | 4 | [`KVM_TDX_FINALIZE_VM`] | VM | none |
 //! | 5 | [`KVM_TDX_GET_CPUID`] | vCPU | [`KvmCpuid2`] + entries |
 //!
+//! # Example: what the host offers, and a TDX sub-command as bytes
+//!
+//! ```
+//! use kvm_coco_uapi::{
+//!     KVM_MEMORY_ENCRYPT_OP, KVM_TDX_MEASURE_MEMORY_REGION, KvmTdxCmd, KvmTdxInitMemRegion,
+//!     TdxCmdId, TdxScope, VmType, VmTypes,
+//! };
+//! use zerocopy::IntoBytes;
+//!
+//! // KVM_CHECK_EXTENSION(KVM_CAP_VM_TYPES) returned bits 0 (default) and 5 (TDX).
+//! let offered = VmTypes::from_check_extension(0b10_0001);
+//! assert!(offered.supports(VmType::Tdx) && !offered.supports(VmType::Snp));
+//!
+//! // KVM_TDX_INIT_MEM_REGION, measured: 16 pages of `source` at GPA 0xffff_0000.
+//! let source = vec![0x90u8; 16 * 4096];
+//! let region = KvmTdxInitMemRegion {
+//!     source_addr: source.as_ptr() as u64,
+//!     gpa: 0xffff_0000,
+//!     nr_pages: 16,
+//! };
+//! let cmd = KvmTdxCmd::new(
+//!     TdxCmdId::InitMemRegion,
+//!     KVM_TDX_MEASURE_MEMORY_REGION as u32,
+//!     &raw const region as u64,
+//! );
+//! // struct kvm_tdx_cmd { __u32 id; __u32 flags; __u64 data; __u64 hw_error; }
+//! let bytes = cmd.as_bytes();
+//! assert_eq!(bytes.len(), 24);
+//! assert_eq!(bytes[..8], [3, 0, 0, 0, 1, 0, 0, 0]); // id 3, flags MEASURE
+//! assert_eq!(bytes[16..], [0; 8]); // hw_error: KVM requires 0 on input
+//! // It goes to a vCPU fd: ioctl(vcpu_fd, KVM_MEMORY_ENCRYPT_OP, &cmd), 0xC008AEBA.
+//! assert_eq!(TdxCmdId::InitMemRegion.scope(), TdxScope::Vcpu);
+//! assert_eq!(KVM_MEMORY_ENCRYPT_OP, 0xC008_AEBA);
+//! ```
+//!
 //! # Traps worth knowing
 //!
 //! * [`KVM_MEMORY_ENCRYPT_OP`] encodes size 8 (a pointer), not the size of the command
