@@ -425,7 +425,7 @@ fn prepare_inputs(dir: &Path, ovmf: &Path) -> Result<(PathBuf, String), String> 
     Ok((path, desc))
 }
 
-/// Times sev-snp-measure (Python, from PyPI, in a venv under `dir`) on the cases.
+/// Times sev-snp-measure (Python, installed with pip into a venv under `dir`) on the cases.
 const PY_TIMER: &str = r#"
 import json, statistics, sys, time
 from sevsnpmeasure import guest, vcpu_types
@@ -462,7 +462,7 @@ fn sev_snp_measure(dir: &Path, cases: &Path, runs: usize) -> Result<PyResult, St
     let py = venv.join("bin/python");
     if !py.exists() {
         eprintln!(
-            "==> creating {} and installing sev-snp-measure from PyPI",
+            "==> creating {} and installing sev-snp-measure with pip",
             venv.display()
         );
         let ok = Command::new("python3")

@@ -1,10 +1,13 @@
 //! `cargo xtask uapi-check`: compares `kvm-coco-uapi` with the real Linux 7.3.4 uAPI headers.
 //!
 //! 1. Fetches Debian's `linux-libc-dev` 7.3.4-1~bpo13+1 (trixie-backports) into the
-//!    workspace target directory (`<target>/uapi-check/`), never installing it: first over
-//!    HTTP from deb.debian.org (`curl`), else through `apt-get download` with a throw-away
-//!    apt configuration. The `.deb` is pinned by SHA-256 (the value in the signed
-//!    trixie-backports `Packages` index); a mismatch is an error.
+//!    workspace target directory (`<target>/uapi-check/`), never installing it, with
+//!    `apt-get download` from the Debian archive the system's apt sources already name
+//!    (`DEBIAN_ARCHIVE_URI` names another): a private sources list for trixie-backports, its
+//!    own package lists and cache under the target directory, the system's apt configuration
+//!    and keys otherwise, as `kvm-coco/tests/vectors/fetch_debian_firmware.sh` does. The
+//!    `.deb` is pinned by SHA-256 (the value in the signed trixie-backports `Packages`
+//!    index); a mismatch is an error.
 //! 2. Unpacks it with `dpkg -x` next to the cache.
 //! 3. Generates one `_Static_assert` per size, alignment, field offset, field size,
 //!    constant and `kvm_run` offset recorded in `kvm_coco_uapi::manifest`, and compiles the
@@ -27,10 +30,9 @@ use std::process::Command;
 
 const DEB_NAME: &str = "linux-libc-dev_7.3.4-1~bpo13+1_all.deb";
 const DEB_VERSION: &str = "7.3.4-1~bpo13+1";
-const DEB_URL: &str =
-    "http://deb.debian.org/debian/pool/main/l/linux/linux-libc-dev_7.3.4-1~bpo13+1_all.deb";
 const DEB_SHA256: &str = "b3a4538fca67081c8606a93f37521d0eb74ac75996a02f3321a6b27f978e10a8";
-const APT_SOURCE: &str = "deb http://deb.debian.org/debian trixie-backports main\n";
+/// The suite that has the package.
+const SUITE: &str = "trixie-backports";
 
 /// Runs the check (see the module documentation).
 pub fn run(args: &[String]) -> Result<(), String> {
@@ -138,24 +140,34 @@ fn obtain_deb(cache: &Path, local: Option<&Path>) -> Result<PathBuf, String> {
     if dest.exists() && check_hash(&dest)? {
         return Ok(dest);
     }
-    let tmp = cache.join(format!("{DEB_NAME}.part"));
-    let _ = std::fs::remove_file(&tmp);
-    eprintln!("uapi-check: downloading {DEB_URL}");
-    let curl = Command::new("curl")
-        .args(["-fsSL", "--retry", "2", "-o"])
-        .arg(&tmp)
-        .arg(DEB_URL)
-        .status();
-    match curl {
-        Ok(s) if s.success() => {
-            std::fs::rename(&tmp, &dest).map_err(|e| format!("cannot move download: {e}"))?;
-        }
-        other => {
-            eprintln!("uapi-check: HTTP download failed ({other:?}); trying apt-get download");
-            apt_download(cache)?;
-        }
-    }
+    apt_download(cache, &dest)?;
     verify(&dest)
+}
+
+/// The Debian archive to fetch from: `DEBIAN_ARCHIVE_URI`, else the first archive labelled
+/// `Debian` among the package indexes of the system's apt sources.
+fn archive_uri() -> Result<String, String> {
+    if let Some(uri) = std::env::var("DEBIAN_ARCHIVE_URI")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        return Ok(uri);
+    }
+    let out = Command::new("apt-get")
+        .args([
+            "indextargets",
+            "--format",
+            "$(LABEL)|$(REPO_URI)",
+            "Identifier: Packages",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run apt-get indextargets: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Debian|").map(str::to_owned))
+        .ok_or_else(|| {
+            "no Debian archive in the system's apt sources; set DEBIAN_ARCHIVE_URI".to_owned()
+        })
 }
 
 fn verify(path: &Path) -> Result<PathBuf, String> {
@@ -170,26 +182,47 @@ fn verify(path: &Path) -> Result<PathBuf, String> {
     Ok(path.to_path_buf())
 }
 
-/// `apt-get download` with a throw-away configuration rooted in the cache directory.
-fn apt_download(cache: &Path) -> Result<(), String> {
+/// `apt-get download` into a scratch directory of the cache, with a private sources list
+/// for [`SUITE`] of [`archive_uri`], private package lists, cache and (empty) dpkg status,
+/// and the system's apt configuration and archive keys otherwise; the package is then moved
+/// to `dest`. Nothing is installed and the system's apt state is not touched.
+fn apt_download(cache: &Path, dest: &Path) -> Result<(), String> {
+    let uri = archive_uri()?;
     let apt = cache.join("apt");
-    for d in ["lists/partial", "cache/archives/partial"] {
-        std::fs::create_dir_all(apt.join(d)).map_err(|e| format!("cannot create apt dirs: {e}"))?;
+    let download = cache.join("download");
+    let _ = std::fs::remove_dir_all(&download);
+    for d in [
+        apt.join("lists/partial"),
+        apt.join("cache/archives/partial"),
+        apt.join("empty"),
+        download.clone(),
+    ] {
+        std::fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
     }
     let sources = apt.join("sources.list");
-    std::fs::write(&sources, APT_SOURCE).map_err(|e| format!("cannot write sources.list: {e}"))?;
+    std::fs::write(
+        &sources,
+        format!("deb [target=Packages] {uri} {SUITE} main\n"),
+    )
+    .map_err(|e| format!("cannot write sources.list: {e}"))?;
+    let status = apt.join("status");
+    std::fs::write(&status, "").map_err(|e| format!("cannot write {}: {e}", status.display()))?;
     let opts = [
         format!("-oDir::Etc::sourcelist={}", sources.display()),
-        "-oDir::Etc::sourceparts=/nonexistent".to_string(),
+        format!("-oDir::Etc::sourceparts={}", apt.join("empty").display()),
         format!("-oDir::State::Lists={}", apt.join("lists").display()),
+        format!("-oDir::State::status={}", status.display()),
         format!("-oDir::Cache={}", apt.join("cache").display()),
         "-oAPT::Get::List-Cleanup=0".to_string(),
+        // The download goes to a directory the unprivileged `_apt` user may not write.
+        "-oAPT::Sandbox::User=root".to_string(),
     ];
+    eprintln!("uapi-check: apt-get download linux-libc-dev={DEB_VERSION} ({SUITE} of {uri})");
     let run = |extra: &[&str]| -> Result<(), String> {
         let out = Command::new("apt-get")
             .args(&opts)
             .args(extra)
-            .current_dir(cache)
+            .current_dir(&download)
             .output()
             .map_err(|e| format!("cannot run apt-get: {e}"))?;
         if out.status.success() {
@@ -203,7 +236,14 @@ fn apt_download(cache: &Path) -> Result<(), String> {
         }
     };
     run(&["update"])?;
-    run(&["download", &format!("linux-libc-dev={DEB_VERSION}")])
+    run(&["download", &format!("linux-libc-dev={DEB_VERSION}")])?;
+    let deb = std::fs::read_dir(&download)
+        .map_err(|e| format!("cannot list {}: {e}", download.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or_else(|| format!("apt-get download left no .deb in {}", download.display()))?;
+    std::fs::rename(&deb, dest).map_err(|e| format!("cannot move {}: {e}", deb.display()))
 }
 
 /// Unpacks the package (once) and returns the root of the extracted tree.
