@@ -101,7 +101,8 @@ pub fn skip(dependency: &str, reason: impl Display) {
     }
     let line = skip_line(dependency, &test, &reason);
     // Not `eprintln!`: the harness captures that for passing tests, and a skip must show.
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    // One write, so the line is not split by the harness's own output.
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
     if let Some(log) = std::env::var_os(LOG_VAR) {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
