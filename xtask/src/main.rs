@@ -81,7 +81,7 @@ fn ci() -> Result<(), String> {
         &["test", "--workspace"],
         &[(kvm_coco_test_skip::LOG_VAR, &skip_log.to_string_lossy())],
     );
-    let skips = report_skips(&skip_log);
+    let skips = report_skips(&skip_log, kvm_coco_test_skip::required());
     tests?;
     skips?;
     // The hardware tiers against the software host: the same tier code as on SEV, SNP and
@@ -125,8 +125,8 @@ fn ci() -> Result<(), String> {
 }
 
 /// Prints the skips the tests appended to `log` (one `SKIPPED (dependency) test: reason`
-/// line each) and fails if there were any while the dependencies are required.
-fn report_skips(log: &std::path::Path) -> Result<(), String> {
+/// line each) and fails if there were any while the dependencies are `required`.
+fn report_skips(log: &std::path::Path, required: bool) -> Result<(), String> {
     let text = match std::fs::read_to_string(log) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -141,7 +141,7 @@ fn report_skips(log: &std::path::Path) -> Result<(), String> {
     for line in &skips {
         eprintln!("    {line}");
     }
-    if kvm_coco_test_skip::required() {
+    if required {
         return Err(format!(
             "{} test checks skipped where every dependency is required (CI or {} set)",
             skips.len(),
@@ -149,4 +149,29 @@ fn report_skips(log: &std::path::Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report_skips;
+
+    #[test]
+    fn skips_are_listed_and_fail_only_where_required() {
+        let dir = std::env::temp_dir().join(format!("xtask-skips-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("skips.log");
+        // No log: no test skipped.
+        assert_eq!(report_skips(&log, true), Ok(()));
+        std::fs::write(
+            &log,
+            "SKIPPED (OVMF) measure_facts t1: cannot read\n\nSKIPPED (QEMU) host_qemu t2: x\n",
+        )
+        .unwrap();
+        assert_eq!(report_skips(&log, false), Ok(()));
+        let err = report_skips(&log, true).unwrap_err();
+        assert!(err.starts_with("2 test checks skipped"), "{err}");
+        std::fs::write(&log, "").unwrap();
+        assert_eq!(report_skips(&log, true), Ok(()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
