@@ -231,6 +231,7 @@ impl SoftwareHostBuilder {
             served_calls: AtomicU64::new(0),
             vms_created: AtomicU64::new(0),
             vms_destroyed: AtomicU64::new(0),
+            vm_models: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             listeners: AtomicU64::new(0),
         });
         let s = shared.clone();
@@ -285,6 +286,9 @@ pub(crate) struct Shared {
     served_calls: AtomicU64,
     vms_created: AtomicU64,
     vms_destroyed: AtomicU64,
+    /// Served VMs not yet dropped, in the map or not: a destroyed VM's model is dropped by
+    /// the last holder of its `Arc`, which may be a worker finishing a call.
+    vm_models: Arc<std::sync::atomic::AtomicUsize>,
     listeners: AtomicU64,
 }
 
@@ -672,7 +676,12 @@ impl SoftwareHost {
                         .map(|(k, _)| *k),
                 )
                 .collect();
-            if hung.is_empty() {
+            // A destroyed VM leaves the map before its model is dropped: settled once every
+            // model still counted is one of the map's (the count is read first, so a model
+            // dropped late is never missed).
+            if hung.is_empty()
+                && self.shared.vm_models.load(Ordering::SeqCst) <= lock(&self.shared.vms).len()
+            {
                 return true;
             }
             if std::time::Instant::now() > end {

@@ -73,6 +73,25 @@ pub(crate) struct ServedVm {
     /// The host's end of the VM fd's socket pair: it hangs up when the last copy of the VM
     /// fd is closed, and the VM is destroyed.
     pub hangup: OwnedFd,
+    /// Counts the VM until it is dropped; declared last, so the count drops only after the
+    /// model (ASID released, pages reclaimed).
+    pub _alive: Alive,
+}
+
+/// One count in the host's `vm_models` while a served VM exists.
+pub(crate) struct Alive(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Alive {
+    pub fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A served vCPU: its `kvm_run` page and the model vCPU with its guest program.
@@ -634,6 +653,7 @@ impl Call<'_> {
             vcpus: Mutex::new(Vec::new()),
             files: Mutex::new(Vec::new()),
             hangup: ours,
+            _alive: Alive::new(&self.sh.vm_models),
         });
         lock(&self.sh.vms).insert(key, vm.clone());
         self.sh
