@@ -112,7 +112,7 @@ pub enum MeasureError {
         len: u64,
     },
     /// A step kind the technology cannot add.
-    #[error("step {index}: {kind:?} is not a {tee:?} launch operation")]
+    #[error("step {index}: {kind:?} is not a {tee} launch operation")]
     UnsupportedKind {
         /// Step index.
         index: usize,

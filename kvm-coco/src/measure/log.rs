@@ -144,7 +144,7 @@ impl std::fmt::Display for Divergence {
 pub enum ReplayError {
     /// Replaying from the log alone needs a digest chain (SNP); SEV and TDX stream their
     /// content, so they replay against a plan ([`LaunchLog::replay_plan`]).
-    #[error("a {0:?} log cannot be replayed without the launch data; replay it against a plan")]
+    #[error("a {0} log cannot be replayed without the launch data; replay it against a plan")]
     NeedsPlan(Tee),
     /// An entry is malformed (wrong digest size, content digest missing or unexpected).
     #[error("entry {index}: {problem}")]
