@@ -12,7 +12,7 @@
 //! guest report's MEASUREMENT, for TDX the TDREPORT's MRTD, for SEV and SEV-ES the
 //! LAUNCH_MEASURE HMAC recomputed over the offline digest (facts §1.4).
 //!
-//! The test runs 1,000 lifecycles (about 40 s in a debug build on two shared cores);
+//! The test runs 1,000 lifecycles (25 to 55 s in a debug build on two shared cores);
 //! `KVM_COCO_LIFECYCLES` sets another count. `--nocapture` shows the throughput and the
 //! peak RSS.
 
