@@ -13,11 +13,14 @@
 //!   sev-snp-measure on the same inputs and prints one table of ratios.
 //! - `coverage [--report-only]`: line coverage of `KvmBackend`, the `ops` wrappers and
 //!   `DevSev` in the tests (cargo-llvm-cov); fails below 90 %.
+//! - `fuzz <smoke|run> [TARGET…] [--secs N]`: the cargo-fuzz targets under `fuzz/`, from
+//!   their committed seed corpora; `smoke` (10 s each) is part of `ci`.
 
 use std::process::{Command, ExitCode};
 
 mod bench;
 mod coverage;
+mod fuzz;
 mod hw_test;
 mod uapi_check;
 
@@ -29,8 +32,9 @@ fn main() -> ExitCode {
         Some("hw-test") => hw_test::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("coverage") => coverage::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci|uapi-check|hw-test|bench|coverage> [options]");
+            eprintln!("usage: cargo xtask <ci|uapi-check|hw-test|bench|coverage|fuzz> [options]");
             return ExitCode::from(2);
         }
     };
@@ -121,7 +125,9 @@ fn ci() -> Result<(), String> {
         &["doc", "--workspace", "--no-deps"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
-    uapi_check::run(&[])
+    uapi_check::run(&[])?;
+    // Every fuzz target for a few seconds from its committed seeds: a crash fails CI.
+    fuzz::run(&["smoke".to_owned(), "--secs".to_owned(), "10".to_owned()])
 }
 
 /// Prints the skips the tests appended to `log` (one `SKIPPED (dependency) test: reason`

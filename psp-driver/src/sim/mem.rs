@@ -83,6 +83,12 @@ pub enum MemError {
     /// A page-granular access is not 4 KiB aligned.
     #[error("physical address {0:#x} is not page aligned")]
     Unaligned(u64),
+    /// The memory for a backing of `len` bytes could not be allocated.
+    #[error("cannot allocate {len:#x} bytes of simulated memory")]
+    NoMemory {
+        /// The length asked for.
+        len: u64,
+    },
     /// A registered region would overlap another one, or is empty or unaligned.
     #[error("region {base:#x}+{len:#x} overlaps another region or is not page aligned")]
     BadRegion {
@@ -154,9 +160,27 @@ pub trait MemBacking: Send + Sync + core::fmt::Debug {
 pub struct VecBacking(Mutex<Box<[u8]>>);
 
 impl VecBacking {
-    /// A zero-filled buffer of `len` bytes.
+    /// A zero-filled buffer of `len` bytes. Aborts, as any failed allocation does, if the
+    /// memory cannot be had: use [`try_new`](Self::try_new) for a length that comes from
+    /// outside.
     pub fn new(len: usize) -> Self {
         Self(Mutex::new(vec![0u8; len].into_boxed_slice()))
+    }
+
+    /// A zero-filled buffer of `len` bytes, or [`MemError::NoMemory`] if the allocator
+    /// refuses that much (the pages themselves are only touched when written).
+    ///
+    /// # Errors
+    /// [`MemError::NoMemory`].
+    pub fn try_new(len: usize) -> Result<Self, MemError> {
+        // Ask first with a fallible reservation (which the kernel's overcommit policy
+        // answers), then take the zeroed allocation, which would abort on failure.
+        let mut probe: Vec<u8> = Vec::new();
+        probe
+            .try_reserve_exact(len)
+            .map_err(|_| MemError::NoMemory { len: len as u64 })?;
+        drop(probe);
+        Ok(Self::new(len))
     }
     /// A copy of the contents.
     pub fn to_vec(&self) -> Vec<u8> {

@@ -227,7 +227,7 @@ impl SimSevHost {
     /// Registers zero-copy RAM of `len` bytes at a fresh host-physical address.
     pub(super) fn alloc_ram(&self, len: u64) -> Result<(u64, Arc<VecBacking>), Errno> {
         let size = usize::try_from(len).map_err(|_| ENOMEM)?;
-        let backing = Arc::new(VecBacking::new(size));
+        let backing = Arc::new(VecBacking::try_new(size).map_err(|_| ENOMEM)?);
         let pa = self.alloc_pa(len);
         self.mem
             .register_region(pa, backing.clone() as Arc<dyn MemBacking>)

@@ -1,0 +1,38 @@
+//! Inputs the `host_ioctl` fuzz target (fuzz/fuzz_targets/host_ioctl.rs) found to crash the
+//! software host, replayed through the same raw system calls. Each must now get a defined
+//! errno, and the host must go on serving.
+
+use kvm_coco::sim::host::SoftwareHost;
+use kvm_coco::{GuestMemfdFlags, Kvm, VmType};
+
+fn served() -> SoftwareHost {
+    let host = SoftwareHost::builder().seed(1).start().unwrap();
+    host.serve_current_thread()
+        .expect("seccomp user notification is required by the software host");
+    host
+}
+
+/// `KVM_CREATE_GUEST_MEMFD` with a page-aligned size far beyond the machine's memory
+/// (`0x0401000000000000`, from the fuzzer's crash input): the model used to allocate its
+/// private backing up front and aborted the whole process when the allocation failed. The
+/// real kernel creates a sparse file of that size; the model cannot back it and answers
+/// `ENOMEM` instead of dying.
+#[test]
+fn a_guest_memfd_larger_than_the_machine_is_enomem_not_an_abort() {
+    let _host = served();
+    let kvm = Kvm::open().unwrap();
+    for ty in [VmType::Sev, VmType::SevEs, VmType::Snp] {
+        let vm = kvm.create_vm(ty).unwrap();
+        let e = vm
+            .create_guest_memfd(0x0401_0000_0000_0000, GuestMemfdFlags::empty())
+            .expect_err("no host can back 2^58 bytes");
+        assert_eq!(
+            e.errno().map(|e| e.raw()),
+            Some(libc::ENOMEM),
+            "{ty:?}: {e}"
+        );
+        // The host still serves this VM.
+        vm.create_guest_memfd(0x20_0000, GuestMemfdFlags::empty())
+            .unwrap();
+    }
+}
