@@ -752,6 +752,15 @@ pub(crate) fn run(a: &LaunchArgs) -> Result<Outcome, CliError> {
     };
     let cfg = a.opts.validate(tee)?;
     check_options(a, &cfg)?;
+    for (option, path) in [
+        ("--report-out", &a.report_out),
+        ("--quote-out", &a.quote_out),
+        ("--log", &a.log),
+    ] {
+        if let Some(p) = path {
+            util::check_output(option, p)?;
+        }
+    }
     let params = init_params(a, &cfg)?;
     let image = match &a.firmware {
         Some(p) => util::read("firmware", p)?,

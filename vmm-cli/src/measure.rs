@@ -184,6 +184,19 @@ fn vcpu_signature(a: &MeasureArgs) -> Result<Option<u32>, CliError> {
         ));
     }
     if let [Some(f), Some(m), Some(s)] = fms {
+        // CPUID leaf 1 EAX holds the family as a 4-bit base plus an 8-bit extension (the
+        // extension counts from 0xF), the model as two 4-bit halves, the stepping in 4 bits.
+        for (option, value, max) in [
+            ("--vcpu-family", f, 0xF + 0xFF),
+            ("--vcpu-model", m, 0xFF),
+            ("--vcpu-stepping", s, 0xF),
+        ] {
+            if value > max {
+                return Err(cli_err!(
+                    "{option} {value}: CPUID leaf 1 can encode at most {max}"
+                ));
+            }
+        }
         return Ok(Some(cpu_sig(f, m, s)));
     }
     if given[2] {
@@ -298,7 +311,14 @@ pub(crate) fn run(a: &MeasureArgs) -> Result<Outcome, CliError> {
     });
     if let Some(kernel) = &a.kernel {
         let hashes = SevHashes::from_files(kernel, a.initrd.as_deref(), a.append.as_deref())
-            .map_err(|e| cli_err!("cannot read kernel or initrd: {e}"))?;
+            .map_err(|e| {
+                let initrd = a
+                    .initrd
+                    .as_ref()
+                    .map(|i| format!(" or initrd '{}'", i.display()))
+                    .unwrap_or_default();
+                cli_err!("cannot read kernel '{}'{initrd}: {e}", kernel.display())
+            })?;
         inputs.boot_hashes = Some(hashes);
     }
     let plan = match a.mode {
@@ -308,7 +328,7 @@ pub(crate) fn run(a: &MeasureArgs) -> Result<Outcome, CliError> {
         Mode::SnpOvmfHash => LaunchPlan::snp_firmware_only(&fw),
         Mode::Tdx => LaunchPlan::tdx(&fw),
     }
-    .map_err(|e| cli_err!("{e}"))?;
+    .map_err(|e| cli_err!("firmware '{}': {e}", a.ovmf.display()))?;
     if let Some(s) = spinner {
         s.finish_and_clear();
     }

@@ -405,7 +405,7 @@ type Verdict = Option<Result<String, String>>;
 /// Runs `vmm-cli report`.
 pub(crate) fn run(a: &ReportArgs) -> Result<Outcome, CliError> {
     let bytes = util::read("report", &a.file)?;
-    let ev = parse(&bytes)?;
+    let ev = parse(&bytes).map_err(|e| cli_err!("report '{}': {e}", a.file.display()))?;
     let chain = a.chain.as_deref().map(read_chain).transpose()?;
     let opts = VerifyOptions {
         at: Some(a.at.map_or_else(std::time::SystemTime::now, x509::unix_time)),

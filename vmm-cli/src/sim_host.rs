@@ -10,7 +10,7 @@ use kvm_coco::VmType;
 use kvm_coco::sim::host::{FaultPlan, SoftwareHost};
 
 use crate::tee::Tee;
-use crate::{CliError, cli_err};
+use crate::{CliError, cli_err, util};
 
 /// What `--tee` names: one technology, or every one (`all`, `None`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,14 +65,11 @@ pub(crate) fn run(a: &SimHostArgs) -> Result<ExitCode, CliError> {
             .map_err(|e| cli_err!("--faults: {e}"))?,
         None => FaultPlan::none(),
     };
-    if let Some(p) = &a.report_out
-        && p.parent()
-            .is_some_and(|d| !d.as_os_str().is_empty() && !d.is_dir())
-    {
-        return Err(cli_err!(
-            "--report-out {}: the directory does not exist",
-            p.display()
-        ));
+    if let Some(p) = &a.report_out {
+        util::check_output("--report-out", p)?;
+    }
+    if let Some(p) = &a.trace {
+        util::check_output("--trace", p)?;
     }
     let mut builder = SoftwareHost::builder()
         .serve(served(&a.tee))

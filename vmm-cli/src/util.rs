@@ -46,6 +46,23 @@ pub(crate) fn read(what: &str, p: &Path) -> Result<Vec<u8>, CliError> {
     std::fs::read(p).map_err(|e| cli_err!("cannot read {what} '{}': {e}", p.display()))
 }
 
+/// Checks, before any work is done, that `p` can be created or replaced as a file: its
+/// directory exists and it is not itself a directory. Whatever else can still go wrong
+/// (permissions, a full disk) is reported when the file is written.
+pub(crate) fn check_output(option: &str, p: &Path) -> Result<(), CliError> {
+    if p.is_dir() {
+        return Err(cli_err!("{option} '{}': is a directory", p.display()));
+    }
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() && !d.is_dir() => Err(cli_err!(
+            "{option} '{}': the directory '{}' does not exist",
+            p.display(),
+            d.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Writes a whole file, mapping errors to a one-line error.
 pub(crate) fn write(what: &str, p: &Path, bytes: &[u8]) -> Result<(), CliError> {
     std::fs::write(p, bytes).map_err(|e| cli_err!("cannot write {what} '{}': {e}", p.display()))

@@ -238,6 +238,8 @@ fn fifty_programs_killed_at_random_points_leave_nothing_behind() {
     let (mut killed, mut finished) = (0, 0);
     for i in 0..50 {
         let marker = format!("kvm-coco-kill-test-{}-{i}", std::process::id());
+        let stderr_path = dir.with_file_name(format!("sim_host_kills_stderr_{i}"));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut sim = Command::new(exe())
             .current_dir(&dir)
             .args(["sim-host", "--tee", "snp,tdx", "--"])
@@ -246,7 +248,7 @@ fn fifty_programs_killed_at_random_points_leave_nothing_behind() {
             .arg(if i % 2 == 0 { "snp" } else { "tdx" })
             .env("KVM_COCO_TEST_MARKER", &marker)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         // Wait for the program, then kill it after 0 to ~40 ms.
@@ -271,8 +273,12 @@ fn fifty_programs_killed_at_random_points_leave_nothing_behind() {
         match st.code() {
             Some(137) => killed += 1,
             Some(0) => finished += 1,
-            other => panic!("sim-host exited with {other:?}, not the program's status"),
+            other => panic!(
+                "sim-host exited with {other:?}, not the program's status; its stderr:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            ),
         }
+        let _ = std::fs::remove_file(&stderr_path);
         assert!(
             with_marker(&marker).is_empty(),
             "a process of run {i} survived"

@@ -164,6 +164,11 @@ fn run_one(root: &std::path::Path, target: &str, secs: u64) -> Result<Outcome, S
         .output()
         .map_err(|e| format!("cannot start cargo fuzz: {e}"))?;
     let log = String::from_utf8_lossy(&out.stderr);
+    let log_path = root.join("target/fuzz-logs").join(format!("{target}.log"));
+    if let Some(d) = log_path.parent() {
+        let _ = std::fs::create_dir_all(d);
+    }
+    let _ = std::fs::write(&log_path, log.as_bytes());
     let last_stats = log
         .lines()
         .rev()
@@ -194,8 +199,17 @@ fn run_one(root: &std::path::Path, target: &str, secs: u64) -> Result<Outcome, S
         });
     let crashed = !out.status.success();
     if crashed {
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        // libFuzzer's report: from the sanitizer's or the panic's first line on.
+        let start = log
+            .lines()
+            .position(|l| {
+                l.contains("ERROR:") || l.contains("panicked") || l.contains("deadly signal")
+            })
+            .unwrap_or(0);
+        for l in log.lines().skip(start).take(60) {
+            eprintln!("{l}");
+        }
+        eprintln!("(the whole log: {})", log_path.display());
     }
     Ok(Outcome {
         target: target.to_owned(),

@@ -545,7 +545,13 @@ impl SoftwareHost {
         Ok(())
     }
 
-    /// Starts `cmd` as a program served by the host (its every thread and child).
+    /// Starts `cmd` as a program served by the host: every thread of the process it starts,
+    /// also after that process `exec`s another program (`sh -c 'exec …'`).
+    ///
+    /// Processes it forks inherit the filter but are not served: the host reads and writes
+    /// the memory of the process it started, and the AMD model's view of user memory is
+    /// that one address space, so a forked child's confidential-VM calls would see the
+    /// wrong memory. Run the VMM as the started process (or `exec` it).
     ///
     /// # Errors
     /// [`HostError::Spawn`] if the program cannot be started or the filter cannot be
