@@ -427,6 +427,17 @@ fn manager(sh: &Arc<Shared>, workers: usize) {
         if rev[0] != 0 {
             sys::eventfd_drain(&sh.wake);
         }
+        // Hang-ups first: a VMM that closed a VM and then creates the next one finds the
+        // first destroyed (its ASID free), as the kernel destroys a VM at the last close.
+        for (j, &(key, _)) in vms.iter().enumerate() {
+            let idx = fds.len() - vms.len() + j;
+            if rev[idx] & (libc::POLLHUP | libc::POLLIN | libc::POLLERR) != 0 {
+                sh.destroy_vm(key);
+                if lock(&sh.files).remove(&key).is_some() {
+                    lock(&sh.objects).remove(&key);
+                }
+            }
+        }
         let mut gone = Vec::new();
         for (i, (l, pid)) in listeners.iter().enumerate() {
             let r = rev[1 + i];
@@ -447,17 +458,6 @@ fn manager(sh: &Arc<Shared>, workers: usize) {
         for i in gone.into_iter().rev() {
             listeners.swap_remove(i);
             sh.listeners.fetch_sub(1, Ordering::Relaxed);
-        }
-        for (j, &(key, _)) in vms.iter().enumerate() {
-            // Listener indices may have shifted above; the VM part of `rev` starts after the
-            // listeners polled this round.
-            let idx = fds.len() - vms.len() + j;
-            if rev[idx] & (libc::POLLHUP | libc::POLLIN | libc::POLLERR) != 0 {
-                sh.destroy_vm(key);
-                if lock(&sh.files).remove(&key).is_some() {
-                    lock(&sh.objects).remove(&key);
-                }
-            }
         }
     }
     drop(tx);
