@@ -55,3 +55,47 @@ fn closing_a_vm_frees_its_asid_before_the_next_vm_is_created() {
         drop(launch);
     }
 }
+
+/// Kernel memory of a call is freed when the call returns, and a VM's own pages (SNP
+/// context, guest-request pages, VMSAs) when it is destroyed: a long-lived host serving
+/// SNP launches whose LAUNCH_FINISH copies an ID block and ID auth (as the `id_block` fuzz
+/// target does, whose memory used to grow by their pages on every input) holds no more of
+/// the firmware's memory afterwards than before.
+#[test]
+fn snp_launches_leave_no_kernel_pages_behind() {
+    use kvm_coco::launch::{InitParams, KvmBackend, Launch, SnpIdentity, SnpInit};
+    let host = served();
+    let kvm = Kvm::open().unwrap();
+    let launch = |vcpus: u32| {
+        let backend = KvmBackend::new(&kvm, VmType::Snp).unwrap();
+        let params = InitParams::Snp(SnpInit {
+            identity: Some(SnpIdentity {
+                id_block: [0x11; 96],
+                id_auth: Box::new([0x22; 4096]),
+                author_key: false,
+            }),
+            ..SnpInit::default()
+        });
+        let mut l = Launch::new(backend, params).unwrap();
+        for id in 0..vcpus {
+            l.create_vcpu(id).unwrap();
+        }
+        // The ID block is not signed: LAUNCH_FINISH fails after copying both blobs.
+        let r = l.start().unwrap().measure().unwrap().finish();
+        assert!(r.is_err(), "an unsigned ID block was accepted");
+    };
+    let pages = || {
+        host.settle(std::time::Duration::from_secs(10));
+        host.sev_host().unwrap().firmware().mem().sparse_pages()
+    };
+    launch(1);
+    let before = pages();
+    for i in 0..20 {
+        launch(1 + i % 4);
+    }
+    let after = pages();
+    assert_eq!(
+        after, before,
+        "firmware pages before {before}, after {after}"
+    );
+}

@@ -379,6 +379,24 @@ impl PhysMem {
         Ok(out)
     }
 
+    /// Frees the sparse pages of `[pa, pa + len)` (page granular: every page the range
+    /// touches): they read as zeros again. Regions are not affected.
+    pub fn discard(&self, pa: u64, len: u64) {
+        let Ok(mut g) = self.inner.write() else {
+            return;
+        };
+        let first = pa & !(PAGE_SIZE as u64 - 1);
+        let end = pa.saturating_add(len);
+        let pages = end.saturating_sub(first).div_ceil(PAGE_SIZE as u64);
+        if pages as usize > g.pages.len() {
+            g.pages.retain(|&p, _| !(p >= first && p < end));
+        } else {
+            for i in 0..pages {
+                g.pages.remove(&(first + i * PAGE_SIZE as u64));
+            }
+        }
+    }
+
     /// Number of sparse pages currently allocated (not counting regions).
     pub fn sparse_pages(&self) -> usize {
         self.inner.read().map(|g| g.pages.len()).unwrap_or(0)

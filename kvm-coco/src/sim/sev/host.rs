@@ -235,6 +235,12 @@ impl SimSevHost {
         Ok((pa, backing))
     }
 
+    /// Frees kernel memory from [`alloc_pa`](Self::alloc_pa) (its contents: the
+    /// address space itself is never reused).
+    pub(super) fn free_pa(&self, pa: u64, len: u64) {
+        self.mem.discard(pa, len.max(1));
+    }
+
     pub(super) fn free_ram(&self, pa: u64) {
         let _ = self.mem.unregister_region(pa);
     }

@@ -61,7 +61,9 @@ const SNP_PAGE_TYPE_VMSA: u8 = 2;
 /// `snp_free_firmware_page`: SNP_PAGE_RECLAIM, then back to the hypervisor.
 pub(super) fn free_firmware_page(host: &SimSevHost, pa: u64) {
     let _ = host.psp.issue(&mut SevDataSnpPageReclaim { paddr: pa });
-    let _ = host.fw.rmp_make_shared(pa, false);
+    if host.fw.rmp_make_shared(pa, false).is_ok() {
+        host.free_pa(pa, PAGE);
+    }
 }
 
 /// `snp_page_reclaim` of a guest page after a failed SNP_LAUNCH_UPDATE.

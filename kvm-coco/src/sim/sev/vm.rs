@@ -157,6 +157,10 @@ pub(super) struct VmInner {
     pub vm_type: u32,
     pub id: u64,
     pub st: Mutex<VmState>,
+    /// Kernel memory of the call in progress (copied user blobs, firmware output
+    /// buffers), freed when it returns, as `psp_copy_user_blob`'s and the handlers'
+    /// `kfree`s do.
+    pub scratch: Mutex<Vec<(u64, u64)>>,
 }
 
 /// A simulated VM of type DEFAULT (0), SEV (2), SEV-ES (3) or SNP (4); see the
@@ -240,13 +244,24 @@ impl VmInner {
         }
         let data = self.host.read_user_vec(uaddr, len as usize)?;
         let pa = self.host.alloc_pa(u64::from(len));
+        lock(&self.scratch).push((pa, u64::from(len)));
         self.host.pa_write(pa, &data)?;
         Ok(pa)
     }
 
     /// Allocates zeroed kernel memory for a firmware output buffer.
     pub(super) fn kbuf(&self, len: u32) -> u64 {
-        self.host.alloc_pa(u64::from(len).max(1))
+        let len = u64::from(len).max(1);
+        let pa = self.host.alloc_pa(len);
+        lock(&self.scratch).push((pa, len));
+        pa
+    }
+
+    /// Frees the call's kernel memory (see `scratch`).
+    pub(super) fn release_scratch(&self) {
+        for (pa, len) in lock(&self.scratch).drain(..) {
+            self.host.free_pa(pa, len);
+        }
     }
 }
 
@@ -302,6 +317,7 @@ impl SimSevVm {
                 vm_type,
                 id: host.next_id(),
                 st: Mutex::new(st),
+                scratch: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -577,13 +593,16 @@ impl SimSevVm {
         // One bounce page for the firmware's output, whatever the number of pages.
         let bounce = st.sev.active.then(|| self.inner.kbuf(PAGE as u32));
         let mut page = vec![0u8; PAGE_SIZE];
-        for (page_gpa, off, r) in page_pieces(gpa, buf.len()) {
+        let r = page_pieces(gpa, buf.len()).try_for_each(|(page_gpa, off, r)| {
             let pa = Self::translate(&st, &self.inner.host, page_gpa + off as u64)?;
             self.inner
                 .decrypt_page(&st, pa & !(PAGE - 1), bounce, &mut page)?;
             buf[r.clone()].copy_from_slice(&page[off..off + r.len()]);
-        }
-        Ok(())
+            Ok(())
+        });
+        drop(st);
+        self.inner.release_scratch();
+        r
     }
 
     /// Writes guest memory through the user mapping of its slot, as the VMM does before
@@ -639,6 +658,13 @@ impl SimSevVm {
     /// # Errors
     /// The errno the kernel returns; see the [module table](super).
     pub fn mem_enc_op(&self, cmd: &mut KvmSevCmd, payload: &mut [u8]) -> Result<(), Errno> {
+        let r = self.mem_enc_op_kernel(cmd, payload);
+        self.inner.release_scratch();
+        r
+    }
+
+    /// [`mem_enc_op`](Self::mem_enc_op) before its kernel memory is freed.
+    fn mem_enc_op_kernel(&self, cmd: &mut KvmSevCmd, payload: &mut [u8]) -> Result<(), Errno> {
         if !self.inner.host.cfg.sev {
             return Err(ENOTTY);
         }
@@ -1404,8 +1430,9 @@ impl Drop for VmInner {
             if ok {
                 super::snp::free_firmware_page(host, gctx);
             }
-            if let Some((_, resp)) = st.sev.guest_req_pages.take() {
+            if let Some((req, resp)) = st.sev.guest_req_pages.take() {
                 super::snp::free_firmware_page(host, resp);
+                host.free_pa(req, PAGE);
             }
         } else if let Some(l) = lease {
             let _ = host.asids.release(l);
@@ -1418,6 +1445,7 @@ impl Drop for VmInner {
         }
         for v in &st.vcpus {
             let _ = host.fw.rmp_make_shared(v.vmsa_pa, false);
+            host.free_pa(v.vmsa_pa, PAGE);
         }
         for (fd, g) in std::mem::take(&mut st.gmems) {
             let _ = host.close(fd);
