@@ -580,10 +580,24 @@ impl SoftwareHost {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(&spawn_err)?;
+        let mut child = cmd.spawn().map_err(&spawn_err)?;
         drop(theirs);
-        let listener = sys::recv_fd(ours.as_raw_fd())
-            .map_err(|e| spawn_err(std::io::Error::from_raw_os_error(e.raw())))?;
+        let listener = match sys::recv_fd(ours.as_raw_fd()) {
+            Ok(l) => l,
+            Err(e) => {
+                // No listener came: the program died between fork and exec (a signal from
+                // outside, say) and the socket closed unsent. It ran nothing and needs no
+                // serving; its status is the caller's to collect, as for any program.
+                let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                while std::time::Instant::now() < end {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return Ok(child);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                return Err(spawn_err(std::io::Error::from_raw_os_error(e.raw())));
+            }
+        };
         self.add_listener(listener, child.id() as i32);
         Ok(child)
     }

@@ -200,10 +200,18 @@ impl VmInner {
                 self.populate_batch(st, &job, batch.as_deref(), count, n, &mut fw_error)
             };
             let (done, ahead) = if npages - after >= PREFETCH_MIN_PAGES {
-                rayon::join(
-                    || populate(st),
-                    || self.prefetch(&job, gmem_pa.filter(|_| hashes), after, npages - after),
-                )
+                // The next batch is read and hashed on a thread of its own (its hashing
+                // fans out to rayon's pool), while this thread populates: the populate
+                // side takes the firmware's lock, and a lock-taking job must never run
+                // on the pool, whose threads the firmware itself may be waiting for
+                // while holding that lock (a deadlock under concurrent launches).
+                std::thread::scope(|scope| {
+                    let ahead = scope.spawn(|| {
+                        self.prefetch(&job, gmem_pa.filter(|_| hashes), after, npages - after)
+                    });
+                    let done = populate(st);
+                    (done, ahead.join().unwrap_or(None))
+                })
             } else {
                 (populate(st), None)
             };
