@@ -184,6 +184,7 @@ impl SoftwareHostBuilder {
     /// # Errors
     /// [`HostError::Trace`] or [`HostError::Setup`].
     pub fn start(self) -> Result<SoftwareHost, HostError> {
+        prime_malloc_heap_shrink();
         let trace = match &self.trace {
             Some(p) => Some(Trace::create(p).map_err(|source| HostError::Trace {
                 path: p.clone(),
@@ -376,6 +377,30 @@ impl Shared {
         lock(&vm.vcpus).clear();
         self.vms_destroyed.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// glibc's malloc reads `/proc/sys/vm/overcommit_memory` the first time it shrinks the heap
+/// of a thread arena, while it holds that arena's lock, and remembers the answer. Were that
+/// first read an `openat` of a served thread, the supervisor would have to answer it while
+/// any allocation or free of its own on that arena waits for the same lock: a deadlock.
+/// Shrinking a thread arena's heap once, before anything is served, makes glibc take the
+/// answer then. (Other C libraries do not read files in `free`; this is then harmless.)
+fn prime_malloc_heap_shrink() {
+    let shrink = || {
+        // Chunks below the mmap threshold come from the arena's heap; freed last to first
+        // they merge into its top, which is then trimmed.
+        let chunks: Vec<Vec<u8>> = (0..24).map(|i| vec![i as u8; 96 << 10]).collect();
+        for c in chunks.into_iter().rev() {
+            std::hint::black_box(&c);
+            drop(c);
+        }
+    };
+    // A new thread's first allocation makes it a thread arena of its own.
+    let _ = std::thread::Builder::new()
+        .name("kvm-coco-malloc-prime".into())
+        .spawn(shrink)
+        .map(std::thread::JoinHandle::join);
+    shrink();
 }
 
 type Job = (Arc<OwnedFd>, Notif, i32);
