@@ -17,43 +17,7 @@ use kvm_coco::{Exit, Kvm, SystemEvent, VmType};
 use psp_driver::report::AttestationReport;
 use zerocopy::FromBytes;
 
-use measure_common::{amd_inputs, ssm_output as ssm};
-
-/// What this process holds: open fds, memfds among them, mappings of memfds, threads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ProcessCounts {
-    fds: usize,
-    memfds: usize,
-    memfd_maps: usize,
-    threads: usize,
-}
-
-fn counts() -> ProcessCounts {
-    let mut fds = 0;
-    let mut memfds = 0;
-    for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        fds += 1;
-        if std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("/memfd:")) {
-            memfds += 1;
-        }
-    }
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let memfd_maps = maps.lines().filter(|l| l.contains("/memfd:")).count();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let threads = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    ProcessCounts {
-        fds,
-        memfds,
-        memfd_maps,
-        threads,
-    }
-}
+use measure_common::{amd_inputs, process_counts, ssm_output as ssm};
 
 /// One SNP, SEV-ES or TDX launch of SYN64K; `abandon_at` 0 = finish and attest, 1 = drop after
 /// LAUNCH_START, 2 = drop after the first measured region.
@@ -166,7 +130,7 @@ fn two_hundred_launches_across_threads_leak_nothing() {
             // is part of the "before" counts.
             assert!(lifecycle(&host, VmType::Snp, 0, &expected));
             assert!(host.settle(Duration::from_secs(5)));
-            let before = (counts(), host.stats());
+            let before = (process_counts(), host.stats());
             let finished = Arc::new(AtomicUsize::new(0));
             let workers: Vec<_> = (0..4)
                 .map(|w| {
@@ -195,7 +159,7 @@ fn two_hundred_launches_across_threads_leak_nothing() {
                 w.join().unwrap();
             }
             assert!(host.settle(Duration::from_secs(10)), "VMs not destroyed");
-            let after = (counts(), host.stats());
+            let after = (process_counts(), host.stats());
             (before, after, finished.load(Ordering::Relaxed))
         })
     };

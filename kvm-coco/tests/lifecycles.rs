@@ -16,6 +16,9 @@
 //! `KVM_COCO_LIFECYCLES` sets another count. `--nocapture` shows the throughput and the
 //! peak RSS.
 
+#[path = "measure_common/mod.rs"]
+mod measure_common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -79,46 +82,6 @@ fn expected_failure(e: &LaunchError) -> Option<&'static str> {
             Some("LAUNCH_MEASURE: EBUSY")
         }
         _ => None,
-    }
-}
-
-/// What this process holds: open fds, memfds among them, memfd mappings, threads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ProcessCounts {
-    fds: usize,
-    memfds: usize,
-    memfd_maps: usize,
-    threads: usize,
-}
-
-fn status_field(name: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .parse()
-        .unwrap()
-}
-
-fn counts() -> ProcessCounts {
-    let mut fds = 0;
-    let mut memfds = 0;
-    for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        fds += 1;
-        if std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("/memfd:")) {
-            memfds += 1;
-        }
-    }
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let memfd_maps = maps.lines().filter(|l| l.contains("/memfd:")).count();
-    ProcessCounts {
-        fds,
-        memfds,
-        memfd_maps,
-        threads: status_field("Threads:") as usize,
     }
 }
 
@@ -417,7 +380,8 @@ fn run(total: u64, threads: u64) {
                 ) {}
             }
             assert!(host.settle(Duration::from_secs(10)));
-            let before: (ProcessCounts, HostStats) = (counts(), host.stats());
+            let before: (measure_common::ProcessCounts, HostStats) =
+                (measure_common::process_counts(), host.stats());
             let next = Arc::new(AtomicU64::new(0));
             let tally = Arc::new(Mutex::new(Tally::default()));
             let started = Instant::now();
@@ -469,13 +433,13 @@ fn run(total: u64, threads: u64) {
             }
             let elapsed = started.elapsed();
             assert!(host.settle(Duration::from_secs(30)), "VMs not destroyed");
-            let after = (counts(), host.stats());
+            let after = (measure_common::process_counts(), host.stats());
             let tally = std::mem::take(&mut *tally.lock().unwrap());
             (before, after, tally, elapsed)
         })
     };
     let ((before_p, before_h), (after_p, after_h), tally, elapsed) = served.join().unwrap();
-    let hwm = status_field("VmHWM:");
+    let hwm = measure_common::status_field("VmHWM:");
     eprintln!("lifecycles: before {before_p:?} {before_h:?}");
     eprintln!("lifecycles: after  {after_p:?} {after_h:?}");
     eprintln!(

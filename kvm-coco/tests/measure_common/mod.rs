@@ -412,3 +412,49 @@ pub fn guest_td_report<B: kvm_coco::launch::Backend>(
     assert_eq!(report.report_mac.report_data, report_data);
     report
 }
+
+/// What this process holds: open fds, memfds among them, memfd mappings, threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessCounts {
+    /// Open file descriptors.
+    pub fds: usize,
+    /// Those that are memfds.
+    pub memfds: usize,
+    /// Mappings of memfds.
+    pub memfd_maps: usize,
+    /// Threads.
+    pub threads: usize,
+}
+
+/// The number in the `name` line of `/proc/self/status` (a `kB` unit dropped).
+pub fn status_field(name: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .parse()
+        .unwrap()
+}
+
+/// This process's [`ProcessCounts`] now, from `/proc/self`.
+pub fn process_counts() -> ProcessCounts {
+    let mut fds = 0;
+    let mut memfds = 0;
+    for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        fds += 1;
+        if std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("/memfd:")) {
+            memfds += 1;
+        }
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let memfd_maps = maps.lines().filter(|l| l.contains("/memfd:")).count();
+    ProcessCounts {
+        fds,
+        memfds,
+        memfd_maps,
+        threads: status_field("Threads:") as usize,
+    }
+}
