@@ -406,17 +406,17 @@ impl State {
     }
 
     pub(super) fn snp_launch_update(&mut self, b: &mut [u8]) -> Fw {
-        let r = self.snp_launch_update_page(b);
-        // A hint serves the command naming its page only, whatever the outcome.
+        // A hint serves the command naming its page only, whatever the outcome: taken out
+        // here, once, before any check can end the command.
         let pa = rd64(b, 16);
         let count = if rd32(b, 8) & 1 != 0 { 512 } else { 1 };
-        for i in 0..count {
-            self.contents_hints.remove(&(pa + (i * PAGE_SIZE) as u64));
-        }
-        r
+        let hints: Vec<Option<ContentsHint>> = (0..count)
+            .map(|i| self.contents_hints.remove(&(pa + (i * PAGE_SIZE) as u64)))
+            .collect();
+        self.snp_launch_update_page(b, &hints)
     }
 
-    fn snp_launch_update_page(&mut self, b: &mut [u8]) -> Fw {
+    fn snp_launch_update_page(&mut self, b: &mut [u8], hints: &[Option<ContentsHint>]) -> Fw {
         let gctx = rd64(b, 0);
         let f = rd32(b, 8);
         let pa = rd64(b, 16);
@@ -482,9 +482,6 @@ impl State {
             self.check_cpuid(pa)?;
         }
         let vek = g.vek.clone();
-        let hints: Vec<Option<ContentsHint>> = (0..count)
-            .map(|i| self.contents_hints.remove(&(pa + (i * PAGE_SIZE) as u64)))
-            .collect();
         let contents = self
             .mem
             .map_pages(pa, count, |i, page_pa, page| {
