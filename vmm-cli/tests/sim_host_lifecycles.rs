@@ -7,37 +7,11 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+
+#[path = "procs/mod.rs"]
+mod procs;
+use procs::{children, entries, exe, with_marker};
 use std::time::{Duration, Instant};
-
-fn exe() -> std::path::PathBuf {
-    assert_cmd::cargo::cargo_bin("vmm-cli")
-}
-
-/// The direct children of `pid` (from every task's `children` list).
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Ok(c) = std::fs::read_to_string(t.path().join("children")) {
-                out.extend(c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-            }
-        }
-    }
-    out
-}
-
-/// Processes whose environment contains `marker`.
-fn with_marker(marker: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
-        })
-        .collect()
-}
 
 /// The memfds the processes `pids` hold open.
 fn memfds_of(pids: &[u32]) -> usize {
@@ -48,16 +22,6 @@ fn memfds_of(pids: &[u32]) -> usize {
             std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("/memfd:"))
         })
         .count()
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 /// Fault plans of the runs: none; transient answers the launcher rides out; firmware
