@@ -322,6 +322,18 @@ impl<'a> BorrowedVm<'a> {
         Some(())
     }
 
+    /// Zeroes guest RAM over `[gpa, gpa+len)`.
+    fn zero(&self, gpa: u64, len: u64) -> Option<()> {
+        const ZEROS: [u8; PAGE as usize] = [0; PAGE as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(PAGE);
+            self.write(gpa + done, ZEROS.get(..n as usize)?)?;
+            done += n;
+        }
+        Some(())
+    }
+
     /// Copies `src` (zero-padded) into guest RAM over `[gpa, gpa+len)` and returns the
     /// host address of `gpa`: the user address the kernel reads the content from, as in
     /// QEMU, where the image already sits in guest RAM.
@@ -333,15 +345,26 @@ impl<'a> BorrowedVm<'a> {
         command: &'static str,
     ) -> Result<u64, EncryptOpError> {
         let (r, off) = self.host(gpa, len).ok_or_else(|| self.efault(command))?;
-        let mut page = [0u8; 4096];
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(PAGE);
-            src.page(gpa + done, &mut page);
-            self.write(gpa + done, &page[..n as usize])
-                .ok_or_else(|| self.efault(command))?;
-            done += n;
-        }
+        // The part the source covers is copied in one go; the rest is zeroed.
+        let end = gpa + len;
+        let lo = src.gpa.clamp(gpa, end);
+        let hi = src
+            .gpa
+            .saturating_add(src.bytes.len() as u64)
+            .clamp(lo, end);
+        let offset = |a: u64| a.checked_sub(src.gpa).and_then(|o| usize::try_from(o).ok());
+        let covered = if hi > lo {
+            offset(lo)
+                .zip(offset(hi))
+                .and_then(|(a, b)| src.bytes.get(a..b))
+                .ok_or_else(|| self.efault(command))?
+        } else {
+            &[]
+        };
+        self.zero(gpa, lo - gpa)
+            .and_then(|()| self.write(lo, covered))
+            .and_then(|()| self.zero(hi, end - hi))
+            .ok_or_else(|| self.efault(command))?;
         Ok(r.host_addr + off)
     }
 

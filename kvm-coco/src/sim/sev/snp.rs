@@ -7,7 +7,8 @@ use kvm_coco_uapi::{
     KVM_SEV_SNP_PAGE_TYPE_ZERO, KVM_X86_SNP_VM, KvmSevCmd, KvmSevSnpLaunchFinish,
     KvmSevSnpLaunchStart, KvmSevSnpLaunchUpdate, SevRetCode,
 };
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use psp_driver::digest::{SnpPageType, snp_page_contents};
 use psp_driver::sim::ContentsHint;
@@ -16,7 +17,6 @@ use psp_driver::{
     SevDataSnpAddr, SevDataSnpGuestRequest, SevDataSnpLaunchFinish, SevDataSnpLaunchStart,
     SevDataSnpLaunchUpdate, SevDataSnpPageReclaim, SnpGctxCreate,
 };
-use rayon::prelude::*;
 
 use super::host::{EFAULT, EINVAL, SVM_SEV_FEAT_SECURE_TSC, SimSevHost, lock};
 use super::vm::{EEXIST, EIO, ENOTTY, SimSevVm, VmInner, VmState, arg, put};
@@ -24,22 +24,105 @@ use crate::error::Errno;
 use crate::sim::ranges;
 
 const PAGE: u64 = PAGE_SIZE as u64;
-/// Source pages an `SNP_LAUNCH_UPDATE` reads from the VMM (and hashes ahead) per batch.
-const PREFETCH_PAGES: u64 = 128;
-/// The first batch, which is read and hashed before any page can be populated.
-const PREFETCH_FIRST_PAGES: u64 = 32;
-/// The pages of the batch starting at page `from` of a request: a short first batch (its
-/// hashing cannot overlap anything), [`PREFETCH_PAGES`] after.
-fn batch_pages(from: u64) -> u64 {
-    if from == 0 {
-        PREFETCH_FIRST_PAGES
-    } else {
-        PREFETCH_PAGES
+/// Below this many NORMAL pages an `SNP_LAUNCH_UPDATE` is populated without a helper.
+const AHEAD_MIN_PAGES: u64 = 16;
+/// Source pages the helper of [`Ahead`] reads from the VMM at once.
+const AHEAD_CHUNK_PAGES: usize = 32;
+/// Source pages the populating thread reads from the VMM at once for the pages it hashes.
+const OWN_READ_PAGES: u64 = 16;
+
+/// The work of one `SNP_LAUNCH_UPDATE` of NORMAL pages, shared between the thread that
+/// populates the pages in order (as `kvm_gmem_populate` does, one firmware command each)
+/// and a helper that computes their contents digests from the far end of the range.
+///
+/// Each page is claimed once: by the helper, which hashes it and leaves a [`ContentsHint`]
+/// in `hashed`, or by the populating thread, whose firmware command then hashes the page
+/// itself. The two meet where their work balances: the populating thread hashes the pages
+/// before that point, the helper those after it. A hint can never change a measurement (the
+/// firmware uses it only for identical bytes), so the split changes only the time taken.
+struct Ahead {
+    claimed: Vec<AtomicBool>,
+    hashed: Vec<OnceLock<ContentsHint>>,
+    /// The helper will set no more hints (it returned, or unwound).
+    finished: AtomicBool,
+    /// The populating thread is done: the helper stops.
+    stop: AtomicBool,
+}
+
+impl Ahead {
+    fn new(npages: u64) -> Self {
+        let n = usize::try_from(npages).unwrap_or(0);
+        Self {
+            claimed: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            hashed: (0..n).map(|_| OnceLock::new()).collect(),
+            finished: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// Claims page `k` for the populating thread, or, if the helper claimed it first,
+    /// waits for its hint (one page's hashing at most).
+    fn take(&self, k: usize) -> Option<ContentsHint> {
+        let (claim, slot) = (self.claimed.get(k)?, self.hashed.get(k)?);
+        if !claim.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let mut spins = 0u32;
+        loop {
+            if let Some(hint) = slot.get() {
+                return Some(hint.clone());
+            }
+            if self.finished.load(Ordering::Acquire) {
+                return slot.get().cloned();
+            }
+            spins += 1;
+            if spins < 256 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Marks the helper finished when dropped (also when it unwinds).
+    fn finish_on_drop(&self) -> impl Drop + '_ {
+        struct Finished<'a>(&'a AtomicBool);
+        impl Drop for Finished<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        Finished(&self.finished)
     }
 }
 
-/// Below this many pages a batch is not read ahead: the pages are read one at a time.
-const PREFETCH_MIN_PAGES: u64 = 16;
+/// The source pages the populating thread read itself: up to [`OWN_READ_PAGES`] from the
+/// first page it needed.
+#[derive(Default)]
+struct OwnPages {
+    first: u64,
+    bytes: Vec<u8>,
+}
+
+impl OwnPages {
+    /// Page `k` of a request of `npages` source pages at `uaddr`, read with the pages after
+    /// it if it is not held yet. `None` if the read faults: the page is then read alone, so
+    /// a fault lands on its own page as in the kernel.
+    fn page(&mut self, host: &SimSevHost, uaddr: u64, k: u64, npages: u64) -> Option<&[u8]> {
+        let held = self.bytes.len() as u64 / PAGE;
+        if k < self.first || k >= self.first + held {
+            let n = (npages - k).min(OWN_READ_PAGES);
+            self.bytes.resize((n * PAGE) as usize, 0);
+            if host.read_user(uaddr + k * PAGE, &mut self.bytes).is_err() {
+                self.bytes.clear();
+                return None;
+            }
+            self.first = k;
+        }
+        let off = ((k - self.first) * PAGE) as usize;
+        self.bytes.get(off..off + PAGE_SIZE)
+    }
+}
 
 /// What one `SNP_LAUNCH_UPDATE` populates, as `snp_launch_update` decoded it.
 struct Populate {
@@ -184,41 +267,24 @@ impl VmInner {
             sev_fd: cmd.sev_fd as i32,
             page_type: p.r#type,
         };
-        let gmem_pa = st.gmems.get(&gmem_fd).map(|g| g.pa + gmem_base);
-        let hashes = u32::from(p.r#type) == KVM_SEV_SNP_PAGE_TYPE_NORMAL;
+        // NORMAL pages are measured: their contents digests are computed from the far end of
+        // the range by a helper thread while this thread populates from the front, and the
+        // two meet where their work balances (see `Ahead`).
+        let measured = u32::from(p.r#type) == KVM_SEV_SNP_PAGE_TYPE_NORMAL;
         let mut fw_error = 0u32;
-        let mut count = 0u64;
-        let mut ret: Result<(), Errno> = Ok(());
-        // The source pages are read and hashed a batch ahead, on the other cores, while
-        // the current batch is populated one page per firmware command.
-        let mut next = self.prefetch(&job, gmem_pa.filter(|_| hashes), 0, npages);
-        while count < npages && ret.is_ok() {
-            let n = (npages - count).min(batch_pages(count));
-            let batch = next.take();
-            let after = count + n;
-            let mut populate = |st: &mut VmState| {
-                self.populate_batch(st, &job, batch.as_deref(), count, n, &mut fw_error)
-            };
-            let (done, ahead) = if npages - after >= PREFETCH_MIN_PAGES {
-                // The next batch is read and hashed on a thread of its own (its hashing
-                // fans out to rayon's pool), while this thread populates: the populate
-                // side takes the firmware's lock, and a lock-taking job must never run
-                // on the pool, whose threads the firmware itself may be waiting for
-                // while holding that lock (a deadlock under concurrent launches).
-                std::thread::scope(|scope| {
-                    let ahead = scope.spawn(|| {
-                        self.prefetch(&job, gmem_pa.filter(|_| hashes), after, npages - after)
-                    });
-                    let done = populate(st);
-                    (done, ahead.join().unwrap_or(None))
-                })
-            } else {
-                (populate(st), None)
-            };
-            count += done.0;
-            ret = done.1;
-            next = ahead;
-        }
+        let (count, ret) = if measured && !zero && npages >= AHEAD_MIN_PAGES {
+            let ahead = Ahead::new(npages);
+            std::thread::scope(|scope| {
+                // The helper only reads the VMM's memory and hashes: it takes no lock the
+                // firmware holds, so it cannot deadlock with this thread or another launch.
+                scope.spawn(|| self.hash_from_back(&job, &ahead));
+                let r = self.populate_pages(st, &job, npages, Some(&ahead), &mut fw_error);
+                ahead.stop.store(true, Ordering::Release);
+                r
+            })
+        } else {
+            self.populate_pages(st, &job, npages, None, &mut fw_error)
+        };
         self.host.fw.clear_contents_hints();
         if ret.is_err() && count == 0 {
             cmd.error = fw_error;
@@ -232,73 +298,81 @@ impl VmInner {
         put(payload, &p)
     }
 
-    /// Reads the batch ([`batch_pages`]) of source pages of an `SNP_LAUNCH_UPDATE` from the
-    /// VMM at once, starting at page `from` of the request, and when `hint_pa` (the
-    /// host-physical address of the request's first guest_memfd page, for NORMAL pages)
-    /// is given, hands the firmware their content digests, computed on all cores
-    /// ([`ContentsHint`]). The kernel copies one page per firmware command; the model
-    /// copies and hashes ahead, which changes no result: the firmware checks each hint
-    /// against the page it reads. `None` for fewer than [`PREFETCH_MIN_PAGES`] pages, for
-    /// zero pages, or if the read faults (the pages are then read one at a time, so the
-    /// fault lands on its page as in the kernel).
-    fn prefetch(
-        &self,
-        job: &Populate,
-        hint_pa: Option<u64>,
-        from: u64,
-        left: u64,
-    ) -> Option<Arc<[u8]>> {
-        let uaddr = job.uaddr?;
-        let n = left.min(batch_pages(from));
-        if n < PREFETCH_MIN_PAGES {
-            return None;
+    /// The helper side of [`Ahead`]: reads the request's source pages from the VMM a chunk
+    /// at a time from the far end and hashes them, last page first, until it reaches a page
+    /// the populating thread has taken (or the read faults, or the populate side stopped).
+    fn hash_from_back(&self, job: &Populate, ahead: &Ahead) {
+        let _finished = ahead.finish_on_drop();
+        let Some(uaddr) = job.uaddr else { return };
+        let mut hi = ahead.claimed.len();
+        while hi > 0 {
+            let lo = hi.saturating_sub(AHEAD_CHUNK_PAGES);
+            let taken = ahead
+                .claimed
+                .get(hi - 1)
+                .is_none_or(|c| c.load(Ordering::Acquire));
+            if taken || ahead.stop.load(Ordering::Acquire) {
+                return;
+            }
+            let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, (hi - lo) * PAGE_SIZE).collect();
+            let Some(dst) = Arc::get_mut(&mut buf) else {
+                return;
+            };
+            if self
+                .host
+                .read_user(uaddr + (lo as u64) * PAGE, dst)
+                .is_err()
+            {
+                // The populating thread reads these pages itself; a fault lands on its page.
+                return;
+            }
+            for k in (lo..hi).rev() {
+                let (Some(claim), Some(slot)) = (ahead.claimed.get(k), ahead.hashed.get(k)) else {
+                    return;
+                };
+                if claim.swap(true, Ordering::AcqRel) || ahead.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                let offset = (k - lo) * PAGE_SIZE;
+                let Some(page) = buf
+                    .get(offset..offset + PAGE_SIZE)
+                    .and_then(|b| <&[u8; PAGE_SIZE]>::try_from(b).ok())
+                else {
+                    return;
+                };
+                let digest = snp_page_contents(SnpPageType::Normal, page);
+                let _ = slot.set(ContentsHint {
+                    page_type: SnpPageType::Normal,
+                    digest,
+                    buf: buf.clone(),
+                    offset,
+                });
+            }
+            hi = lo;
         }
-        // Collected straight into the shared allocation (no second copy).
-        let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, (n * PAGE) as usize).collect();
-        self.host
-            .read_user(uaddr + from * PAGE, Arc::get_mut(&mut buf)?)
-            .ok()?;
-        if let Some(base) = hint_pa {
-            let base = base + from * PAGE;
-            let hints: Vec<(u64, ContentsHint)> = (0..n as usize)
-                .into_par_iter()
-                .filter_map(|i| {
-                    let off = i * PAGE_SIZE;
-                    let page: &[u8; PAGE_SIZE] = buf.get(off..off + PAGE_SIZE)?.try_into().ok()?;
-                    let hint = ContentsHint {
-                        page_type: SnpPageType::Normal,
-                        digest: snp_page_contents(SnpPageType::Normal, page),
-                        buf: buf.clone(),
-                        offset: off,
-                    };
-                    Some((base + off as u64, hint))
-                })
-                .collect();
-            self.host.fw.add_contents_hints(hints);
-        }
-        Some(buf)
     }
 
-    /// Populates pages `from..from + n` of the request, one `kvm_gmem_populate` step each,
-    /// their content taken from `batch` (read by [`prefetch`](Self::prefetch)) when
-    /// there is one. Returns how many pages were done and how the loop ended.
-    fn populate_batch(
+    /// Populates the request's pages in order, one `kvm_gmem_populate` step each. A page
+    /// the helper of `ahead` hashed goes to the firmware with its [`ContentsHint`]; the
+    /// others are read here, a few pages at a time, and hashed by the firmware itself.
+    /// Returns how many pages were done and how the loop ended.
+    fn populate_pages(
         &self,
         st: &mut VmState,
         job: &Populate,
-        batch: Option<&[u8]>,
-        from: u64,
-        n: u64,
+        npages: u64,
+        ahead: Option<&Ahead>,
         fw_error: &mut u32,
     ) -> (u64, Result<(), Errno>) {
-        for i in 0..n {
-            let k = from + i;
+        let mut own = OwnPages::default();
+        for k in 0..npages {
+            let hint = ahead.and_then(|a| a.take(k as usize));
             let src = job.uaddr.map(|uaddr| {
-                let off = (i * PAGE) as usize;
-                (
-                    uaddr + k * PAGE,
-                    batch.and_then(|b| b.get(off..off + PAGE_SIZE)),
-                )
+                let bytes = match &hint {
+                    Some(h) => h.buf.get(h.offset..h.offset + PAGE_SIZE),
+                    None => own.page(&self.host, uaddr, k, npages),
+                };
+                (uaddr + k * PAGE, bytes)
             });
             let r = self.populate_one(
                 st,
@@ -306,15 +380,16 @@ impl VmInner {
                 job.gmem_base + k * PAGE,
                 job.gpa0 + k * PAGE,
                 src,
+                hint.clone(),
                 job.sev_fd,
                 job.page_type,
                 fw_error,
             );
             if let Err(e) = r {
-                return (i, Err(e));
+                return (k, Err(e));
             }
         }
-        (n, Ok(()))
+        (npages, Ok(()))
     }
 
     /// One page of `kvm_gmem_populate` + `sev_gmem_post_populate`.
@@ -326,6 +401,7 @@ impl VmInner {
         goff: u64,
         gpa: u64,
         src: Option<(u64, Option<&[u8]>)>,
+        hint: Option<ContentsHint>,
         fd: i32,
         page_type: u8,
         fw_error: &mut u32,
@@ -363,6 +439,9 @@ impl VmInner {
             ..Default::default()
         };
         d.set_page_type(page_type);
+        if let Some(hint) = hint {
+            self.host.fw.add_contents_hints([(pa, hint)]);
+        }
         if let Err(e) = self.fw(fd, &mut d, fw_error) {
             if reclaim(&self.host, pa)
                 && u32::from(page_type) == KVM_SEV_SNP_PAGE_TYPE_CPUID
