@@ -746,3 +746,57 @@ fn sev_launch_secret_is_injected_into_guest_memory() {
     s.vm.guest_read(0x10_1000, &mut got).unwrap();
     assert_eq!(got, secret);
 }
+
+/// An `SNP_LAUNCH_UPDATE` of NORMAL pages longer than the model's helper window (1024 pages,
+/// hashed from both ends with content hints) measures exactly what the same pages give when
+/// issued one page per call, where no helper runs and the firmware hashes every page itself.
+#[test]
+fn snp_update_across_helper_windows_measures_as_page_by_page() {
+    const PAGES: u64 = 2600;
+    let plain: Vec<u8> = (0..PAGES * 4096)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let measure = |one_call: bool| {
+        let host = host();
+        let mut s = Session::new(&host, KVM_X86_SNP_VM);
+        s.init2(0);
+        s.add_private_ram(0, 0x10_0000, PAGES * 4096);
+        s.qemu_vcpus(1, 0, EPYC_V4);
+        let mut start = KvmSevSnpLaunchStart {
+            policy: 0x30000,
+            ..Default::default()
+        };
+        s.vm.sev_cmd(KVM_SEV_SNP_LAUNCH_START, s.sev_fd, &mut start)
+            .unwrap();
+        let src = host.mmap_bytes(&plain).unwrap();
+        let calls: Vec<(u64, u64)> = if one_call {
+            vec![(0, PAGES)]
+        } else {
+            (0..PAGES).map(|k| (k, 1)).collect()
+        };
+        for (first, n) in calls {
+            let mut u = KvmSevSnpLaunchUpdate {
+                gfn_start: 0x100 + first,
+                uaddr: src + first * 4096,
+                len: n * 4096,
+                r#type: KVM_SEV_SNP_PAGE_TYPE_NORMAL as u8,
+                ..Default::default()
+            };
+            s.vm.sev_cmd(KVM_SEV_SNP_LAUNCH_UPDATE, s.sev_fd, &mut u)
+                .unwrap();
+            assert_eq!(u.len, 0, "the whole range was consumed");
+        }
+        let mut fin = KvmSevSnpLaunchFinish::default();
+        s.vm.sev_cmd(KVM_SEV_SNP_LAUNCH_FINISH, s.sev_fd, &mut fin)
+            .unwrap();
+        let r = s
+            .host
+            .firmware()
+            .guest_report(s.vm.snp_context().unwrap(), &[0; 64], 0)
+            .unwrap();
+        r.measurement
+    };
+    let one_call = measure(true);
+    assert_eq!(one_call, measure(false));
+    assert_ne!(one_call, [0u8; 48]);
+}

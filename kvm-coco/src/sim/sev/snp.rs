@@ -26,6 +26,9 @@ use crate::sim::ranges;
 const PAGE: u64 = PAGE_SIZE as u64;
 /// Below this many NORMAL pages an `SNP_LAUNCH_UPDATE` is populated without a helper.
 const AHEAD_MIN_PAGES: u64 = 16;
+/// The pages one [`Ahead`] covers: a longer request is done window by window, so the
+/// bookkeeping stays bounded whatever the range.
+const AHEAD_WINDOW_PAGES: u64 = 1024;
 /// Source pages the helper of [`Ahead`] reads from the VMM at once.
 const AHEAD_CHUNK_PAGES: usize = 32;
 /// Source pages the populating thread reads from the VMM at once for the pages it hashes.
@@ -41,6 +44,8 @@ const OWN_READ_PAGES: u64 = 16;
 /// before that point, the helper those after it. A hint can never change a measurement (the
 /// firmware uses it only for identical bytes), so the split changes only the time taken.
 struct Ahead {
+    /// The request's page at index 0 of `claimed` and `hashed`.
+    first: u64,
     claimed: Vec<AtomicBool>,
     hashed: Vec<OnceLock<ContentsHint>>,
     /// The helper will set no more hints (it returned, or unwound).
@@ -50,9 +55,12 @@ struct Ahead {
 }
 
 impl Ahead {
-    fn new(npages: u64) -> Self {
-        let n = usize::try_from(npages).unwrap_or(0);
+    /// The shared work for the pages `window` of a request (at most
+    /// [`AHEAD_WINDOW_PAGES`]).
+    fn new(window: std::ops::Range<u64>) -> Self {
+        let n = usize::try_from(window.end - window.start).unwrap_or(0);
         Self {
+            first: window.start,
             claimed: (0..n).map(|_| AtomicBool::new(false)).collect(),
             hashed: (0..n).map(|_| OnceLock::new()).collect(),
             finished: AtomicBool::new(false),
@@ -60,10 +68,11 @@ impl Ahead {
         }
     }
 
-    /// Claims page `k` for the populating thread, or, if the helper claimed it first,
-    /// waits for its hint (one page's hashing at most).
-    fn take(&self, k: usize) -> Option<ContentsHint> {
-        let (claim, slot) = (self.claimed.get(k)?, self.hashed.get(k)?);
+    /// Claims page `k` of the request for the populating thread, or, if the helper claimed
+    /// it first, waits for its hint (one page's hashing at most).
+    fn take(&self, k: u64) -> Option<ContentsHint> {
+        let i = usize::try_from(k.checked_sub(self.first)?).ok()?;
+        let (claim, slot) = (self.claimed.get(i)?, self.hashed.get(i)?);
         if !claim.swap(true, Ordering::AcqRel) {
             return None;
         }
@@ -267,24 +276,49 @@ impl VmInner {
             sev_fd: cmd.sev_fd as i32,
             page_type: p.r#type,
         };
-        // NORMAL pages are measured: their contents digests are computed from the far end of
-        // the range by a helper thread while this thread populates from the front, and the
-        // two meet where their work balances (see `Ahead`).
-        let measured = u32::from(p.r#type) == KVM_SEV_SNP_PAGE_TYPE_NORMAL;
+        // NORMAL pages are measured: in each window of the range, their contents digests are
+        // computed from the far end by a helper thread while this thread populates from the
+        // front, and the two meet where their work balances (see `Ahead`).
+        let measured = u32::from(p.r#type) == KVM_SEV_SNP_PAGE_TYPE_NORMAL && !zero;
         let mut fw_error = 0u32;
-        let (count, ret) = if measured && !zero && npages >= AHEAD_MIN_PAGES {
-            let ahead = Ahead::new(npages);
-            std::thread::scope(|scope| {
-                // The helper only reads the VMM's memory and hashes: it takes no lock the
-                // firmware holds, so it cannot deadlock with this thread or another launch.
-                scope.spawn(|| self.hash_from_back(&job, &ahead));
-                let r = self.populate_pages(st, &job, npages, Some(&ahead), &mut fw_error);
-                ahead.stop.store(true, Ordering::Release);
-                r
-            })
-        } else {
-            self.populate_pages(st, &job, npages, None, &mut fw_error)
-        };
+        let mut count = 0u64;
+        let mut ret: Result<(), Errno> = Ok(());
+        let mut own = OwnPages::default();
+        while count < npages && ret.is_ok() {
+            let window = count..count + (npages - count).min(AHEAD_WINDOW_PAGES);
+            let (done, r) = if measured && window.end - window.start >= AHEAD_MIN_PAGES {
+                let ahead = Ahead::new(window.clone());
+                std::thread::scope(|scope| {
+                    // The helper only reads the VMM's memory and hashes: it takes no lock
+                    // the firmware holds, so it cannot deadlock with this thread or another
+                    // launch.
+                    scope.spawn(|| self.hash_from_back(&job, &ahead));
+                    let r = self.populate_pages(
+                        st,
+                        &job,
+                        window.clone(),
+                        npages,
+                        Some(&ahead),
+                        &mut own,
+                        &mut fw_error,
+                    );
+                    ahead.stop.store(true, Ordering::Release);
+                    r
+                })
+            } else {
+                self.populate_pages(
+                    st,
+                    &job,
+                    window.clone(),
+                    npages,
+                    None,
+                    &mut own,
+                    &mut fw_error,
+                )
+            };
+            count += done;
+            ret = r;
+        }
         self.host.fw.clear_contents_hints();
         if ret.is_err() && count == 0 {
             cmd.error = fw_error;
@@ -298,7 +332,7 @@ impl VmInner {
         put(payload, &p)
     }
 
-    /// The helper side of [`Ahead`]: reads the request's source pages from the VMM a chunk
+    /// The helper side of [`Ahead`]: reads its window's source pages from the VMM a chunk
     /// at a time from the far end and hashes them, last page first, until it reaches a page
     /// the populating thread has taken (or the read faults, or the populate side stopped).
     fn hash_from_back(&self, job: &Populate, ahead: &Ahead) {
@@ -318,11 +352,8 @@ impl VmInner {
             let Some(dst) = Arc::get_mut(&mut buf) else {
                 return;
             };
-            if self
-                .host
-                .read_user(uaddr + (lo as u64) * PAGE, dst)
-                .is_err()
-            {
+            let first = ahead.first + lo as u64;
+            if self.host.read_user(uaddr + first * PAGE, dst).is_err() {
                 // The populating thread reads these pages itself; a fault lands on its page.
                 return;
             }
@@ -352,21 +383,24 @@ impl VmInner {
         }
     }
 
-    /// Populates the request's pages in order, one `kvm_gmem_populate` step each. A page
-    /// the helper of `ahead` hashed goes to the firmware with its [`ContentsHint`]; the
-    /// others are read here, a few pages at a time, and hashed by the firmware itself.
-    /// Returns how many pages were done and how the loop ended.
+    /// Populates the pages `window` of a request of `npages` in order, one
+    /// `kvm_gmem_populate` step each. A page the helper of `ahead` hashed goes to the
+    /// firmware with its [`ContentsHint`]; the others are read here (`own`), a few pages at
+    /// a time, and hashed by the firmware itself. Returns how many pages were done and how
+    /// the loop ended.
+    #[allow(clippy::too_many_arguments)]
     fn populate_pages(
         &self,
         st: &mut VmState,
         job: &Populate,
+        window: std::ops::Range<u64>,
         npages: u64,
         ahead: Option<&Ahead>,
+        own: &mut OwnPages,
         fw_error: &mut u32,
     ) -> (u64, Result<(), Errno>) {
-        let mut own = OwnPages::default();
-        for k in 0..npages {
-            let hint = ahead.and_then(|a| a.take(k as usize));
+        for k in window.clone() {
+            let hint = ahead.and_then(|a| a.take(k));
             let src = job.uaddr.map(|uaddr| {
                 let bytes = match &hint {
                     Some(h) => h.buf.get(h.offset..h.offset + PAGE_SIZE),
@@ -386,10 +420,10 @@ impl VmInner {
                 fw_error,
             );
             if let Err(e) = r {
-                return (k, Err(e));
+                return (k - window.start, Err(e));
             }
         }
-        (npages, Ok(()))
+        (window.end - window.start, Ok(()))
     }
 
     /// One page of `kvm_gmem_populate` + `sev_gmem_post_populate`.
