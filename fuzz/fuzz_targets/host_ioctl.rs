@@ -8,7 +8,8 @@
 //! `[target][request][sub-command lo][sub-command hi][ptr patch][len lo][len hi][bytes…]`.
 //! Argument buffers live in one mapping followed by a `PROT_NONE` guard, so an argument
 //! that names a length past its buffer makes the host's copy fault (`EFAULT`) instead of
-//! touching other memory of this process.
+//! touching other memory of this process; fuzzed values that point into other memory of
+//! this process are moved into the guard ([`Arena::confine`]).
 #![no_main]
 
 use std::fs::File;
@@ -75,6 +76,28 @@ impl Arena {
         }
         p
     }
+    /// Replaces every 8-byte-aligned value in the first `len` bytes of buffer `i` that
+    /// points into memory this process has mapped (`mapped`), other than the arena, with an
+    /// address in the guard. The served calls write through the pointers in their arguments
+    /// as the kernel does; a fuzzed pointer that happened to name this process's own memory
+    /// (libFuzzer learns such values from the host's comparisons) would let a call
+    /// overwrite the fuzzer itself. Inside the arena a pointer reaches the buffers; values
+    /// that point nowhere stay as they are (the host answers `EFAULT`).
+    fn confine(&self, i: usize, len: usize, mapped: &[(u64, u64)]) {
+        let lo = self.base as u64;
+        let hi = lo + (2 * BUF) as u64;
+        let guard = hi + 4096;
+        for off in (0..len.min(BUF)).step_by(8) {
+            let p = self.base.wrapping_add(i * BUF + off);
+            // SAFETY: inside the read-write part of the arena (`off + 8 <= BUF`, as BUF is
+            // a multiple of 8).
+            let v = unsafe { std::ptr::read_unaligned(p.cast::<u64>()) };
+            let outside_arena = !(lo..hi).contains(&v);
+            if outside_arena && mapped.iter().any(|&(a, b)| (a..b).contains(&v)) {
+                self.write_u64(i, off, guard);
+            }
+        }
+    }
     fn write_u64(&self, i: usize, off: usize, v: u64) {
         if off + 8 <= BUF {
             let p = self.base.wrapping_add(i * BUF + off);
@@ -96,6 +119,21 @@ fn setup() -> &'static Arena {
     });
     let _ = host.serve_current_thread();
     arena
+}
+
+/// The address ranges this process has mapped now (`/proc/self/maps`).
+fn mappings() -> Vec<(u64, u64)> {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .collect()
 }
 
 fn ioctl(fd: RawFd, req: u32, arg: u64) -> i32 {
@@ -159,6 +197,9 @@ fuzz_target!(|data: &[u8]| {
         // guest_memfd / `/dev/sev` fd number patched in.
         let payload = arena.fill(1, bytes);
         let arg0 = arena.fill(0, bytes);
+        let mapped = mappings();
+        arena.confine(0, bytes.len(), &mapped);
+        arena.confine(1, bytes.len(), &mapped);
         if patch & 0x80 != 0 {
             let off = usize::from(patch & 0x1f) * 8;
             arena.write_u64(1, off, payload as u64);
