@@ -89,19 +89,34 @@ pub struct Source<'a> {
     pub bytes: &'a [u8],
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
+    /// The part of `[gpa, gpa+len)` the source's bytes cover: the guest address where it
+    /// starts and the bytes. The rest of the range is zero.
+    pub fn covering(&self, gpa: u64, len: u64) -> (u64, &'a [u8]) {
+        let end = gpa.saturating_add(len);
+        let lo = self.gpa.clamp(gpa, end);
+        let hi = self
+            .gpa
+            .saturating_add(self.bytes.len() as u64)
+            .clamp(lo, end);
+        // `lo >= self.gpa` whenever `hi > lo`; otherwise the slice is empty.
+        let offset = |a: u64| usize::try_from(a.saturating_sub(self.gpa)).unwrap_or(usize::MAX);
+        (
+            lo,
+            self.bytes.get(offset(lo)..offset(hi)).unwrap_or_default(),
+        )
+    }
+
     /// Copies the page at `gpa` (zero-padded) into `page`.
     pub fn page(&self, gpa: u64, page: &mut [u8; 4096]) {
         page.fill(0);
-        let Some(off) = gpa
-            .checked_sub(self.gpa)
-            .and_then(|o| usize::try_from(o).ok())
-        else {
-            return;
-        };
-        if let Some(src) = self.bytes.get(off..) {
-            let n = src.len().min(4096);
-            page[..n].copy_from_slice(&src[..n]);
+        let (lo, bytes) = self.covering(gpa, 4096);
+        // `lo - gpa + bytes.len() <= 4096` by construction.
+        if let Some(dst) = usize::try_from(lo - gpa)
+            .ok()
+            .and_then(|at| page.get_mut(at..at + bytes.len()))
+        {
+            dst.copy_from_slice(bytes);
         }
     }
 }
@@ -361,4 +376,47 @@ pub trait Backend: fmt::Debug {
     /// # Errors
     /// The kernel's answer.
     fn tdx_finalize_vm(&mut self) -> Result<(), EncryptOpError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Source;
+
+    #[test]
+    fn covering_is_the_overlap_of_the_range_and_the_bytes() {
+        let bytes: Vec<u8> = (1..=10).collect();
+        let src = Source {
+            gpa: 0x1000,
+            bytes: &bytes,
+        };
+        // The range holds all of it.
+        assert_eq!(src.covering(0x0, 0x2000), (0x1000, &bytes[..]));
+        // The range starts inside and ends inside.
+        assert_eq!(src.covering(0x1002, 3), (0x1002, &bytes[2..5]));
+        // The range starts before and ends inside.
+        assert_eq!(src.covering(0xffe, 4), (0x1000, &bytes[..2]));
+        // Entirely before, entirely after: nothing covered, at the clamped start.
+        assert_eq!(src.covering(0x0, 0x10), (0x10, &[][..]));
+        assert_eq!(src.covering(0x100a, 0x10), (0x100a, &[][..]));
+        // A range reaching past u64::MAX is cut, not wrapped.
+        assert_eq!(src.covering(0x1009, u64::MAX), (0x1009, &bytes[9..]));
+    }
+
+    #[test]
+    fn page_is_the_covered_bytes_at_their_offset_and_zero_elsewhere() {
+        let bytes = [7u8; 6];
+        let src = Source {
+            gpa: 0x1ffd,
+            bytes: &bytes,
+        };
+        let mut page = [0xffu8; 4096];
+        src.page(0x1000, &mut page);
+        assert_eq!(&page[0xffd..], &[7, 7, 7]);
+        assert!(page[..0xffd].iter().all(|&b| b == 0));
+        src.page(0x2000, &mut page);
+        assert_eq!(&page[..3], &[7, 7, 7]);
+        assert!(page[3..].iter().all(|&b| b == 0));
+        src.page(0x3000, &mut page);
+        assert!(page.iter().all(|&b| b == 0));
+    }
 }

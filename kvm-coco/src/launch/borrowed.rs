@@ -346,24 +346,11 @@ impl<'a> BorrowedVm<'a> {
     ) -> Result<u64, EncryptOpError> {
         let (r, off) = self.host(gpa, len).ok_or_else(|| self.efault(command))?;
         // The part the source covers is copied in one go; the rest is zeroed.
-        let end = gpa + len;
-        let lo = src.gpa.clamp(gpa, end);
-        let hi = src
-            .gpa
-            .saturating_add(src.bytes.len() as u64)
-            .clamp(lo, end);
-        let offset = |a: u64| a.checked_sub(src.gpa).and_then(|o| usize::try_from(o).ok());
-        let covered = if hi > lo {
-            offset(lo)
-                .zip(offset(hi))
-                .and_then(|(a, b)| src.bytes.get(a..b))
-                .ok_or_else(|| self.efault(command))?
-        } else {
-            &[]
-        };
+        let (lo, covered) = src.covering(gpa, len);
+        let hi = lo + covered.len() as u64;
         self.zero(gpa, lo - gpa)
             .and_then(|()| self.write(lo, covered))
-            .and_then(|()| self.zero(hi, end - hi))
+            .and_then(|()| self.zero(hi, gpa + len - hi))
             .ok_or_else(|| self.efault(command))?;
         Ok(r.host_addr + off)
     }
