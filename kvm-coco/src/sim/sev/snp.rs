@@ -114,13 +114,13 @@ struct OwnPages {
 }
 
 impl OwnPages {
-    /// Page `k` of a request of `npages` source pages at `uaddr`, read with the pages after
-    /// it if it is not held yet. `None` if the read faults: the page is then read alone, so
+    /// Page `k` of the source pages at `uaddr`, read with the pages after it (up to page
+    /// `end`) if it is not held yet. `None` if the read faults: the page is then read alone, so
     /// a fault lands on its own page as in the kernel.
-    fn page(&mut self, host: &SimSevHost, uaddr: u64, k: u64, npages: u64) -> Option<&[u8]> {
+    fn page(&mut self, host: &SimSevHost, uaddr: u64, k: u64, end: u64) -> Option<&[u8]> {
         let held = self.bytes.len() as u64 / PAGE;
         if k < self.first || k >= self.first + held {
-            let n = (npages - k).min(OWN_READ_PAGES);
+            let n = (end - k).min(OWN_READ_PAGES);
             self.bytes.resize((n * PAGE) as usize, 0);
             if host.read_user(uaddr + k * PAGE, &mut self.bytes).is_err() {
                 self.bytes.clear();
@@ -279,42 +279,28 @@ impl VmInner {
         // NORMAL pages are measured: in each window of the range, their contents digests are
         // computed from the far end by a helper thread while this thread populates from the
         // front, and the two meet where their work balances (see `Ahead`).
-        let measured = u32::from(p.r#type) == KVM_SEV_SNP_PAGE_TYPE_NORMAL && !zero;
+        let measured = u32::from(p.r#type) == KVM_SEV_SNP_PAGE_TYPE_NORMAL;
         let mut fw_error = 0u32;
         let mut count = 0u64;
         let mut ret: Result<(), Errno> = Ok(());
         let mut own = OwnPages::default();
         while count < npages && ret.is_ok() {
             let window = count..count + (npages - count).min(AHEAD_WINDOW_PAGES);
-            let (done, r) = if measured && window.end - window.start >= AHEAD_MIN_PAGES {
-                let ahead = Ahead::new(window.clone());
-                std::thread::scope(|scope| {
-                    // The helper only reads the VMM's memory and hashes: it takes no lock
-                    // the firmware holds, so it cannot deadlock with this thread or another
-                    // launch.
-                    scope.spawn(|| self.hash_from_back(&job, &ahead));
-                    let r = self.populate_pages(
-                        st,
-                        &job,
-                        window.clone(),
-                        npages,
-                        Some(&ahead),
-                        &mut own,
-                        &mut fw_error,
-                    );
-                    ahead.stop.store(true, Ordering::Release);
+            let ahead = (measured && window.end - window.start >= AHEAD_MIN_PAGES)
+                .then(|| Ahead::new(window.clone()));
+            let mut populate = |ahead: Option<&Ahead>| {
+                self.populate_pages(st, &job, window.clone(), ahead, &mut own, &mut fw_error)
+            };
+            let (done, r) = match &ahead {
+                // The helper only reads the VMM's memory and hashes: it takes no lock the
+                // firmware holds, so it cannot deadlock with this thread or another launch.
+                Some(a) => std::thread::scope(|scope| {
+                    scope.spawn(|| self.hash_from_back(&job, a));
+                    let r = populate(Some(a));
+                    a.stop.store(true, Ordering::Release);
                     r
-                })
-            } else {
-                self.populate_pages(
-                    st,
-                    &job,
-                    window.clone(),
-                    npages,
-                    None,
-                    &mut own,
-                    &mut fw_error,
-                )
+                }),
+                None => populate(None),
             };
             count += done;
             ret = r;
@@ -383,18 +369,16 @@ impl VmInner {
         }
     }
 
-    /// Populates the pages `window` of a request of `npages` in order, one
-    /// `kvm_gmem_populate` step each. A page the helper of `ahead` hashed goes to the
+    /// Populates the pages `window` of a request in order, one `kvm_gmem_populate` step
+    /// each. A page the helper of `ahead` hashed goes to the
     /// firmware with its [`ContentsHint`]; the others are read here (`own`), a few pages at
     /// a time, and hashed by the firmware itself. Returns how many pages were done and how
     /// the loop ended.
-    #[allow(clippy::too_many_arguments)]
     fn populate_pages(
         &self,
         st: &mut VmState,
         job: &Populate,
         window: std::ops::Range<u64>,
-        npages: u64,
         ahead: Option<&Ahead>,
         own: &mut OwnPages,
         fw_error: &mut u32,
@@ -404,7 +388,7 @@ impl VmInner {
             let src = job.uaddr.map(|uaddr| {
                 let bytes = match &hint {
                     Some(h) => h.buf.get(h.offset..h.offset + PAGE_SIZE),
-                    None => own.page(&self.host, uaddr, k, npages),
+                    None => own.page(&self.host, uaddr, k, window.end),
                 };
                 (uaddr + k * PAGE, bytes)
             });
