@@ -64,6 +64,20 @@ fn main() {
     for (name, img) in &images {
         put("firmware", name, img);
     }
+    // SYN64K with a 4 GiB TempMem section to extend into MRTD: a valid image whose plan
+    // takes tens of seconds to measure (the firmware target measures only small plans).
+    let mut big = synthetic::SyntheticImage::syn64k();
+    if let Some(sections) = big.tdvf.as_mut() {
+        sections.push(synthetic::SyntheticTdvfSection {
+            data_offset: 0,
+            raw_size: 0,
+            memory_address: 1 << 32,
+            memory_data_size: 1 << 32,
+            section_type: 3,
+            attributes: 1,
+        });
+    }
+    put("firmware", "tdvf-4gib-mr-extend", &big.build().unwrap());
 
     // Kernel hash tables.
     for (i, (k, c)) in [(&b"bzImage"[..], None), (b"", Some("console=ttyS0"))]
