@@ -106,6 +106,8 @@ pub struct SimSevHost {
     /// or a real process's address space registered whole in the physical memory at this
     /// base (user address `u` is physical address `base + u`).
     process_base: Option<u64>,
+    /// The threads that hash ahead of SNP_LAUNCH_UPDATE.
+    pub(super) ahead_pool: super::snp::AheadPool,
 }
 
 impl fmt::Debug for SimSevHost {
@@ -179,6 +181,7 @@ impl SimSevHost {
             next_id: AtomicU64::new(1),
             platform_up: Mutex::new(false),
             process_base,
+            ahead_pool: super::snp::AheadPool::default(),
         }))
     }
 

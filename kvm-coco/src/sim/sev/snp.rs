@@ -7,8 +7,10 @@ use kvm_coco_uapi::{
     KVM_SEV_SNP_PAGE_TYPE_ZERO, KVM_X86_SNP_VM, KvmSevCmd, KvmSevSnpLaunchFinish,
     KvmSevSnpLaunchStart, KvmSevSnpLaunchUpdate, SevRetCode,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 
 use psp_driver::digest::{SnpPageType, snp_page_contents};
 use psp_driver::sim::ContentsHint;
@@ -29,26 +31,32 @@ const AHEAD_MIN_PAGES: u64 = 16;
 /// The pages one [`Ahead`] covers: a longer request is done window by window, so the
 /// bookkeeping stays bounded whatever the range.
 const AHEAD_WINDOW_PAGES: u64 = 1024;
-/// Source pages the helper of [`Ahead`] reads from the VMM at once.
-const AHEAD_CHUNK_PAGES: usize = 32;
-/// Source pages the populating thread reads from the VMM at once for the pages it hashes.
+/// Pages the helper of [`Ahead`] claims, reads from the VMM and hashes at once.
+const HELPER_CHUNK_PAGES: usize = 8;
+/// Pages the populating thread claims and hashes at once when its next page is not ready.
+const OWN_CHUNK_PAGES: usize = 4;
+/// Source pages the populating thread reads from the VMM at once for a page without a hint.
 const OWN_READ_PAGES: u64 = 16;
 
 /// The work of one `SNP_LAUNCH_UPDATE` of NORMAL pages, shared between the thread that
 /// populates the pages in order (as `kvm_gmem_populate` does, one firmware command each)
-/// and a helper that computes their contents digests from the far end of the range.
+/// and a helper that computes their contents digests ahead of it.
 ///
-/// Each page is claimed once: by the helper, which hashes it and leaves a [`ContentsHint`]
-/// in `hashed`, or by the populating thread, whose firmware command then hashes the page
-/// itself. The two meet where their work balances: the populating thread hashes the pages
-/// before that point, the helper those after it. A hint can never change a measurement (the
+/// The contents digests are claimed in chunks from the front, once each, by whichever
+/// thread asks first: the helper claims chunk after chunk; the populating thread claims one
+/// only when the page it must populate next has no digest yet. Each claimed page gets its
+/// slot in `hashed` set: a [`ContentsHint`], or `None` when its bytes could not be read
+/// (the populating thread then reads the page itself, so a fault lands on that page as in
+/// the kernel). Both threads thus hash until the digests run out, and the populating thread
+/// does its per-page firmware work in between. A hint can never change a measurement (the
 /// firmware uses it only for identical bytes), so the split changes only the time taken.
 struct Ahead {
-    /// The request's page at index 0 of `claimed` and `hashed`.
+    /// The request's page at index 0 of `hashed`.
     first: u64,
-    claimed: Vec<AtomicBool>,
-    hashed: Vec<OnceLock<ContentsHint>>,
-    /// The helper will set no more hints (it returned, or unwound).
+    /// Index of the first page no thread has claimed yet.
+    next: AtomicUsize,
+    hashed: Vec<OnceLock<Option<ContentsHint>>>,
+    /// The helper will set no more slots (it returned, or unwound).
     finished: AtomicBool,
     /// The populating thread is done: the helper stops.
     stop: AtomicBool,
@@ -61,36 +69,23 @@ impl Ahead {
         let n = usize::try_from(window.end - window.start).unwrap_or(0);
         Self {
             first: window.start,
-            claimed: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            next: AtomicUsize::new(0),
             hashed: (0..n).map(|_| OnceLock::new()).collect(),
             finished: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         }
     }
 
-    /// Claims page `k` of the request for the populating thread, or, if the helper claimed
-    /// it first, waits for its hint (one page's hashing at most).
-    fn take(&self, k: u64) -> Option<ContentsHint> {
-        let i = usize::try_from(k.checked_sub(self.first)?).ok()?;
-        let (claim, slot) = (self.claimed.get(i)?, self.hashed.get(i)?);
-        if !claim.swap(true, Ordering::AcqRel) {
-            return None;
-        }
-        let mut spins = 0u32;
-        loop {
-            if let Some(hint) = slot.get() {
-                return Some(hint.clone());
-            }
-            if self.finished.load(Ordering::Acquire) {
-                return slot.get().cloned();
-            }
-            spins += 1;
-            if spins < 256 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
+    /// Claims the next `n` unclaimed pages (fewer at the end), as indexes into `hashed`.
+    fn claim(&self, n: usize) -> Option<std::ops::Range<usize>> {
+        let total = self.hashed.len();
+        let lo = self
+            .next
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |i| {
+                (i < total).then(|| (i + n).min(total))
+            })
+            .ok()?;
+        Some(lo..(lo + n).min(total))
     }
 
     /// Marks the helper finished when dropped (also when it unwinds).
@@ -102,6 +97,78 @@ impl Ahead {
             }
         }
         Finished(&self.finished)
+    }
+}
+
+/// A job for an [`AheadPool`] thread.
+type AheadJob = Box<dyn FnOnce() + Send>;
+
+/// A started [`AheadPool`]: where jobs go, and the threads that take them.
+type AheadThreads = (Sender<AheadJob>, Vec<JoinHandle<()>>);
+
+/// The threads that hash ahead of `SNP_LAUNCH_UPDATE` (see [`Ahead`]), one fewer than the
+/// machine has CPUs (at least one), started at the first measured update and joined when
+/// the host is dropped.
+///
+/// They are long-lived, not spawned per request: on a two-CPU machine a thread spawned for
+/// the request waited over 0.5 ms for a CPU in about a third of the updates measured, a
+/// woken pool thread in about a fifth.
+#[derive(Default)]
+pub(super) struct AheadPool {
+    threads: Mutex<Option<AheadThreads>>,
+}
+
+impl AheadPool {
+    /// Hands `job` to a pool thread, starting the pool if needed. If no thread can be
+    /// started the job is dropped: the populating thread then hashes every page itself.
+    fn submit(&self, job: AheadJob) {
+        let mut threads = lock(&self.threads);
+        if threads.is_none() {
+            let (tx, rx) = mpsc::channel::<AheadJob>();
+            let rx = Arc::new(Mutex::new(rx));
+            let n = std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1).max(1));
+            let handles: Vec<JoinHandle<()>> = (0..n)
+                .filter_map(|i| {
+                    let rx = rx.clone();
+                    std::thread::Builder::new()
+                        .name(format!("kvm-coco-ahead-{i}"))
+                        .spawn(move || {
+                            loop {
+                                let job = lock(&rx).recv();
+                                let Ok(job) = job else { break };
+                                // A panicking job must not take the thread with it.
+                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                            }
+                        })
+                        .ok()
+                })
+                .collect();
+            if handles.is_empty() {
+                return;
+            }
+            *threads = Some((tx, handles));
+        }
+        if let Some((tx, _)) = threads.as_ref() {
+            let _ = tx.send(job);
+        }
+    }
+}
+
+impl Drop for AheadPool {
+    fn drop(&mut self) {
+        let Some((tx, handles)) = lock(&self.threads).take() else {
+            return;
+        };
+        drop(tx);
+        let me = std::thread::current().id();
+        for h in handles {
+            // The host can be dropped by a pool thread finishing the last job that held
+            // it; that thread ends on its own once the channel is closed.
+            if h.thread().id() != me {
+                let _ = h.join();
+            }
+        }
     }
 }
 
@@ -134,6 +201,7 @@ impl OwnPages {
 }
 
 /// What one `SNP_LAUNCH_UPDATE` populates, as `snp_launch_update` decoded it.
+#[derive(Clone, Copy)]
 struct Populate {
     gpa0: u64,
     gmem_fd: i32,
@@ -165,6 +233,56 @@ fn reclaim(host: &SimSevHost, pa: u64) -> bool {
         .issue(&mut SevDataSnpPageReclaim { paddr: pa })
         .is_ok();
     ok && host.fw.rmp_make_shared(pa, false).is_ok()
+}
+
+/// The helper side of [`Ahead`]: claims chunks of pages from the front and hashes them
+/// until none is left or the populating thread is done.
+fn hash_ahead(host: &SimSevHost, job: &Populate, ahead: &Ahead) {
+    while !ahead.stop.load(Ordering::Acquire) {
+        let Some(chunk) = ahead.claim(HELPER_CHUNK_PAGES) else {
+            return;
+        };
+        hash_chunk(host, job, ahead, chunk);
+    }
+}
+
+/// Reads the source pages `chunk` (claimed by the caller) from the VMM at once and sets
+/// each page's slot in turn: its [`ContentsHint`], or `None` for every page of the chunk
+/// if the read faults or for the rest once the populating thread is done.
+fn hash_chunk(host: &SimSevHost, job: &Populate, ahead: &Ahead, chunk: std::ops::Range<usize>) {
+    let slots = ahead.hashed.get(chunk.clone()).unwrap_or_default();
+    let give_up = || {
+        for slot in slots {
+            let _ = slot.set(None);
+        }
+    };
+    let Some(uaddr) = job.uaddr else {
+        return give_up();
+    };
+    let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, slots.len() * PAGE_SIZE).collect();
+    let Some(dst) = Arc::get_mut(&mut buf) else {
+        return give_up();
+    };
+    let first = ahead.first + chunk.start as u64;
+    if host.read_user(uaddr + first * PAGE, dst).is_err() {
+        return give_up();
+    }
+    for (i, slot) in slots.iter().enumerate() {
+        let offset = i * PAGE_SIZE;
+        let page = buf
+            .get(offset..offset + PAGE_SIZE)
+            .and_then(|b| <&[u8; PAGE_SIZE]>::try_from(b).ok());
+        let hint = match page {
+            Some(page) if !ahead.stop.load(Ordering::Acquire) => Some(ContentsHint {
+                page_type: SnpPageType::Normal,
+                digest: snp_page_contents(SnpPageType::Normal, page),
+                buf: buf.clone(),
+                offset,
+            }),
+            _ => None,
+        };
+        let _ = slot.set(hint);
+    }
 }
 
 impl VmInner {
@@ -276,9 +394,9 @@ impl VmInner {
             sev_fd: cmd.sev_fd as i32,
             page_type: p.r#type,
         };
-        // NORMAL pages are measured: in each window of the range, their contents digests are
-        // computed from the far end by a helper thread while this thread populates from the
-        // front, and the two meet where their work balances (see `Ahead`).
+        // NORMAL pages are measured: in each window of the range, a helper thread computes
+        // their contents digests ahead of this thread, which populates the pages in order and
+        // hashes a chunk itself whenever its next page has no digest yet (see `Ahead`).
         let measured = u32::from(p.r#type) == KVM_SEV_SNP_PAGE_TYPE_NORMAL;
         let mut fw_error = 0u32;
         let mut count = 0u64;
@@ -287,21 +405,28 @@ impl VmInner {
         while count < npages && ret.is_ok() {
             let window = count..count + (npages - count).min(AHEAD_WINDOW_PAGES);
             let ahead = (measured && window.end - window.start >= AHEAD_MIN_PAGES)
-                .then(|| Ahead::new(window.clone()));
-            let mut populate = |ahead: Option<&Ahead>| {
-                self.populate_pages(st, &job, window.clone(), ahead, &mut own, &mut fw_error)
-            };
-            let (done, r) = match &ahead {
+                .then(|| Arc::new(Ahead::new(window.clone())));
+            if let Some(a) = &ahead {
                 // The helper only reads the VMM's memory and hashes: it takes no lock the
                 // firmware holds, so it cannot deadlock with this thread or another launch.
-                Some(a) => std::thread::scope(|scope| {
-                    scope.spawn(|| self.hash_from_back(&job, a));
-                    let r = populate(Some(a));
-                    a.stop.store(true, Ordering::Release);
-                    r
-                }),
-                None => populate(None),
-            };
+                // Without a helper thread, this thread hashes every chunk itself.
+                let (host, a) = (self.host.clone(), a.clone());
+                self.host.ahead_pool.submit(Box::new(move || {
+                    let _finished = a.finish_on_drop();
+                    hash_ahead(&host, &job, &a);
+                }));
+            }
+            let (done, r) = self.populate_pages(
+                st,
+                &job,
+                window.clone(),
+                ahead.as_deref(),
+                &mut own,
+                &mut fw_error,
+            );
+            if let Some(a) = &ahead {
+                a.stop.store(true, Ordering::Release);
+            }
             count += done;
             ret = r;
         }
@@ -318,61 +443,38 @@ impl VmInner {
         put(payload, &p)
     }
 
-    /// The helper side of [`Ahead`]: reads its window's source pages from the VMM a chunk
-    /// at a time from the far end and hashes them, last page first, until it reaches a page
-    /// the populating thread has taken (or the read faults, or the populate side stopped).
-    fn hash_from_back(&self, job: &Populate, ahead: &Ahead) {
-        let _finished = ahead.finish_on_drop();
-        let Some(uaddr) = job.uaddr else { return };
-        let mut hi = ahead.claimed.len();
-        while hi > 0 {
-            let lo = hi.saturating_sub(AHEAD_CHUNK_PAGES);
-            let taken = ahead
-                .claimed
-                .get(hi - 1)
-                .is_none_or(|c| c.load(Ordering::Acquire));
-            if taken || ahead.stop.load(Ordering::Acquire) {
-                return;
+    /// The populating side of [`Ahead`]: the hint for page `k` of the request, or `None` if
+    /// the page has none (its bytes are then read and hashed the usual way). While page `k`
+    /// waits for the helper, this thread hashes a chunk of its own.
+    fn ahead_hint(&self, job: &Populate, ahead: &Ahead, k: u64) -> Option<ContentsHint> {
+        let i = usize::try_from(k.checked_sub(ahead.first)?).ok()?;
+        let slot = ahead.hashed.get(i)?;
+        let mut spins = 0u32;
+        loop {
+            if let Some(hint) = slot.get() {
+                return hint.clone();
             }
-            let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, (hi - lo) * PAGE_SIZE).collect();
-            let Some(dst) = Arc::get_mut(&mut buf) else {
-                return;
-            };
-            let first = ahead.first + lo as u64;
-            if self.host.read_user(uaddr + first * PAGE, dst).is_err() {
-                // The populating thread reads these pages itself; a fault lands on its page.
-                return;
+            if let Some(chunk) = ahead.claim(OWN_CHUNK_PAGES) {
+                hash_chunk(&self.host, job, ahead, chunk);
+                continue;
             }
-            for k in (lo..hi).rev() {
-                let (Some(claim), Some(slot)) = (ahead.claimed.get(k), ahead.hashed.get(k)) else {
-                    return;
-                };
-                if claim.swap(true, Ordering::AcqRel) || ahead.stop.load(Ordering::Acquire) {
-                    return;
-                }
-                let offset = (k - lo) * PAGE_SIZE;
-                let Some(page) = buf
-                    .get(offset..offset + PAGE_SIZE)
-                    .and_then(|b| <&[u8; PAGE_SIZE]>::try_from(b).ok())
-                else {
-                    return;
-                };
-                let digest = snp_page_contents(SnpPageType::Normal, page);
-                let _ = slot.set(ContentsHint {
-                    page_type: SnpPageType::Normal,
-                    digest,
-                    buf: buf.clone(),
-                    offset,
-                });
+            // Every page is claimed and page `k` is the helper's: it is being hashed.
+            if ahead.finished.load(Ordering::Acquire) {
+                return slot.get().cloned().flatten();
             }
-            hi = lo;
+            spins += 1;
+            if spins < 256 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
     }
 
     /// Populates the pages `window` of a request in order, one `kvm_gmem_populate` step
-    /// each. A page the helper of `ahead` hashed goes to the
-    /// firmware with its [`ContentsHint`]; the others are read here (`own`), a few pages at
-    /// a time, and hashed by the firmware itself. Returns how many pages were done and how
+    /// each. A page hashed ahead (see [`Ahead`]) goes to the firmware with its
+    /// [`ContentsHint`]; the others (no `ahead`, or a source that could not be read ahead)
+    /// are read here (`own`), a few pages at a time, and hashed by the firmware itself. Returns how many pages were done and how
     /// the loop ended.
     fn populate_pages(
         &self,
@@ -384,7 +486,7 @@ impl VmInner {
         fw_error: &mut u32,
     ) -> (u64, Result<(), Errno>) {
         for k in window.clone() {
-            let hint = ahead.and_then(|a| a.take(k));
+            let hint = ahead.and_then(|a| self.ahead_hint(job, a, k));
             let src = job.uaddr.map(|uaddr| {
                 let bytes = match &hint {
                     Some(h) => h.buf.get(h.offset..h.offset + PAGE_SIZE),
