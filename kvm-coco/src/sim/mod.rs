@@ -28,3 +28,4 @@ pub(crate) mod ranges;
 pub mod sev;
 pub mod tdx;
 pub mod user;
+pub(crate) mod workers;

@@ -56,7 +56,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
@@ -69,6 +68,7 @@ use crate::error::Errno;
 use crate::sim::guest::{GuestOp, GuestOutcome};
 use crate::sim::sev::{SimSevConfig, SimSevHost};
 use crate::sim::tdx::{SimTdxModule, TdxModuleConfig};
+use crate::sim::workers::Workers;
 use crate::vm_type::{VmType, VmTypes};
 use psp_driver::AsidClass;
 
@@ -419,24 +419,14 @@ fn is_slow(n: &Notif) -> bool {
 /// The supervisor: polls the listeners, the VMs' hang-up sockets and the wake eventfd;
 /// answers quick calls itself and hands slow ones to the workers.
 fn manager(sh: &Arc<Shared>, workers: usize) {
-    let (tx, rx): (Sender<Job>, Receiver<Job>) = mpsc::channel();
-    let rx = Arc::new(Mutex::new(rx));
-    let pool: Vec<JoinHandle<()>> = (0..workers)
-        .filter_map(|i| {
-            let rx = rx.clone();
-            let sh = sh.clone();
-            std::thread::Builder::new()
-                .name(format!("kvm-coco-simhost-{i}"))
-                .spawn(move || {
-                    loop {
-                        let job = lock(&rx).recv();
-                        let Ok((listener, n, pid)) = job else { break };
-                        sh.serve(&listener, n, pid);
-                    }
-                })
-                .ok()
-        })
-        .collect();
+    let served = sh.clone();
+    let pool = Workers::start(
+        "kvm-coco-simhost",
+        workers,
+        move |(listener, n, pid): Job| {
+            served.serve(&listener, n, pid);
+        },
+    );
     let mut listeners: Vec<(Arc<OwnedFd>, i32)> = Vec::new();
     while !sh.stop.load(Ordering::Relaxed) {
         listeners.extend(lock(&sh.incoming).drain(..));
@@ -468,10 +458,11 @@ fn manager(sh: &Arc<Shared>, workers: usize) {
             let r = rev[1 + i];
             if r & libc::POLLIN != 0 {
                 match sys::recv(l) {
-                    Ok(n) if is_slow(&n) => {
-                        let _ = tx.send((l.clone(), n, *pid));
-                    }
-                    Ok(n) => sh.serve(l, n, *pid),
+                    // Without a worker thread, slow calls are answered here too.
+                    Ok(n) => match &pool {
+                        Some(p) if is_slow(&n) => p.send((l.clone(), n, *pid)),
+                        _ => sh.serve(l, n, *pid),
+                    },
                     Err(e) if e.raw() == libc::ENOENT || e.raw() == libc::EINTR => {}
                     Err(_) => gone.push(i),
                 }
@@ -485,10 +476,7 @@ fn manager(sh: &Arc<Shared>, workers: usize) {
             sh.listeners.fetch_sub(1, Ordering::Relaxed);
         }
     }
-    drop(tx);
-    for w in pool {
-        let _ = w.join();
-    }
+    drop(pool);
 }
 
 /// A running software host; see the [module docs](self).

@@ -8,9 +8,7 @@ use kvm_coco_uapi::{
     KvmSevSnpLaunchStart, KvmSevSnpLaunchUpdate, SevRetCode,
 };
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
 
 use psp_driver::digest::{SnpPageType, snp_page_contents};
 use psp_driver::sim::ContentsHint;
@@ -24,6 +22,7 @@ use super::host::{EFAULT, EINVAL, SVM_SEV_FEAT_SECURE_TSC, SimSevHost, lock};
 use super::vm::{EEXIST, EIO, ENOTTY, SimSevVm, VmInner, VmState, arg, put};
 use crate::error::Errno;
 use crate::sim::ranges;
+use crate::sim::workers::Workers;
 
 const PAGE: u64 = PAGE_SIZE as u64;
 /// Below this many NORMAL pages an `SNP_LAUNCH_UPDATE` is populated without a helper.
@@ -103,9 +102,6 @@ impl Ahead {
 /// A job for an [`AheadPool`] thread.
 type AheadJob = Box<dyn FnOnce() + Send>;
 
-/// A started [`AheadPool`]: where jobs go, and the threads that take them.
-type AheadThreads = (Sender<AheadJob>, Vec<JoinHandle<()>>);
-
 /// The threads that hash ahead of `SNP_LAUNCH_UPDATE` (see [`Ahead`]), one fewer than the
 /// machine has CPUs (at least one), started at the first measured update and joined when
 /// the host is dropped.
@@ -115,59 +111,24 @@ type AheadThreads = (Sender<AheadJob>, Vec<JoinHandle<()>>);
 /// woken pool thread in about a fifth.
 #[derive(Default)]
 pub(super) struct AheadPool {
-    threads: Mutex<Option<AheadThreads>>,
+    workers: Mutex<Option<Workers<AheadJob>>>,
 }
 
 impl AheadPool {
     /// Hands `job` to a pool thread, starting the pool if needed. If no thread can be
     /// started the job is dropped: the populating thread then hashes every page itself.
     fn submit(&self, job: AheadJob) {
-        let mut threads = lock(&self.threads);
-        if threads.is_none() {
-            let (tx, rx) = mpsc::channel::<AheadJob>();
-            let rx = Arc::new(Mutex::new(rx));
+        let mut workers = lock(&self.workers);
+        if workers.is_none() {
             let n = std::thread::available_parallelism()
                 .map_or(1, |n| n.get().saturating_sub(1).max(1));
-            let handles: Vec<JoinHandle<()>> = (0..n)
-                .filter_map(|i| {
-                    let rx = rx.clone();
-                    std::thread::Builder::new()
-                        .name(format!("kvm-coco-ahead-{i}"))
-                        .spawn(move || {
-                            loop {
-                                let job = lock(&rx).recv();
-                                let Ok(job) = job else { break };
-                                // A panicking job must not take the thread with it.
-                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                            }
-                        })
-                        .ok()
-                })
-                .collect();
-            if handles.is_empty() {
-                return;
-            }
-            *threads = Some((tx, handles));
+            *workers = Workers::start("kvm-coco-ahead", n, |job: AheadJob| {
+                // A panicking job must not take the thread with it.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            });
         }
-        if let Some((tx, _)) = threads.as_ref() {
-            let _ = tx.send(job);
-        }
-    }
-}
-
-impl Drop for AheadPool {
-    fn drop(&mut self) {
-        let Some((tx, handles)) = lock(&self.threads).take() else {
-            return;
-        };
-        drop(tx);
-        let me = std::thread::current().id();
-        for h in handles {
-            // The host can be dropped by a pool thread finishing the last job that held
-            // it; that thread ends on its own once the channel is closed.
-            if h.thread().id() != me {
-                let _ = h.join();
-            }
+        if let Some(w) = workers.as_ref() {
+            w.send(job);
         }
     }
 }
