@@ -748,7 +748,7 @@ fn sev_launch_secret_is_injected_into_guest_memory() {
 }
 
 /// An `SNP_LAUNCH_UPDATE` of NORMAL pages longer than the model's helper window (1024 pages,
-/// hashed from both ends with content hints) measures exactly what the same pages give when
+/// hashed ahead into content hints) measures exactly what the same pages give when
 /// issued one page per call, where no helper runs and the firmware hashes every page itself.
 #[test]
 fn snp_update_across_helper_windows_measures_as_page_by_page() {
@@ -799,4 +799,36 @@ fn snp_update_across_helper_windows_measures_as_page_by_page() {
     let one_call = measure(true);
     assert_eq!(one_call, measure(false));
     assert_ne!(one_call, [0u8; 48]);
+}
+
+/// A command refused before it reaches the firmware (here: its `sev_fd` is not `/dev/sev`)
+/// leaves no content hint behind: the firmware takes a hint only when it runs.
+#[test]
+fn snp_update_refused_before_the_firmware_leaves_no_hint() {
+    const PAGES: u64 = 64;
+    let host = host();
+    let mut s = Session::new(&host, KVM_X86_SNP_VM);
+    s.init2(0);
+    s.add_private_ram(0, 0x10_0000, PAGES * 4096);
+    s.qemu_vcpus(1, 0, EPYC_V4);
+    let mut start = KvmSevSnpLaunchStart {
+        policy: 0x30000,
+        ..Default::default()
+    };
+    s.vm.sev_cmd(KVM_SEV_SNP_LAUNCH_START, s.sev_fd, &mut start)
+        .unwrap();
+    let src = host
+        .mmap_bytes(&vec![0x5a; (PAGES * 4096) as usize])
+        .unwrap();
+    let mut u = KvmSevSnpLaunchUpdate {
+        gfn_start: 0x100,
+        uaddr: src,
+        len: PAGES * 4096,
+        r#type: KVM_SEV_SNP_PAGE_TYPE_NORMAL as u8,
+        ..Default::default()
+    };
+    // fd 0 is open, but not on `/dev/sev`.
+    assert!(s.vm.sev_cmd(KVM_SEV_SNP_LAUNCH_UPDATE, 0, &mut u).is_err());
+    assert_eq!(u.len, PAGES * 4096, "no page was populated");
+    assert_eq!(s.host.firmware().contents_hints_pending(), 0);
 }

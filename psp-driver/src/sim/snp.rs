@@ -976,14 +976,20 @@ impl SimFirmware {
 
     /// Adds content hints: the host-physical address of the page each is for, and the
     /// hint. Each hint is consumed by the next `SNP_LAUNCH_UPDATE` of its page, whatever
-    /// its outcome, or dropped by [`clear_contents_hints`](Self::clear_contents_hints).
+    /// its outcome, or dropped by [`remove_contents_hint`](Self::remove_contents_hint).
     pub fn add_contents_hints(&self, hints: impl IntoIterator<Item = (u64, ContentsHint)>) {
         self.lock().contents_hints.extend(hints);
     }
 
-    /// Drops every pending content hint.
-    pub fn clear_contents_hints(&self) {
-        self.lock().contents_hints.clear();
+    /// Drops the pending content hint of the page at `pa`, if any: for a caller whose
+    /// command did not reach the firmware.
+    pub fn remove_contents_hint(&self, pa: u64) {
+        self.lock().contents_hints.remove(&pa);
+    }
+
+    /// How many content hints are pending (added, not yet consumed or removed).
+    pub fn contents_hints_pending(&self) -> usize {
+        self.lock().contents_hints.len()
     }
 
     /// RMPUPDATE model: assigns the page(s) at `pa` to `asid` at `gpa`,

@@ -391,7 +391,6 @@ impl VmInner {
             count += done;
             ret = r;
         }
-        self.host.fw.clear_contents_hints();
         if ret.is_err() && count == 0 {
             cmd.error = fw_error;
             return Err(EIO);
@@ -520,10 +519,16 @@ impl VmInner {
             ..Default::default()
         };
         d.set_page_type(page_type);
+        let hinted = hint.is_some();
         if let Some(hint) = hint {
             self.host.fw.add_contents_hints([(pa, hint)]);
         }
         if let Err(e) = self.fw(fd, &mut d, fw_error) {
+            if hinted {
+                // The firmware takes the hint whatever its outcome; a command refused
+                // before it reached the firmware must not leave the hint behind.
+                self.host.fw.remove_contents_hint(pa);
+            }
             if reclaim(&self.host, pa)
                 && u32::from(page_type) == KVM_SEV_SNP_PAGE_TYPE_CPUID
                 && *fw_error == SevRetCode::InvalidParam.raw()
